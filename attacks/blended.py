@@ -1,0 +1,48 @@
+"""Blended (Chen et al. 2017): x′ = (1 − α)·x + α·pattern with a fixed pattern image."""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from attacks.base import Attack
+from utils.errors import UserError
+
+DEFAULT_PATTERN = Path(__file__).parent / "assets" / "blended_pattern.png"
+
+
+def load_pattern(path) -> torch.Tensor:
+    """An RGB image file → float tensor (3,H,W) in [0,1]."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the blend pattern {path} ({exc}); pass an image with "
+                        f"--blend_pattern") from None
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+@dataclass
+class Blended(Attack):
+    """α = 0.1 as in the authors' prototype; the pattern is resized to the input size."""
+
+    blend_alpha: float = 0.1
+    blend_pattern: str = str(DEFAULT_PATTERN)
+    name = "blended"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 < self.blend_alpha <= 1.0:
+            raise UserError(f"--blend_alpha must be in (0, 1], got {self.blend_alpha}")
+        self.pattern = load_pattern(self.blend_pattern)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        pattern = self.pattern
+        if pattern.shape[-2:] != x.shape[-2:]:
+            pattern = F.interpolate(pattern[None], size=x.shape[-2:], mode="bilinear",
+                                    align_corners=False)[0]
+        pattern = self._on(f"pattern{tuple(x.shape[-2:])}", pattern[: x.shape[1]], x)
+        return (1.0 - self.blend_alpha) * x + self.blend_alpha * pattern

@@ -1,0 +1,114 @@
+"""The in-memory dataset every loader returns, and helpers the loaders share."""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.errors import UserError
+from utils.io import save_torch
+
+IMAGE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """Per-dataset schedule (paper §3.4); main.py uses these unless a flag overrides them."""
+
+    epochs: int
+    milestones: tuple
+    batch_size: int = 256
+    lr: float = 0.01
+
+
+@dataclass
+class ImageDataset:
+    """Decoded once: uint8 images (N,3,32,32) and int64 labels, kept in memory."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    defaults: TrainDefaults
+    class_names: list = field(default_factory=list)
+
+    def __post_init__(self):
+        for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+            if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1:] != (3, IMAGE_SIZE, IMAGE_SIZE):
+                raise ValueError(f"{self.name} {split} images must be uint8 (N,3,32,32), got "
+                                 f"{tuple(x.shape)} {x.dtype}")
+            if len(x) != len(y):
+                raise ValueError(f"{self.name} {split}: {len(x)} images but {len(y)} labels")
+
+
+def require_dir(data_path, dataset: str, expected: str) -> Path:
+    """The dataset root, or a clear error saying which flag to set and what it must hold."""
+    if data_path is None:
+        raise UserError(f"--data_path is required for {dataset}: point it at the directory that "
+                        f"holds {expected}")
+    root = Path(data_path).expanduser()
+    if not root.is_dir():
+        raise UserError(f"--data_path {root} does not exist; point it at the directory that holds "
+                        f"{expected}")
+    return root
+
+
+def hwc_to_chw_uint8(images: np.ndarray) -> torch.Tensor:
+    """(N,H,W,C) or (N,H,W) uint8 array → (N,3,H,W) uint8 tensor (grey is repeated)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    if tensor.dim() == 3:
+        tensor = tensor.unsqueeze(-1)
+    tensor = tensor.permute(0, 3, 1, 2)
+    if tensor.shape[1] == 1:
+        tensor = tensor.expand(-1, 3, -1, -1)
+    return tensor.contiguous()
+
+
+def resize_uint8(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Bilinear resize of a uint8 (N,C,H,W) batch to size×size, rounded back to uint8."""
+    if images.shape[-2:] == (size, size):
+        return images
+    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear",
+                            align_corners=False, antialias=True)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def load_cached(cache_path: Path, build):
+    """Decode once and cache the tensors next to the data, since JPEG/PPM decoding is slow.
+
+    ``build()`` returns a dict of tensors; the cache is rebuilt if it is unreadable.
+    """
+    if cache_path.is_file():
+        try:
+            return torch.load(cache_path, map_location="cpu", weights_only=True)
+        except Exception:
+            pass  # a stale or truncated cache is rebuilt below
+    tensors = build()
+    try:
+        save_torch(tensors, cache_path)
+    except OSError:
+        pass  # a read-only data directory only costs the decode next time
+    return tensors
+
+
+def decode_image_files(paths, size: int = IMAGE_SIZE, box_for=None, progress: str = "") -> torch.Tensor:
+    """Decode image files with PIL, optionally crop a box, resize to size×size RGB uint8."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+    for i, path in enumerate(tqdm(paths, desc=progress or "decoding", leave=False, disable=len(paths) < 1000)):
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                if box_for is not None:
+                    img = img.crop(box_for(path))
+                img = img.resize((size, size), Image.BILINEAR)
+                out[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot decode image {path} ({exc}); the dataset files look corrupt, "
+                            f"re-extract them") from None
+    return out

@@ -1,0 +1,34 @@
+"""Model registry: ``models.build(name, num_classes=10, width=1.0)``.
+
+Every model declares ``model.taps == {"s1": module_name, "s2": ..., "s3": ...}``, the module
+names whose outputs are the paper's s1/s2/s3 representations.
+"""
+import torch.nn as nn
+
+from models.preact_resnet import preactresnet18
+from models.resnet import resnet18
+from models.vgg import vgg11, vgg16
+from utils.errors import UserError, unknown_name
+
+REGISTRY = {"vgg11": vgg11, "vgg16": vgg16, "resnet18": resnet18, "preactresnet18": preactresnet18}
+NAMES = tuple(REGISTRY)
+LEVELS = ("s1", "s2", "s3")
+
+
+def build(name: str, num_classes: int = 10, width: float = 1.0) -> nn.Module:
+    if name not in REGISTRY:
+        raise unknown_name("model", name, REGISTRY)
+    if not width > 0:
+        raise UserError(f"--width must be positive, got {width}")
+    return REGISTRY[name](num_classes=num_classes, width=width)
+
+
+def tap_modules(model: nn.Module, levels=LEVELS) -> dict:
+    """{level: module} for the model's declared taps."""
+    unknown = [level for level in levels if level not in model.taps]
+    if unknown:
+        raise UserError(f"unknown tap level {unknown}; {type(model).__name__} has {sorted(model.taps)}")
+    return {level: model.get_submodule(model.taps[level]) for level in levels}
+
+
+__all__ = ["build", "tap_modules", "NAMES", "LEVELS"]

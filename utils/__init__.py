@@ -1,0 +1,1 @@
+"""Small shared helpers: errors, atomic I/O, seeding, device selection, the shared CLI."""

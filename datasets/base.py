@@ -112,3 +112,14 @@ def decode_image_files(paths, size: int = IMAGE_SIZE, box_for=None, progress: st
             raise UserError(f"cannot decode image {path} ({exc}); the dataset files look corrupt, "
                             f"re-extract them") from None
     return out
+
+
+def stratified_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """Sorted indices of a seeded subset of ``size`` samples with the class proportions kept."""
+    from sklearn.model_selection import train_test_split
+
+    if size >= len(labels):
+        return torch.arange(len(labels))
+    index, _ = train_test_split(np.arange(len(labels)), train_size=size, stratify=labels.numpy(),
+                                random_state=seed % (2**32))
+    return torch.from_numpy(np.sort(index))

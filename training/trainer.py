@@ -1,0 +1,96 @@
+"""The training loop of Algorithm 1: one forward pass per batch, loss = CE + λ·MMD term."""
+import time
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from attacks.poisoning import PoisonedData
+from regularizers import MultiLevelMMD
+from training.evaluation import autocast, benign_accuracy_and_asr
+from utils.config import RunConfig
+
+
+class Trainer:
+    """Owns the model, optimiser, schedule and (when λ > 0) the regulariser's hooks."""
+
+    def __init__(self, model: nn.Module, data: PoisonedData, config: RunConfig, device: torch.device):
+        self.model, self.data, self.config, self.device = model, data, config, device
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=config.milestones,
+                                                              gamma=0.1)
+        self.amp = config.amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.criterion = nn.CrossEntropyLoss()
+        self.regularizer = None
+        if config.mlmmdr_lamb > 0:
+            self.regularizer = MultiLevelMMD(model, config.levels, config.kernel, config.mlmmdr_reduce,
+                                             config.mmd_estimator)
+
+    def step(self, batch) -> dict:
+        """One optimisation step; returns the detached loss terms (tensors on the device)."""
+        with autocast(self.device, self.amp):
+            logits = self.model(batch.x)
+            ce = self.criterion(logits, batch.y)
+        terms = {"ce": ce.detach()}
+        loss = ce
+        if self.regularizer is not None:
+            mmd, per_level = self.regularizer.loss(batch.benign_target_mask(self.config.target),
+                                                   batch.poisoned)
+            loss = ce + self.config.mlmmdr_lamb * mmd
+            terms.update({f"mmd_{level}": value.detach() for level, value in per_level.items()})
+        terms["loss"] = loss.detach()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return terms
+
+    def evaluate(self, test_x, test_y) -> dict:
+        if self.regularizer is not None:
+            with self.regularizer.paused():
+                return self._evaluate(test_x, test_y)
+        return self._evaluate(test_x, test_y)
+
+    def _evaluate(self, test_x, test_y) -> dict:
+        return benign_accuracy_and_asr(self.model, test_x, test_y, self.data.attack, self.config.target,
+                                       self.device, self.config.eval_batch_size, self.amp)
+
+    def train_epoch(self, epoch: int) -> dict:
+        """Mean loss terms over the epoch. Terms are summed on the device and read only when the
+        progress bar refreshes, so the loop does not wait on the GPU every step."""
+        self.model.train()
+        sums, steps = {}, 0
+        total = self.data.num_batches(self.config.batch_size)
+        bar = tqdm(self.data.batches(self.config.batch_size, epoch), total=total, leave=False,
+                   desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.config.progress,
+                   dynamic_ncols=True)
+        for batch in bar:
+            for key, value in self.step(batch).items():
+                sums[key] = sums[key] + value if key in sums else value
+            steps += 1
+            if steps % 10 == 0 or steps == total:
+                bar.set_postfix({key: f"{(value / steps).item():.4g}" for key, value in sums.items()})
+        self.scheduler.step()
+        return {key: (value / max(steps, 1)).item() for key, value in sums.items()}
+
+    def fit(self, test_x, test_y, on_epoch=None) -> list:
+        history = []
+        overall = tqdm(range(self.config.epochs), desc="training", disable=not self.config.progress,
+                       dynamic_ncols=True)
+        for epoch in overall:
+            started = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch + 1, "lr": lr, **self.train_epoch(epoch)}
+            row.update(self.evaluate(test_x, test_y))
+            row["seconds"] = round(time.perf_counter() - started, 3)
+            history.append(row)
+            overall.set_postfix({key: f"{row[key]:.4g}" for key in row if key not in ("epoch", "seconds")})
+            if on_epoch is not None:
+                on_epoch(history)
+        return history
+
+    def close(self) -> None:
+        if self.regularizer is not None:
+            self.regularizer.remove()

@@ -58,7 +58,7 @@ def require_dir(data_path, dataset: str, expected: str) -> Path:
 
 def hwc_to_chw_uint8(images: np.ndarray) -> torch.Tensor:
     """(N,H,W,C) or (N,H,W) uint8 array → (N,3,H,W) uint8 tensor (grey is repeated)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    tensor = torch.from_numpy(np.array(images, dtype=np.uint8))  # a copy: IDX buffers are read-only
     if tensor.dim() == 3:
         tensor = tensor.unsqueeze(-1)
     tensor = tensor.permute(0, 3, 1, 2)

@@ -66,7 +66,7 @@ def resolved_config(prepared: Prepared, poisoned: PoisonedData) -> dict:
                          "poisoned": len(poisoned.poison_index), "noise": len(poisoned.noise_index),
                          "training_set_size": len(poisoned), "taps": dict(prepared.model.taps),
                          "attack": prepared.attack.params(),
-                         "torch": torch.__version__, "python": platform.python_version()}}
+                         "torch": str(torch.__version__), "python": platform.python_version()}}
 
 
 def train_run(config: RunConfig) -> dict:

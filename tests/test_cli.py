@@ -1,0 +1,101 @@
+"""main.py end to end on digits, and the one-line errors on bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import main
+from tests.conftest import ROOT
+from utils.cli import run_cli
+from utils.io import load_checkpoint
+
+FAST = ["--data_name", "digits", "--width", "0.125", "--epochs", "1", "--train_subset", "300",
+        "--no_progress"]
+
+
+def test_main_trains_one_epoch_and_writes_a_loadable_run(tmp_path, capsys):
+    code = run_cli(main.main, FAST + ["--mlmmdr_lamb", "0.1", "--out_dir", str(tmp_path)])
+    assert code == 0
+    run_dir = tmp_path / "digits_vgg11_patched_mlmmdr_0.1_all_w0.125_n300"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "history.csv", "metrics.json", "model.pt"]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(f"{run_dir.name}: BA=") and "ASR=" in out[0]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["resolved"]["method"] == "ML-MMDR" and config["epochs"] == 1 and config["batch_size"] == 64
+    assert config["resolved"]["poisoned"] == 30 and config["resolved"]["training_set_size"] == 330
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["history"][0]) >= {"ce", "mmd_s1", "mmd_s2", "mmd_s3", "loss", "ba", "asr"}
+    checkpoint = load_checkpoint(run_dir / "model.pt")
+    assert set(checkpoint) == {"state_dict", "config", "metrics"}
+    assert checkpoint["metrics"]["ba"] == metrics["ba"]
+    import models
+
+    model = models.build("vgg11", num_classes=10, width=0.125)
+    model.load_state_dict(checkpoint["state_dict"])
+    header = (run_dir / "history.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,lr,ce")
+
+
+def test_same_seed_same_numbers(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        assert run_cli(main.main, FAST + ["--out_dir", str(tmp_path / name)]) == 0
+        results.append(json.loads(next((tmp_path / name).glob("*/metrics.json")).read_text()))
+    assert results[0]["history"][0]["ce"] == results[1]["history"][0]["ce"]
+    assert results[0]["ba"] == results[1]["ba"]
+
+
+def test_regulariser_survives_batches_without_poison(tmp_path):
+    """Batch size 8: many batches hold fewer than 2 samples of a group; training goes on."""
+    code = run_cli(main.main, FAST + ["--mlmmdr_lamb", "0.3", "--batch_size", "8", "--train_subset", "80",
+                                      "--out_dir", str(tmp_path)])
+    assert code == 0
+    history = json.loads(next(tmp_path.glob("*/metrics.json")).read_text())["history"]
+    assert all(torch.isfinite(torch.tensor(history[0][key])) for key in ("loss", "mmd_s1"))
+
+
+BAD_INPUTS = [
+    (["--data_name", "mnist"], "unknown dataset 'mnist'; choose one of"),
+    (["--model_name", "vgg19"], "unknown model 'vgg19'; choose one of"),
+    (["--attack_name", "lira"], "unknown attack 'lira'; choose one of"),
+    (["--kernel", "rbf"], "unknown kernel 'rbf'; choose one of"),
+    (["--data_name", "fmnist"], "--data_path is required for fmnist"),
+    (["--data_name", "cifar10", "--data_path", "/nonexistent"], "does not exist"),
+    (["--mlmmdr_lamb", "-0.1"], "--mlmmdr_lamb must be ≥ 0"),
+    (["--poison_ratio", "0"], "--poison_ratio must be in (0, 1]"),
+    (["--poison_ratio", "1.5"], "--poison_ratio must be in (0, 1]"),
+    (["--target", "10"], "--target 10 is outside digits's classes 0..9"),
+    (["--mlmmdr_layer", "first"], "--mlmmdr_layer must be 'all' (ML-MMDR) or 'last' (SL-MMDR)"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD_INPUTS)
+def test_bad_input_is_one_line_and_leaves_no_run(tmp_path, capsys, extra, message):
+    argv = ["--data_name", "digits"] + extra + ["--out_dir", str(tmp_path / "runs"), "--epochs", "1"]
+    assert run_cli(main.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
+    assert run_cli(main.main, ["--data_name", "digits", "--device", "cuda", "--out_dir", str(tmp_path / "r")]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_dataset_through_the_real_cli(tmp_path):
+    """The real process: exit status 2, one line on stderr, no traceback, no run directory."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(b"\x80\x04corrupt")
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data_name", "cifar10", "--data_path",
+                           str(tmp_path), "--out_dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()

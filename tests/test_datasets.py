@@ -1,0 +1,162 @@
+"""Each loader on a tiny fixture written in the dataset's native on-disk format."""
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import datasets
+from utils.errors import UserError
+
+
+def write_idx(path, array, compress):
+    header = (2051 if array.ndim == 3 else 2049).to_bytes(4, "big")
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as handle:
+            handle.write(raw)
+    else:
+        path.write_bytes(raw)
+
+
+@pytest.fixture
+def fmnist_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, count, compress in (("train", 12, True), ("t10k", 5, False)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)), compress)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.arange(count) % 10, compress)
+    return tmp_path
+
+
+def test_fmnist_pads_to_32_with_three_channels(fmnist_dir):
+    raw = gzip.open(fmnist_dir / "train-images-idx3-ubyte.gz").read()
+    first = np.frombuffer(raw, dtype=np.uint8, offset=16)[:784].reshape(28, 28)
+    data = datasets.build("fmnist", data_path=fmnist_dir)
+    assert data.train_x.shape == (12, 3, 32, 32) and data.test_x.shape == (5, 3, 32, 32)
+    assert torch.equal(data.train_x[0, 1, 2:30, 2:30], torch.from_numpy(first.copy()))
+    assert data.train_x[:, :, :2].sum() == 0  # zero padding
+    assert data.test_y.tolist() == [0, 1, 2, 3, 4] and data.num_classes == 10
+
+
+def test_fmnist_corrupt_file_is_a_clear_error(fmnist_dir):
+    path = fmnist_dir / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(UserError, match="truncated"):
+        datasets.build("fmnist", data_path=fmnist_dir)
+    path.write_bytes(b"\x00\x00\x08\x01" + b"\x00" * 20)
+    with pytest.raises(UserError, match="bad magic"):
+        datasets.build("fmnist", data_path=fmnist_dir)
+
+
+def write_cifar(root, per_batch=4):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = list(rng.integers(0, 10, per_batch))
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"data": data, "labels": labels}, handle)
+        batches[name] = (data, labels)
+    return batches
+
+
+def test_cifar10_reads_the_python_batches(tmp_path):
+    batches = write_cifar(tmp_path)
+    data = datasets.build("cifar10", data_path=tmp_path)
+    assert data.train_x.shape == (20, 3, 32, 32) and data.test_x.shape == (4, 3, 32, 32)
+    first, labels = batches["data_batch_1"]
+    assert torch.equal(data.train_x[0], torch.from_numpy(first[0].reshape(3, 32, 32)))
+    assert data.train_y[:4].tolist() == [int(v) for v in labels]
+
+
+def test_cifar10_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(UserError, match="no CIFAR-10 python batches"):
+        datasets.build("cifar10", data_path=tmp_path)
+    write_cifar(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(UserError, match="corrupt"):
+        datasets.build("cifar10", data_path=tmp_path)
+
+
+def write_celeba(root):
+    base = root / "celeba"
+    (base / "img_align_celeba").mkdir(parents=True)
+    names = [f"{i:06d}.jpg" for i in range(1, 7)]
+    partitions = [0, 0, 0, 1, 2, 2]
+    # columns: 5_o_Clock_Shadow Heavy_Makeup Mouth_Slightly_Open Smiling
+    attributes = [(1, 1, 1, 1), (-1, -1, -1, 1), (1, 1, -1, -1), (1, 1, 1, 1), (-1, -1, 1, -1), (1, 1, 1, -1)]
+    for i, name in enumerate(names):
+        Image.fromarray(np.full((218, 178, 3), 40 * i, dtype=np.uint8)).save(base / "img_align_celeba" / name)
+    lines = [str(len(names)), "5_o_Clock_Shadow Heavy_Makeup Mouth_Slightly_Open Smiling"]
+    lines += [f"{name} " + " ".join(f"{v:2d}" for v in attrs) for name, attrs in zip(names, attributes)]
+    (base / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    (base / "list_eval_partition.txt").write_text(
+        "\n".join(f"{n} {p}" for n, p in zip(names, partitions)) + "\n")
+    return base
+
+
+def test_celeba_eight_classes_official_partitions_and_cache(tmp_path):
+    base = write_celeba(tmp_path)
+    data = datasets.build("celeba", data_path=tmp_path)
+    # label = Heavy_Makeup·4 + Mouth_Slightly_Open·2 + Smiling
+    assert data.train_y.tolist() == [7, 1, 4] and data.test_y.tolist() == [2, 6]
+    assert data.train_x.shape == (3, 3, 32, 32) and data.num_classes == 8
+    assert abs(int(data.train_x[1, 0, 16, 16]) - 40) <= 2
+    assert (base / "mlmmdr_cache_32.pt").is_file()
+    (base / "img_align_celeba" / "000001.jpg").unlink()  # the cache is used from now on
+    assert torch.equal(datasets.build("celeba", data_path=tmp_path).train_x, data.train_x)
+
+
+def test_celeba_corrupt_image_is_a_clear_error(tmp_path):
+    base = write_celeba(tmp_path)
+    (base / "img_align_celeba" / "000002.jpg").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="corrupt"):
+        datasets.build("celeba", data_path=tmp_path)
+    assert not (base / "mlmmdr_cache_32.pt").exists()
+
+
+def write_gtsrb(root):
+    base = root / "gtsrb"
+    for label, count in ((0, 2), (42, 1)):
+        folder = base / "GTSRB" / "Training" / f"{label:05d}"
+        folder.mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((40, 45, 3), 10 + label, dtype=np.uint8)).save(folder / f"00000_{i:05d}.ppm")
+    test = base / "GTSRB" / "Final_Test" / "Images"
+    test.mkdir(parents=True)
+    rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    for i, label in enumerate((5, 17)):
+        Image.fromarray(np.full((30, 30, 3), 200, dtype=np.uint8)).save(test / f"{i:05d}.ppm")
+        rows.append(f"{i:05d}.ppm;30;30;5;5;25;25;{label}")
+    (base / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_gtsrb_reads_torchvision_layout(tmp_path):
+    write_gtsrb(tmp_path)
+    data = datasets.build("gtsrb", data_path=tmp_path)
+    assert data.num_classes == 43
+    assert data.train_y.tolist() == [0, 0, 42] and data.test_y.tolist() == [5, 17]
+    assert data.train_x.shape == (3, 3, 32, 32) and int(data.train_x[2, 0, 0, 0]) == 52
+
+
+def test_digits_is_a_seeded_stratified_80_20_split():
+    a, b = datasets.build("digits", seed=0), datasets.build("digits", seed=1)
+    assert len(a.train_y) == 1437 and len(a.test_y) == 360
+    assert a.train_x.shape[1:] == (3, 32, 32) and a.train_x.dtype == torch.uint8
+    assert torch.equal(a.test_y.bincount(), b.test_y.bincount())  # stratified: same class counts
+    assert not torch.equal(a.test_x, b.test_x)
+    assert torch.equal(a.test_x, datasets.build("digits", seed=0).test_x)
+
+
+def test_missing_data_path_and_unknown_dataset():
+    with pytest.raises(UserError, match="--data_path is required for fmnist"):
+        datasets.build("fmnist")
+    with pytest.raises(UserError, match="does not exist"):
+        datasets.build("cifar10", data_path="/nonexistent/place")
+    with pytest.raises(UserError, match="unknown dataset 'mnist'"):
+        datasets.build("mnist")

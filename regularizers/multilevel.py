@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from models import tap_modules
 from regularizers.kernels import get_kernel
-from regularizers.mmd import ESTIMATORS, mmd2
+from regularizers.mmd import ESTIMATORS, pooled_mmd2
 from utils.errors import UserError
 
 REDUCTIONS = ("mean", "sum")
@@ -63,15 +63,15 @@ class MultiLevelMMD:
                 raise RuntimeError(f"no features recorded at {missing}: run a forward pass first")
             benign = torch.as_tensor(benign_target_mask).nonzero().flatten()
             poisoned = torch.as_tensor(poisoned_mask).nonzero().flatten()
+            rows = torch.cat([benign, poisoned])
             per_level = {}
             for level in self.levels:
                 feats = self.features[level]
                 if len(benign) < 2 or len(poisoned) < 2:
                     per_level[level] = feats.new_zeros((), dtype=torch.float32)
                     continue
-                per_level[level] = mmd2(feats.index_select(0, benign.to(feats.device, non_blocking=True)),
-                                        feats.index_select(0, poisoned.to(feats.device, non_blocking=True)),
-                                        self.kernel, self.estimator)
+                pooled = feats.index_select(0, rows.to(feats.device, non_blocking=True))
+                per_level[level] = pooled_mmd2(pooled, len(benign), self.kernel, self.estimator)
             stacked = torch.stack(list(per_level.values()))
             return (stacked.mean() if self.reduce == "mean" else stacked.sum()), per_level
         finally:

@@ -48,9 +48,7 @@ def prepare(config: RunConfig) -> Prepared:
     if config.train_subset is not None:
         keep = stratified_subset(data.train_y, config.train_subset, config.seed)
         data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
-    attack = attacks.build_from_config(config.attack_name, config)
-    if config.attack_name == "warped":
-        attack.seed = config.seed
+    attack = attacks.build_from_config(config.attack_name, config)  # WaNet's field takes config.seed
     model = models.build(config.model_name, num_classes=data.num_classes, width=config.width).to(device)
     return Prepared(config, device, data, attack, model)
 

@@ -23,7 +23,7 @@ def _atomic_write(path, write) -> None:
 
 
 def save_json(obj, path) -> None:
-    _atomic_write(path, lambda h: h.write((json.dumps(obj, indent=2) + "\n").encode()))
+    save_text(json.dumps(obj, indent=2) + "\n", path)
 
 
 def save_torch(obj, path) -> None:
@@ -47,3 +47,7 @@ def save_csv(rows: list, path) -> None:
 def load_checkpoint(path):
     """Load a ``model.pt`` written by :func:`save_torch` without unpickling arbitrary code."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_text(text: str, path) -> None:
+    _atomic_write(path, lambda h: h.write(text.encode()))

@@ -1,0 +1,1 @@
+"""Measuring a trained run: representations, distances (paper §4) and detections (paper §6.1)."""

@@ -1,0 +1,99 @@
+"""Markdown rendering of evaluation.json: tables shaped like the paper's TABLE 2 and Figs. 5–7."""
+from metrics import METRICS
+from models import LEVELS
+
+METRIC_NAMES = {"mmd2": "MMD²", "ed2": "ED²", "swd1": "SWD₁"}
+DETECTOR_NAMES = {"ac": "AC", "ss": "SS", "sr": "SR"}
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if value != value:  # NaN
+        return "n/a"
+    return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
+def distance_table(result: dict) -> list:
+    levels = result["distances"]["levels"]
+    header = "| | " + " | ".join(f"{METRIC_NAMES[m]} {lv}" for m in METRICS for lv in LEVELS) + " |"
+    lines = [header, "|---" * (1 + len(METRICS) * len(LEVELS)) + "|"]
+    for key, label in (("attack", f"{result['attack_name']} (benign vs malicious)"),
+                       ("intra", "intra-class"), ("inter", "inter-class (min)")):
+        cells = [_fmt(levels[lv][m][key]) for m in METRICS for lv in LEVELS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    aro = result["distances"]["aro"]
+    lines += ["", "ARO (average ascending rank of the attack row among the three, 3 = farthest): "
+              + ", ".join(f"{lv} {_fmt(aro[lv], 3)}" for lv in LEVELS)]
+    return lines
+
+
+def detection_table(result: dict) -> list:
+    pools = result["detection"]["pools"]
+    header = "| method | level | " + " | ".join(f"N={p['N']}, r′={p['ratio']:g}" for p in pools) + " |"
+    lines = [header, "|---|---|" + "---|" * len(pools)]
+    for name, label in DETECTOR_NAMES.items():
+        for level in LEVELS:
+            cells = []
+            for pool in pools:
+                scores = pool["levels"].get(level, {}).get(name)
+                cells.append("–" if scores is None else f"{scores['best']:.3f} ({scores['own']:.3f})")
+            lines.append(f"| {label} | {level} | " + " | ".join(cells) + " |")
+    sizes = ", ".join(f"N={p['N']} r′={p['ratio']:g}: {p['benign']} benign + {p['malicious']} malicious"
+                      for p in pools)
+    lines += ["", f"Pool sizes used: {sizes}."]
+    return lines
+
+
+def render(result: dict) -> str:
+    counts = result["distances"]["counts"]
+    lines = [f"# Evaluation of `{result['run_name']}`", "",
+             f"{result['method']} (λ = {result['mlmmdr_lamb']:g}, layers {result['mlmmdr_layer']}), "
+             f"{result['data_name']} / {result['model_name']} / {result['attack_name']}, target {result['target']}.",
+             "", f"BA = {result['ba']:.4f}, ASR = {result['asr']:.4f} (test set).", "",
+             "## Distributional differences (paper §4, TABLE 2)", "",
+             f"Benign target set: {counts['benign_half_a']} (half A) vs {counts['benign_half_b']} (half B) of "
+             f"{counts['benign_target_available']} clean test images classified as the target; malicious set: "
+             f"{counts['malicious']} of {counts['malicious_available']} triggered non-target test images "
+             f"classified as the target; inter-class sets ≤ {result['options']['num_samples']} each.", ""]
+    lines += distance_table(result)
+    lines += [f"- {note}" for note in result["distances"]["notes"]]
+    lines += ["", "## Detection F1 (paper §6.1)", "",
+              "Each cell: best F1 the method's output allows (the headline; AC: the better cluster labeling, "
+              "SS: best threshold on the signed projection either way, SR: best threshold on the error), "
+              "in parentheses the method's own rule (AC: smaller cluster, SS: top 1.5·ε·N, SR: 95th percentile "
+              "of the clean reference errors).", ""]
+    lines += detection_table(result)
+    lines += [f"- {pool['note']}" for pool in result["detection"]["pools"] if "note" in pool]
+    return "\n".join(lines) + "\n"
+
+
+SUMMARY_FIELDS = ["run_name", "data_name", "model_name", "attack_name", "method", "mlmmdr_lamb", "mlmmdr_layer",
+                  "ba", "asr"]
+
+
+def summary_row(result: dict) -> dict:
+    """One flat row per run: BA/ASR, ARO and attack MMD² per level, mean best F1 per detector and level."""
+    row = {key: result[key] for key in SUMMARY_FIELDS}
+    levels = result["distances"]["levels"]
+    for level in LEVELS:
+        row[f"aro_{level}"] = result["distances"]["aro"][level]
+    for level in LEVELS:
+        row[f"mmd2_{level}"] = levels[level]["mmd2"]["attack"]
+        row[f"mmd2_intra_{level}"] = levels[level]["mmd2"]["intra"]
+    for name in DETECTOR_NAMES:
+        for level in LEVELS:
+            values = [p["levels"][level][name]["best"] for p in result["detection"]["pools"] if p["levels"]]
+            row[f"f1_{name}_{level}"] = sum(values) / len(values) if values else None
+    return row
+
+
+def summary_markdown(rows: list) -> str:
+    columns = list(rows[0]) if rows else SUMMARY_FIELDS
+    lines = ["# Evaluation summary", "",
+             "One row per run. ARO and MMD² (benign vs malicious, and intra-class) per level; F1: best-rule F1 "
+             "averaged over the detection pools.", "",
+             "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,97 @@
+"""evaluate.py end to end on a tiny digits run, and the protocol's sampling rules."""
+import csv
+import json
+
+import pytest
+import torch
+
+import evaluate
+from evaluation.protocol import EvalOptions, distances, pool_counts
+from evaluation.representations import PredictedGroups, extract, load_trained
+from utils.cli import run_cli
+from utils.options import build_parser, config_from_args
+
+SMALL = ["--num_samples", "60", "--pool_sizes", "40", "--pool_ratios", "1.0", "--swd_projections", "20"]
+
+
+def test_evaluate_writes_complete_json_and_markdown(tiny_run, capsys):
+    argv, run_dir = tiny_run
+    assert run_cli(evaluate.main, argv + SMALL) == 0
+    result = json.loads((run_dir / "evaluation.json").read_text())
+    assert result["method"] == "RBT" and 0 <= result["ba"] <= 1 and result["asr"] > 0.5
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert result["ba"] == pytest.approx(metrics["ba"]) and result["asr"] == pytest.approx(metrics["asr"])
+    for level in ("s1", "s2", "s3"):
+        for metric in ("mmd2", "ed2", "swd1"):
+            row = result["distances"]["levels"][level][metric]
+            assert all(row[key] is not None for key in ("attack", "intra", "inter"))
+        assert 1.0 <= result["distances"]["aro"][level] <= 3.0
+    counts = result["distances"]["counts"]
+    assert counts["malicious"] <= 60 and counts["benign_half_a"] + counts["benign_half_b"] <= 120
+    pool = result["detection"]["pools"][0]
+    assert pool["benign"] == pool["malicious"] and pool["benign"] + pool["malicious"] <= 40
+    for level in ("s1", "s2", "s3"):
+        for method in ("ac", "ss", "sr"):
+            scores = pool["levels"][level][method]
+            assert 0 <= scores["own"] <= scores["best"] + 1e-9 <= 1 + 1e-9 or method == "ac"
+    markdown = (run_dir / "evaluation.md").read_text()
+    assert "| patched (benign vs malicious) |" in markdown and "| intra-class |" in markdown
+    assert "| inter-class (min) |" in markdown and "| SR | s3 |" in markdown and "N=40, r′=1" in markdown
+    assert "BA=" in capsys.readouterr().out
+
+
+def test_all_runs_writes_one_summary_row_per_run(tiny_run, capsys):
+    argv, run_dir = tiny_run
+    assert run_cli(evaluate.main, ["--all_runs", str(run_dir.parent), "--no_progress"] + SMALL) == 0
+    rows = list(csv.DictReader(open(run_dir.parent / "summary.csv")))
+    assert [row["run_name"] for row in rows] == [run_dir.name]
+    assert {"aro_s1", "mmd2_s3", "f1_sr_s2"} <= set(rows[0])
+    assert run_dir.name in (run_dir.parent / "summary.md").read_text()
+
+
+def test_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert run_cli(evaluate.main, ["--data_name", "digits", "--out_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no trained run at" in err and "train it first with python main.py" in err
+    assert run_cli(evaluate.main, ["--all_runs", str(tmp_path)]) == 2
+
+
+def test_empty_malicious_group_is_reported_not_fatal(tiny_run):
+    argv, _ = tiny_run
+    prepared, _ = load_trained(config_from_args(build_parser("t").parse_args(argv)))
+    groups = PredictedGroups(clean_pred=prepared.data.test_y.clone(), triggered_pred=torch.ones(10, dtype=torch.long),
+                        non_target_index=torch.arange(10), target=0)
+    result = distances(prepared, groups, EvalOptions(num_samples=20, swd_projections=10))
+    assert result["levels"]["s1"]["mmd2"]["attack"] is None
+    assert result["levels"]["s1"]["mmd2"]["intra"] is not None
+    assert any("attack row is empty" in note for note in result["notes"])
+
+
+def test_extract_is_batched_flat_and_in_order(tiny_run):
+    argv, _ = tiny_run
+    prepared, _ = load_trained(config_from_args(build_parser("t").parse_args(argv)))
+    images = prepared.data.test_x[:10]
+    whole = extract(prepared.model, images, "cpu", batch_size=10)
+    pieces = extract(prepared.model, images, "cpu", batch_size=3)
+    assert whole["s1"].shape == (10, 64 * 8 * 8) and whole["s3"].shape == (10, 128 * 2 * 2)
+    for level in whole:
+        assert torch.allclose(whole[level], pieces[level], atol=1e-5)
+
+
+def test_sr_reference_comes_from_the_training_set(tiny_run):
+    """SR's reference images are clean training images of the target class, disjoint from the test pool."""
+    from evaluation.protocol import sr_reference_index
+
+    argv, _ = tiny_run
+    prepared, _ = load_trained(config_from_args(build_parser("t").parse_args(argv)))
+    index = sr_reference_index(prepared, EvalOptions(sr_reference=30))
+    assert len(index) == 30 and (prepared.data.train_y[index] == 0).all()
+    test_images = {bytes(image.numpy()) for image in prepared.data.test_x}
+    assert not any(bytes(image.numpy()) in test_images for image in prepared.data.train_x[index])
+
+
+def test_pool_counts_keep_the_ratio_when_short():
+    assert pool_counts(100, 1.0, 500, 500) == (50, 50)
+    assert pool_counts(100, 0.5, 500, 500) == (67, 33)
+    assert pool_counts(100, 1.0, 20, 500) == (20, 20)
+    assert pool_counts(500, 0.5, 45, 300) == (45, 22)

@@ -30,3 +30,26 @@ def tiny_run(tmp_path_factory):
     argv = TINY_RUN + ["--out_dir", str(out_dir)]
     assert run_cli(main.main, argv) == 0
     return argv, out_dir / "digits_vgg11_patched_w0.25_n600"
+
+
+EVAL_SMALL = ["--num_samples", "60", "--pool_sizes", "40", "--pool_ratios", "1.0", "--swd_projections", "20"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tiny_run, tmp_path_factory):
+    """A copy of the tiny RBT run plus ML-MMDR and SL-MMDR at λ = 0.1, all evaluated: their directory."""
+    import shutil
+
+    import evaluate
+    import main
+    from utils.cli import run_cli
+
+    argv, rbt_dir = tiny_run
+    out_dir = tmp_path_factory.mktemp("sweep")
+    shutil.copytree(rbt_dir, out_dir / rbt_dir.name, ignore=shutil.ignore_patterns("evaluation.*"))
+    argv = argv[:-1] + [str(out_dir)]
+    run_dir = out_dir / rbt_dir.name
+    for layer in ("all", "last"):
+        assert run_cli(main.main, argv + ["--mlmmdr_lamb", "0.1", "--mlmmdr_layer", layer]) == 0
+    assert run_cli(evaluate.main, ["--all_runs", str(run_dir.parent), "--no_progress"] + EVAL_SMALL) == 0
+    return run_dir.parent

@@ -11,7 +11,7 @@ from evaluation.representations import PredictedGroups, extract, load_trained
 from utils.cli import run_cli
 from utils.options import build_parser, config_from_args
 
-SMALL = ["--num_samples", "60", "--pool_sizes", "40", "--pool_ratios", "1.0", "--swd_projections", "20"]
+from tests.conftest import EVAL_SMALL as SMALL
 
 
 def test_evaluate_writes_complete_json_and_markdown(tiny_run, capsys):

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 
-def _atomic_write(path, write) -> None:
+def atomic_write(path, write) -> None:
+    """Call ``write(binary_handle)`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -27,7 +28,7 @@ def save_json(obj, path) -> None:
 
 
 def save_torch(obj, path) -> None:
-    _atomic_write(path, lambda h: torch.save(obj, h))
+    atomic_write(path, lambda h: torch.save(obj, h))
 
 
 def save_csv(rows: list, path) -> None:
@@ -41,7 +42,7 @@ def save_csv(rows: list, path) -> None:
         writer.writerows(rows)
         handle.write(text.getvalue().encode())
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def load_checkpoint(path):
@@ -50,4 +51,4 @@ def load_checkpoint(path):
 
 
 def save_text(text: str, path) -> None:
-    _atomic_write(path, lambda h: h.write(text.encode()))
+    atomic_write(path, lambda h: h.write(text.encode()))

@@ -1,0 +1,43 @@
+"""BA, ASR and ARO per level against λ, one line per method (paper Fig. 3)."""
+import matplotlib.pyplot as plt
+
+from models import LEVELS
+from visualization.common import METHOD_COLORS
+
+PANELS = ["ba", "asr"] + [f"aro_{level}" for level in LEVELS]
+TITLES = {"ba": "BA", "asr": "ASR", **{f"aro_{level}": f"ARO at {level}" for level in LEVELS}}
+
+
+def _value(result: dict, panel: str) -> float:
+    return result["distances"]["aro"][panel[4:]] if panel.startswith("aro_") else result[panel]
+
+
+def sweep_lines(results: list) -> dict:
+    """{method: sorted [(λ, result)]} for ML-MMDR and SL-MMDR; the RBT run (λ = 0) starts both."""
+    rbt = [r for r in results if r["method"] == "RBT"]
+    lines = {}
+    for method in ("ML-MMDR", "SL-MMDR"):
+        points = [(r["mlmmdr_lamb"], r) for r in results if r["method"] == method]
+        points += [(0.0, r) for r in rbt[:1]]
+        if len(points) > (1 if rbt else 0):
+            lines[method] = sorted(points, key=lambda point: point[0])
+    return lines
+
+
+def sweep_figure(results: list, title: str):
+    lines = sweep_lines(results)
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.6), dpi=100)
+    for axis, panel in zip(axes, PANELS):
+        for method, points in lines.items():
+            axis.plot([lamb for lamb, _ in points], [_value(r, panel) for _, r in points], marker="o",
+                      color=METHOD_COLORS[method], label=method)
+        axis.set_title(TITLES[panel])
+        axis.set_xlabel("λ")
+        if panel.startswith("aro_"):
+            axis.set_ylim(0.9, 3.1)
+        else:
+            axis.set_ylim(-0.02, 1.02)
+    axes[0].legend(loc="lower left", fontsize=9)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,105 @@
+"""Neural Cleanse and pruning on a small backdoored digits model, and defend.py's CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import defend
+from defenses import NCOptions, anomaly_index, flagged_classes, neural_cleanse, pruned, pruning_curve
+from evaluation.defense import clean_sample
+from evaluation.representations import load_trained
+from models import tap_modules
+from training.evaluation import benign_accuracy_and_asr
+from utils.cli import run_cli
+from utils.options import build_parser, config_from_args
+
+FAST_NC = NCOptions(batch_size=16, epochs=16, steps_per_epoch=4)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_run):
+    argv, _ = tiny_run
+    return load_trained(config_from_args(build_parser("t").parse_args(argv)))[0]
+
+
+def test_anomaly_index_of_hand_made_norms():
+    norms = [10.0, 11.0, 12.0, 13.0, 2.0]
+    # median 11, |x − 11| = 1 0 1 2 9, MAD = 1, consistency constant 1.4826
+    assert np.allclose(anomaly_index(norms), np.array([1, 0, 1, 2, 9]) / 1.4826)
+    assert flagged_classes(norms) == [4]
+    assert flagged_classes([10.0, 11.0, 12.0, 13.0, 30.0]) == []  # large norms are never flagged
+
+
+def test_neural_cleanse_flags_the_target_and_finds_the_corner(prepared):
+    clean = clean_sample(prepared, 64)
+    result = neural_cleanse(prepared.model, clean, 10, FAST_NC, seed=0, device="cpu")
+    assert 0 in result["flagged"]
+    mask = result["mask"][0, 0]
+    corner = mask[24:, 24:].sum() / mask.sum()  # the 3×3 patch sits at rows/cols 29–31
+    assert corner > 0.4  # a uniform mask would put 64/1024 ≈ 6% there
+    assert result["norm"][0] == np.nanmin(result["norm"])
+
+
+def test_batched_and_sequential_agree(prepared):
+    clean = clean_sample(prepared, 32)
+    options = NCOptions(batch_size=16, epochs=3, steps_per_epoch=2)
+    batched = neural_cleanse(prepared.model, clean, 10, options, seed=1, classes=[2, 5])
+    sequential = neural_cleanse(prepared.model, clean, 10, options, seed=1, classes=[2, 5], sequential=True)
+    alone = neural_cleanse(prepared.model, clean, 10, options, seed=1, classes=[5])
+    assert torch.allclose(batched["mask"], sequential["mask"], atol=1e-4)
+    assert torch.allclose(batched["mask"][1], alone["mask"][0], atol=1e-4)
+    assert np.allclose(batched["cost"], sequential["cost"])
+
+
+def test_pruning_ratio_zero_reproduces_and_one_zeroes_the_layer(prepared, tiny_run):
+    _, run_dir = tiny_run
+    model, data = prepared.model, prepared.data
+    module = tap_modules(model, ("s3",))["s3"]
+    channels = module_output_channels(model, module)
+    evaluate = lambda: benign_accuracy_and_asr(model, data.test_x, data.test_y, prepared.attack, 0, "cpu")
+    curve = pruning_curve(model, module, torch.arange(channels), evaluate, ratios=[0.0, 1.0])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert curve[0]["ba"] == pytest.approx(metrics["ba"]) and curve[0]["asr"] == pytest.approx(metrics["asr"])
+    out = {}
+    with pruned(module, torch.arange(channels), channels), torch.no_grad():
+        # registered after the pruning hook, this probe sees the pruned output
+        probe = module.register_forward_hook(lambda m, i, o: out.__setitem__("o", o))
+        model(data.test_x[:4].float() / 255)
+        probe.remove()
+    assert out["o"].shape[1] == channels and torch.count_nonzero(out["o"]) == 0
+    assert curve[1]["pruned"] == channels
+
+
+def module_output_channels(model, module) -> int:
+    out = {}
+    handle = module.register_forward_hook(lambda m, i, o: out.__setitem__("o", o))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    handle.remove()
+    return out["o"].shape[1]
+
+
+def test_defend_cli_writes_results_and_figures(tiny_run, tmp_path, capsys):
+    argv, run_dir = tiny_run
+    assert run_cli(defend.main, argv + ["--defense", "prune", "--figure_dir", str(tmp_path)]) == 0
+    prune = json.loads((run_dir / "defense_prune.json").read_text())
+    assert [p["ratio"] for p in prune["curve"]] == pytest.approx(np.arange(0, 1.0001, 0.05))
+    assert (tmp_path / f"{run_dir.name}_prune.png").is_file()
+    assert run_cli(defend.main, argv + ["--defense", "nc", "--clean_samples", "32", "--nc_epochs", "2",
+                                        "--nc_steps_per_epoch", "2", "--nc_batch_size", "16",
+                                        "--figure_dir", str(tmp_path)]) == 0
+    nc = json.loads((run_dir / "defense_nc.json").read_text())
+    assert len(nc["norms"]) == 10 and len(nc["anomaly_index"]) == 10 and nc["clean_samples"] == 32
+    assert (tmp_path / f"{run_dir.name}_nc_triggers.png").is_file()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--defense", "strip"], "unknown --defense 'strip'; choose one of: nc, prune"),
+    (["--defense", "nc", "--nc_epochs", "0"], "must be at least 1"),
+    (["--defense", "nc", "--nc_cost_up", "0.5"], "--nc_cost_up/--nc_cost_down > 1"),
+])
+def test_bad_defense_flags(tiny_run, capsys, extra, message):
+    argv, _ = tiny_run
+    assert run_cli(defend.main, argv + extra) == 2
+    assert message in capsys.readouterr().err

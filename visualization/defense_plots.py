@@ -1,0 +1,66 @@
+"""Neural Cleanse and pruning figures (paper Figs. 8, 9, 10)."""
+import matplotlib.pyplot as plt
+import numpy as np
+
+from visualization.common import METHOD_COLORS, METHOD_ORDER, method_label
+
+
+def trigger_grid(mask, pattern, norms, target: int, title: str):
+    """The reversed trigger m⊙p of every class (Fig. 9), the infected label marked."""
+    count = len(mask)
+    columns = min(count, 10)
+    rows = -(-count // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.7 * rows + 0.4), dpi=100, squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index >= count:
+            continue
+        image = (mask[index] * pattern[index]).permute(1, 2, 0).clamp(0, 1).numpy()
+        axis.imshow(image, interpolation="nearest")
+        norm = norms[index]
+        label = f"{index}{' (t)' if index == target else ''}\n‖m‖₁={norm:.1f}" if norm is not None else f"{index}\nnot found"
+        axis.set_title(label, fontsize=8, color="#c44e52" if index == target else "black")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def nc_norms_figure(results: list, title: str):
+    """‖m‖₁ of the infected label against the other labels, one group per training method (Fig. 8)."""
+    results = sorted(results, key=lambda r: (METHOD_ORDER.index(r["method"]), r["mlmmdr_lamb"]))
+    figure, axis = plt.subplots(figsize=(1.8 + 1.6 * len(results), 3.6), dpi=100)
+    for position, result in enumerate(results):
+        norms = np.array([np.nan if v is None else v for v in result["norms"]])
+        target = result["target"]
+        others = np.delete(norms, target)
+        axis.scatter(np.full(len(others), position) + np.linspace(-0.15, 0.15, len(others)), others, s=14,
+                     color="#999999", label="other labels" if position == 0 else None)
+        axis.scatter([position], [norms[target]], s=60, marker="*", color=METHOD_COLORS[result["method"]],
+                     label=None, zorder=3)
+        axis.annotate(f"AI={result['target_anomaly_index']:.1f}", (position, norms[target]), fontsize=7,
+                      xytext=(6, -3), textcoords="offset points")
+    axis.set_xticks(range(len(results)))
+    axis.set_xticklabels([method_label(r["method"], r["mlmmdr_lamb"]) for r in results], fontsize=8)
+    axis.set_ylabel("‖m‖₁ of the reversed trigger")
+    axis.set_title(f"{title}: Neural Cleanse (★ infected label)", fontsize=10)
+    axis.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def pruning_figure(results: list, title: str):
+    """BA and ASR against the pruned ratio of s3's channels, one line per run (Fig. 10)."""
+    results = sorted(results, key=lambda r: (METHOD_ORDER.index(r["method"]), r["mlmmdr_lamb"]))
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    for axis, key, name in zip(axes, ("ba", "asr"), ("BA", "ASR")):
+        for result in results:
+            ratios = [point["ratio"] for point in result["curve"]]
+            axis.plot(ratios, [point[key] for point in result["curve"]], marker=".",
+                      color=METHOD_COLORS[result["method"]], label=method_label(result["method"], result["mlmmdr_lamb"]))
+        axis.set_title(f"{name} after pruning s3", fontsize=10)
+        axis.set_xlabel("pruned ratio")
+        axis.set_ylim(-0.02, 1.02)
+    axes[0].legend(loc="lower left", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure

@@ -4,9 +4,10 @@
     python visualize.py --data_name digits --mlmmdr_lamb 0.1        # feature scatter, s1 s2 s3 (Fig. 4)
     python visualize.py --sweep runs/                                # BA, ASR, ARO against λ (Fig. 3)
     python visualize.py --detection runs/                            # AC/SS/SR F1 bars (Figs. 5–7)
+    python visualize.py --nc runs/ --prune runs/                     # defend.py results (Figs. 8, 10)
 
 Figures go to --figure_dir (default figures/): <run name>.png, <data>_<model>_<attack>_sweep.png
-and <data>_<model>_<attack>_detection.png; --pdf adds a PDF of each.
+<data>_<model>_<attack>_detection.png, _nc.png and _prune.png; --pdf adds a PDF of each.
 """
 import sys
 from pathlib import Path
@@ -22,6 +23,9 @@ def add_figure_arguments(parser):
                        help="samples per group in the scatter (the authors' code: 100)")
     group.add_argument("--sweep", metavar="DIR_OR_GLOB", help="draw BA/ASR/ARO against λ for these evaluated runs")
     group.add_argument("--detection", metavar="DIR_OR_GLOB", help="draw detection F1 bars for these evaluated runs")
+    group.add_argument("--nc", metavar="DIR_OR_GLOB",
+                       help="draw the Neural Cleanse mask norms (infected label vs others) of these runs")
+    group.add_argument("--prune", metavar="DIR_OR_GLOB", help="overlay the pruning curves of these runs")
     group.add_argument("--lamb", type=float, default=None,
                        help="--detection: the λ of the SL-MMDR/ML-MMDR runs to show (default: the largest)")
     group.add_argument("--rule", choices=("best", "own"), default="best",
@@ -50,17 +54,21 @@ def main(argv=None) -> int:
 
     figure_dir = Path(args.figure_dir)
     figures = []
-    if args.sweep or args.detection:
+    if args.sweep or args.detection or args.nc or args.prune:
+        from visualization.defense_plots import nc_norms_figure, pruning_figure
         from visualization.detection import detection_figure
-        from visualization.runs import load_evaluations
+        from visualization.runs import load_results
         from visualization.sweep import sweep_figure
 
-        for pattern, kind, draw in ((args.sweep, "sweep", lambda rs, t: sweep_figure(rs, t)),
-                                    (args.detection, "detection",
-                                     lambda rs, t: detection_figure(rs, t, args.lamb, args.rule))):
+        for pattern, kind, filename, draw in (
+                (args.sweep, "sweep", "evaluation.json", sweep_figure),
+                (args.detection, "detection", "evaluation.json",
+                 lambda rs, t: detection_figure(rs, t, args.lamb, args.rule)),
+                (args.nc, "nc", "defense_nc.json", nc_norms_figure),
+                (args.prune, "prune", "defense_prune.json", pruning_figure)):
             if not pattern:
                 continue
-            for (data, model, attack), results in sorted(load_evaluations(pattern).items()):
+            for (data, model, attack), results in sorted(load_results(pattern, filename).items()):
                 figures.append((draw(results, f"{data} / {model} / {attack}"),
                                 figure_dir / f"{data}_{model}_{attack}_{kind}.png"))
     else:

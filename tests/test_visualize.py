@@ -60,10 +60,10 @@ def test_sweep_and_detection_figures(tiny_sweep, tmp_path, capsys):
     detection = tmp_path / "digits_vgg11_patched_detection.png"
     assert png_size(sweep) == (2000, 360) and png_size(detection) == (360, 840)
     from visualization.detection import detection_figure
-    from visualization.runs import load_evaluations
+    from visualization.runs import load_results
     from visualization.sweep import sweep_figure, sweep_lines
 
-    results = load_evaluations(str(tiny_sweep))[("digits", "vgg11", "patched")]
+    results = load_results(str(tiny_sweep))[("digits", "vgg11", "patched")]
     figure = sweep_figure(results, "t")
     assert titles(figure) == ["BA", "ASR", "ARO at s1", "ARO at s2", "ARO at s3"]
     assert {m: [lamb for lamb, _ in pts] for m, pts in sweep_lines(results).items()} == {

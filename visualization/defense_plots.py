@@ -28,7 +28,7 @@ def trigger_grid(mask, pattern, norms, target: int, title: str):
 def nc_norms_figure(results: list, title: str):
     """‖m‖₁ of the infected label against the other labels, one group per training method (Fig. 8)."""
     results = sorted(results, key=lambda r: (METHOD_ORDER.index(r["method"]), r["mlmmdr_lamb"]))
-    figure, axis = plt.subplots(figsize=(1.8 + 1.6 * len(results), 3.6), dpi=100)
+    figure, axis = plt.subplots(figsize=(max(4.5, 1.8 + 1.6 * len(results)), 3.8), dpi=100)
     for position, result in enumerate(results):
         norms = np.array([np.nan if v is None else v for v in result["norms"]])
         target = result["target"]
@@ -42,7 +42,8 @@ def nc_norms_figure(results: list, title: str):
     axis.set_xticks(range(len(results)))
     axis.set_xticklabels([method_label(r["method"], r["mlmmdr_lamb"]) for r in results], fontsize=8)
     axis.set_ylabel("‖m‖₁ of the reversed trigger")
-    axis.set_title(f"{title}: Neural Cleanse (★ infected label)", fontsize=10)
+    axis.set_title("Neural Cleanse (★ infected label, AI = its anomaly index)", fontsize=9)
+    figure.suptitle(title, fontsize=10)
     axis.legend(loc="best", fontsize=8)
     figure.tight_layout()
     return figure

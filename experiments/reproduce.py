@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Reproduce the paper's claims at CPU scale: train, evaluate, defend, draw, and write a report.
+
+    python experiments/reproduce.py --data_name fmnist --data_path /usr/share/datasets/fashion-mnist \\
+        --width 0.25 --train_subset 10000 --epochs 12 --lambdas 0.3
+
+Trains {patched, blended, sig, warped} × {RBT, SL-MMDR, ML-MMDR} for each λ in --lambdas, evaluates
+every run (evaluate.py), runs Neural Cleanse and pruning on the patched runs (defend.py), draws the
+figures (visualize.py) and writes --report (default REPRODUCTION.md). Finished stages are skipped,
+so an interrupted reproduction resumes; --jobs N runs N runs' stages at once.
+"""
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.cli import run_cli  # noqa: E402
+
+
+def parse(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_name", default="fmnist")
+    parser.add_argument("--data_path", default="/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--model_name", default="vgg11")
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--train_subset", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 0.2, 0.3],
+                        help="λ values for SL-MMDR and ML-MMDR; claims are judged at the largest")
+    parser.add_argument("--attacks", nargs="+", default=["patched", "blended", "sig", "warped"])
+    parser.add_argument("--defended_attacks", nargs="*", default=["patched"],
+                        help="attacks whose runs also get Neural Cleanse and pruning")
+    parser.add_argument("--nc_flags", default="--clean_samples 320 --nc_epochs 20 --nc_steps_per_epoch 10",
+                        help="defend.py flags for Neural Cleanse (a CPU-sized budget by default)")
+    parser.add_argument("--eval_flags", default="", help="extra evaluate.py flags")
+    parser.add_argument("--jobs", type=int, default=1, help="run this many runs' stages in parallel")
+    parser.add_argument("--out_dir", default="runs/reproduce")
+    parser.add_argument("--figure_dir", default="figures/reproduce")
+    parser.add_argument("--report", default="REPRODUCTION.md")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from experiments.grid import Grid, collect, run_grid
+    from experiments.report import render
+    from utils.errors import UserError
+    from utils.io import save_json, save_text
+
+    args = parse(argv)
+    if args.jobs < 1 or not args.lambdas or min(args.lambdas) <= 0:
+        raise UserError("--jobs must be at least 1 and --lambdas positive")
+    base = ["--data_name", args.data_name, "--model_name", args.model_name, "--width", f"{args.width:g}",
+            "--epochs", str(args.epochs), "--seed", str(args.seed), "--out_dir", args.out_dir]
+    if args.data_name != "digits":
+        base += ["--data_path", args.data_path]
+    if args.train_subset:
+        base += ["--train_subset", str(args.train_subset)]
+    grid = Grid(base=base, attacks=tuple(args.attacks), lambdas=tuple(args.lambdas),
+                defended_attacks=tuple(args.defended_attacks), eval_flags=shlex.split(args.eval_flags),
+                nc_flags=shlex.split(args.nc_flags))
+    grid.runs()  # validates every run's flags before any work starts
+    started = time.perf_counter()
+    timing_path = Path(args.out_dir) / "timings.json"
+    timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    for name, stages in run_grid(grid, args.jobs).items():
+        timings.setdefault(name, {}).update(stages)
+    save_json(timings, timing_path)
+
+    import visualize
+
+    figures = {}
+    for flag, kind in (("--sweep", "sweep"), ("--detection", "detection"), ("--nc", "nc"), ("--prune", "prune")):
+        if kind in ("nc", "prune") and not args.defended_attacks:
+            continue
+        if run_cli(visualize.main, [flag, args.out_dir, "--figure_dir", args.figure_dir]) != 0:
+            raise UserError(f"drawing the {kind} figures failed")
+        for attack in args.attacks:
+            path = Path(args.figure_dir) / f"{args.data_name}_{args.model_name}_{attack}_{kind}.png"
+            if path.is_file():
+                figures[f"{attack}: {kind}"] = path
+    lamb = max(args.lambdas)
+    for argv_run, config in grid.runs():
+        if config.attack_name == args.attacks[0] and config.mlmmdr_lamb in (0, lamb):
+            # a run without a malicious group cannot be plotted; run_cli prints why and we go on
+            if run_cli(visualize.main, argv_run + ["--figure_dir", args.figure_dir, "--no_progress"]) == 0:
+                figures[f"{config.attack_name}: features, {config.method}"] = Path(args.figure_dir) / f"{config.run_name}.png"
+    records = collect(grid)
+    stage_seconds = sum(sum(stages.values()) for stages in timings.values())
+    command = "python experiments/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    settings = {"command": command, "facts": {
+        "dataset": f"{args.data_name} ({'train subset ' + str(args.train_subset) if args.train_subset else 'full'}, "
+                   f"full test set)",
+        "model": f"{args.model_name} at width {args.width:g}", "epochs": args.epochs, "seed": args.seed,
+        "λ": ", ".join(f"{v:g}" for v in args.lambdas) + f" (claims judged at λ = {lamb:g})",
+        "attacks": ", ".join(args.attacks), "Neural Cleanse / pruning on": ", ".join(args.defended_attacks) or "none",
+        "Neural Cleanse budget": args.nc_flags,
+        "wall time": f"{stage_seconds / 60:.1f} min of stage time in total over all invocations "
+                     f"(this invocation: {(time.perf_counter() - started) / 60:.1f} min), "
+                     f"on {describe_machine()}"}}
+    report_dir = Path(args.report).resolve().parent
+    relative = {caption: Path(path).resolve().relative_to(report_dir) if Path(path).resolve().is_relative_to(report_dir)
+                else Path(path).resolve() for caption, path in figures.items()}
+    save_text(render(records, settings, lamb, relative), args.report)
+    print(f"wrote {args.report}")
+    return 0
+
+
+def describe_machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    return f"{device}, {os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}"
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

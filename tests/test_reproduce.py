@@ -1,0 +1,67 @@
+"""experiments/reproduce.py: the grid, the verdict rules, and a tiny end-to-end run that resumes."""
+import json
+
+from experiments.grid import Grid
+from experiments.report import claims
+from experiments.reproduce import main as reproduce_main
+from tests.conftest import EVAL_SMALL
+from utils.cli import run_cli
+from utils.config import RunConfig
+
+
+def test_grid_is_attacks_times_methods_times_lambdas():
+    grid = Grid(base=["--data_name", "digits", "--out_dir", "x"], lambdas=(0.1, 0.3))
+    names = [config.run_name for _, config in grid.runs()]
+    assert len(names) == 4 * (1 + 2 * 2) and len(set(names)) == len(names)
+    assert names[:5] == ["digits_vgg11_patched", "digits_vgg11_patched_mlmmdr_0.1_last",
+                         "digits_vgg11_patched_mlmmdr_0.3_last", "digits_vgg11_patched_mlmmdr_0.1_all",
+                         "digits_vgg11_patched_mlmmdr_0.3_all"]
+
+
+def record(method, lamb, mmd, intra, f1, ba=0.9, asr=1.0, flagged=None):
+    layer = "last" if method == "SL-MMDR" else "all"
+    config = RunConfig(data_name="digits", attack_name="patched", mlmmdr_lamb=lamb, mlmmdr_layer=layer)
+    levels = {lv: {m: {"attack": mmd[i], "intra": intra, "inter": 10.0} for m in ("mmd2", "ed2", "swd1")}
+              for i, lv in enumerate(("s1", "s2", "s3"))}
+    pool = {"levels": {lv: {d: {"best": f1[i], "own": f1[i]} for d in ("ac", "ss", "sr")}
+                       for i, lv in enumerate(("s1", "s2", "s3"))}}
+    nc = None if flagged is None else {"target_flagged": flagged, "target_anomaly_index": 3.0, "flagged": [0]}
+    return {"config": config, "metrics": {"ba": ba, "asr": asr}, "nc": nc, "prune": None,
+            "evaluation": {"distances": {"levels": levels, "aro": {"s1": 3, "s2": 3, "s3": 3}},
+                           "detection": {"pools": [pool]}}}
+
+
+def test_claim_verdicts_follow_their_rules():
+    records = [record("RBT", 0, [4.0, 4.0, 4.0], 0.5, [1.0, 1.0, 1.0], flagged=True),
+               record("SL-MMDR", 0.3, [3.5, 3.0, 0.5], 0.5, [1.0, 1.0, 0.6]),
+               record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], ba=0.89, flagged=True)]
+    verdicts = {claim.split(" (")[0].split(":")[0]: verdict for claim, verdict, _, _ in claims(records, 0.3)}
+    assert verdicts == {"ML-MMDR keeps the attack": "reproduced",
+                        "Under RBT the benign/malicious differences are large at all levels": "reproduced",
+                        "ML-MMDR": "reproduced",
+                        "SL-MMDR": "reproduced",
+                        "Detection F1": "reproduced",
+                        "Neural Cleanse trigger synthesis still flags the target under ML-MMDR": "reproduced"}
+    records[2] = record("ML-MMDR", 0.3, [5.0, 5.0, 5.0], 0.5, [1.0, 1.0, 1.0], ba=0.5, flagged=False)
+    verdicts = [verdict for _, verdict, _, _ in claims(records, 0.3)]
+    assert verdicts == ["not reproduced", "reproduced", "not reproduced", "partly reproduced", "not reproduced",
+                        "not reproduced"]
+
+
+def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
+    argv = ["--data_name", "digits", "--width", "0.125", "--train_subset", "300", "--epochs", "2",
+            "--lambdas", "0.3", "--attacks", "patched", "--defended_attacks", "--eval_flags", " ".join(EVAL_SMALL),
+            "--out_dir", str(tmp_path / "runs"), "--figure_dir", str(tmp_path / "figs"),
+            "--report", str(tmp_path / "REPRODUCTION.md")]
+    assert run_cli(reproduce_main, argv) == 0
+    report = (tmp_path / "REPRODUCTION.md").read_text()
+    assert "## Claims" in report and "| patched | " in report and "![patched: sweep](figs/" in report
+    timings = json.loads((tmp_path / "runs" / "timings.json").read_text())
+    assert sorted(timings) == ["digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300",
+                               "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300", "digits_vgg11_patched_w0.125_n300"]
+    assert all(set(stages) == {"train", "evaluate"} for stages in timings.values())
+    model = tmp_path / "runs" / "digits_vgg11_patched_w0.125_n300" / "model.pt"
+    stamp = model.stat().st_mtime_ns
+    assert run_cli(reproduce_main, argv) == 0  # resumes: nothing is retrained
+    assert model.stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "runs" / "timings.json").read_text()) == timings

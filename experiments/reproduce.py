@@ -31,6 +31,8 @@ def parse(argv):
     parser.add_argument("--train_subset", type=int, default=10000)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval_every", type=int, default=4,
+                        help="main.py's --eval_every: BA/ASR every N epochs during training (final always)")
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 0.2, 0.3],
                         help="λ values for SL-MMDR and ML-MMDR; claims are judged at the largest")
     parser.add_argument("--attacks", nargs="+", default=["patched", "blended", "sig", "warped"])
@@ -56,7 +58,8 @@ def main(argv=None) -> int:
     if args.jobs < 1 or not args.lambdas or min(args.lambdas) <= 0:
         raise UserError("--jobs must be at least 1 and --lambdas positive")
     base = ["--data_name", args.data_name, "--model_name", args.model_name, "--width", f"{args.width:g}",
-            "--epochs", str(args.epochs), "--seed", str(args.seed), "--out_dir", args.out_dir]
+            "--epochs", str(args.epochs), "--seed", str(args.seed), "--out_dir", args.out_dir,
+            "--eval_every", str(args.eval_every)]
     if args.data_name != "digits":
         base += ["--data_path", args.data_path]
     if args.train_subset:

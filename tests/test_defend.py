@@ -92,6 +92,15 @@ def test_defend_cli_writes_results_and_figures(tiny_run, tmp_path, capsys):
     nc = json.loads((run_dir / "defense_nc.json").read_text())
     assert len(nc["norms"]) == 10 and len(nc["anomaly_index"]) == 10 and nc["clean_samples"] == 32
     assert (tmp_path / f"{run_dir.name}_nc_triggers.png").is_file()
+    import visualize
+    from visualization.defense_plots import nc_norms_figure, pruning_figure
+
+    assert run_cli(visualize.main, ["--nc", str(run_dir.parent), "--prune", str(run_dir.parent),
+                                    "--figure_dir", str(tmp_path)]) == 0
+    assert (tmp_path / "digits_vgg11_patched_nc.png").is_file() and (tmp_path / "digits_vgg11_patched_prune.png").is_file()
+    assert [a.get_title() for a in pruning_figure([prune], "t").axes] == ["BA after pruning s3", "ASR after pruning s3"]
+    figure = nc_norms_figure([nc], "t")
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["RBT"]
 
 
 @pytest.mark.parametrize("extra,message", [

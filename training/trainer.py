@@ -83,10 +83,12 @@ class Trainer:
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch + 1, "lr": lr, **self.train_epoch(epoch)}
-            row.update(self.evaluate(test_x, test_y))
+            due = (epoch + 1) % self.config.eval_every == 0 or epoch + 1 == self.config.epochs
+            row.update(self.evaluate(test_x, test_y) if due else {"ba": None, "asr": None})
             row["seconds"] = round(time.perf_counter() - started, 3)
             history.append(row)
-            overall.set_postfix({key: f"{row[key]:.4g}" for key in row if key not in ("epoch", "seconds")})
+            overall.set_postfix({key: f"{value:.4g}" for key, value in row.items()
+                                 if value is not None and key not in ("epoch", "seconds")})
             if on_epoch is not None:
                 on_epoch(history)
         return history

@@ -54,6 +54,7 @@ class RunConfig:
     device: str = "auto"
     amp: bool = False
     eval_batch_size: int = 512
+    eval_every: int = 1
     out_dir: str = "runs"
     run_name: Optional[str] = None
     progress: bool = True

@@ -94,6 +94,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     run.add_argument("--device", default=D.device, help="auto (CUDA when present), cpu or cuda")
     run.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     run.add_argument("--eval_batch_size", type=int, default=D.eval_batch_size)
+    run.add_argument("--eval_every", type=int, default=D.eval_every,
+                     help="measure BA/ASR every N epochs (and always after the last); 1 = every epoch")
     run.add_argument("--out_dir", default=D.out_dir, help="runs are written to OUT_DIR/<run name>/")
     run.add_argument("--run_name", default=None,
                      help="override the derived run name (data_model_attack[_mlmmdr_λ_layer]…)")
@@ -141,6 +143,6 @@ def validate(config: RunConfig) -> None:
             raise UserError(f"--{flag} must be at least 1, got {value}")
     if config.lr is not None and not config.lr > 0:
         raise UserError(f"--lr must be positive, got {config.lr}")
-    if config.eval_batch_size < 1:
-        raise UserError(f"--eval_batch_size must be at least 1, got {config.eval_batch_size}")
+    if config.eval_batch_size < 1 or config.eval_every < 1:
+        raise UserError("--eval_batch_size and --eval_every must be at least 1")
     attacks.build_from_config(config.attack_name, config)  # the attack validates its own flags

@@ -150,6 +150,8 @@ def render(records, settings: dict, lamb: float, figures: dict) -> str:
     lines += ["", "## Claims", "", "| paper's finding | verdict | our numbers | rule |", "|---|---|---|---|"]
     lines += [f"| {c} | **{v}** | {e} | {r} |" for c, v, e, r in claims(records, lamb)]
 
+    lines += ["", "## What differs from the paper's setting", ""]
+    lines += [f"- {item}" for item in settings.get("differences", [])]
     lines += ["", "## BA and ASR", "", "| attack | " + " | ".join(_label(r) for r in next(iter(groups.values())))
               + " |", "|---" * (1 + len(next(iter(groups.values())))) + "|"]
     for attack, rs in groups.items():

@@ -106,6 +106,17 @@ def main(argv=None) -> int:
         "wall time": f"{stage_seconds / 60:.1f} min of stage time in total over all invocations "
                      f"(this invocation: {(time.perf_counter() - started) / 60:.1f} min), "
                      f"on {describe_machine()}"}}
+    settings["differences"] = [
+        f"Dataset: {args.data_name} instead of CIFAR-10/CelebA (the paper's datasets need a GPU at full scale); "
+        f"{'a seeded stratified ' + str(args.train_subset) + '-image training subset' if args.train_subset else 'the full training set'}.",
+        f"Model: {args.model_name} at width {args.width:g} (the paper: width 1); {args.epochs} epochs without "
+        f"learning-rate decay instead of 100 epochs with decay at 50/70.",
+        f"λ: {', '.join(f'{v:g}' for v in args.lambdas)} (the paper sweeps 0.1–0.3); the level reduction is the "
+        f"paper's mean (Eq. 6) and the kernel the prototype's GMK2.",
+        f"Neural Cleanse runs on a CPU budget ({args.nc_flags}) instead of the reference's 1000 clean images × "
+        f"80 epochs; the reversed masks of non-target classes are therefore less converged.",
+        "Distances and detection pools are drawn from the test set (≤ 500 per set), SR's reference from "
+        "the training set's clean target-class images, as described in the README."]
     report_dir = Path(args.report).resolve().parent
     relative = {caption: Path(path).resolve().relative_to(report_dir) if Path(path).resolve().is_relative_to(report_dir)
                 else Path(path).resolve() for caption, path in figures.items()}

@@ -30,6 +30,7 @@ class Grid:
     defended_attacks: tuple = ("patched",)
     eval_flags: list = field(default_factory=list)
     nc_flags: list = field(default_factory=list)
+    defend_flags: list = field(default_factory=list)  # for both defenses, e.g. --figure_dir
 
     def runs(self) -> list:
         """[(argv, RunConfig)] for every run of the grid, RBT first for each attack."""
@@ -52,8 +53,9 @@ def _stage_jobs(grid: Grid) -> list:
         chain = [("train", run_dir / "model.pt", ["main.py"] + quiet),
                  ("evaluate", run_dir / "evaluation.json", ["evaluate.py"] + quiet + grid.eval_flags)]
         if config.attack_name in grid.defended_attacks:
-            chain += [("nc", run_dir / "defense_nc.json", ["defend.py", "--defense", "nc"] + quiet + grid.nc_flags),
-                      ("prune", run_dir / "defense_prune.json", ["defend.py", "--defense", "prune"] + quiet)]
+            defend = ["defend.py"] + quiet + grid.defend_flags
+            chain += [("nc", run_dir / "defense_nc.json", defend + ["--defense", "nc"] + grid.nc_flags),
+                      ("prune", run_dir / "defense_prune.json", defend + ["--defense", "prune"])]
         jobs.append((config.run_name, chain))
     return jobs
 

@@ -157,7 +157,18 @@ def render(records, settings: dict, lamb: float, figures: dict) -> str:
     for attack, rs in groups.items():
         cells = [f"{_f(r['metrics']['ba'])} / {_f(r['metrics']['asr'])}" if r["metrics"] else "–" for r in rs]
         lines.append(f"| {attack} | " + " | ".join(cells) + " |")
-    lines += ["", "Cells: BA / ASR on the test set."]
+    lines += ["", "Cells: BA / ASR on the test set after the last epoch."]
+    unstable = []
+    for r in records:
+        history = (r["metrics"] or {}).get("history", [])
+        measured = [(row["epoch"], row["ba"]) for row in history if row.get("ba") is not None]
+        if measured and max(ba for _, ba in measured) - measured[-1][1] > 0.1:
+            unstable.append(f"{r['config'].attack_name}, {_label(r)}: BA at epochs "
+                            + ", ".join(f"{epoch} {_f(ba)}" for epoch, ba in measured))
+    if unstable:
+        lines += ["", "Runs whose final BA is more than 0.1 below their best measured BA (the learning rate is "
+                      "never decayed in this short schedule, so the last epoch can land on a bad point):", ""]
+        lines += [f"- {item}" for item in unstable]
 
     lines += ["", "## Distributional differences (paper TABLE 2, App. B)", "",
               "Rows: the benign-vs-malicious distance of each training method, then the RBT run's intra-class and "

@@ -37,7 +37,10 @@ def sweep_figure(results: list, title: str):
             axis.set_ylim(0.9, 3.1)
         else:
             axis.set_ylim(-0.02, 1.02)
-    axes[0].legend(loc="lower left", fontsize=9)
+    if lines:
+        axes[0].legend(loc="lower left", fontsize=9)
+    else:
+        axes[0].text(0.5, 0.5, "no SL-MMDR/ML-MMDR runs yet", ha="center", transform=axes[0].transAxes, fontsize=8)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure

@@ -81,7 +81,7 @@ def _run_chain(name: str, chain: list, env: dict, log_dir: Path, progress) -> di
 def run_grid(grid: Grid, jobs: int = 1, log_dir: Path = None) -> dict:
     """Run every missing stage; returns {run name: {stage: seconds}} for the stages it ran."""
     work = _stage_jobs(grid)
-    log_dir = Path(log_dir or Path(work[0][1][0][1]).parents[1] / "logs")
+    log_dir = Path(log_dir or Path(grid.runs()[0][1].out_dir) / "logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     threads = max(1, (os.cpu_count() or 1) // jobs)

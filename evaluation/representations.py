@@ -81,12 +81,19 @@ class PredictedGroups:
         return self.non_target_index[self.triggered_pred == self.target]
 
 
-def test_groups(prepared: Prepared) -> PredictedGroups:
+def malicious_index(prepared: Prepared) -> tuple:
+    """(non-target test indices, their triggered predictions, Z^V_t's indices into the test set)."""
     config, data = prepared.config, prepared.data
-    clean_pred = predict(prepared.model, data.test_x, prepared.device, config.eval_batch_size)
     non_target = (data.test_y != config.target).nonzero().flatten()
     triggered_pred = predict(prepared.model, data.test_x[non_target], prepared.device,
                              config.eval_batch_size, transform=prepared.attack)
+    return non_target, triggered_pred, non_target[triggered_pred == config.target]
+
+
+def test_groups(prepared: Prepared) -> PredictedGroups:
+    config, data = prepared.config, prepared.data
+    clean_pred = predict(prepared.model, data.test_x, prepared.device, config.eval_batch_size)
+    non_target, triggered_pred, _ = malicious_index(prepared)
     return PredictedGroups(clean_pred, triggered_pred, non_target, config.target)
 
 

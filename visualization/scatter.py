@@ -3,7 +3,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from evaluation.representations import extract, predict, sample
+from evaluation.representations import extract, malicious_index, sample
 from models import LEVELS
 from training.run import Prepared
 from utils.errors import UserError
@@ -19,10 +19,7 @@ def scatter_sets(prepared: Prepared, num_samples: int) -> tuple:
     config, data = prepared.config, prepared.data
     gen = generator(config.seed, "visualize")
     benign = sample((data.test_y == config.target).nonzero().flatten(), num_samples, gen)
-    non_target = (data.test_y != config.target).nonzero().flatten()
-    predicted = predict(prepared.model, data.test_x[non_target], prepared.device, config.eval_batch_size,
-                        transform=prepared.attack)
-    malicious = sample(non_target[predicted == config.target], num_samples, gen)
+    malicious = sample(malicious_index(prepared)[2], num_samples, gen)
     if len(benign) < 2 or len(malicious) < 2:
         raise UserError(f"cannot plot {config.run_name}: {len(benign)} benign target-class test images and "
                         f"{len(malicious)} triggered images classified as the target (need at least 2 each; "

@@ -6,7 +6,7 @@ import torch
 from datasets.base import ImageDataset, TrainDefaults, decode_image_files, load_cached, require_dir
 from utils.errors import UserError
 
-DEFAULTS = TrainDefaults(epochs=40, milestones=(20, 30), batch_size=256)  # paper §3.4
+DEFAULTS = TrainDefaults(epochs=40, milestone_fractions=(0.5, 0.75))  # paper §3.4: 40 epochs, ÷10 at 20, 30
 FOLDER = "celeba"
 # The label is the 3-bit number Heavy_Makeup·4 + Mouth_Slightly_Open·2 + Smiling (WaNet's CelebA).
 ATTRIBUTES = ("Heavy_Makeup", "Mouth_Slightly_Open", "Smiling")

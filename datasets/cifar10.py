@@ -8,7 +8,7 @@ import torch
 from datasets.base import ImageDataset, TrainDefaults, require_dir
 from utils.errors import UserError
 
-DEFAULTS = TrainDefaults(epochs=100, milestones=(50, 70), batch_size=256)  # paper §3.4
+DEFAULTS = TrainDefaults(epochs=100, milestone_fractions=(0.5, 0.7))  # paper §3.4: 100 epochs, ÷10 at 50, 70
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

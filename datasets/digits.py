@@ -6,7 +6,7 @@ from datasets.base import IMAGE_SIZE, ImageDataset, TrainDefaults
 
 # Chosen so that the README quick start (VGG-11, full width) reaches BA ≥ 0.95 and ASR ≥ 0.95
 # in a few minutes on 2 CPU cores; not a paper setting (the paper has no digits experiment).
-DEFAULTS = TrainDefaults(epochs=10, milestones=(), batch_size=64)
+DEFAULTS = TrainDefaults(epochs=10, milestone_fractions=(), batch_size=64)
 
 
 def load(data_path=None, seed: int = 0, download: bool = False) -> ImageDataset:

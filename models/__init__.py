@@ -5,12 +5,13 @@ names whose outputs are the paper's s1/s2/s3 representations.
 """
 import torch.nn as nn
 
-from models.preact_resnet import preactresnet18
+from models.preact_resnet import preactresnet18, preactresnet18_he
 from models.resnet import resnet18
 from models.vgg import vgg11, vgg16
 from utils.errors import UserError, unknown_name
 
-REGISTRY = {"vgg11": vgg11, "vgg16": vgg16, "resnet18": resnet18, "preactresnet18": preactresnet18}
+REGISTRY = {"vgg11": vgg11, "vgg16": vgg16, "resnet18": resnet18, "preactresnet18": preactresnet18,
+            "preactresnet18_he": preactresnet18_he}
 NAMES = tuple(REGISTRY)
 LEVELS = ("s1", "s2", "s3")
 

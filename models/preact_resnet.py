@@ -1,4 +1,9 @@
-"""PreActResNet-18 for 32×32 inputs (He et al. 2016, identity mappings; as used by WaNet)."""
+"""PreActResNet-18 for 32×32 inputs (He et al. 2016, identity mappings), as in the paper's App. A.
+
+App. A's P-18 column: Conv, BN, ReLU (rows 1-3), eight pre-activation basic blocks (PBB), then
+GAP and FC right after the last block (rows 52-53). ``preactresnet18_he`` is He et al.'s own
+form instead: a conv-only stem and a BN+ReLU between the last block and the pooling.
+"""
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -27,5 +32,10 @@ class PreActBlock(nn.Module):
 
 
 def preactresnet18(num_classes: int = 10, width: float = 1.0) -> ResNet:
-    """Taps: outputs of layer2/3/4, as for ResNet-18 (paper App. A)."""
-    return ResNet(PreActBlock, (2, 2, 2, 2), num_classes, width, preact=True)
+    """Paper App. A's P-18. Taps: outputs of layer2/3/4 (its layers 27/39/51), as for ResNet-18."""
+    return ResNet(PreActBlock, (2, 2, 2, 2), num_classes, width)
+
+
+def preactresnet18_he(num_classes: int = 10, width: float = 1.0) -> ResNet:
+    """He et al.'s PreActResNet-18: conv-only stem, BN+ReLU before pooling; same taps."""
+    return ResNet(PreActBlock, (2, 2, 2, 2), num_classes, width, he_preact=True)

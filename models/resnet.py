@@ -31,19 +31,21 @@ class ResNet(nn.Module):
     taps = {"s1": "layer2", "s2": "layer3", "s3": "layer4"}
 
     def __init__(self, block=BasicBlock, num_blocks=(2, 2, 2, 2), num_classes: int = 10,
-                 width: float = 1.0, preact: bool = False):
+                 width: float = 1.0, he_preact: bool = False):
         super().__init__()
         self.in_planes = scaled(64, width)
+        # Paper App. A, rows 1-3 of both R-18 and P-18: Conv, BN, ReLU. He et al.'s own
+        # pre-activation network has a conv-only stem and a BN+ReLU before pooling instead.
         stem = [nn.Conv2d(3, self.in_planes, 3, stride=1, padding=1, bias=False)]
-        if not preact:  # a pre-activation network normalises at the start of each block instead
+        if not he_preact:
             stem += [nn.BatchNorm2d(self.in_planes), nn.ReLU(inplace=True)]
         self.stem = nn.Sequential(*stem)
         self.layer1 = self._make_layer(block, scaled(64, width), num_blocks[0], stride=1)
         self.layer2 = self._make_layer(block, scaled(128, width), num_blocks[1], stride=2)
         self.layer3 = self._make_layer(block, scaled(256, width), num_blocks[2], stride=2)
         self.layer4 = self._make_layer(block, scaled(512, width), num_blocks[3], stride=2)
-        # ... and so needs a final BN/ReLU before pooling (after layer4, so s3 is layer4's output).
-        self.head = nn.Sequential(nn.BatchNorm2d(self.in_planes), nn.ReLU()) if preact else nn.Identity()
+        # App. A rows 52-53: GAP and FC right after the last block (s3 = layer4's output either way).
+        self.head = nn.Sequential(nn.BatchNorm2d(self.in_planes), nn.ReLU()) if he_preact else nn.Identity()
         self.linear = nn.Linear(self.in_planes * block.expansion, num_classes)
 
     def _make_layer(self, block, planes: int, num_blocks: int, stride: int) -> nn.Sequential:

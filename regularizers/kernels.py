@@ -3,14 +3,17 @@
 Each kernel maps the Gram matrix G = Z·Zᵀ of the pooled (centred) samples Z to the kernel
 matrix K, so nothing larger than N×N is ever built (the prototype's n×n×d tensor is avoided).
 
-The Gaussian family is exp(−‖a−b‖² / (σ·β)) with the adaptive bandwidth
-β = mean off-diagonal pooled squared distance, computed without gradient (prototype code).
-A mixture kernel sums the Gaussians over its multipliers σ. GMK2, σ ∈ {¼, ½, 1, 2, 4}, is
-exactly the prototype's kernel (``kernel_mul=2, kernel_num=5``) and the default.
+TABLE 3 ("Settings of different kernels. σ: the standard deviation"), exactly:
 
-TABLE 3's exact parameters for the other entries are this project's reading of the paper
-(single bandwidths for GK1–3, mixtures of different spread and size for GMK1–6, the linear
-kernel for LK); ``KERNELS`` lists them so every run records what it used.
+    GK1 σ = 1/2   GK2 σ = 1   GK3 σ = 2   LK (linear, no parameter)
+    GMK1 σ = [1/2, 1, 2]        GMK4 σ = [1/3, 1, 3]
+    GMK2 σ = [1/4 … 4]          GMK5 σ = [1/9 … 9]
+    GMK3 σ = [1/8 … 8]          GMK6 σ = [1/27 … 27]     (powers of 2, resp. 3)
+
+The Gaussian family is exp(−‖a−b‖² / (σ·β)) with the adaptive bandwidth
+β = mean off-diagonal pooled squared distance, computed without gradient. σ is thus a
+multiplier of β, as in the authors' prototype, whose kernel (``kernel_mul=2, kernel_num=5``) is
+GMK2 and is the default. A mixture kernel sums the Gaussians over its σ list.
 """
 from dataclasses import dataclass
 
@@ -19,9 +22,9 @@ import torch
 from utils.errors import unknown_name
 
 
-def _geometric(multiplier: float, count: int) -> tuple:
-    """Multipliers centred on 1 like the prototype: β/mul^(count//2) · mul^i, i < count."""
-    return tuple(float(multiplier) ** (i - count // 2) for i in range(count))
+def _powers(base: float, count: int) -> tuple:
+    """base^i for i = −count//2 … count//2: the σ lists of TABLE 3 (centred on 1)."""
+    return tuple(float(base) ** (i - count // 2) for i in range(count))
 
 
 @dataclass(frozen=True)
@@ -48,16 +51,16 @@ def pairwise_sq_distances(gram: torch.Tensor) -> torch.Tensor:
     return squared.masked_fill(eye, 0.0)
 
 
-KERNELS = {
+KERNELS = {  # TABLE 3
     "gk1": Kernel("gk1", "gaussian", (0.5,)),
     "gk2": Kernel("gk2", "gaussian", (1.0,)),
     "gk3": Kernel("gk3", "gaussian", (2.0,)),
-    "gmk1": Kernel("gmk1", "gaussian", _geometric(2.0, 3)),
-    "gmk2": Kernel("gmk2", "gaussian", _geometric(2.0, 5)),  # prototype: {¼, ½, 1, 2, 4}
-    "gmk3": Kernel("gmk3", "gaussian", _geometric(2.0, 7)),
-    "gmk4": Kernel("gmk4", "gaussian", _geometric(1.5, 5)),
-    "gmk5": Kernel("gmk5", "gaussian", _geometric(3.0, 5)),
-    "gmk6": Kernel("gmk6", "gaussian", _geometric(4.0, 5)),
+    "gmk1": Kernel("gmk1", "gaussian", _powers(2.0, 3)),
+    "gmk2": Kernel("gmk2", "gaussian", _powers(2.0, 5)),  # the prototype's kernel
+    "gmk3": Kernel("gmk3", "gaussian", _powers(2.0, 7)),
+    "gmk4": Kernel("gmk4", "gaussian", _powers(3.0, 3)),
+    "gmk5": Kernel("gmk5", "gaussian", _powers(3.0, 5)),
+    "gmk6": Kernel("gmk6", "gaussian", _powers(3.0, 7)),
     "lk": Kernel("lk", "linear"),
 }
 NAMES = tuple(KERNELS)

@@ -38,6 +38,21 @@ def direct_mmd2(x, y, name, estimator):
     return xx + yy - 2 * xy
 
 
+TABLE_3 = {  # the paper's TABLE 3, typed in from the paper
+    "gk1": [1 / 2], "gk2": [1], "gk3": [2],
+    "gmk1": [1 / 2, 1, 2], "gmk2": [1 / 4, 1 / 2, 1, 2, 4], "gmk3": [1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8],
+    "gmk4": [1 / 3, 1, 3], "gmk5": [1 / 9, 1 / 3, 1, 3, 9], "gmk6": [1 / 27, 1 / 9, 1 / 3, 1, 3, 9, 27],
+}
+
+
+def test_kernels_are_exactly_table_3():
+    assert set(KERNELS) == set(TABLE_3) | {"lk"}
+    assert KERNELS["lk"].kind == "linear"
+    for name, sigmas in TABLE_3.items():
+        assert KERNELS[name].kind == "gaussian"
+        assert KERNELS[name].sigmas == pytest.approx(sigmas, rel=1e-12), name
+
+
 @pytest.mark.parametrize("estimator", ["biased", "unbiased"])
 @pytest.mark.parametrize("name", sorted(KERNELS))
 @pytest.mark.parametrize("sizes", [(6, 6), (5, 8)])

@@ -1,4 +1,4 @@
-"""The training loop of Algorithm 1: one forward pass per batch, loss = CE + λ·MMD term."""
+"""The training loop of Algorithm 1: one forward pass per batch, Lt = L1 + L2 + λ·L3."""
 import time
 
 import torch
@@ -8,6 +8,7 @@ from tqdm import tqdm
 from attacks.poisoning import PoisonedData
 from regularizers import MultiLevelMMD
 from training.evaluation import autocast, benign_accuracy_and_asr
+from training.loss import backdoor_cross_entropy
 from utils.config import RunConfig
 
 
@@ -22,18 +23,20 @@ class Trainer:
                                                               gamma=0.1)
         self.amp = config.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.criterion = nn.CrossEntropyLoss()
         self.regularizer = None
         if config.mlmmdr_lamb > 0:
             self.regularizer = MultiLevelMMD(model, config.levels, config.kernel, config.mlmmdr_reduce,
                                              config.mmd_estimator)
 
     def step(self, batch) -> dict:
-        """One optimisation step; returns the detached loss terms (tensors on the device)."""
+        """One optimisation step of Algorithm 1 (lines 9–13): Lt = L1 + L2 + λ·L3, with L1 + L2
+        replaced by the batch-mean cross-entropy under ``ce_reduction="pooled"`` (the prototype).
+        Returns the detached loss terms (tensors on the device)."""
         with autocast(self.device, self.amp):
             logits = self.model(batch.x)
-            ce = self.criterion(logits, batch.y)
-        terms = {"ce": ce.detach()}
+        ce, benign_ce, poisoned_ce = backdoor_cross_entropy(logits, batch.y, batch.poisoned,
+                                                            self.config.ce_reduction)
+        terms = {"ce": ce.detach(), "ce_benign": benign_ce.detach(), "ce_poisoned": poisoned_ce.detach()}
         loss = ce
         if self.regularizer is not None:
             mmd, per_level = self.regularizer.loss(batch.benign_target_mask(self.config.target),

@@ -41,6 +41,7 @@ class RunConfig:
     mlmmdr_reduce: str = "mean"
     kernel: str = "gmk2"
     mmd_estimator: str = "biased"
+    ce_reduction: str = "split"  # Algorithm 1: L1 + L2; "pooled" = the prototype's one batch mean
     # optimisation (paper §3.4; None = the dataset's default)
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
@@ -71,7 +72,8 @@ class RunConfig:
         return "ML-MMDR" if self.mlmmdr_layer == "all" else "SL-MMDR"
 
     def resolve_defaults(self) -> "RunConfig":
-        """Fill unset schedule fields from the dataset's defaults (paper §3.4)."""
+        """Fill unset schedule fields from the dataset's defaults (paper §3.4); the default
+        milestones are the dataset's fractions of the resolved epochs."""
         schedule = datasets.defaults(self.data_name)
         if self.epochs is None:
             self.epochs = schedule.epochs
@@ -80,7 +82,7 @@ class RunConfig:
         if self.lr is None:
             self.lr = schedule.lr
         if self.milestones is None:
-            self.milestones = list(schedule.milestones)
+            self.milestones = schedule.milestones(self.epochs)
         if self.run_name is None:
             self.run_name = run_name(self)
         return self
@@ -111,6 +113,8 @@ def run_name(config: RunConfig) -> str:
             if getattr(config, key) != default:
                 name += f"_{getattr(config, key)}"
     defaults = RunConfig()
+    if config.ce_reduction != defaults.ce_reduction:
+        name += f"_{config.ce_reduction}"
     for key, tag in (("width", "w"), ("train_subset", "n"), ("poison_ratio", "r"), ("target", "t"),
                      ("poison_mode", ""), ("seed", "seed")):
         value = getattr(config, key)

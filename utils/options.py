@@ -8,6 +8,7 @@ import attacks
 import datasets
 import models
 from regularizers import ESTIMATORS, KERNELS, REDUCTIONS
+from training.loss import CE_REDUCTIONS
 from utils.config import LAYER_CHOICES, RunConfig
 from utils.errors import UserError, unknown_name
 
@@ -63,7 +64,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                         help="warped: noise-mode samples per poisoned sample, kept at their true "
                              "labels (WaNet: 2; 0 disables noise mode)")
 
-    reg = parser.add_argument_group("ML-MMDR regulariser (paper Eq. 6, Algorithm 1)")
+    reg = parser.add_argument_group("loss and ML-MMDR regulariser (paper Algorithm 1, Eq. 6)")
+    reg.add_argument("--ce_reduction", choices=CE_REDUCTIONS, default=D.ce_reduction,
+                     help="split: L1 + L2, the mean CE of the batch's benign samples plus the mean CE "
+                          "of its poisoned samples (Algorithm 1 lines 9-10, Eq. 2 and 6; default); "
+                          "pooled: one CE averaged over the whole batch (the authors' prototype). "
+                          "WaNet's noise-mode samples keep their labels and count as benign")
     reg.add_argument("--mlmmdr_lamb", type=float, default=D.mlmmdr_lamb,
                      help="λ ≥ 0; 0 is regular backdoor training (RBT); the paper sweeps 0.1–0.3")
     reg.add_argument("--mlmmdr_layer", default=D.mlmmdr_layer,
@@ -79,11 +85,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
     opt = parser.add_argument_group("optimisation (paper §3.4; unset = the dataset's default)")
     opt.add_argument("--epochs", type=int, default=None,
-                     help="CIFAR-10/GTSRB/fmnist 100, CelebA 40, digits 10")
+                     help="CIFAR-10 100, CelebA 40 (paper §3.4); GTSRB and fmnist reuse CIFAR-10's "
+                          "100; digits 10 (ours)")
     opt.add_argument("--batch_size", type=int, default=None, help="256 (digits: 64)")
     opt.add_argument("--lr", type=float, default=None, help="SGD learning rate (0.01)")
     opt.add_argument("--milestones", type=int, nargs="*", default=None,
-                     help="epochs at which lr ÷ 10 (CIFAR-10 50 70, CelebA 20 30, digits none)")
+                     help="epochs at which lr ÷ 10; default: the dataset's fractions of --epochs "
+                          "(paper §3.4: CIFAR-10 50%% and 70%%, i.e. 50 70 of 100; CelebA 50%% and "
+                          "75%%, i.e. 20 30 of 40; GTSRB/fmnist as CIFAR-10; digits none)")
     opt.add_argument("--momentum", type=float, default=D.momentum, help="SGD momentum (0.9)")
     opt.add_argument("--weight_decay", type=float, default=D.weight_decay, help="(5e-4)")
     opt.add_argument("--no_augment", dest="augment", action="store_false",

@@ -1,0 +1,24 @@
+"""Learning-rate milestones as fractions of the epochs (paper §3.4), resolved into config.json."""
+import pytest
+
+from utils.options import build_parser, config_from_args
+
+
+def resolved(*argv):
+    return config_from_args(build_parser("test").parse_args(list(argv)))
+
+
+@pytest.mark.parametrize("argv, epochs, milestones", [
+    (["--data_name", "cifar10"], 100, [50, 70]),                     # paper §3.4
+    (["--data_name", "celeba"], 40, [20, 30]),                       # paper §3.4
+    (["--data_name", "cifar10", "--epochs", "12"], 12, [6, 8]),      # 50% and 70% of 12
+    (["--data_name", "fmnist", "--epochs", "12"], 12, [6, 8]),       # CIFAR-10's schedule reused
+    (["--data_name", "celeba", "--epochs", "12"], 12, [6, 9]),       # 50% and 75% of 12
+    (["--data_name", "gtsrb", "--epochs", "80"], 80, [40, 56]),
+    (["--data_name", "cifar10", "--epochs", "1"], 1, []),            # no decay point inside 1 epoch
+    (["--data_name", "digits"], 10, []),
+    (["--data_name", "fmnist", "--epochs", "12", "--milestones", "3", "9"], 12, [3, 9]),  # explicit wins
+])
+def test_milestones_scale_with_epochs(argv, epochs, milestones):
+    config = resolved(*argv)
+    assert (config.epochs, config.milestones) == (epochs, milestones)

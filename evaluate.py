@@ -14,6 +14,7 @@ from utils.cli import run_cli
 
 
 def add_evaluation_arguments(parser):
+    from defenses import AC_DECISIONS, AC_REDUCTIONS, SS_SCORES
     from evaluation.protocol import EvalOptions
 
     d = EvalOptions()
@@ -27,16 +28,31 @@ def add_evaluation_arguments(parser):
                        help="detection pool sizes N of inputs classified as the target (paper: 100 500)")
     group.add_argument("--pool_ratios", type=float, nargs="+", default=list(d.pool_ratios),
                        help="malicious:benign ratios r′ of the pools (1.0 from the paper; 0.5 ours)")
-    group.add_argument("--ac_components", type=int, default=d.ac_components, help="AC: FastICA dimensions (20)")
-    group.add_argument("--ac_decision", choices=("smaller", "relative_size"), default=d.ac_decision,
-                       help="AC's own rule: the smaller cluster is malicious, or only if it holds ≤ 35%%")
+    group.add_argument("--ac_reduce", choices=AC_REDUCTIONS, default=d.ac_reduce,
+                       help="AC's dimension reduction before k-means (k = 2). pca (default): keeps each "
+                            "direction's variance, as IBM ART's AC; ica: FastICA, the paper's §6.1 "
+                            "('ICA ... vectors of length 20'), which whitens every component to unit "
+                            "variance and so hides the split from k-means (README, Detection). "
+                            "Both forms are always also stored in evaluation.json")
+    group.add_argument("--ac_components", type=int, default=d.ac_components,
+                       help="AC: dimensions kept (default 10, as Chen et al. and IBM ART; the paper: 20)")
+    group.add_argument("--ac_decision", choices=AC_DECISIONS, default=d.ac_decision,
+                       help="AC's own rule for which cluster is malicious. clean_reference (default): the "
+                            "cluster farther from the defender's ~200 clean validation samples (paper "
+                            "§3.1), the same reference SR uses; smaller: the smaller cluster; "
+                            "relative_size: the smaller only if it holds ≤ 35%% (Chen et al.). All are "
+                            "stored in evaluation.json")
+    group.add_argument("--ss_score", choices=SS_SCORES, default=d.ss_score,
+                       help="SS outlier score: centred ((x−μ)·v)², the paper §3.3 and Tran et al.'s "
+                            "algorithm (default); uncentred |x·v|, their released code. Both are stored")
     group.add_argument("--ss_removal_factor", type=float, default=d.ss_removal_factor,
-                       help="SS's own rule flags the top factor·ε·N scores (Tran et al.: 1.5)")
+                       help="SS's own rule removes the top factor·ε·N scores (Tran et al.: 1.5)")
     group.add_argument("--sr_reference", type=int, default=d.sr_reference,
                        help="SR: clean reference representations from the training set's target class (200)")
     group.add_argument("--sr_energy", type=float, default=d.sr_energy, help="SR: energy kept by the subspace (0.9)")
     group.add_argument("--sr_percentile", type=float, default=d.sr_percentile,
-                       help="SR's own rule: threshold at this percentile of the reference errors (95)")
+                       help="SR's label-free rule, reported beside the paper's (max F1 over thresholds, "
+                            "the headline): threshold at this percentile of the reference errors (95)")
     group.add_argument("--all_runs", metavar="DIR_OR_GLOB", default=None,
                        help="evaluate every run in a directory or matching a glob and write summary.md/.csv")
     group.add_argument("--force", action="store_true",
@@ -50,7 +66,8 @@ def options_from_args(args):
 
     options = EvalOptions(num_samples=args.num_samples, swd_projections=args.swd_projections,
                           pool_sizes=tuple(args.pool_sizes), pool_ratios=tuple(args.pool_ratios),
-                          ac_components=args.ac_components, ac_decision=args.ac_decision,
+                          ac_reduce=args.ac_reduce, ac_components=args.ac_components,
+                          ac_decision=args.ac_decision, ss_score=args.ss_score,
                           ss_removal_factor=args.ss_removal_factor, sr_reference=args.sr_reference,
                           sr_energy=args.sr_energy, sr_percentile=args.sr_percentile)
     if min(options.num_samples, options.swd_projections, options.ac_components, options.sr_reference,

@@ -7,6 +7,21 @@ the model in one batched forward pass per step; each class keeps its own cost sc
 stop (the reference implementation's rules), and a finished class leaves the batch. Adam is
 element-wise, so stacking changes nothing about each class's optimisation: ``sequential=True``
 runs the same procedure one class after another, for comparison.
+
+As in the authors' code (bolunwang/backdoor, ``visualizer.py`` with the settings of
+``gtsrb_visualize_example.py``): each class starts from its own uniform random mask and pattern
+(seeded by the class here, so batched and sequential runs agree); the cost starts at 0 and is set
+to ``init_cost`` once the attack has succeeded for ``patience`` epochs; an "epoch" is 31
+mini-batches of 32 (their ``MINI_BATCH = 1000 // 32``), at most 1000 of them (their ``STEPS``),
+with an early stop after 25 epochs in which the best norm did not fall below 1.0 × its previous
+best (their ``EARLY_STOP_THRESHOLD = 1.0``), once the cost has moved both up and down; the
+result is the smallest-norm mask that reached 99% attack success, or, for a class that never
+did, the last mask; its norm is the l1 norm of that mask (the reference's outlier detection
+reads the saved masks back).
+
+Paper §6.2 judges NC by "the distinguishability of the l1 norm" (Fig. 8): :func:`target_ranking`
+gives the target's rank among the classes' norms and its ratio to the others' median, beside
+Wang et al.'s anomaly index.
 """
 import math
 import time
@@ -26,15 +41,16 @@ class NCOptions:
     lr: float = 0.1
     betas: tuple = (0.5, 0.9)
     init_cost: float = 1e-3
+    start_cost_at_zero: bool = True  # the reference's RESET_COST_TO_ZERO
     attack_threshold: float = 0.99   # attack success a mask must reach to count
     patience: int = 5                # epochs before the cost is raised/lowered
     cost_up: float = 2.0
     cost_down: float = 2.0 ** 1.5
-    early_stop_patience: int = 25    # epochs without a 1% better mask, once the cost moved both ways
-    early_stop_threshold: float = 0.99
+    early_stop_patience: int = 25    # epochs without a better mask, once the cost moved both ways
+    early_stop_threshold: float = 1.0  # "better" = below this × the best so far (the reference script)
     batch_size: int = 32
-    epochs: int = 80                 # the step budget, in epochs of steps_per_epoch mini-batches
-    steps_per_epoch: int = 0         # 0: ceil(clean samples / batch size), as the reference
+    epochs: int = 1000               # the reference's STEPS
+    steps_per_epoch: int = 31        # the reference's MINI_BATCH = 1000 // 32; 0: clean samples / batch
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -47,7 +63,7 @@ class CostSchedule:
 
     def __init__(self, count: int, options: NCOptions):
         self.o = options
-        self.cost = np.full(count, options.init_cost)
+        self.cost = np.full(count, 0.0 if options.start_cost_at_zero else options.init_cost)
         self.best_norm = np.full(count, np.inf)
         self.early_best = np.full(count, np.inf)
         self.up_counter = np.zeros(count, int)
@@ -69,11 +85,16 @@ class CostSchedule:
         self.early_counter[rows] = np.where(stalled, self.early_counter[rows] + 1, 0)
         self.early_best[rows] = np.minimum(self.early_best[rows], self.best_norm[rows])
         self.done[rows] = self.raised[rows] & self.lowered[rows] & (self.early_counter[rows] >= o.early_stop_patience)
-        # a zero cost is reset to the initial one after `patience` successful epochs
+        # a zero cost is set to the initial one after `patience` successful epochs, which restarts
+        # the up/down bookkeeping
         zero = (self.cost[rows] == 0) & succeeded
         self.set_counter[rows] = np.where(zero, self.set_counter[rows] + 1, 0)
         reset = self.set_counter[rows] >= o.patience
         self.cost[rows] = np.where(reset, o.init_cost, self.cost[rows])
+        for counter in (self.up_counter, self.down_counter):
+            counter[rows] = np.where(reset, 0, counter[rows])
+        for flag in (self.raised, self.lowered):
+            flag[rows] &= ~reset
         self.up_counter[rows] = np.where(succeeded, self.up_counter[rows] + 1, 0)
         self.down_counter[rows] = np.where(succeeded, 0, self.down_counter[rows] + 1)
         up = self.up_counter[rows] >= o.patience
@@ -91,13 +112,28 @@ def _to_unit(theta: torch.Tensor) -> torch.Tensor:
     return torch.tanh(theta) / 2 + 0.5
 
 
+def _to_theta(unit: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`_to_unit`, kept finite at 0 and 1 as the reference does with K.epsilon()."""
+    return torch.atanh((unit - 0.5) * (2 - 1e-7))
+
+
+def initial_thetas(classes: list, shape: tuple, seed: int) -> tuple:
+    """Each class's own uniform random mask (H×W) and pattern (C×H×W) in [0,1), as the reference
+    (np.random.random), in tanh space. Seeded by (seed, class), so a class starts from the same
+    point whichever classes run beside it."""
+    channels, height, width = shape
+    masks, patterns = [], []
+    for label in classes:
+        init = generator(seed, f"nc-init-class-{label}")
+        masks.append(torch.rand(1, height, width, generator=init))
+        patterns.append(torch.rand(channels, height, width, generator=init))
+    return _to_theta(torch.stack(masks)), _to_theta(torch.stack(patterns))
+
+
 def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, seed: int, device) -> dict:
     """Optimise the masks/patterns of ``classes`` together; returns per-class numpy results."""
     count, (channels, height, width) = len(classes), images.shape[1:]
-    init = generator(seed, "nc-init")
-    # Every class starts from the same random point, so results do not depend on which classes run together.
-    mask_theta = torch.randn(1, 1, height, width, generator=init).expand(count, -1, -1, -1).clone()
-    pattern_theta = torch.randn(1, channels, height, width, generator=init).expand(count, -1, -1, -1).clone()
+    mask_theta, pattern_theta = initial_thetas(classes, (channels, height, width), seed)
     mask_theta = mask_theta.to(device).requires_grad_()
     pattern_theta = pattern_theta.to(device).requires_grad_()
     optimizer = torch.optim.Adam([mask_theta, pattern_theta], lr=options.lr, betas=tuple(options.betas))
@@ -144,8 +180,17 @@ def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, se
             with torch.no_grad():
                 best_mask[keep] = _to_unit(mask_theta[torch.from_numpy(keep).to(device)]).cpu()
                 best_pattern[keep] = _to_unit(pattern_theta[torch.from_numpy(keep).to(device)]).cpu()
-    return {"mask": best_mask, "pattern": best_pattern, "norm": schedule.best_norm, "cost": schedule.cost,
-            "epochs": epochs_run, "found": np.isfinite(schedule.best_norm), "steps": steps}
+    found = np.isfinite(schedule.best_norm)
+    missing = np.flatnonzero(~found)
+    if len(missing):  # a class that never reached the attack threshold keeps its last mask
+        with torch.no_grad():
+            rows = torch.from_numpy(missing).to(device)
+            best_mask[missing] = _to_unit(mask_theta[rows]).cpu()
+            best_pattern[missing] = _to_unit(pattern_theta[rows]).cpu()
+    # The reference's outlier detection reads each saved mask back and takes its l1 norm.
+    norm = best_mask.flatten(1).sum(1).double().numpy()
+    return {"mask": best_mask, "pattern": best_pattern, "norm": norm, "cost": schedule.cost,
+            "epochs": epochs_run, "found": found, "steps": steps}
 
 
 def anomaly_index(norms) -> np.ndarray:
@@ -164,6 +209,16 @@ def flagged_classes(norms, threshold: float = 2.0) -> list:
     norms = np.asarray(norms, dtype=float)
     index = anomaly_index(norms)
     return [int(c) for c in np.flatnonzero((norms < np.median(norms)) & (index > threshold))]
+
+
+def target_ranking(norms, target: int) -> dict:
+    """Paper §6.2 / Fig. 8, "the distinguishability of the l1 norm": the target's rank among the
+    classes' mask norms (1 = smallest) and its norm over the median of the other classes' norms."""
+    norms = np.asarray(norms, dtype=float)
+    others = np.delete(norms, target)
+    median = float(np.median(others))
+    return {"target_l1_rank": int((norms < norms[target]).sum()) + 1, "classes": len(norms),
+            "target_l1_ratio_to_median": float(norms[target] / median) if median > 0 else float("inf")}
 
 
 def neural_cleanse(model, clean_images: torch.Tensor, num_classes: int, options: NCOptions = NCOptions(),
@@ -188,7 +243,5 @@ def neural_cleanse(model, clean_images: torch.Tensor, num_classes: int, options:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
     seconds = time.perf_counter() - started
-    norms = np.where(result["found"], result["norm"], np.nan)
-    finite = np.nan_to_num(norms, nan=float(np.nanmax(norms)) if np.isfinite(norms).any() else 0.0)
-    return {**result, "classes": classes, "norm": norms, "anomaly_index": anomaly_index(finite),
-            "flagged": [classes[i] for i in flagged_classes(finite)], "seconds": seconds}
+    return {**result, "classes": classes, "anomaly_index": anomaly_index(result["norm"]),
+            "flagged": [classes[i] for i in flagged_classes(result["norm"])], "seconds": seconds}

@@ -1,10 +1,9 @@
 """defend.py's library side: Neural Cleanse and pruning on a trained run, with reports and figures."""
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from defenses.neural_cleanse import NCOptions, neural_cleanse
+from defenses.neural_cleanse import NCOptions, neural_cleanse, target_ranking
 from defenses.pruning import mean_channel_activation, prune_order, pruning_curve
 from evaluation.representations import load_trained, sample
 from models import tap_modules
@@ -27,11 +26,12 @@ def run_neural_cleanse(config: RunConfig, options: NCOptions, clean_samples: int
     clean = clean_sample(prepared, clean_samples)
     found = neural_cleanse(prepared.model, clean, prepared.data.num_classes, options, config.seed,
                            prepared.device, sequential=sequential)
-    norms = [None if not np.isfinite(v) else float(v) for v in found["norm"]]
+    norms = [float(v) for v in found["norm"]]
     result = {"run_name": config.run_name, "method": config.method, "mlmmdr_lamb": config.mlmmdr_lamb,
               "data_name": config.data_name, "model_name": config.model_name, "attack_name": config.attack_name,
               "target": config.target, "clean_samples": len(clean), "sequential": sequential,
-              "options": options.to_dict(), "norms": norms,
+              "options": options.to_dict(), "norms": norms, "reached_threshold": found["found"].tolist(),
+              **target_ranking(norms, config.target),
               "anomaly_index": [float(v) for v in found["anomaly_index"]],
               "flagged": found["flagged"], "target_flagged": config.target in found["flagged"],
               "target_anomaly_index": float(found["anomaly_index"][config.target]),

@@ -7,6 +7,7 @@ import torch
 
 import defend
 from defenses import NCOptions, anomaly_index, flagged_classes, neural_cleanse, pruned, pruning_curve
+from defenses.neural_cleanse import CostSchedule, initial_thetas, target_ranking
 from evaluation.defense import clean_sample
 from evaluation.representations import load_trained
 from models import tap_modules
@@ -14,7 +15,8 @@ from training.evaluation import benign_accuracy_and_asr
 from utils.cli import run_cli
 from utils.options import build_parser, config_from_args
 
-FAST_NC = NCOptions(batch_size=16, epochs=16, steps_per_epoch=4)
+# A CPU budget: too short for the reference's warm-up epochs at cost 0, so the cost starts at init_cost.
+FAST_NC = NCOptions(batch_size=16, epochs=16, steps_per_epoch=4, start_cost_at_zero=False)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,47 @@ def test_neural_cleanse_flags_the_target_and_finds_the_corner(prepared):
     mask = result["mask"][0, 0]
     corner = mask[24:, 24:].sum() / mask.sum()  # the 3×3 patch sits at rows/cols 29–31
     assert corner > 0.4  # a uniform mask would put 64/1024 ≈ 6% there
-    assert result["norm"][0] == np.nanmin(result["norm"])
+    assert result["norm"][0] == result["norm"].min()
+    assert np.allclose(result["norm"], result["mask"].flatten(1).sum(1).numpy())
+    assert target_ranking(result["norm"], 0)["target_l1_rank"] == 1
+
+
+def test_target_ranking_of_hand_made_norms():
+    ranking = target_ranking([12.0, 40.0, 3.0, 50.0, 30.0], target=2)
+    # others 12 40 50 30: median 35
+    assert ranking == {"target_l1_rank": 1, "classes": 5, "target_l1_ratio_to_median": pytest.approx(3 / 35)}
+    assert target_ranking([12.0, 40.0, 3.0, 50.0, 30.0], target=4)["target_l1_rank"] == 3
+
+
+def test_each_class_starts_from_its_own_seeded_random_point():
+    mask, pattern = initial_thetas([2, 5], (3, 8, 8), seed=0)
+    alone_mask, alone_pattern = initial_thetas([5], (3, 8, 8), seed=0)
+    assert mask.shape == (2, 1, 8, 8) and pattern.shape == (2, 3, 8, 8)
+    assert torch.equal(mask[1], alone_mask[0]) and torch.equal(pattern[1], alone_pattern[0])
+    assert not torch.equal(mask[0], mask[1])
+    unit = torch.tanh(mask) / 2 + 0.5
+    assert 0.3 < unit.mean() < 0.7 and unit.min() >= 0 and unit.max() <= 1  # uniform in [0, 1)
+
+
+def test_cost_starts_at_zero_and_is_set_after_patience_successes():
+    """The reference: cost 0; after 5 successful epochs it is set to 1e-3 (counters restart), and
+    5 successes later (the reset epoch counts as the first) it is doubled."""
+    schedule = CostSchedule(1, NCOptions())
+    costs = []
+    for epoch in range(9):
+        schedule.update(np.array([0]), np.array([1.0]), np.array([100.0 - epoch]))
+        costs.append(float(schedule.cost[0]))
+    assert costs == [0, 0, 0, 0, 1e-3, 1e-3, 1e-3, 1e-3, 2e-3]
+    assert not schedule.lowered[0] and schedule.raised[0]
+
+
+def test_a_class_that_never_succeeds_keeps_its_last_mask(prepared):
+    clean = clean_sample(prepared, 32)
+    options = NCOptions(batch_size=16, epochs=2, steps_per_epoch=2, attack_threshold=1.01)  # unreachable
+    result = neural_cleanse(prepared.model, clean, 10, options, seed=0, classes=[3, 4])
+    assert not result["found"].any()
+    assert (result["mask"].flatten(1).sum(1) > 0).all()  # the last masks, not empty ones
+    assert np.allclose(result["norm"], result["mask"].flatten(1).sum(1).numpy())
 
 
 def test_batched_and_sequential_agree(prepared):

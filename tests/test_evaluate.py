@@ -30,10 +30,18 @@ def test_evaluate_writes_complete_json_and_markdown(tiny_run, capsys):
     assert counts["malicious"] <= 60 and counts["benign_half_a"] + counts["benign_half_b"] <= 120
     pool = result["detection"]["pools"][0]
     assert pool["benign"] == pool["malicious"] and pool["benign"] + pool["malicious"] <= 40
+    assert result["detection"]["headline_rules"] == {"ac": "own", "ss": "own", "sr": "oracle"}
     for level in ("s1", "s2", "s3"):
         for method in ("ac", "ss", "sr"):
             scores = pool["levels"][level][method]
-            assert 0 <= scores["own"] <= scores["best"] + 1e-9 <= 1 + 1e-9 or method == "ac"
+            assert 0 <= scores["own"] <= scores["oracle"] + 1e-9 <= 1 + 1e-9
+            assert scores["headline"] == scores[result["detection"]["headline_rules"][method]]
+        ac, ss = pool["levels"][level]["ac"], pool["levels"][level]["ss"]
+        # every form is kept, so a report can show the sensitivity to the detector's configuration
+        assert set(ac["variants"]) == {"pca10", "ica20"} and ac["reduce"] == "pca"
+        assert set(ac["variants"]["ica20"]) == {"clean_reference", "smaller", "relative_size", "oracle"}
+        assert ac["own"] == ac["variants"]["pca10"]["clean_reference"]
+        assert set(ss["variants"]) == {"centred", "uncentred"} and ss["own"] == ss["variants"]["centred"]["top_scores"]
     markdown = (run_dir / "evaluation.md").read_text()
     assert "| patched (benign vs malicious) |" in markdown and "| intra-class |" in markdown
     assert "| inter-class (min) |" in markdown and "| SR | s3 |" in markdown and "N=40, r′=1" in markdown

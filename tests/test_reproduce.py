@@ -23,7 +23,7 @@ def record(method, lamb, mmd, intra, f1, ba=0.9, asr=1.0, flagged=None):
     config = RunConfig(data_name="digits", attack_name="patched", mlmmdr_lamb=lamb, mlmmdr_layer=layer)
     levels = {lv: {m: {"attack": mmd[i], "intra": intra, "inter": 10.0} for m in ("mmd2", "ed2", "swd1")}
               for i, lv in enumerate(("s1", "s2", "s3"))}
-    pool = {"levels": {lv: {d: {"best": f1[i], "own": f1[i]} for d in ("ac", "ss", "sr")}
+    pool = {"levels": {lv: {d: {"headline": f1[i], "oracle": f1[i], "own": f1[i]} for d in ("ac", "ss", "sr")}
                        for i, lv in enumerate(("s1", "s2", "s3"))}}
     nc = None if flagged is None else {"target_flagged": flagged, "target_anomaly_index": 3.0, "flagged": [0]}
     return {"config": config, "metrics": {"ba": ba, "asr": asr}, "nc": nc, "prune": None,

@@ -9,6 +9,10 @@ from utils.errors import UserError
 from visualization.common import LEVEL_COLORS, METHOD_ORDER, method_label
 
 
+RULE_TITLES = {"headline": "each method's own rule as the paper uses it", "own": "own rule",
+               "oracle": "oracle: best labeling/threshold chosen with the ground truth"}
+
+
 def pick_runs(results: list, lamb=None) -> dict:
     """{method: result}: the RBT run and, for SL-MMDR and ML-MMDR, the run at ``lamb`` (default:
     the largest λ present for that method)."""
@@ -24,7 +28,7 @@ def pick_runs(results: list, lamb=None) -> dict:
     return chosen
 
 
-def detection_figure(results: list, title: str, lamb=None, rule: str = "best"):
+def detection_figure(results: list, title: str, lamb=None, rule: str = "headline"):
     chosen = pick_runs(results, lamb)
     pools = [(p["N"], p["ratio"]) for p in next(iter(chosen.values()))["detection"]["pools"]]
     figure, axes = plt.subplots(len(DETECTOR_NAMES), len(pools), figsize=(3.6 * len(pools), 2.8 * len(DETECTOR_NAMES)),
@@ -48,7 +52,7 @@ def detection_figure(results: list, title: str, lamb=None, rule: str = "best"):
             axis.set_ylim(0, 1.05)
             axis.set_title(f"{label}, N={size}, r′={ratio:g}", fontsize=10)
     axes[0][0].legend(loc="lower left", fontsize=8)
-    figure.suptitle(f"{title}: detection F1 ({'best threshold/labeling' if rule == 'best' else 'own rule'})",
+    figure.suptitle(f"{title}: detection F1 ({RULE_TITLES[rule]})",
                     fontsize=10)
     figure.tight_layout()
     return figure

@@ -6,6 +6,7 @@ on other settings is judged the same way.
 import statistics
 from pathlib import Path
 
+from defenses.neural_cleanse import target_ranking
 from evaluation.report import DETECTOR_NAMES, METRIC_NAMES
 from metrics import METRICS
 from models import LEVELS
@@ -45,6 +46,9 @@ def _by_attack(records) -> dict:
     for record in records:
         grouped.setdefault(record["config"].attack_name, []).append(record)
     return grouped
+
+
+NC_RATIO = 0.5  # the target's ‖m‖₁ at most half the others' median counts as singled out
 
 
 def _pick(records, method: str, lamb=None):
@@ -130,13 +134,18 @@ def claims(records, lamb: float) -> list:
                 "reproduced if RBT ≥ 0.85 and ML-MMDR ≤ 0.75; partly if F1 drops by ≥ 0.1"))
 
     defended = [(a, r) for a in attacks for r in (rbt[a], ml[a]) if r and r["nc"]]
-    flagged = [r["nc"]["target_flagged"] for a, r in defended if r["config"].method == "ML-MMDR"]
-    out.append(("Neural Cleanse trigger synthesis still flags the target under ML-MMDR",
-                _verdict(sum(flagged) / len(flagged)) if flagged else "not run",
-                "; ".join(f"{a} {_label(r)}: target anomaly index {_f(r['nc']['target_anomaly_index'], 2)}, "
-                          f"flagged {r['nc']['flagged']}" for a, r in defended),
-                "reproduced if the target is flagged (anomaly index > 2, norm below the median) on every "
-                "defended ML-MMDR run"))
+    rankings = {id(r): target_ranking(r["nc"]["norms"], r["config"].target) for _, r in defended}
+    singled = [rankings[id(r)]["target_l1_rank"] == 1 and rankings[id(r)]["target_l1_ratio_to_median"] <= NC_RATIO
+               for a, r in defended if r["config"].method == "ML-MMDR"]
+    out.append(("Neural Cleanse still singles out the target by its ℓ1 norm under ML-MMDR (§6.2, Fig. 8)",
+                _verdict(sum(singled) / len(singled)) if singled else "not run",
+                "; ".join(f"{a} {_label(r)}: target ‖m‖₁ rank {rankings[id(r)]['target_l1_rank']}, "
+                          f"{_f(rankings[id(r)]['target_l1_ratio_to_median'], 2)}× the others' median "
+                          f"(anomaly index {_f(r['nc']['target_anomaly_index'], 2)}, flagged {r['nc']['flagged']})"
+                          for a, r in defended),
+                f"reproduced if on every defended ML-MMDR run the target's mask has the smallest ℓ1 norm of all "
+                f"classes and at most {NC_RATIO:g}× the median of the others (the paper judges 'the "
+                f"distinguishability of the l1 norm'); Wang et al.'s anomaly index (> 2 flags) is shown beside"))
     return out
 
 
@@ -203,15 +212,16 @@ def render(records, settings: dict, lamb: float, figures: dict) -> str:
     defended = [r for r in records if r["nc"] or r["prune"]]
     if defended:
         lines += ["", "## Neural Cleanse and pruning (paper §6.2, Figs. 8–10)", "",
-                  "| run | target ‖m‖₁ | median ‖m‖₁ of the others | target anomaly index | flagged | "
-                  "pruned ratio where ASR < 0.2 | BA there |", "|---|---|---|---|---|---|---|"]
+                  "| run | target ‖m‖₁ | its rank (1 = smallest) | ratio to the others' median | "
+                  "target anomaly index | flagged | pruned ratio where ASR < 0.2 | BA there |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in defended:
             nc, prune = r["nc"], r["prune"]
             target = r["config"].target
-            others = [v for i, v in enumerate(nc["norms"]) if i != target and v is not None] if nc else []
+            ranking = target_ranking(nc["norms"], target) if nc else {}
             point = next((p for p in prune["curve"] if p["asr"] < 0.2), None) if prune else None
             lines.append(f"| {r['config'].attack_name}, {_label(r)} | {_f(nc['norms'][target], 1) if nc else '–'} | "
-                         f"{_f(statistics.median(others), 1) if others else '–'} | "
+                         f"{ranking.get('target_l1_rank', '–')} | {_f(ranking.get('target_l1_ratio_to_median'), 2)} | "
                          f"{_f(nc['target_anomaly_index'], 2) if nc else '–'} | {nc['flagged'] if nc else '–'} | "
                          f"{_f(point['ratio'], 2) if point else 'never'} | {_f(point['ba']) if point else '–'} |")
 

@@ -25,7 +25,9 @@ def record(method, lamb, mmd, intra, f1, ba=0.9, asr=1.0, flagged=None):
               for i, lv in enumerate(("s1", "s2", "s3"))}
     pool = {"levels": {lv: {d: {"headline": f1[i], "oracle": f1[i], "own": f1[i]} for d in ("ac", "ss", "sr")}
                        for i, lv in enumerate(("s1", "s2", "s3"))}}
-    nc = None if flagged is None else {"target_flagged": flagged, "target_anomaly_index": 3.0, "flagged": [0]}
+    # singled out: the target's norm is the smallest and a tenth of the others'; otherwise third smallest
+    norms = [1.0] + [10.0] * 9 if flagged else [10.0, 5.0, 6.0] + [20.0] * 7
+    nc = None if flagged is None else {"norms": norms, "target_anomaly_index": 3.0, "flagged": [0]}
     return {"config": config, "metrics": {"ba": ba, "asr": asr}, "nc": nc, "prune": None,
             "evaluation": {"distances": {"levels": levels, "aro": {"s1": 3, "s2": 3, "s3": 3}},
                            "detection": {"pools": [pool]}}}
@@ -41,7 +43,7 @@ def test_claim_verdicts_follow_their_rules():
                         "ML-MMDR": "reproduced",
                         "SL-MMDR": "reproduced",
                         "Detection F1": "reproduced",
-                        "Neural Cleanse trigger synthesis still flags the target under ML-MMDR": "reproduced"}
+                        "Neural Cleanse still singles out the target by its ℓ1 norm under ML-MMDR": "reproduced"}
     records[2] = record("ML-MMDR", 0.3, [5.0, 5.0, 5.0], 0.5, [1.0, 1.0, 1.0], ba=0.5, flagged=False)
     verdicts = [verdict for _, verdict, _, _ in claims(records, 0.3)]
     assert verdicts == ["not reproduced", "reproduced", "not reproduced", "partly reproduced", "not reproduced",

@@ -22,3 +22,14 @@ def resolved(*argv):
 def test_milestones_scale_with_epochs(argv, epochs, milestones):
     config = resolved(*argv)
     assert (config.epochs, config.milestones) == (epochs, milestones)
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["--data_name", "digits"], "digits_vgg11_patched"),
+    (["--data_name", "digits", "--ce_reduction", "pooled"], "digits_vgg11_patched_pooled"),
+    (["--data_name", "digits", "--mlmmdr_lamb", "0.3", "--ce_reduction", "pooled"],
+     "digits_vgg11_patched_mlmmdr_0.3_all_pooled"),
+])
+def test_the_prototypes_pooled_loss_names_its_own_run(argv, name):
+    config = resolved(*argv)
+    assert config.run_name == name and config.ce_reduction == ("pooled" if "pooled" in name else "split")

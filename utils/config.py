@@ -1,4 +1,4 @@
-"""The resolved configuration of one run, and the run name derived from it (DESIGN §4)."""
+"""The resolved configuration of one run, and the run name derived from it (README, Outputs)."""
 import hashlib
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
@@ -21,7 +21,7 @@ class RunConfig:
     # model
     model_name: str = "vgg11"
     width: float = 1.0
-    # attack (paper §2.2, §3.2; trigger parameters DESIGN §3)
+    # attack (paper §2.2, §3.2; trigger parameters: README, "Flags and where each default comes from")
     attack_name: str = "patched"
     target: int = 0
     poison_ratio: float = 0.1

@@ -1,6 +1,7 @@
 """The one argument parser every entry script shares, so the same flags name the same run.
 
-Defaults and their sources are in DESIGN §3 and the README; ``--help`` repeats the source.
+Defaults and their sources are in the README ("Flags and where each default comes from");
+``--help`` repeats the source.
 """
 import argparse
 
@@ -19,7 +20,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     data = parser.add_argument_group("data")
     data.add_argument("--data_name", default=D.data_name,
                       help=f"dataset: {', '.join(datasets.NAMES)}; digits is built in and needs no "
-                           f"download (default: %(default)s)")
+                           f"download (default: %(default)s, paper §3.4; the paper also uses celeba)")
     data.add_argument("--data_path", default=None,
                       help="directory holding the dataset's files in their usual layout "
                            "(not needed for digits)")
@@ -32,7 +33,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
     model = parser.add_argument_group("model")
     model.add_argument("--model_name", default=D.model_name,
-                       help=f"architecture: {', '.join(models.NAMES)} (paper App. A; default: %(default)s)")
+                       help=f"architecture: {', '.join(models.NAMES)} (paper App. A; default: %(default)s). "
+                            f"preactresnet18 is App. A's P-18 (Conv-BN-ReLU stem, GAP+FC right after the "
+                            f"last block); preactresnet18_he is He et al.'s form (conv stem, final BN-ReLU)")
     model.add_argument("--width", type=float, default=D.width,
                        help="channel-width multiplier for fast experiments (default: 1, the paper's)")
 
@@ -71,15 +74,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                           "pooled: one CE averaged over the whole batch (the authors' prototype). "
                           "WaNet's noise-mode samples keep their labels and count as benign")
     reg.add_argument("--mlmmdr_lamb", type=float, default=D.mlmmdr_lamb,
-                     help="λ ≥ 0; 0 is regular backdoor training (RBT); the paper sweeps 0.1–0.3")
+                     help="λ ≥ 0; 0 is regular backdoor training (RBT); the paper sweeps 0.1, 0.2, 0.3 (§5)")
     reg.add_argument("--mlmmdr_layer", default=D.mlmmdr_layer,
-                     help="all = s1,s2,s3 (ML-MMDR); last = s3 only (SL-MMDR)")
+                     help="all = s1,s2,s3 (ML-MMDR); last = s3 only (SL-MMDR) (paper §5; default all)")
     reg.add_argument("--mlmmdr_reduce", default=D.mlmmdr_reduce,
                      help="combine levels by their mean (paper Eq. 6, default) or sum (the "
                           "authors' prototype code)")
     reg.add_argument("--kernel", default=D.kernel,
-                     help=f"MMD kernel of TABLE 3: {', '.join(KERNELS)} (default gmk2, the "
-                          f"prototype's sum of 5 Gaussians)")
+                     help=f"MMD kernel of TABLE 3: {', '.join(KERNELS)} (default gmk2, σ ∈ "
+                          f"{{1/4, 1/2, 1, 2, 4}} × the adaptive bandwidth: the prototype's kernel; the "
+                          f"paper names only 'a Gaussian mixture kernel', §4)")
     reg.add_argument("--mmd_estimator", default=D.mmd_estimator,
                      help="biased (V-statistic, the prototype; default) or unbiased")
 
@@ -87,19 +91,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     opt.add_argument("--epochs", type=int, default=None,
                      help="CIFAR-10 100, CelebA 40 (paper §3.4); GTSRB and fmnist reuse CIFAR-10's "
                           "100; digits 10 (ours)")
-    opt.add_argument("--batch_size", type=int, default=None, help="256 (digits: 64)")
-    opt.add_argument("--lr", type=float, default=None, help="SGD learning rate (0.01)")
+    opt.add_argument("--batch_size", type=int, default=None, help="256 (paper §3.4); digits: 64 (ours)")
+    opt.add_argument("--lr", type=float, default=None, help="SGD learning rate (paper §3.4: 0.01)")
     opt.add_argument("--milestones", type=int, nargs="*", default=None,
                      help="epochs at which lr ÷ 10; default: the dataset's fractions of --epochs "
                           "(paper §3.4: CIFAR-10 50%% and 70%%, i.e. 50 70 of 100; CelebA 50%% and "
                           "75%%, i.e. 20 30 of 40; GTSRB/fmnist as CIFAR-10; digits none)")
-    opt.add_argument("--momentum", type=float, default=D.momentum, help="SGD momentum (0.9)")
-    opt.add_argument("--weight_decay", type=float, default=D.weight_decay, help="(5e-4)")
+    opt.add_argument("--momentum", type=float, default=D.momentum, help="SGD momentum (paper §3.4: 0.9)")
+    opt.add_argument("--weight_decay", type=float, default=D.weight_decay, help="SGD weight decay (paper §3.4: 5e-4)")
     opt.add_argument("--no_augment", dest="augment", action="store_false",
-                     help="disable random crop (pad 4) and horizontal flip")
+                     help="disable the augmentation: random crop 32 from the image zero-padded by 4, and a "
+                          "horizontal flip (the paper names none; the common CIFAR recipe. The prototype "
+                          "resizes to 36 and random-crops 32 instead, centre crop at test)")
 
     run = parser.add_argument_group("execution")
-    run.add_argument("--seed", type=int, default=D.seed, help="drives every random choice (0)")
+    run.add_argument("--seed", type=int, default=D.seed, help="drives every random choice (0; ours)")
     run.add_argument("--device", default=D.device, help="auto (CUDA when present), cpu or cuda")
     run.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     run.add_argument("--eval_batch_size", type=int, default=D.eval_batch_size)

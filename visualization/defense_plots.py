@@ -2,6 +2,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
+from defenses.neural_cleanse import target_ranking
 from visualization.common import METHOD_COLORS, METHOD_ORDER, method_label
 
 
@@ -37,12 +38,15 @@ def nc_norms_figure(results: list, title: str):
                      color="#999999", label="other labels" if position == 0 else None)
         axis.scatter([position], [norms[target]], s=60, marker="*", color=METHOD_COLORS[result["method"]],
                      label=None, zorder=3)
-        axis.annotate(f"AI={result['target_anomaly_index']:.1f}", (position, norms[target]), fontsize=7,
+        ranking = target_ranking(norms, target)
+        axis.annotate(f"#{ranking['target_l1_rank']}, {ranking['target_l1_ratio_to_median']:.2f}×, "
+                      f"AI={result['target_anomaly_index']:.1f}", (position, norms[target]), fontsize=7,
                       xytext=(6, -3), textcoords="offset points")
     axis.set_xticks(range(len(results)))
     axis.set_xticklabels([method_label(r["method"], r["mlmmdr_lamb"]) for r in results], fontsize=8)
     axis.set_ylabel("‖m‖₁ of the reversed trigger")
-    axis.set_title("Neural Cleanse (★ infected label, AI = its anomaly index)", fontsize=9)
+    axis.set_title("Neural Cleanse (★ infected label: its rank by ‖m‖₁, ratio to the others' median, "
+                   "AI = anomaly index)", fontsize=8)
     figure.suptitle(title, fontsize=10)
     axis.legend(loc="best", fontsize=8)
     figure.tight_layout()

@@ -24,7 +24,7 @@ def test_main_trains_one_epoch_and_writes_a_loadable_run(tmp_path, capsys):
     assert len(out) == 1 and out[0].startswith(f"{run_dir.name}: BA=") and "ASR=" in out[0]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["resolved"]["method"] == "ML-MMDR" and config["epochs"] == 1 and config["batch_size"] == 64
-    assert config["milestones"] == [] and config["ce_reduction"] == "split"
+    assert config["milestones"] == [] and config["ce_reduction"] == "split"  # 1 epoch: no decay point inside
     assert config["resolved"]["poisoned"] == 30 and config["resolved"]["training_set_size"] == 330
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["history"][0]) >= {"ce", "mmd_s1", "mmd_s2", "mmd_s3", "loss", "ba", "asr"}

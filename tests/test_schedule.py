@@ -16,7 +16,7 @@ def resolved(*argv):
     (["--data_name", "celeba", "--epochs", "12"], 12, [6, 9]),       # 50% and 75% of 12
     (["--data_name", "gtsrb", "--epochs", "80"], 80, [40, 56]),
     (["--data_name", "cifar10", "--epochs", "1"], 1, []),            # no decay point inside 1 epoch
-    (["--data_name", "digits"], 10, []),
+    (["--data_name", "digits"], 10, [5, 7]),
     (["--data_name", "fmnist", "--epochs", "12", "--milestones", "3", "9"], 12, [3, 9]),  # explicit wins
 ])
 def test_milestones_scale_with_epochs(argv, epochs, milestones):

@@ -96,7 +96,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     opt.add_argument("--milestones", type=int, nargs="*", default=None,
                      help="epochs at which lr ÷ 10; default: the dataset's fractions of --epochs "
                           "(paper §3.4: CIFAR-10 50%% and 70%%, i.e. 50 70 of 100; CelebA 50%% and "
-                          "75%%, i.e. 20 30 of 40; GTSRB/fmnist as CIFAR-10; digits none)")
+                          "75%%, i.e. 20 30 of 40; GTSRB, fmnist and digits as CIFAR-10)")
     opt.add_argument("--momentum", type=float, default=D.momentum, help="SGD momentum (paper §3.4: 0.9)")
     opt.add_argument("--weight_decay", type=float, default=D.weight_decay, help="SGD weight decay (paper §3.4: 5e-4)")
     opt.add_argument("--no_augment", dest="augment", action="store_false",

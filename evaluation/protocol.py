@@ -5,7 +5,6 @@ from dataclasses import asdict, dataclass
 import torch
 
 import defenses
-from defenses.detection import SS_SCORES
 from evaluation.representations import PredictedGroups, extract, sample
 from metrics import METRICS, aro, distance
 from models import LEVELS
@@ -129,7 +128,7 @@ def detect_level(features, is_malicious, reference, options: EvalOptions, seed: 
           for reduce, k in ac_forms}
     expected = float(is_malicious.mean())
     ss = {score: defenses.spectral_signatures(features, expected, options.ss_removal_factor, score)
-          for score in SS_SCORES}
+          for score in defenses.SS_SCORES}
     sr = defenses.subspace_reconstruction(features, reference, options.sr_energy, options.sr_percentile)
     return {"ac": _scored("ac", ac[f"{options.ac_reduce}{options.ac_components}"], is_malicious, ac),
             "ss": _scored("ss", ss[options.ss_score], is_malicious, ss),

@@ -133,6 +133,10 @@ def test_defend_cli_writes_results_and_figures(tiny_run, tmp_path, capsys):
                                         "--figure_dir", str(tmp_path)]) == 0
     nc = json.loads((run_dir / "defense_nc.json").read_text())
     assert len(nc["norms"]) == 10 and len(nc["anomaly_index"]) == 10 and nc["clean_samples"] == 32
+    # paper §6.2: the target's rank by l1 norm and its ratio to the others' median, beside the anomaly index
+    others = sorted(nc["norms"][1:])
+    assert nc["target_l1_rank"] == 1 + sum(v < nc["norms"][0] for v in others)
+    assert nc["target_l1_ratio_to_median"] == pytest.approx(nc["norms"][0] / np.median(others))
     assert (tmp_path / f"{run_dir.name}_nc_triggers.png").is_file()
     import visualize
     from visualization.defense_plots import nc_norms_figure, pruning_figure

@@ -133,16 +133,16 @@ def claims(records, lamb: float) -> list:
                 f"mean headline F1 over attacks, detectors, levels and pools: RBT {_f(f1_rbt)}, ML-MMDR {_f(f1_ml)}",
                 "reproduced if RBT ≥ 0.85 and ML-MMDR ≤ 0.75; partly if F1 drops by ≥ 0.1"))
 
-    defended = [(a, r) for a in attacks for r in (rbt[a], ml[a]) if r and r["nc"]]
-    rankings = {id(r): target_ranking(r["nc"]["norms"], r["config"].target) for _, r in defended}
-    singled = [rankings[id(r)]["target_l1_rank"] == 1 and rankings[id(r)]["target_l1_ratio_to_median"] <= NC_RATIO
-               for a, r in defended if r["config"].method == "ML-MMDR"]
+    defended = [(a, r, target_ranking(r["nc"]["norms"], r["config"].target))
+                for a in attacks for r in (rbt[a], ml[a]) if r and r["nc"]]
+    singled = [rank["target_l1_rank"] == 1 and rank["target_l1_ratio_to_median"] <= NC_RATIO
+               for _, r, rank in defended if r["config"].method == "ML-MMDR"]
     out.append(("Neural Cleanse still singles out the target by its ℓ1 norm under ML-MMDR (§6.2, Fig. 8)",
                 _verdict(sum(singled) / len(singled)) if singled else "not run",
-                "; ".join(f"{a} {_label(r)}: target ‖m‖₁ rank {rankings[id(r)]['target_l1_rank']}, "
-                          f"{_f(rankings[id(r)]['target_l1_ratio_to_median'], 2)}× the others' median "
+                "; ".join(f"{a} {_label(r)}: target ‖m‖₁ rank {rank['target_l1_rank']}, "
+                          f"{_f(rank['target_l1_ratio_to_median'], 2)}× the others' median "
                           f"(anomaly index {_f(r['nc']['target_anomaly_index'], 2)}, flagged {r['nc']['flagged']})"
-                          for a, r in defended),
+                          for a, r, rank in defended),
                 f"reproduced if on every defended ML-MMDR run the target's mask has the smallest ℓ1 norm of all "
                 f"classes and at most {NC_RATIO:g}× the median of the others (the paper judges 'the "
                 f"distinguishability of the l1 norm'); Wang et al.'s anomaly index (> 2 flags) is shown beside"))

@@ -10,16 +10,15 @@ Writes runs/<name>/ (model.pt, config.json, metrics.json, history.csv) and print
 """
 import sys
 
-from utils.cli import run_cli
+from pipeline.cli import run_cli
 
 
 def main(argv=None) -> int:
-    from training.run import train_run
-    from utils.options import build_parser, config_from_args
+    from pipeline.cli import build_run_parser, config_from_args
+    from pipeline.stages import run_stage
 
-    parser = build_parser(__doc__.split("\n\n")[0])
-    config = config_from_args(parser.parse_args(argv))
-    result = train_run(config)
+    config = config_from_args(build_run_parser(__doc__.split("\n\n")[0]).parse_args(argv))
+    result = run_stage("train", config)
     print(f"{config.run_name}: BA={result['ba']:.4f} ASR={result['asr']:.4f} "
           f"({config.method}, {result['epochs']} epochs, {result['train_seconds']:.0f}s) -> {result['run_dir']}")
     return 0

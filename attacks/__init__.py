@@ -1,4 +1,8 @@
-"""Attack registry: ``attacks.build(name, **params)`` returns a callable x → x′ (paper TABLE 1)."""
+"""Attack registry: ``attacks.build(name, params)`` returns a callable x → x′ (paper TABLE 1).
+
+Adding an attack is one file (a dataclass subclass of :class:`Attack` whose ``param`` fields are
+its parameters) and one line in ``REGISTRY``; its flags, run-name part and validation follow.
+"""
 from dataclasses import fields
 
 from attacks.base import Attack
@@ -7,29 +11,39 @@ from attacks.patched import Patched
 from attacks.sig import Sig
 from attacks.warped import Warped
 from utils.errors import UserError, unknown_name
+from utils.params import declared, default_of
 
 REGISTRY = {"patched": Patched, "blended": Blended, "sig": Sig, "warped": Warped}
 NAMES = tuple(REGISTRY)
 
 
-def param_names(name: str) -> list:
+def attack_class(name: str) -> type:
     if name not in REGISTRY:
         raise unknown_name("attack", name, REGISTRY)
-    return [f.name for f in fields(REGISTRY[name])]
+    return REGISTRY[name]
 
 
-def build(name: str, **params) -> Attack:
-    accepted = param_names(name)
-    unknown = sorted(set(params) - set(accepted))
+def param_names(name: str) -> list:
+    """The attack's declared parameters (its flags), in order."""
+    return [f.name for f in declared(attack_class(name))]
+
+
+def default_params(name: str) -> dict:
+    return {f.name: default_of(f) for f in declared(attack_class(name))}
+
+
+def build(name: str, params: dict = None, seed: int = 0) -> Attack:
+    """The attack ``name`` with ``params`` (defaults for the rest); ``seed`` reaches an attack that
+    draws its trigger at random (WaNet's warp field)."""
+    cls = attack_class(name)
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(param_names(name)))
     if unknown:
         raise UserError(f"attack '{name}' takes no parameter {', '.join(unknown)}; it takes: "
-                        f"{', '.join(accepted)}")
-    return REGISTRY[name](**params)
+                        f"{', '.join(param_names(name))}")
+    if "seed" in {f.name for f in fields(cls)}:
+        params["seed"] = seed
+    return cls(**params)
 
 
-def build_from_config(name: str, config) -> Attack:
-    """Build ``name`` taking its parameters from same-named attributes of a config object."""
-    return build(name, **{key: getattr(config, key) for key in param_names(name) if hasattr(config, key)})
-
-
-__all__ = ["build", "build_from_config", "param_names", "Attack", "NAMES"]
+__all__ = ["build", "attack_class", "param_names", "default_params", "Attack", "NAMES", "REGISTRY"]

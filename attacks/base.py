@@ -3,10 +3,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from utils.params import check_params
+
 
 @dataclass
 class Attack:
-    """Base class. Subclasses are dataclasses whose fields are their CLI flags.
+    """Base class. Subclasses are dataclasses whose ``param`` fields (utils.params) are their
+    parameters: the help text and domain written there become the command-line flag, the
+    run-name part and the validation. A field ``seed`` (not a ``param``) receives the run's seed.
 
     ``noise_per_poison`` > 0 means the attack also trains on *noise* samples (WaNet's noise
     mode): that many extra samples per poisoned one, made by :meth:`noise`, keeping their
@@ -16,6 +20,7 @@ class Attack:
     name = "attack"
 
     def __post_init__(self):
+        check_params(self)
         self._device_cache = {}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from attacks.base import Attack
-from utils.errors import UserError
+from utils.errors import ParameterError
+from utils.params import param
 
 DEFAULT_PATTERN = Path(__file__).parent / "assets" / "blended_pattern.png"
 
@@ -20,8 +21,7 @@ def load_pattern(path) -> torch.Tensor:
         with Image.open(path) as img:
             array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read the blend pattern {path} ({exc}); pass an image with "
-                        f"--blend_pattern") from None
+        raise ParameterError("blend_pattern", f"cannot be read: {path} ({exc}); pass an image file") from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
@@ -29,14 +29,13 @@ def load_pattern(path) -> torch.Tensor:
 class Blended(Attack):
     """α = 0.1 as in the authors' prototype; the pattern is resized to the input size."""
 
-    blend_alpha: float = 0.1
-    blend_pattern: str = str(DEFAULT_PATTERN)
+    blend_alpha: float = param(0.1, "blend ratio α (prototype: 0.1)", low=0.0, high=1.0, low_open=True)
+    blend_pattern: str = param(str(DEFAULT_PATTERN), "pattern image (default: the project's seeded noise "
+                               "pattern, attacks/assets/blended_pattern.png)")
     name = "blended"
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 < self.blend_alpha <= 1.0:
-            raise UserError(f"--blend_alpha must be in (0, 1], got {self.blend_alpha}")
         self.pattern = load_pattern(self.blend_pattern)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

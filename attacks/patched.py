@@ -4,20 +4,15 @@ from dataclasses import dataclass
 import torch
 
 from attacks.base import Attack
-from utils.errors import UserError
+from utils.params import param
 
 
 @dataclass
 class Patched(Attack):
     """x′ = x with the bottom-right ``patch_size``×``patch_size`` pixels set to 1 (all channels)."""
 
-    patch_size: int = 3
+    patch_size: int = param(3, "side of the white bottom-right square (BadNets: 3)", low=1, high=32)
     name = "patched"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 1 <= self.patch_size <= 32:
-            raise UserError(f"--patch_size must be between 1 and 32, got {self.patch_size}")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = x.clone()

@@ -17,7 +17,7 @@ import torch
 
 from attacks.base import Attack
 from datasets.augment import random_crop_flip
-from utils.errors import UserError
+from utils.errors import ParameterError
 from utils.seed import generator
 
 CLEAN, POISONED, NOISE = 0, 1, 2
@@ -45,10 +45,10 @@ def choose_poisoned(labels: torch.Tensor, target: int, ratio: float, seed: int) 
     candidates = (labels != target).nonzero().flatten()
     count = int(round(ratio * len(labels)))
     if count > len(candidates):
-        raise UserError(f"--poison_ratio {ratio} asks for {count} poisoned images but only "
-                        f"{len(candidates)} training images are outside the target class; lower it")
+        raise ParameterError("poison_ratio", f"{ratio} asks for {count} poisoned images but only "
+                             f"{len(candidates)} training images are outside the target class; lower it")
     if count < 1:
-        raise UserError(f"--poison_ratio {ratio} poisons no image of {len(labels)}; raise it")
+        raise ParameterError("poison_ratio", f"{ratio} poisons no image of {len(labels)}; raise it")
     order = torch.randperm(len(candidates), generator=generator(seed, "poison-subset"))
     return candidates[order[:count]].sort().values
 
@@ -60,7 +60,7 @@ class PoisonedData:
                  poison_ratio: float = 0.1, mode: str = "add", seed: int = 0, device="cpu",
                  augment: bool = True):
         if mode not in MODES:
-            raise UserError(f"--poison_mode must be one of {', '.join(MODES)}, got '{mode}'")
+            raise ParameterError("poison_mode", f"must be one of {', '.join(MODES)}, got '{mode}'")
         self.attack, self.target, self.seed, self.augment = attack, target, seed, augment
         self.device = torch.device(device)
         self.labels = train_y.cpu().long()

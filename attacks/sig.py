@@ -5,22 +5,17 @@ from dataclasses import dataclass
 import torch
 
 from attacks.base import Attack
-from utils.errors import UserError
+from utils.params import param
 
 
 @dataclass
 class Sig(Attack):
     """x′ = clip(x + b), b(i, j) = Δ·sin(2π·j·f/W) for column j; Δ = 20/255, f = 6."""
 
-    sig_delta: float = 20 / 255
-    sig_freq: float = 6.0
+    sig_delta: float = param(20 / 255, "amplitude Δ in [0,1] pixel units (Barni et al.: 20/255)",
+                             low=0.0, high=1.0, low_open=True)
+    sig_freq: float = param(6.0, "frequency f (Barni et al.: 6)", low=0.0, low_open=True)
     name = "sig"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 < self.sig_delta <= 1.0:
-            raise UserError(f"--sig_delta must be in (0, 1] (it is in [0,1] pixel units; "
-                            f"20/255 ≈ 0.078 is the default), got {self.sig_delta}")
 
     def signal(self, width: int) -> torch.Tensor:
         columns = torch.arange(width, dtype=torch.float64)

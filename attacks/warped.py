@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.base import Attack
-from utils.errors import UserError
+from utils.params import param
 from utils.seed import generator
 
 
@@ -17,19 +17,16 @@ class Warped(Attack):
     normalised by their mean absolute value, upsampled bicubically to H×W.
     """
 
-    wanet_k: int = 4
-    wanet_s: float = 0.5
-    wanet_grid_rescale: float = 1.0
-    wanet_cross_ratio: float = 2.0
+    wanet_k: int = param(4, "control grid size k (WaNet: 4)", low=2, high=32)
+    wanet_s: float = param(0.5, "warp strength s (WaNet: 0.5)", low=0.0)
+    wanet_grid_rescale: float = param(1.0, "grid rescale (WaNet: 1)", low=0.0, low_open=True)
+    wanet_cross_ratio: float = param(2.0, "noise-mode samples per poisoned sample, kept at their true labels "
+                                     "(WaNet: 2; 0 disables noise mode)", low=0.0)
     seed: int = 0
     name = "warped"
 
     def __post_init__(self):
         super().__post_init__()
-        if self.wanet_k < 2:
-            raise UserError(f"--wanet_k must be at least 2, got {self.wanet_k}")
-        if self.wanet_s < 0 or self.wanet_cross_ratio < 0:
-            raise UserError("--wanet_s and --wanet_cross_ratio must be non-negative")
         control = torch.rand(1, 2, self.wanet_k, self.wanet_k, generator=generator(self.seed, "wanet"))
         control = control * 2 - 1
         self.control_points = control / control.abs().mean()

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from utils.errors import UserError
+from utils.errors import ParameterError, UserError
 from utils.io import save_torch
 
 IMAGE_SIZE = 32
@@ -19,8 +18,8 @@ class TrainDefaults:
     Paper §3.4: "the total training duration is 100 epochs for CIFAR-10 and 40 epochs for
     CelebA. The initial learning rate is set to 0.01 and it is dropped by 10 after 50 and 70
     epochs for CIFAR-10 and 20 and 30 epochs for CelebA." The milestones are kept as fractions
-    of the epochs (CIFAR-10 0.5, 0.7; CelebA 0.5, 0.75) so that a shorter run (``--epochs 12``)
-    decays at the same points of its schedule; an explicit ``--milestones`` still wins.
+    of the epochs (CIFAR-10 0.5, 0.7; CelebA 0.5, 0.75) so that a shorter run (12 epochs)
+    decays at the same points of its schedule; explicit milestones still win.
     """
 
     epochs: int
@@ -60,12 +59,12 @@ class ImageDataset:
 def require_dir(data_path, dataset: str, expected: str) -> Path:
     """The dataset root, or a clear error saying which flag to set and what it must hold."""
     if data_path is None:
-        raise UserError(f"--data_path is required for {dataset}: point it at the directory that "
-                        f"holds {expected}")
+        raise ParameterError("data_path", f"is required for {dataset}: point it at the directory that "
+                             f"holds {expected}")
     root = Path(data_path).expanduser()
     if not root.is_dir():
-        raise UserError(f"--data_path {root} does not exist; point it at the directory that holds "
-                        f"{expected}")
+        raise ParameterError("data_path", f"{root} does not exist; point it at the directory that holds "
+                             f"{expected}")
     return root
 
 
@@ -78,15 +77,6 @@ def hwc_to_chw_uint8(images: np.ndarray) -> torch.Tensor:
     if tensor.shape[1] == 1:
         tensor = tensor.expand(-1, 3, -1, -1)
     return tensor.contiguous()
-
-
-def resize_uint8(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
-    """Bilinear resize of a uint8 (N,C,H,W) batch to size×size, rounded back to uint8."""
-    if images.shape[-2:] == (size, size):
-        return images
-    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear",
-                            align_corners=False, antialias=True)
-    return resized.round().clamp(0, 255).to(torch.uint8)
 
 
 def load_cached(cache_path: Path, build):

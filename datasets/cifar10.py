@@ -19,7 +19,7 @@ def _batch_dir(root: Path) -> Path:
         if (candidate / "test_batch").is_file():
             return candidate
     raise UserError(f"no CIFAR-10 python batches under {root}: expected {root / FOLDER}/data_batch_1 "
-                    f"… test_batch; extract cifar-10-python.tar.gz there or add --download")
+                    f"… test_batch; extract cifar-10-python.tar.gz there or ask for the download (download=True; --download on the command line)")
 
 
 def read_batch(path: Path):

@@ -22,7 +22,7 @@ def _find(root: Path, stem: str) -> Path:
     for candidate in (root / stem, root / f"{stem}.gz", root / "raw" / stem, root / "raw" / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
-    raise UserError(f"Fashion-MNIST file {stem}[.gz] not found under {root}; point --data_path at "
+    raise UserError(f"Fashion-MNIST file {stem}[.gz] not found under {root}; point data_path at "
                     f"the directory with the four IDX files (apt-get install dataset-fashion-mnist "
                     f"puts them in /usr/share/datasets/fashion-mnist)")
 

@@ -31,26 +31,44 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.seed import generator
+from inference import Subject, to_unit
+from utils.params import check_params, param
+from utils.seed import generator, sample
 
 
 @dataclass
 class NCOptions:
-    """Defaults of the reference implementation; each is a defend.py flag ``--nc_<name>``."""
+    """Defaults of the reference implementation; each is a defend.py flag ``--nc_<name>`` (the
+    defender's data, ``--clean_samples`` and ``--sequential``, keep their short names)."""
 
-    lr: float = 0.1
+    clean_samples: int = param(1000, "clean training images the defender holds, a seeded sample (the "
+                               "reference's NB_SAMPLE; the reference itself streams its whole test set)",
+                               low=1, flag="--clean_samples")
+    sequential: bool = param(False, "optimise one class after another instead of all classes in one batch",
+                             flag="--sequential")
+    lr: float = param(0.1, "Adam learning rate (0.1)", low=0.0, low_open=True)
     betas: tuple = (0.5, 0.9)
-    init_cost: float = 1e-3
-    start_cost_at_zero: bool = True  # the reference's RESET_COST_TO_ZERO
-    attack_threshold: float = 0.99   # attack success a mask must reach to count
-    patience: int = 5                # epochs before the cost is raised/lowered
-    cost_up: float = 2.0
-    cost_down: float = 2.0 ** 1.5
-    early_stop_patience: int = 25    # epochs without a better mask, once the cost moved both ways
-    early_stop_threshold: float = 1.0  # "better" = below this × the best so far (the reference script)
-    batch_size: int = 32
-    epochs: int = 1000               # the reference's STEPS
-    steps_per_epoch: int = 31        # the reference's MINI_BATCH = 1000 // 32; 0: clean samples / batch
+    init_cost: float = param(1e-3, "cost λ_c once set (1e-3); it starts at 0 as the reference's "
+                             "RESET_COST_TO_ZERO and is set to this after --nc_patience successful epochs", low=0.0)
+    start_cost_at_zero: bool = param(True, "start the cost at --nc_init_cost instead of 0",
+                                     flag="--nc_start_at_init_cost")  # the reference's RESET_COST_TO_ZERO
+    attack_threshold: float = param(0.99, "attack success a mask must reach (0.99)", low=0.0, low_open=True)
+    patience: int = param(5, "epochs before a cost change (5)", low=1)
+    cost_up: float = param(2.0, "cost multiplier up (2)", low=1.0, low_open=True)
+    cost_down: float = param(2.0 ** 1.5, "cost divisor down (2^1.5)", low=1.0, low_open=True)
+    early_stop_patience: int = param(25, "epochs without a better mask before stopping, once the cost moved "
+                                     "both ways (25, the reference script's 5 × patience)", low=1)
+    early_stop_threshold: float = param(1.0, "a mask is better if its norm is below this × the best so far "
+                                        "(1.0, the reference script; its library default is 0.99)",
+                                        low=0.0, high=1.0, low_open=True)
+    batch_size: int = param(32, "images per class per step (32)", low=1)
+    epochs: int = param(1000, "epoch budget (1000, the reference's STEPS; early stopping usually ends sooner)",
+                        low=1)
+    steps_per_epoch: int = param(31, "mini-batches per epoch (31, the reference's MINI_BATCH = 1000 // 32; "
+                                 "0: clean samples / batch size)", low=0)
+
+    def __post_init__(self):
+        check_params(self)
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -155,7 +173,7 @@ def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, se
         norms = torch.zeros(len(active), device=device)
         for step in range(steps_per_epoch):
             start = (step * options.batch_size) % len(images)
-            batch = images[order[start:start + options.batch_size]].to(device).float().div_(255.0)
+            batch = to_unit(images[order[start:start + options.batch_size]], device)
             mask, pattern = _to_unit(mask_theta[rows]), _to_unit(pattern_theta[rows])
             stamped = (1 - mask[:, None]) * batch[None] + (mask * pattern)[:, None]   # (A, B, C, H, W)
             logits = model(stamped.flatten(0, 1)).view(len(active), len(batch), -1)
@@ -222,10 +240,12 @@ def target_ranking(norms, target: int) -> dict:
 
 
 def neural_cleanse(model, clean_images: torch.Tensor, num_classes: int, options: NCOptions = NCOptions(),
-                   seed: int = 0, device="cpu", classes=None, sequential: bool = False) -> dict:
+                   seed: int = 0, device="cpu", classes=None, sequential: bool = None) -> dict:
     """Reverse-engineer a trigger for each class; returns masks, patterns, norms, anomaly indices,
-    the flagged classes and timing. ``clean_images`` are uint8 (N,C,H,W) the defender holds."""
+    the flagged classes and timing. ``clean_images`` are uint8 (N,C,H,W) the defender holds;
+    ``sequential`` defaults to ``options.sequential``."""
     device = torch.device(device)
+    sequential = options.sequential if sequential is None else sequential
     classes = list(range(num_classes)) if classes is None else list(classes)
     model.eval()
     for parameter in model.parameters():
@@ -245,3 +265,24 @@ def neural_cleanse(model, clean_images: torch.Tensor, num_classes: int, options:
     seconds = time.perf_counter() - started
     return {**result, "classes": classes, "anomaly_index": anomaly_index(result["norm"]),
             "flagged": [classes[i] for i in flagged_classes(result["norm"])], "seconds": seconds}
+
+
+def clean_sample(train_x: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """The defender's clean data: a seeded sample of ``count`` clean training images, in order."""
+    index = sample(torch.arange(len(train_x)), count, generator(seed, "defender-clean"))
+    return train_x[index.sort().values]
+
+
+def reverse_engineer(subject: Subject, options: NCOptions = NCOptions()) -> dict:
+    """Neural Cleanse on a trained model with the defender's clean sample: every class's mask and
+    pattern, their l1 norms, the target's ranking among them (§6.2, Fig. 8) and the anomaly index."""
+    clean = clean_sample(subject.data.train_x, options.clean_samples, subject.seed)
+    found = neural_cleanse(subject.model, clean, subject.data.num_classes, options, subject.seed, subject.device)
+    norms = [float(v) for v in found["norm"]]
+    return {"clean_samples": len(clean), "sequential": options.sequential, "options": options.to_dict(),
+            "norms": norms, "reached_threshold": found["found"].tolist(), **target_ranking(norms, subject.target),
+            "anomaly_index": [float(v) for v in found["anomaly_index"]], "flagged": found["flagged"],
+            "target_flagged": subject.target in found["flagged"],
+            "target_anomaly_index": float(found["anomaly_index"][subject.target]),
+            "epochs": found["epochs"].tolist(), "final_cost": found["cost"].tolist(), "steps": int(found["steps"]),
+            "seconds": round(found["seconds"], 3), "mask": found["mask"], "pattern": found["pattern"]}

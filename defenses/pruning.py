@@ -6,31 +6,27 @@ Cleanse). Pruning zeroes a channel through a mask on the layer's output (a forwa
 the model's weights are never modified.
 """
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from inference import Subject, channel_means
+from models import tap_modules
+from utils.params import check_params, param
+
 RANKINGS = ("triggered", "diff")
 
 
-@torch.no_grad()
-def mean_channel_activation(model, module, images_uint8: torch.Tensor, device, batch_size: int = 256,
-                            transform=None) -> torch.Tensor:
-    """Mean over samples and positions of each channel of ``module``'s output (C,)."""
-    total, count, captured = None, 0, {}
-    handle = module.register_forward_hook(lambda m, i, o: captured.__setitem__("out", o))
-    model.eval()
-    try:
-        for start in range(0, len(images_uint8), batch_size):
-            chunk = images_uint8[start:start + batch_size].to(device).float().div_(255.0)
-            model(transform(chunk) if transform is not None else chunk)
-            out = captured["out"].float()
-            per_channel = out.transpose(0, 1).flatten(1).sum(1) if out.dim() > 2 else out.sum(0)
-            total = per_channel if total is None else total + per_channel
-            count += out.shape[0] * (out[0, 0].numel() if out.dim() > 2 else 1)
-    finally:
-        handle.remove()
-    return (total / count).cpu()
+@dataclass
+class PruneOptions:
+    """Each field is a defend.py flag ``--prune_<name>``."""
+
+    rank: str = param("triggered", "rank s3's channels by mean activation on triggered inputs (the paper) "
+                      "or by triggered − clean (Neural Cleanse)", choices=RANKINGS)
+
+    def __post_init__(self):
+        check_params(self)
 
 
 def prune_order(triggered: torch.Tensor, clean: torch.Tensor = None, rank: str = "triggered") -> torch.Tensor:
@@ -67,3 +63,17 @@ def pruning_curve(model, module, order: torch.Tensor, evaluate, ratios=None) -> 
         with pruned(module, order[:count], len(order)):
             curve.append({"ratio": float(ratio), "pruned": count, **evaluate()})
     return curve
+
+
+def channel_ranking(subject: Subject, options: PruneOptions = PruneOptions()) -> dict:
+    """Rank the s3 tap's channels on the test set and measure BA/ASR as they are pruned (Fig. 10):
+    {layer, channels, rank, order, curve}."""
+    data, model = subject.data, subject.model
+    module = tap_modules(model, ("s3",))["s3"]
+    non_target = data.test_x[data.test_y != subject.target]
+    triggered = channel_means(model, module, non_target, subject.device, subject.batch_size, subject.attack)
+    clean = channel_means(model, module, data.test_x, subject.device, subject.batch_size)
+    order = prune_order(triggered, clean, options.rank)
+    curve = pruning_curve(model, module, order, subject.ba_asr)
+    return {"layer": model.taps["s3"], "channels": len(order), "rank": options.rank, "order": order.tolist(),
+            "curve": curve}

@@ -1,1 +1,1 @@
-"""Measuring a trained run: representations, distances (paper §4) and detections (paper §6.1)."""
+"""Measuring a trained model: representations, distances (paper §4) and detections (paper §6.1)."""

@@ -5,60 +5,80 @@ from dataclasses import asdict, dataclass
 import torch
 
 import defenses
-from evaluation.representations import PredictedGroups, extract, sample
+from evaluation.representations import FeatureBank, PredictedGroups, predicted_groups
+from inference import Subject
 from metrics import METRICS, aro, distance
 from models import LEVELS
-from training.run import Prepared
-from utils.seed import generator
+from utils.params import check_params, param
+from utils.seed import generator, sample
 
 
 @dataclass
 class EvalOptions:
     """The protocol's knobs; each is an ``evaluate.py`` flag of the same name."""
 
-    num_samples: int = 500          # per set (paper §4)
-    swd_projections: int = 100      # random directions for SWD₁
-    pool_sizes: tuple = (100, 500)  # N, inputs classified as the target (paper §6.1)
-    pool_ratios: tuple = (0.5, 1.0)  # r′ = malicious : benign (paper §6.1 names 1.0; 0.5 is ours)
-    ac_reduce: str = "pca"          # paper §6.1: ICA; PCA finds the clusters (see activation_clustering)
-    ac_components: int = 10         # paper §6.1: 20; Chen et al. and IBM ART: 10
-    ac_decision: str = "clean_reference"  # which cluster is malicious (see activation_clustering)
-    ss_score: str = "centred"       # paper §3.3, Tran et al.: ((x − μ)·v)²; "uncentred" = their code
-    ss_removal_factor: float = 1.5  # flag the top 1.5·ε·N (Tran et al.)
-    sr_reference: int = 200         # clean validation representations (paper §3.1, §6.1)
-    sr_energy: float = 0.9          # subspace keeps 90% of the energy (paper §6.1)
-    sr_percentile: float = 95.0     # SR's label-free rule, reported beside the paper's max F1
+    num_samples: int = param(500, "representations per set for the distances (paper §4: 500; fewer are used "
+                             "when fewer exist, and the counts are recorded)", low=1)
+    swd_projections: int = param(100, "random projections for SWD₁ (seeded by --seed)", low=1)
+    pool_sizes: tuple = param((100, 500), "detection pool sizes N of inputs classified as the target "
+                              "(paper §6.1: 100 500)", low=1, nargs="+")
+    pool_ratios: tuple = param((0.5, 1.0), "malicious:benign ratios r′ of the pools (1.0 from the paper §6.1; "
+                               "0.5 ours)", low=0.0, low_open=True, nargs="+")
+    ac_reduce: str = param("pca", "AC's dimension reduction before k-means (k = 2). pca (default): keeps each "
+                           "direction's variance, as IBM ART's AC; ica: FastICA, the paper's §6.1 ('ICA ... "
+                           "vectors of length 20'), which whitens every component to unit variance and so hides "
+                           "the split from k-means (README, Detection). Both forms are always also stored in "
+                           "evaluation.json", choices=defenses.AC_REDUCTIONS)
+    ac_components: int = param(10, "AC: dimensions kept (default 10, as Chen et al. and IBM ART; the paper: 20)",
+                               low=1)
+    ac_decision: str = param("clean_reference", "AC's own rule for which cluster is malicious. clean_reference "
+                             "(default): the cluster farther from the defender's ~200 clean validation samples "
+                             "(paper §3.1), the same reference SR uses; smaller: the smaller cluster; "
+                             "relative_size: the smaller only if it holds ≤ 35%% (Chen et al.). All are stored in "
+                             "evaluation.json", choices=defenses.AC_DECISIONS)
+    ss_score: str = param("centred", "SS outlier score: centred ((x−μ)·v)², the paper §3.3 and Tran et al.'s "
+                          "algorithm (default); uncentred |x·v|, their released code. Both are stored",
+                          choices=defenses.SS_SCORES)
+    ss_removal_factor: float = param(1.5, "SS's own rule removes the top factor·ε·N scores (Tran et al.: 1.5)",
+                                     low=0.0, low_open=True)
+    sr_reference: int = param(200, "SR: clean reference representations from the training set's target class "
+                              "(paper §3.1, §6.1: 200)", low=1)
+    sr_energy: float = param(0.9, "SR: energy kept by the subspace (paper §6.1: 0.9)", low=0.0, high=1.0,
+                             low_open=True)
+    sr_percentile: float = param(95.0, "SR's label-free rule, reported beside the paper's (max F1 over "
+                                 "thresholds, the headline): threshold at this percentile of the reference "
+                                 "errors (95)", low=0.0, high=100.0, low_open=True)
+
+    def __post_init__(self):
+        self.pool_sizes, self.pool_ratios = tuple(self.pool_sizes), tuple(self.pool_ratios)
+        check_params(self)
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
 
-def _features(prepared: Prepared, index: torch.Tensor, triggered: bool, images=None) -> dict:
-    images = prepared.data.test_x if images is None else images
-    return extract(prepared.model, images[index], prepared.device, LEVELS, prepared.config.eval_batch_size,
-                   transform=prepared.attack if triggered else None)
-
-
-def distances(prepared: Prepared, groups: PredictedGroups, options: EvalOptions) -> dict:
+def distances(subject: Subject, groups: PredictedGroups, options: EvalOptions, features: FeatureBank = None) -> dict:
     """M(Z^T_t, Z^V_t), the intra-class baseline M(half A, half B) of the benign target set and
     the inter-class baseline min_{j≠t} M(Z^T_t, Z^T_j), for M in MMD², ED², SWD₁ at s1 s2 s3.
 
     Up to 2·num_samples benign target representations are split into halves A and B so that every
-    comparison is between sets of at most num_samples (equal sizes where the data allow)."""
-    seed, target = prepared.config.seed, groups.target
+    comparison is between sets of at most num_samples (equal sizes where the data allow).
+    ``features`` is the test set's bank (shared with :func:`detections`)."""
+    seed, target = subject.seed, groups.target
+    features = features or FeatureBank(subject, subject.data.test_x)
     gen = generator(seed, "evaluate-distances")
     benign = sample(groups.benign(target), 2 * options.num_samples, gen)
     half = (len(benign) + 1) // 2
     half_a, half_b = benign[:half], benign[half:]
     malicious = sample(groups.malicious, options.num_samples, gen)
     others = {label: sample(groups.benign(label), options.num_samples, gen)
-              for label in range(prepared.data.num_classes) if label != target}
+              for label in range(subject.data.num_classes) if label != target}
     counts = {"benign_target_available": len(groups.benign(target)), "malicious_available": len(groups.malicious),
               "benign_half_a": len(half_a), "benign_half_b": len(half_b), "malicious": len(malicious),
               "other_classes": {str(label): len(index) for label, index in others.items()}}
-    feats_a, feats_b = _features(prepared, half_a, False), _features(prepared, half_b, False)
-    feats_v = _features(prepared, malicious, True)
-    feats_other = {label: _features(prepared, index, False) for label, index in others.items() if len(index) >= 2}
+    feats_a, feats_b = features(half_a), features(half_b)
+    feats_v = features(malicious, triggered=True)
+    feats_other = {label: features(index) for label, index in others.items() if len(index) >= 2}
     notes = []
     if len(half_a) < 2:
         notes.append(f"fewer than 4 clean test images are classified as the target ({len(benign)}): "
@@ -94,12 +114,11 @@ def pool_counts(size: int, ratio: float, benign_available: int, malicious_availa
     return benign, malicious
 
 
-def sr_reference_index(prepared: Prepared, options: EvalOptions) -> torch.Tensor:
+def sr_reference_index(subject: Subject, options: EvalOptions) -> torch.Tensor:
     """Indices into the *training* set of SR's clean reference: target-class originals (never
     poisoned copies), a seeded sample of ``sr_reference``; never drawn from the evaluated pool."""
-    config, data = prepared.config, prepared.data
-    train_target = (data.train_y == config.target).nonzero().flatten()
-    return sample(train_target, options.sr_reference, generator(config.seed, "sr-reference"))
+    train_target = (subject.data.train_y == subject.target).nonzero().flatten()
+    return sample(train_target, options.sr_reference, generator(subject.seed, "sr-reference"))
 
 
 # AC is always also run in these forms, so evaluation.json shows how much its result depends on
@@ -135,18 +154,18 @@ def detect_level(features, is_malicious, reference, options: EvalOptions, seed: 
             "sr": _scored("sr", sr, is_malicious, {})}
 
 
-def detections(prepared: Prepared, groups: PredictedGroups, options: EvalOptions) -> dict:
+def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, features: FeatureBank = None) -> dict:
     """AC, SS and SR F1 at s1 s2 s3 for every pool (N, r′). The headline is each method's own
     decision as the paper uses it (AC: ``options.ac_decision``; SS: remove the top 1.5·ε·N; SR:
     the max F1 over thresholds, the paper's rule); the oracle F1 and the variants are kept beside
     it. The clean reference of SR and of AC's decision is a seeded sample of 200 clean training
     images of the target class (the defender's validation data, paper §3.1), never drawn from
-    the evaluated pool."""
-    config = prepared.config
-    gen = generator(config.seed, "evaluate-detection")
-    reference_index = sr_reference_index(prepared, options)
-    reference = _features(prepared, reference_index, False, images=prepared.data.train_x)
-    benign_all, malicious_all = groups.benign(config.target), groups.malicious
+    the evaluated pool. Pools are drawn from the test set's bank ``features``."""
+    features = features or FeatureBank(subject, subject.data.test_x)
+    gen = generator(subject.seed, "evaluate-detection")
+    reference_index = sr_reference_index(subject, options)
+    reference = FeatureBank(subject, subject.data.train_x)(reference_index)
+    benign_all, malicious_all = groups.benign(subject.target), groups.malicious
     pools = []
     for size in options.pool_sizes:
         for ratio in options.pool_ratios:
@@ -158,13 +177,27 @@ def detections(prepared: Prepared, groups: PredictedGroups, options: EvalOptions
                                 f"malicious {len(malicious_all)}) for a pool")
                 pools.append(pool)
                 continue
-            benign_feats = _features(prepared, sample(benign_all, n_benign, gen), False)
-            malicious_feats = _features(prepared, sample(malicious_all, n_malicious, gen), True)
+            benign_feats = features(sample(benign_all, n_benign, gen))
+            malicious_feats = features(sample(malicious_all, n_malicious, gen), triggered=True)
             is_malicious = torch.cat([torch.zeros(n_benign, dtype=torch.bool),
                                       torch.ones(n_malicious, dtype=torch.bool)]).numpy()
             for level in LEVELS:
                 feats = torch.cat([benign_feats[level], malicious_feats[level]]).numpy()
                 pool["levels"][level] = detect_level(feats, is_malicious, reference[level].numpy(), options,
-                                                     config.seed)
+                                                     subject.seed)
             pools.append(pool)
     return {"headline_rules": dict(HEADLINE_RULES), "pools": pools}
+
+
+def evaluate(subject: Subject, options: EvalOptions = EvalOptions()) -> dict:
+    """BA, ASR, distances (§4) and detections (§6.1) of a trained model. The test set is predicted
+    once and every test image's representations are extracted at most once (clean and triggered)."""
+    groups = predicted_groups(subject)
+    test_y = subject.data.test_y
+    features = FeatureBank(subject, subject.data.test_x)
+    return {"ba": (groups.clean_pred == test_y).float().mean().item(),
+            "asr": (groups.triggered_pred == subject.target).float().mean().item()
+            if len(groups.triggered_pred) else float("nan"),
+            "options": options.to_dict(),
+            "distances": distances(subject, groups, options, features),
+            "detection": detections(subject, groups, options, features)}

@@ -1,9 +1,7 @@
 """Markdown rendering of evaluation.json: tables shaped like the paper's TABLE 2 and Figs. 5–7."""
-from metrics import METRICS
+from defenses import DEFENSES, DETECTORS
+from metrics import DISTANCES, METRICS
 from models import LEVELS
-
-METRIC_NAMES = {"mmd2": "MMD²", "ed2": "ED²", "swd1": "SWD₁"}
-DETECTOR_NAMES = {"ac": "AC", "ss": "SS", "sr": "SR"}
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -16,7 +14,7 @@ def _fmt(value, digits: int = 4) -> str:
 
 def distance_table(result: dict) -> list:
     levels = result["distances"]["levels"]
-    header = "| | " + " | ".join(f"{METRIC_NAMES[m]} {lv}" for m in METRICS for lv in LEVELS) + " |"
+    header = "| | " + " | ".join(f"{DISTANCES[m].display} {lv}" for m in METRICS for lv in LEVELS) + " |"
     lines = [header, "|---" * (1 + len(METRICS) * len(LEVELS)) + "|"]
     for key, label in (("attack", f"{result['attack_name']} (benign vs malicious)"),
                        ("intra", "intra-class"), ("inter", "inter-class (min)")):
@@ -39,7 +37,8 @@ def detection_table(result: dict) -> list:
     pools = result["detection"]["pools"]
     header = "| method | level | " + " | ".join(f"N={p['N']}, r′={p['ratio']:g}" for p in pools) + " |"
     lines = [header, "|---|---|" + "---|" * len(pools)]
-    for name, label in DETECTOR_NAMES.items():
+    for name in DETECTORS:
+        label = DEFENSES[name].display
         for level in LEVELS:
             cells = []
             for pool in pools:
@@ -64,7 +63,7 @@ def variants_table(result: dict) -> list:
     for name, variant, rule in rows:
         means = [sum(p["levels"][level][name]["variants"][variant][rule] for p in pools) / len(pools)
                  for level in LEVELS]
-        lines.append(f"| {DETECTOR_NAMES[name]} | {variant} | {rule} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+        lines.append(f"| {DEFENSES[name].display} | {variant} | {rule} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
     return lines
 
 
@@ -111,7 +110,7 @@ def summary_row(result: dict) -> dict:
     for level in LEVELS:
         row[f"mmd2_{level}"] = levels[level]["mmd2"]["attack"]
         row[f"mmd2_intra_{level}"] = levels[level]["mmd2"]["intra"]
-    for name in DETECTOR_NAMES:
+    for name in DETECTORS:
         for level in LEVELS:
             values = [p["levels"][level][name]["headline"] for p in result["detection"]["pools"] if p["levels"]]
             row[f"f1_{name}_{level}"] = sum(values) / len(values) if values else None

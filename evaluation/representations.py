@@ -1,63 +1,14 @@
-"""The feature-extraction service: load a run, predict, and read its taps s1 s2 s3.
+"""The paper's §4 groups of test inputs, and a bank that extracts each input's representations once.
 
-Eval mode, no gradients, a fixed order, batched; each tap's output is flattened to (N, d)
-float32 on the CPU. Every later analysis (distances, detections, figures, defenses) uses it.
+Eval mode, no gradients, batched (the inference module); each tap's output is flattened to (N, d)
+float32 on the CPU. Every later analysis (distances, detections, figures) draws from it.
 """
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-import models
-from training.evaluation import predict
-from training.run import Prepared, prepare
-from utils.config import RunConfig
-from utils.errors import UserError
-from utils.io import load_checkpoint
-
-
-def load_trained(config: RunConfig) -> tuple:
-    """(Prepared, checkpoint) for the run the flags name, with its trained weights loaded."""
-    path = Path(config.out_dir) / config.run_name / "model.pt"
-    if not path.is_file():
-        raise UserError(f"no trained run at {path}; train it first with python main.py and the same "
-                        f"flags (or pass --out_dir/--run_name)")
-    try:
-        checkpoint = load_checkpoint(path)
-    except Exception as exc:
-        raise UserError(f"cannot load {path} ({type(exc).__name__}); retrain the run") from None
-    prepared = prepare(config)
-    try:
-        prepared.model.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, KeyError) as exc:
-        raise UserError(f"{path} does not match --model_name {config.model_name} --width {config.width} "
-                        f"({str(exc).splitlines()[0]}); pass the flags the run was trained with") from None
-    prepared.model.eval()
-    return prepared, checkpoint
-
-
-@torch.no_grad()
-def extract(model, images_uint8: torch.Tensor, device, levels=models.LEVELS, batch_size: int = 256,
-            transform=None) -> dict:
-    """{level: (N, d) float32 CPU tensor} of the taps' outputs for uint8 images, in order."""
-    device = torch.device(device)
-    collected = {level: [] for level in levels}
-    current = {}
-    handles = [module.register_forward_hook(lambda m, i, o, level=level: current.__setitem__(level, o))
-               for level, module in models.tap_modules(model, levels).items()]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(images_uint8), batch_size):
-            chunk = images_uint8[start:start + batch_size].to(device).float().div_(255.0)
-            model(transform(chunk) if transform is not None else chunk)
-            for level in levels:
-                collected[level].append(current[level].flatten(1).float().cpu())
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return {level: torch.cat(parts) if parts else torch.empty(0) for level, parts in collected.items()}
+from inference import Subject
+from models import LEVELS
 
 
 @dataclass
@@ -81,23 +32,42 @@ class PredictedGroups:
         return self.non_target_index[self.triggered_pred == self.target]
 
 
-def malicious_index(prepared: Prepared) -> tuple:
-    """(non-target test indices, their triggered predictions, Z^V_t's indices into the test set)."""
-    config, data = prepared.config, prepared.data
-    non_target = (data.test_y != config.target).nonzero().flatten()
-    triggered_pred = predict(prepared.model, data.test_x[non_target], prepared.device,
-                             config.eval_batch_size, transform=prepared.attack)
-    return non_target, triggered_pred, non_target[triggered_pred == config.target]
+def predicted_groups(subject: Subject) -> PredictedGroups:
+    """Predict the clean test set and the triggered non-target test images once."""
+    data = subject.data
+    non_target = (data.test_y != subject.target).nonzero().flatten()
+    clean_pred = subject.predict(data.test_x)
+    triggered_pred = subject.predict(data.test_x[non_target], triggered=True)
+    return PredictedGroups(clean_pred, triggered_pred, non_target, subject.target)
 
 
-def test_groups(prepared: Prepared) -> PredictedGroups:
-    config, data = prepared.config, prepared.data
-    clean_pred = predict(prepared.model, data.test_x, prepared.device, config.eval_batch_size)
-    non_target, triggered_pred, _ = malicious_index(prepared)
-    return PredictedGroups(clean_pred, triggered_pred, non_target, config.target)
+class FeatureBank:
+    """Representations at s1 s2 s3 of images of one set (the test or the training set), clean or
+    triggered, each extracted at most once however many samples and pools draw it."""
 
+    def __init__(self, subject: Subject, images: torch.Tensor, levels=LEVELS):
+        self.subject, self.images, self.levels = subject, images, tuple(levels)
+        self._row = {False: {}, True: {}}
+        self._store = {False: {level: [] for level in self.levels}, True: {level: [] for level in self.levels}}
 
-def sample(index: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """Up to ``count`` of ``index``, a seeded random choice (all of them when fewer exist)."""
-    order = torch.randperm(len(index), generator=generator)
-    return index[order[:count]]
+    def __call__(self, index: torch.Tensor, triggered: bool = False) -> dict:
+        """{level: (len(index), d)} for the images at ``index``, in that order."""
+        rows = self._row[triggered]
+        missing = [i for i in dict.fromkeys(index.tolist()) if i not in rows]
+        if missing:
+            features = self.subject.extract(self.images[torch.tensor(missing, dtype=torch.long)], triggered,
+                                            self.levels)
+            store = self._store[triggered]
+            for level in self.levels:
+                store[level] = [torch.cat(store[level] + [features[level]])]
+            for i in missing:
+                rows[i] = len(rows)
+        if len(index) == 0:
+            return {level: torch.empty(0) for level in self.levels}
+        positions = torch.tensor([rows[i] for i in index.tolist()], dtype=torch.long)
+        return {level: self._store[triggered][level][0][positions] for level in self.levels}
+
+    @property
+    def extracted(self) -> int:
+        """How many images (clean plus triggered) have been through the model so far."""
+        return len(self._row[False]) + len(self._row[True])

@@ -6,9 +6,8 @@ on other settings is judged the same way.
 import statistics
 from pathlib import Path
 
-from defenses.neural_cleanse import target_ranking
-from evaluation.report import DETECTOR_NAMES, METRIC_NAMES
-from metrics import METRICS
+from defenses import DEFENSES, DETECTORS, target_ranking
+from metrics import DISTANCES, METRICS
 from models import LEVELS
 from visualization.common import method_label
 
@@ -110,8 +109,8 @@ def claims(records, lamb: float) -> list:
                 "reproduced if MMD² falls in every attack×level cell and at least halves in half of them; "
                 "partly if it falls in half"))
 
-    sl_early = _mean([_f1(sl[a], d, lv) for a in attacks for d in DETECTOR_NAMES for lv in ("s1", "s2")])
-    ml_early = _mean([_f1(ml[a], d, lv) for a in attacks for d in DETECTOR_NAMES for lv in ("s1", "s2")])
+    sl_early = _mean([_f1(sl[a], d, lv) for a in attacks for d in DETECTORS for lv in ("s1", "s2")])
+    ml_early = _mean([_f1(ml[a], d, lv) for a in attacks for d in DETECTORS for lv in ("s1", "s2")])
     sl_ratio = {lv: statistics.median(values) for lv, values in mmd_ratios(sl).items() if values}
     conditions = [sl_early is not None and ml_early is not None and sl_early - ml_early >= 0.1,
                   len(sl_ratio) == 3 and min(sl_ratio["s1"], sl_ratio["s2"]) > sl_ratio["s3"]]
@@ -123,8 +122,8 @@ def claims(records, lamb: float) -> list:
                 "two conditions: SL-MMDR's s1/s2 F1 exceeds ML-MMDR's by ≥ 0.1, and SL-MMDR reduces MMD² less at "
                 "s1 and s2 than at s3; reproduced if both, partly if one"))
 
-    f1_rbt = _mean([_f1(rbt[a], d, lv) for a in attacks for d in DETECTOR_NAMES for lv in LEVELS])
-    f1_ml = _mean([_f1(ml[a], d, lv) for a in attacks for d in DETECTOR_NAMES for lv in LEVELS])
+    f1_rbt = _mean([_f1(rbt[a], d, lv) for a in attacks for d in DETECTORS for lv in LEVELS])
+    f1_ml = _mean([_f1(ml[a], d, lv) for a in attacks for d in DETECTORS for lv in LEVELS])
     conditions = [f1_rbt is not None and f1_rbt >= 0.85, f1_ml is not None and f1_ml <= 0.75]
     drop = f1_rbt is not None and f1_ml is not None and f1_rbt - f1_ml >= 0.1
     verdict = ("not measurable" if f1_rbt is None or f1_ml is None else "reproduced" if all(conditions)
@@ -183,7 +182,7 @@ def render(records, settings: dict, lamb: float, figures: dict) -> str:
               "Rows: the benign-vs-malicious distance of each training method, then the RBT run's intra-class and "
               "minimal inter-class baselines. ARO per level in the last columns (3 = farther than the nearest "
               "other class)."]
-    header = " | ".join(f"{METRIC_NAMES[m]} {lv}" for m in METRICS for lv in LEVELS)
+    header = " | ".join(f"{DISTANCES[m].display} {lv}" for m in METRICS for lv in LEVELS)
     for attack, rs in groups.items():
         lines += ["", f"### {attack}", "", f"| | {header} | ARO s1 | ARO s2 | ARO s3 |",
                   "|---" * (1 + len(METRICS) * len(LEVELS) + 3) + "|"]
@@ -201,12 +200,12 @@ def render(records, settings: dict, lamb: float, figures: dict) -> str:
                         ("oracle", "oracle diagnostic: the best labeling / threshold chosen with the ground truth")):
         lines += ["", f"## Detection F1, {title} (paper §6.1, Figs. 5–7)", "",
                   "Mean over the pools (N, r′) of each run's evaluation.json.", "",
-                  "| attack | method | " + " | ".join(f"{DETECTOR_NAMES[d]} {lv}" for d in DETECTOR_NAMES
+                  "| attack | method | " + " | ".join(f"{DEFENSES[d].display} {lv}" for d in DETECTORS
                                                         for lv in LEVELS) + " |",
-                  "|---|---|" + "---|" * (len(DETECTOR_NAMES) * len(LEVELS))]
+                  "|---|---|" + "---|" * (len(DETECTORS) * len(LEVELS))]
         for attack, rs in groups.items():
             for r in rs:
-                lines.append(f"| {attack} | {_label(r)} | " + " | ".join(_f(_f1(r, d, lv, rule)) for d in DETECTOR_NAMES
+                lines.append(f"| {attack} | {_label(r)} | " + " | ".join(_f(_f1(r, d, lv, rule)) for d in DETECTORS
                                                                           for lv in LEVELS) + " |")
 
     defended = [r for r in records if r["nc"] or r["prune"]]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import run_cli  # noqa: E402
+from pipeline.cli import run_cli  # noqa: E402
 
 
 def parse(argv):
@@ -45,62 +45,81 @@ def parse(argv):
     parser.add_argument("--nc_flags", default="--clean_samples 320 --nc_epochs 20 --nc_steps_per_epoch 10",
                         help="defend.py flags for Neural Cleanse (a CPU-sized budget by default)")
     parser.add_argument("--eval_flags", default="", help="extra evaluate.py flags")
-    parser.add_argument("--jobs", type=int, default=1, help="run this many runs' stages in parallel")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="run this many runs' stages at once, in worker processes sharing the cores")
     parser.add_argument("--out_dir", default="runs/reproduce")
     parser.add_argument("--figure_dir", default="figures/reproduce")
     parser.add_argument("--report", default="REPRODUCTION.md")
     return parser.parse_args(argv)
 
 
+def build_grid(args):
+    from defenses import NCOptions
+    from evaluation.protocol import EvalOptions
+    from experiments.grid import Grid
+    from pipeline.config import RunConfig
+    from pipeline.flags import parse_flags
+
+    base = RunConfig(data_name=args.data_name, data_path=None if args.data_name == "digits" else args.data_path,
+                     model_name=args.model_name, width=args.width, epochs=args.epochs, seed=args.seed,
+                     out_dir=args.out_dir, eval_every=args.eval_every, train_subset=args.train_subset or None,
+                     milestones=args.milestones, progress=False)
+    options = {"evaluate": parse_flags(EvalOptions, shlex.split(args.eval_flags)),
+               "nc": parse_flags(NCOptions, shlex.split(args.nc_flags), prefix="nc_")}
+    return Grid(base=base, attacks=tuple(args.attacks), lambdas=tuple(args.lambdas),
+                defended_attacks=tuple(args.defended_attacks), stage_options=options)
+
+
+def draw_figures(grid, args) -> dict:
+    """The group figures of every attack, and the feature scatters of the first attack's RBT and
+    ML-/SL-MMDR runs at the largest λ; {caption: path}."""
+    from pipeline.rundir import RunDir
+    from pipeline.stages import get, run_group_stage, run_stage
+    from pipeline.stages.figures import DetectionFigureOptions, FigureOptions, ScatterOptions
+    from utils.errors import UserError
+
+    figures = {}
+    kinds = ["sweep", "detection"] + (["nc_norms", "prune_curves"] if args.defended_attacks else [])
+    groups = {}
+    for config in grid.runs():
+        groups.setdefault((config.group, config.attack_name), []).append(RunDir.of(config))
+    for (group, attack), runs in groups.items():
+        for kind in kinds:
+            options = (DetectionFigureOptions if kind == "detection" else FigureOptions)(figure_dir=args.figure_dir)
+            if run_group_stage(kind, group, runs, options):
+                figures[f"{attack}: {kind}"] = get(kind).output(group, options)
+    lamb = max(args.lambdas)
+    for config in grid.runs():
+        if config.attack_name == args.attacks[0] and config.mlmmdr_lamb in (0, lamb):
+            try:  # a run without a malicious group cannot be plotted; say why and go on
+                result = run_stage("features", config, ScatterOptions(figure_dir=args.figure_dir))
+                figures[f"{config.attack_name}: features, {config.method}"] = Path(result["figure"])
+            except UserError as error:
+                print(f"note: no feature scatter for {config.run_name}: {error}", file=sys.stderr)
+    return figures
+
+
 def main(argv=None) -> int:
     import datasets
-    from experiments.grid import Grid, collect, run_grid
+    from experiments.grid import collect
     from experiments.report import render
+    from pipeline.schedule import run_jobs
     from utils.errors import UserError
     from utils.io import save_json, save_text
 
     args = parse(argv)
     if args.jobs < 1 or not args.lambdas or min(args.lambdas) <= 0:
         raise UserError("--jobs must be at least 1 and --lambdas positive")
-    base = ["--data_name", args.data_name, "--model_name", args.model_name, "--width", f"{args.width:g}",
-            "--epochs", str(args.epochs), "--seed", str(args.seed), "--out_dir", args.out_dir,
-            "--eval_every", str(args.eval_every)]
-    if args.data_name != "digits":
-        base += ["--data_path", args.data_path]
-    if args.train_subset:
-        base += ["--train_subset", str(args.train_subset)]
-    if args.milestones is not None:
-        base += ["--milestones"] + [str(m) for m in args.milestones]
-    grid = Grid(base=base, attacks=tuple(args.attacks), lambdas=tuple(args.lambdas),
-                defended_attacks=tuple(args.defended_attacks), eval_flags=shlex.split(args.eval_flags),
-                nc_flags=shlex.split(args.nc_flags), defend_flags=["--figure_dir", args.figure_dir])
-    grid.runs()  # validates every run's flags before any work starts
+    grid = build_grid(args)  # validates every run's flags before any work starts
     started = time.perf_counter()
     timing_path = Path(args.out_dir) / "timings.json"
     timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    for name, stages in run_grid(grid, args.jobs).items():
+    for name, stages in run_jobs(grid.jobs(), args.jobs).items():
         timings.setdefault(name, {}).update(stages)
     save_json(timings, timing_path)
-
-    import visualize
-
-    figures = {}
-    for flag, kind in (("--sweep", "sweep"), ("--detection", "detection"), ("--nc", "nc"), ("--prune", "prune")):
-        if kind in ("nc", "prune") and not args.defended_attacks:
-            continue
-        if run_cli(visualize.main, [flag, args.out_dir, "--figure_dir", args.figure_dir]) != 0:
-            raise UserError(f"drawing the {kind} figures failed")
-        for attack in args.attacks:
-            path = Path(args.figure_dir) / f"{args.data_name}_{args.model_name}_{attack}_{kind}.png"
-            if path.is_file():
-                figures[f"{attack}: {kind}"] = path
-    lamb = max(args.lambdas)
-    for argv_run, config in grid.runs():
-        if config.attack_name == args.attacks[0] and config.mlmmdr_lamb in (0, lamb):
-            # a run without a malicious group cannot be plotted; run_cli prints why and we go on
-            if run_cli(visualize.main, argv_run + ["--figure_dir", args.figure_dir, "--no_progress"]) == 0:
-                figures[f"{config.attack_name}: features, {config.method}"] = Path(args.figure_dir) / f"{config.run_name}.png"
+    figures = draw_figures(grid, args)
     records = collect(grid)
+    lamb = max(args.lambdas)
     stage_seconds = sum(sum(stages.values()) for stages in timings.values())
     command = "python experiments/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     settings = {"command": command, "facts": {
@@ -114,7 +133,7 @@ def main(argv=None) -> int:
                      f"(this invocation: {(time.perf_counter() - started) / 60:.1f} min), "
                      f"on {describe_machine()}"}}
     milestones = (args.milestones if args.milestones is not None
-                   else datasets.defaults(args.data_name).milestones(args.epochs))
+                  else datasets.defaults(args.data_name).milestones(args.epochs))
     settings["differences"] = [
         f"Dataset: {args.data_name} instead of CIFAR-10/CelebA (the paper's datasets need a GPU at full scale); "
         f"{'a seeded stratified ' + str(args.train_subset) + '-image training subset' if args.train_subset else 'the full training set'}.",

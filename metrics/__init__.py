@@ -1,6 +1,6 @@
 """Distances between representation sets (paper §2.3, App. B) and ranking/F1 helpers."""
-from metrics.distances import METRICS, aro, ascending_rank, distance, energy_distance2, mmd2, sliced_wasserstein1
+from metrics.distances import DISTANCES, METRICS, aro, ascending_rank, distance, energy_distance2, mmd2, sliced_wasserstein1
 from metrics.f1 import best_f1_over_thresholds, f1_score
 
-__all__ = ["mmd2", "energy_distance2", "sliced_wasserstein1", "distance", "aro", "ascending_rank",
+__all__ = ["DISTANCES", "mmd2", "energy_distance2", "sliced_wasserstein1", "distance", "aro", "ascending_rank",
            "METRICS", "f1_score", "best_f1_over_thresholds"]

@@ -2,12 +2,13 @@
 
 All take (n, d) and (m, d) arrays or tensors (other shapes are flattened) and return floats.
 """
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 import torch
 
 from regularizers.mmd import mmd2 as _mmd2_tensor
-
-METRICS = ("mmd2", "ed2", "swd1")
 
 
 def _tensor(a) -> torch.Tensor:
@@ -40,14 +41,26 @@ def sliced_wasserstein1(x, y, n_projections: int = 100, seed: int = 0) -> float:
                                                 n_projections=n_projections, p=1, seed=seed))
 
 
+@dataclass(frozen=True)
+class Distance:
+    """A registered distance: its display name and ``function(x, y, n_projections, seed)``."""
+
+    display: str
+    function: Callable
+
+
+DISTANCES = {
+    "mmd2": Distance("MMD²", lambda x, y, n_projections, seed: mmd2(x, y)),
+    "ed2": Distance("ED²", lambda x, y, n_projections, seed: energy_distance2(x, y)),
+    "swd1": Distance("SWD₁", sliced_wasserstein1),
+}
+METRICS = tuple(DISTANCES)
+
+
 def distance(metric: str, x, y, n_projections: int = 100, seed: int = 0) -> float:
-    if metric == "mmd2":
-        return mmd2(x, y)
-    if metric == "ed2":
-        return energy_distance2(x, y)
-    if metric == "swd1":
-        return sliced_wasserstein1(x, y, n_projections, seed)
-    raise ValueError(f"unknown metric '{metric}'; choose one of {METRICS}")
+    if metric not in DISTANCES:
+        raise ValueError(f"unknown metric '{metric}'; choose one of {METRICS}")
+    return DISTANCES[metric].function(x, y, n_projections, seed)
 
 
 def ascending_rank(value: float, others) -> float:

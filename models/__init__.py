@@ -8,7 +8,7 @@ import torch.nn as nn
 from models.preact_resnet import preactresnet18, preactresnet18_he
 from models.resnet import resnet18
 from models.vgg import vgg11, vgg16
-from utils.errors import UserError, unknown_name
+from utils.errors import ParameterError, UserError, unknown_name
 
 REGISTRY = {"vgg11": vgg11, "vgg16": vgg16, "resnet18": resnet18, "preactresnet18": preactresnet18,
             "preactresnet18_he": preactresnet18_he}
@@ -20,7 +20,7 @@ def build(name: str, num_classes: int = 10, width: float = 1.0) -> nn.Module:
     if name not in REGISTRY:
         raise unknown_name("model", name, REGISTRY)
     if not width > 0:
-        raise UserError(f"--width must be positive, got {width}")
+        raise ParameterError("width", f"must be positive, got {width}")
     return REGISTRY[name](num_classes=num_classes, width=width)
 
 

@@ -63,7 +63,6 @@ KERNELS = {  # TABLE 3
     "gmk6": Kernel("gmk6", "gaussian", _powers(3.0, 7)),
     "lk": Kernel("lk", "linear"),
 }
-NAMES = tuple(KERNELS)
 
 
 def get_kernel(kernel) -> Kernel:

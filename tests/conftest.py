@@ -26,7 +26,7 @@ TINY_RUN = ["--data_name", "digits", "--width", "0.25", "--epochs", "4", "--trai
 def tiny_run(tmp_path_factory):
     """A small backdoored digits run (RBT), trained once per test session: (argv, run_dir)."""
     import main
-    from utils.cli import run_cli
+    from pipeline.cli import run_cli
 
     out_dir = tmp_path_factory.mktemp("runs")
     argv = TINY_RUN + ["--out_dir", str(out_dir)]
@@ -44,7 +44,7 @@ def tiny_sweep(tiny_run, tmp_path_factory):
 
     import evaluate
     import main
-    from utils.cli import run_cli
+    from pipeline.cli import run_cli
 
     argv, rbt_dir = tiny_run
     out_dir = tmp_path_factory.mktemp("sweep")

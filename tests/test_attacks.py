@@ -6,7 +6,7 @@ import torch
 
 import attacks
 from attacks.make_blended_pattern import make_pattern
-from utils.errors import UserError
+from utils.errors import ParameterError, UserError
 
 
 def test_patched_sets_exactly_the_bottom_right_3x3_to_white():
@@ -37,7 +37,7 @@ def test_sig_adds_the_horizontal_sine_and_clips():
 
 def test_warped_is_the_identity_when_strength_is_zero():
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    out = attacks.build("warped", wanet_s=0.0)(x)
+    out = attacks.build("warped", {"wanet_s": 0.0})(x)
     assert torch.allclose(out, x, atol=1e-5)
 
 
@@ -64,4 +64,19 @@ def test_unknown_attack_and_parameter_are_clear_errors():
     with pytest.raises(UserError, match="unknown attack 'nope'; choose one of: blended, patched, sig, warped"):
         attacks.build("nope")
     with pytest.raises(UserError, match="takes no parameter blend_alpha"):
-        attacks.build("patched", blend_alpha=0.2)
+        attacks.build("patched", {"blend_alpha": 0.2})
+
+
+@pytest.mark.parametrize("name,params,message", [
+    ("patched", {"patch_size": 0}, "patch_size must be in [1, 32], got 0"),
+    ("blended", {"blend_alpha": 1.5}, "blend_alpha must be in (0, 1], got 1.5"),
+    ("sig", {"sig_delta": 0.0}, "sig_delta must be in (0, 1], got 0.0"),
+    ("warped", {"wanet_k": 1}, "wanet_k must be in [2, 32], got 1"),
+    ("warped", {"wanet_cross_ratio": -1.0}, "wanet_cross_ratio must be ≥ 0, got -1.0"),
+])
+def test_attack_parameters_are_checked_against_their_declared_domain(name, params, message):
+    """The bounds written once on the dataclass field; the error names the parameter (the CLI
+    prefixes it with --)."""
+    with pytest.raises(ParameterError) as caught:
+        attacks.build(name, params)
+    assert str(caught.value) == message and caught.value.parameter == next(iter(params))

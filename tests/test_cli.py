@@ -8,7 +8,7 @@ import torch
 
 import main
 from tests.conftest import ROOT
-from utils.cli import run_cli
+from pipeline.cli import run_cli
 from utils.io import load_checkpoint
 
 FAST = ["--data_name", "digits", "--width", "0.125", "--epochs", "1", "--train_subset", "300",
@@ -68,7 +68,10 @@ BAD_INPUTS = [
     (["--poison_ratio", "0"], "--poison_ratio must be in (0, 1]"),
     (["--poison_ratio", "1.5"], "--poison_ratio must be in (0, 1]"),
     (["--target", "10"], "--target 10 is outside digits's classes 0..9"),
-    (["--mlmmdr_layer", "first"], "--mlmmdr_layer must be 'all' (ML-MMDR) or 'last' (SL-MMDR)"),
+    (["--mlmmdr_layer", "first"], "--mlmmdr_layer must be one of all, last, got first"),
+    (["--attack_name", "blended", "--blend_alpha", "2"], "--blend_alpha must be in (0, 1], got 2.0"),
+    (["--width", "0"], "--width must be positive, got 0.0"),
+    (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
 ]
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import datasets
-from utils.errors import UserError
+from utils.errors import ParameterError, UserError
 
 
 def write_idx(path, array, compress):
@@ -154,7 +154,7 @@ def test_digits_is_a_seeded_stratified_80_20_split():
 
 
 def test_missing_data_path_and_unknown_dataset():
-    with pytest.raises(UserError, match="--data_path is required for fmnist"):
+    with pytest.raises(ParameterError, match="^data_path is required for fmnist"):
         datasets.build("fmnist")
     with pytest.raises(UserError, match="does not exist"):
         datasets.build("cifar10", data_path="/nonexistent/place")

@@ -8,12 +8,12 @@ import torch
 import defend
 from defenses import NCOptions, anomaly_index, flagged_classes, neural_cleanse, pruned, pruning_curve
 from defenses.neural_cleanse import CostSchedule, initial_thetas, target_ranking
-from evaluation.defense import clean_sample
-from evaluation.representations import load_trained
+from defenses import clean_sample
+from pipeline.prepare import load_trained
 from models import tap_modules
-from training.evaluation import benign_accuracy_and_asr
-from utils.cli import run_cli
-from utils.options import build_parser, config_from_args
+from inference import benign_accuracy_and_asr
+from pipeline.cli import run_cli
+from pipeline.cli import build_run_parser as build_parser, config_from_args
 
 # A CPU budget: too short for the reference's warm-up epochs at cost 0, so the cost starts at init_cost.
 FAST_NC = NCOptions(batch_size=16, epochs=16, steps_per_epoch=4, start_cost_at_zero=False)
@@ -22,7 +22,7 @@ FAST_NC = NCOptions(batch_size=16, epochs=16, steps_per_epoch=4, start_cost_at_z
 @pytest.fixture(scope="module")
 def prepared(tiny_run):
     argv, _ = tiny_run
-    return load_trained(config_from_args(build_parser("t").parse_args(argv)))[0]
+    return load_trained(config_from_args(build_parser("t").parse_args(argv)))
 
 
 def test_anomaly_index_of_hand_made_norms():
@@ -34,7 +34,7 @@ def test_anomaly_index_of_hand_made_norms():
 
 
 def test_neural_cleanse_flags_the_target_and_finds_the_corner(prepared):
-    clean = clean_sample(prepared, 64)
+    clean = clean_sample(prepared.data.train_x, 64, 0)
     result = neural_cleanse(prepared.model, clean, 10, FAST_NC, seed=0, device="cpu")
     assert 0 in result["flagged"]
     mask = result["mask"][0, 0]
@@ -75,7 +75,7 @@ def test_cost_starts_at_zero_and_is_set_after_patience_successes():
 
 
 def test_a_class_that_never_succeeds_keeps_its_last_mask(prepared):
-    clean = clean_sample(prepared, 32)
+    clean = clean_sample(prepared.data.train_x, 32, 0)
     options = NCOptions(batch_size=16, epochs=2, steps_per_epoch=2, attack_threshold=1.01)  # unreachable
     result = neural_cleanse(prepared.model, clean, 10, options, seed=0, classes=[3, 4])
     assert not result["found"].any()
@@ -84,7 +84,7 @@ def test_a_class_that_never_succeeds_keeps_its_last_mask(prepared):
 
 
 def test_batched_and_sequential_agree(prepared):
-    clean = clean_sample(prepared, 32)
+    clean = clean_sample(prepared.data.train_x, 32, 0)
     options = NCOptions(batch_size=16, epochs=3, steps_per_epoch=2)
     batched = neural_cleanse(prepared.model, clean, 10, options, seed=1, classes=[2, 5])
     sequential = neural_cleanse(prepared.model, clean, 10, options, seed=1, classes=[2, 5], sequential=True)
@@ -127,7 +127,7 @@ def test_defend_cli_writes_results_and_figures(tiny_run, tmp_path, capsys):
     assert run_cli(defend.main, argv + ["--defense", "prune", "--figure_dir", str(tmp_path)]) == 0
     prune = json.loads((run_dir / "defense_prune.json").read_text())
     assert [p["ratio"] for p in prune["curve"]] == pytest.approx(np.arange(0, 1.0001, 0.05))
-    assert (tmp_path / f"{run_dir.name}_prune.png").is_file()
+    assert (tmp_path / run_dir.name / "prune_curve.png").is_file()
     assert run_cli(defend.main, argv + ["--defense", "nc", "--clean_samples", "32", "--nc_epochs", "2",
                                         "--nc_steps_per_epoch", "2", "--nc_batch_size", "16",
                                         "--figure_dir", str(tmp_path)]) == 0
@@ -137,22 +137,25 @@ def test_defend_cli_writes_results_and_figures(tiny_run, tmp_path, capsys):
     others = sorted(nc["norms"][1:])
     assert nc["target_l1_rank"] == 1 + sum(v < nc["norms"][0] for v in others)
     assert nc["target_l1_ratio_to_median"] == pytest.approx(nc["norms"][0] / np.median(others))
-    assert (tmp_path / f"{run_dir.name}_nc_triggers.png").is_file()
+    assert (tmp_path / run_dir.name / "nc_triggers.png").is_file()
     import visualize
     from visualization.defense_plots import nc_norms_figure, pruning_figure
 
     assert run_cli(visualize.main, ["--nc", str(run_dir.parent), "--prune", str(run_dir.parent),
                                     "--figure_dir", str(tmp_path)]) == 0
-    assert (tmp_path / "digits_vgg11_patched_nc.png").is_file() and (tmp_path / "digits_vgg11_patched_prune.png").is_file()
+    group = tmp_path / "digits_vgg11_patched"
+    assert (group / "nc_norms.png").is_file() and (group / "prune_curves.png").is_file()
     assert [a.get_title() for a in pruning_figure([prune], "t").axes] == ["BA after pruning s3", "ASR after pruning s3"]
     figure = nc_norms_figure([nc], "t")
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["RBT"]
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--defense", "strip"], "unknown --defense 'strip'; choose one of: nc, prune"),
-    (["--defense", "nc", "--nc_epochs", "0"], "must be at least 1"),
-    (["--defense", "nc", "--nc_cost_up", "0.5"], "--nc_cost_up/--nc_cost_down > 1"),
+    (["--defense", "strip"], "error: --defense must be one of nc, prune, got 'strip'"),
+    (["--defense", "nc", "--nc_epochs", "0"], "error: --nc_epochs must be at least 1, got 0"),
+    (["--defense", "nc", "--nc_cost_up", "0.5"], "error: --nc_cost_up must be > 1, got 0.5"),
+    (["--defense", "nc", "--clean_samples", "0"], "error: --clean_samples must be at least 1, got 0"),
+    (["--defense", "prune", "--prune_rank", "random"], "error: --prune_rank must be one of triggered, diff, got random"),
 ])
 def test_bad_defense_flags(tiny_run, capsys, extra, message):
     argv, _ = tiny_run

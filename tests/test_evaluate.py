@@ -7,9 +7,11 @@ import torch
 
 import evaluate
 from evaluation.protocol import EvalOptions, distances, pool_counts
-from evaluation.representations import PredictedGroups, extract, load_trained
-from utils.cli import run_cli
-from utils.options import build_parser, config_from_args
+from evaluation.representations import PredictedGroups
+from inference import extract
+from pipeline.prepare import load_trained
+from pipeline.cli import run_cli
+from pipeline.cli import build_run_parser as build_parser, config_from_args
 
 from tests.conftest import EVAL_SMALL as SMALL
 
@@ -60,16 +62,16 @@ def test_all_runs_writes_one_summary_row_per_run(tiny_run, capsys):
 def test_missing_run_is_a_clear_error(tmp_path, capsys):
     assert run_cli(evaluate.main, ["--data_name", "digits", "--out_dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "no trained run at" in err and "train it first with python main.py" in err
+    assert f"no model.pt in {tmp_path}" in err and "run the 'train' stage first (python main.py" in err
     assert run_cli(evaluate.main, ["--all_runs", str(tmp_path)]) == 2
 
 
 def test_empty_malicious_group_is_reported_not_fatal(tiny_run):
     argv, _ = tiny_run
-    prepared, _ = load_trained(config_from_args(build_parser("t").parse_args(argv)))
+    prepared = load_trained(config_from_args(build_parser("t").parse_args(argv)))
     groups = PredictedGroups(clean_pred=prepared.data.test_y.clone(), triggered_pred=torch.ones(10, dtype=torch.long),
                         non_target_index=torch.arange(10), target=0)
-    result = distances(prepared, groups, EvalOptions(num_samples=20, swd_projections=10))
+    result = distances(prepared.subject, groups, EvalOptions(num_samples=20, swd_projections=10))
     assert result["levels"]["s1"]["mmd2"]["attack"] is None
     assert result["levels"]["s1"]["mmd2"]["intra"] is not None
     assert any("attack row is empty" in note for note in result["notes"])
@@ -77,7 +79,7 @@ def test_empty_malicious_group_is_reported_not_fatal(tiny_run):
 
 def test_extract_is_batched_flat_and_in_order(tiny_run):
     argv, _ = tiny_run
-    prepared, _ = load_trained(config_from_args(build_parser("t").parse_args(argv)))
+    prepared = load_trained(config_from_args(build_parser("t").parse_args(argv)))
     images = prepared.data.test_x[:10]
     whole = extract(prepared.model, images, "cpu", batch_size=10)
     pieces = extract(prepared.model, images, "cpu", batch_size=3)
@@ -91,8 +93,8 @@ def test_sr_reference_comes_from_the_training_set(tiny_run):
     from evaluation.protocol import sr_reference_index
 
     argv, _ = tiny_run
-    prepared, _ = load_trained(config_from_args(build_parser("t").parse_args(argv)))
-    index = sr_reference_index(prepared, EvalOptions(sr_reference=30))
+    prepared = load_trained(config_from_args(build_parser("t").parse_args(argv)))
+    index = sr_reference_index(prepared.subject, EvalOptions(sr_reference=30))
     assert len(index) == 30 and (prepared.data.train_y[index] == 0).all()
     test_images = {bytes(image.numpy()) for image in prepared.data.test_x}
     assert not any(bytes(image.numpy()) in test_images for image in prepared.data.train_x[index])

@@ -10,7 +10,7 @@ from attacks.poisoning import Batch
 from regularizers import mmd2
 from training.loss import backdoor_cross_entropy
 from training.trainer import Trainer
-from utils.config import RunConfig
+from training import TrainSettings
 
 TARGET = 0
 
@@ -47,7 +47,7 @@ def direct_loss(model, batch, lamb, reduction, levels=("s1", "s2", "s3")):
 def test_trainer_step_loss_is_l1_plus_l2_plus_lambda_l3(reduction, lamb):
     torch.manual_seed(0)
     model = models.build("vgg11", num_classes=10, width=0.125)
-    config = RunConfig(data_name="digits", mlmmdr_lamb=lamb, ce_reduction=reduction).resolve_defaults()
+    config = TrainSettings(mlmmdr_lamb=lamb, ce_reduction=reduction)
     expected = direct_loss(copy.deepcopy(model), hand_made_batch(), lamb, reduction)
     trainer = Trainer(model, None, config, torch.device("cpu"))
     try:

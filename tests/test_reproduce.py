@@ -5,17 +5,19 @@ from experiments.grid import Grid
 from experiments.report import claims
 from experiments.reproduce import main as reproduce_main
 from tests.conftest import EVAL_SMALL
-from utils.cli import run_cli
-from utils.config import RunConfig
+from pipeline.cli import run_cli
+from pipeline.config import RunConfig
 
 
 def test_grid_is_attacks_times_methods_times_lambdas():
-    grid = Grid(base=["--data_name", "digits", "--out_dir", "x"], lambdas=(0.1, 0.3))
-    names = [config.run_name for _, config in grid.runs()]
+    grid = Grid(base=RunConfig(data_name="digits", out_dir="x"), lambdas=(0.1, 0.3))
+    names = [config.run_name for config in grid.runs()]
     assert len(names) == 4 * (1 + 2 * 2) and len(set(names)) == len(names)
     assert names[:5] == ["digits_vgg11_patched", "digits_vgg11_patched_mlmmdr_0.1_last",
                          "digits_vgg11_patched_mlmmdr_0.3_last", "digits_vgg11_patched_mlmmdr_0.1_all",
                          "digits_vgg11_patched_mlmmdr_0.3_all"]
+    assert [name for name, _ in grid.stages(grid.runs()[0])] == ["train", "evaluate", "nc", "prune"]
+    assert [name for name, _ in grid.stages(grid.runs()[5])] == ["train", "evaluate"]  # blended is not defended
 
 
 def record(method, lamb, mmd, intra, f1, ba=0.9, asr=1.0, flagged=None):
@@ -57,7 +59,7 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
             "--report", str(tmp_path / "REPRODUCTION.md")]
     assert run_cli(reproduce_main, argv) == 0
     report = (tmp_path / "REPRODUCTION.md").read_text()
-    assert "## Claims" in report and "| patched | " in report and "![patched: sweep](figs/" in report
+    assert "## Claims" in report and "| patched | " in report and "![patched: sweep](figs/digits_vgg11_patched/sweep.png)" in report
     timings = json.loads((tmp_path / "runs" / "timings.json").read_text())
     assert sorted(timings) == ["digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300",
                                "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300", "digits_vgg11_patched_w0.125_n300"]

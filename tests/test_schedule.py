@@ -1,7 +1,7 @@
 """Learning-rate milestones as fractions of the epochs (paper §3.4), resolved into config.json."""
 import pytest
 
-from utils.options import build_parser, config_from_args
+from pipeline.cli import build_run_parser as build_parser, config_from_args
 
 
 def resolved(*argv):

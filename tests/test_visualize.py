@@ -4,10 +4,11 @@ import struct
 import pytest
 
 import visualize
-from evaluation.representations import load_trained
-from utils.cli import run_cli
+from pipeline.cli import build_run_parser as build_parser
+from pipeline.cli import config_from_args, run_cli
+from pipeline.prepare import load_trained
+from pipeline.rundir import RunDir, find_runs
 from utils.errors import UserError
-from utils.options import build_parser, config_from_args
 from visualization.scatter import feature_scatter, scatter_sets
 
 
@@ -25,10 +26,10 @@ def test_scatter_png_and_panel_titles(tiny_sweep, tmp_path):
     argv = ["--data_name", "digits", "--width", "0.25", "--train_subset", "600", "--out_dir", str(tiny_sweep),
             "--figure_dir", str(tmp_path), "--num_samples", "30"]
     assert run_cli(visualize.main, argv + ["--mlmmdr_lamb", "0.1", "--pdf"]) == 0
-    path = tmp_path / "digits_vgg11_patched_mlmmdr_0.1_all_w0.25_n600.png"
+    path = tmp_path / "digits_vgg11_patched_mlmmdr_0.1_all_w0.25_n600" / "features.png"
     assert png_size(path) == (1200, 400) and path.with_suffix(".pdf").is_file()
     config = config_from_args(build_parser("t").parse_args(argv[:8] + ["--mlmmdr_lamb", "0.1"]))
-    figure, _ = feature_scatter(load_trained(config)[0], 30)
+    figure, _ = feature_scatter(load_trained(config).subject, 30, label="ML-MMDR, λ=0.1")
     assert titles(figure) == ["s1, ML-MMDR, λ=0.1", "s2, ML-MMDR, λ=0.1", "s3, ML-MMDR, λ=0.1"]
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["benign", "malicious"]
 
@@ -36,34 +37,34 @@ def test_scatter_png_and_panel_titles(tiny_sweep, tmp_path):
 def test_last_flag_loads_the_last_run(tiny_sweep, tmp_path):
     argv = ["--data_name", "digits", "--width", "0.25", "--train_subset", "600", "--out_dir", str(tiny_sweep),
             "--mlmmdr_lamb", "0.1", "--mlmmdr_layer", "last"]
-    prepared, checkpoint = load_trained(config_from_args(build_parser("t").parse_args(argv)))
-    assert checkpoint["config"]["mlmmdr_layer"] == "last"
-    figure, _ = feature_scatter(prepared, 20, "tsne")
+    config = config_from_args(build_parser("t").parse_args(argv))
+    assert RunDir.of(config).checkpoint()["config"]["mlmmdr_layer"] == "last"
+    figure, _ = feature_scatter(load_trained(config).subject, 20, "tsne", label="SL-MMDR, λ=0.1")
     assert titles(figure) == ["s1, SL-MMDR, λ=0.1", "s2, SL-MMDR, λ=0.1", "s3, SL-MMDR, λ=0.1"]
-    assert run_cli(visualize.main, argv + ["--figure_dir", str(tmp_path), "--num_samples", "20"]) == 0
-    assert (tmp_path / "digits_vgg11_patched_mlmmdr_0.1_last_w0.25_n600.png").is_file()
-    assert not (tmp_path / "digits_vgg11_patched_mlmmdr_0.1_all_w0.25_n600.png").exists()
+    assert run_cli(visualize.main, argv + ["--figure_dir", str(tmp_path), "--num_samples", "20", "--method",
+                                           "tsne"]) == 0
+    assert (tmp_path / "digits_vgg11_patched_mlmmdr_0.1_last_w0.25_n600" / "features_tsne.png").is_file()
+    assert not (tmp_path / "digits_vgg11_patched_mlmmdr_0.1_all_w0.25_n600").exists()
 
 
 def test_empty_malicious_group_is_a_clear_message(tiny_run):
     argv, _ = tiny_run
-    prepared, _ = load_trained(config_from_args(build_parser("t").parse_args(argv)))
-    prepared.config.target = 7  # the backdoor sends triggered images to 0, so none land on 7
+    subject = load_trained(config_from_args(build_parser("t").parse_args(argv))).subject
+    subject.target = 7  # the backdoor sends triggered images to 0, so none land on 7
     with pytest.raises(UserError, match="triggered images classified as the target"):
-        scatter_sets(prepared, 50)
+        scatter_sets(subject, 50)
 
 
 def test_sweep_and_detection_figures(tiny_sweep, tmp_path, capsys):
     argv = ["--sweep", str(tiny_sweep), "--detection", str(tiny_sweep), "--figure_dir", str(tmp_path)]
     assert run_cli(visualize.main, argv) == 0
-    sweep = tmp_path / "digits_vgg11_patched_sweep.png"
-    detection = tmp_path / "digits_vgg11_patched_detection.png"
+    sweep = tmp_path / "digits_vgg11_patched" / "sweep.png"
+    detection = tmp_path / "digits_vgg11_patched" / "detection.png"
     assert png_size(sweep) == (2000, 360) and png_size(detection) == (360, 840)
     from visualization.detection import detection_figure
-    from visualization.runs import load_results
     from visualization.sweep import sweep_figure, sweep_lines
 
-    results = load_results(str(tiny_sweep))[("digits", "vgg11", "patched")]
+    results = [run.read("evaluation") for run in find_runs(tiny_sweep)]
     figure = sweep_figure(results, "t")
     assert titles(figure) == ["BA", "ASR", "ARO at s1", "ARO at s2", "ARO at s3"]
     assert {m: [lamb for lamb, _ in pts] for m, pts in sweep_lines(results).items()} == {

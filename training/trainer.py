@@ -1,5 +1,6 @@
 """The training loop of Algorithm 1: one forward pass per batch, Lt = L1 + L2 + λ·L3."""
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -7,19 +8,42 @@ from tqdm import tqdm
 
 from attacks.poisoning import PoisonedData
 from regularizers import MultiLevelMMD
-from training.evaluation import autocast, benign_accuracy_and_asr
+from inference import autocast, benign_accuracy_and_asr
 from training.loss import backdoor_cross_entropy
-from utils.config import RunConfig
+
+
+@dataclass
+class TrainSettings:
+    """What the training loop needs; the run layer fills it from the run's configuration.
+    Defaults are the paper's (§3.4, Algorithm 1)."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 0.01
+    milestones: tuple = (50, 70)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    target: int = 0
+    mlmmdr_lamb: float = 0.0
+    levels: tuple = ("s1", "s2", "s3")
+    kernel: str = "gmk2"
+    mlmmdr_reduce: str = "mean"
+    mmd_estimator: str = "biased"
+    ce_reduction: str = "split"
+    amp: bool = False
+    eval_batch_size: int = 512
+    eval_every: int = 1
+    progress: bool = True
 
 
 class Trainer:
     """Owns the model, optimiser, schedule and (when λ > 0) the regulariser's hooks."""
 
-    def __init__(self, model: nn.Module, data: PoisonedData, config: RunConfig, device: torch.device):
+    def __init__(self, model: nn.Module, data: PoisonedData, config: TrainSettings, device: torch.device):
         self.model, self.data, self.config, self.device = model, data, config, device
         self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=config.milestones,
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(config.milestones),
                                                               gamma=0.1)
         self.amp = config.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)

@@ -1,1 +1,2 @@
-"""Small shared helpers: errors, atomic I/O, seeding, device selection, the shared CLI."""
+"""What every floor of the project may use: errors, atomic I/O, seeding, device selection and
+declared parameters. It imports nothing of the project but itself."""

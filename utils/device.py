@@ -1,7 +1,7 @@
 """Device selection for ``--device auto|cpu|cuda``."""
 import torch
 
-from utils.errors import UserError
+from utils.errors import ParameterError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -9,9 +9,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but CUDA is not available on this "
-                            "machine; use --device cpu or --device auto")
+            raise ParameterError("device", "cuda was asked for but CUDA is not available on this machine; "
+                                 "use cpu or auto")
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
-    raise UserError(f"unknown device '{name}'; use auto, cpu or cuda")
+    raise ParameterError("device", f"must be auto, cpu or cuda, got '{name}'")

@@ -1,4 +1,4 @@
-"""The one exception type the entry scripts turn into a one-line message and a non-zero exit."""
+"""The exceptions bad input raises; the command-line layer turns them into one line and exit 2."""
 
 
 class UserError(Exception):
@@ -7,6 +7,19 @@ class UserError(Exception):
     Entry scripts catch it, print ``error: <message>`` on one line to stderr and exit 2,
     so a researcher never sees a traceback for a typo.
     """
+
+
+class ParameterError(UserError, ValueError):
+    """A parameter's value is out of its domain. Raised by library code, which names the parameter
+    (``blend_alpha must be in (0, 1], got 2``); the command-line layer words it as its flag
+    (``--blend_alpha must be …``), so the library never has to know how it was called."""
+
+    def __init__(self, parameter: str, problem: str):
+        super().__init__(f"{parameter} {problem}")
+        self.parameter, self.problem = parameter, problem
+
+    def renamed(self, parameter: str) -> "ParameterError":
+        return ParameterError(parameter, self.problem)
 
 
 def unknown_name(kind: str, name: str, known) -> UserError:

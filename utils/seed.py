@@ -22,3 +22,9 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(derive_seed(seed, "numpy") % (2**32))
     torch.manual_seed(seed)
+
+
+def sample(index: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Up to ``count`` of ``index``, a seeded random choice (all of them when fewer exist)."""
+    order = torch.randperm(len(index), generator=generator)
+    return index[order[:count]]

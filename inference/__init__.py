@@ -1,0 +1,128 @@
+"""Batched forward passes over uint8 images: the one loop that training, evaluation, pruning and
+Neural Cleanse use to predict, to read the taps s1 s2 s3 and to measure BA/ASR (paper §3.4).
+
+Images stay uint8 on the CPU until a batch is moved to the device and scaled to [0, 1]; a
+``transform`` (a trigger) is applied on the device. Every pass runs in eval mode without
+gradients and restores the model's mode afterwards.
+"""
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+import models
+
+
+def autocast(device: torch.device, enabled: bool):
+    """fp16 autocast on CUDA when ``enabled``; a no-op elsewhere."""
+    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=enabled and device.type == "cuda")
+
+
+def to_unit(images_uint8: torch.Tensor, device) -> torch.Tensor:
+    """uint8 (N,C,H,W) → float in [0, 1] on ``device`` (pinned, asynchronous copy on CUDA)."""
+    device = torch.device(device)
+    if device.type == "cuda" and images_uint8.device.type == "cpu":
+        images_uint8 = images_uint8.pin_memory()
+    return images_uint8.to(device, non_blocking=True).float().div_(255.0)
+
+
+@contextmanager
+def recording(model: nn.Module, modules: dict):
+    """Inside the block, ``recorded[name]`` is the latest output of each of ``modules``."""
+    recorded = {}
+    handles = [module.register_forward_hook(lambda m, i, o, name=name: recorded.__setitem__(name, o))
+               for name, module in modules.items()]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def forward_batches(model: nn.Module, images_uint8: torch.Tensor, device, batch_size: int = 512,
+                    transform=None, amp: bool = False):
+    """Yield the logits of each batch of ``images_uint8`` (optionally triggered by ``transform``)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(images_uint8), batch_size):
+            chunk = to_unit(images_uint8[start:start + batch_size], device)
+            if transform is not None:
+                chunk = transform(chunk)
+            with autocast(device, amp):
+                yield model(chunk)
+    finally:
+        model.train(was_training)
+
+
+def predict(model, images_uint8: torch.Tensor, device, batch_size: int = 512, transform=None,
+            amp: bool = False) -> torch.Tensor:
+    """Predicted labels (CPU int64)."""
+    predictions = [logits.argmax(1).cpu()
+                   for logits in forward_batches(model, images_uint8, device, batch_size, transform, amp)]
+    return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+
+
+def extract(model, images_uint8: torch.Tensor, device, levels=models.LEVELS, batch_size: int = 512,
+            transform=None, amp: bool = False) -> dict:
+    """{level: (N, d) float32 CPU tensor}: each tap's output, flattened, in input order."""
+    collected = {level: [] for level in levels}
+    with recording(model, models.tap_modules(model, levels)) as recorded:
+        for _ in forward_batches(model, images_uint8, device, batch_size, transform, amp):
+            for level in levels:
+                collected[level].append(recorded[level].flatten(1).float().cpu())
+    return {level: torch.cat(parts) if parts else torch.empty(0) for level, parts in collected.items()}
+
+
+def channel_means(model, module: nn.Module, images_uint8: torch.Tensor, device, batch_size: int = 512,
+                  transform=None) -> torch.Tensor:
+    """Mean over samples and positions of each channel of ``module``'s output (C,)."""
+    total, count = None, 0
+    with recording(model, {"out": module}) as recorded:
+        for _ in forward_batches(model, images_uint8, device, batch_size, transform):
+            out = recorded["out"].float()
+            per_channel = out.transpose(0, 1).flatten(1).sum(1) if out.dim() > 2 else out.sum(0)
+            total = per_channel if total is None else total + per_channel
+            count += out.shape[0] * (out[0, 0].numel() if out.dim() > 2 else 1)
+    return (total / count).cpu()
+
+
+def benign_accuracy_and_asr(model, test_x: torch.Tensor, test_y: torch.Tensor, attack, target: int, device,
+                            batch_size: int = 512, amp: bool = False) -> dict:
+    """BA: accuracy on all clean test images. ASR: the share of triggered test images whose true
+    class is not the target that the model classifies as the target (paper §3.4)."""
+    clean = predict(model, test_x, device, batch_size, amp=amp)
+    non_target = test_y != target
+    triggered = predict(model, test_x[non_target], device, batch_size, transform=attack, amp=amp)
+    return {"ba": (clean == test_y).float().mean().item(),
+            "asr": (triggered == target).float().mean().item() if len(triggered) else float("nan")}
+
+
+@dataclass
+class Subject:
+    """A trained model and what every analysis of it needs: its data, its trigger and target, the
+    device, the seed that derives every sample the analyses draw, and the batch size."""
+
+    model: nn.Module
+    data: object            # datasets.ImageDataset
+    attack: object          # attacks.Attack: x in [0, 1] → triggered x′
+    target: int
+    device: torch.device
+    seed: int = 0
+    batch_size: int = 512
+    amp: bool = False
+
+    def predict(self, images_uint8, triggered: bool = False) -> torch.Tensor:
+        return predict(self.model, images_uint8, self.device, self.batch_size,
+                       self.attack if triggered else None, self.amp)
+
+    def extract(self, images_uint8, triggered: bool = False, levels=models.LEVELS) -> dict:
+        return extract(self.model, images_uint8, self.device, levels, self.batch_size,
+                       self.attack if triggered else None, self.amp)
+
+    def ba_asr(self) -> dict:
+        return benign_accuracy_and_asr(self.model, self.data.test_x, self.data.test_y, self.attack, self.target,
+                                       self.device, self.batch_size, self.amp)

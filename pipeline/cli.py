@@ -1,0 +1,58 @@
+"""What every entry script shares: the run flags, and one line on stderr with exit 2 on bad input."""
+import argparse
+import sys
+
+import attacks
+from pipeline.config import RunConfig
+from pipeline.flags import add_flags, from_args
+from utils.errors import ParameterError, UserError
+from utils.params import declared
+
+RUN_GROUPS = (
+    ("data", ("data_name", "data_path", "download", "train_subset")),
+    ("model", ("model_name", "width")),
+    ("attack (paper §2.2, TABLE 1)", ("attack_name", "target", "poison_ratio", "poison_mode")),
+    ("loss and ML-MMDR regulariser (paper Algorithm 1, Eq. 6)",
+     ("ce_reduction", "mlmmdr_lamb", "mlmmdr_layer", "mlmmdr_reduce", "kernel", "mmd_estimator")),
+    ("optimisation (paper §3.4; unset = the dataset's default)",
+     ("epochs", "batch_size", "lr", "milestones", "momentum", "weight_decay", "augment")),
+    ("execution", ("seed", "device", "amp", "eval_batch_size", "eval_every", "out_dir", "run_name", "progress")),
+)
+
+
+def build_run_parser(description: str) -> argparse.ArgumentParser:
+    """The run flags every entry script shares, so the same flags name the same run: the run
+    configuration's fields, then each attack's own parameters under its name."""
+    parser = argparse.ArgumentParser(description=description)
+    grouped = [name for _, names in RUN_GROUPS for name in names]
+    missing = [f.name for f in declared(RunConfig) if f.name not in grouped]
+    assert not missing, f"RunConfig fields without a flag group: {missing}"
+    for title, names in RUN_GROUPS:
+        add_flags(parser, RunConfig, names=names, title=title)
+    for name, cls in attacks.REGISTRY.items():
+        add_flags(parser, cls, title=f"attack {name}")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """A validated, resolved RunConfig; any bad value raises UserError saying what to do."""
+    config = from_args(RunConfig, args)
+    if config.attack_name in attacks.NAMES:
+        config.attack_params = {key: getattr(args, key) for key in attacks.param_names(config.attack_name)}
+    return config.validate().resolve_defaults()
+
+
+def run_cli(main, argv=None) -> int:
+    """Call ``main(argv)``; bad input becomes ``error: <what was wrong and what to do>`` on one line
+    of stderr and exit status 2 (a parameter is named by its flag), Ctrl-C exit status 130."""
+    try:
+        return main(argv) or 0
+    except ParameterError as error:
+        print(f"error: --{error.parameter} {error.problem}", file=sys.stderr)
+        return 2
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

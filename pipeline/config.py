@@ -1,0 +1,194 @@
+"""The resolved configuration of one run, and the run name derived from it.
+
+Every field declared with ``param`` is a command-line flag of the same name (pipeline/flags.py);
+the chosen attack's own parameters live in ``attack_params`` and their flags come from the
+attack's dataclass. Defaults and their sources: README, "Flags and where each default comes from".
+"""
+import hashlib
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Optional
+
+import attacks
+import datasets
+import models
+from regularizers import ESTIMATORS, KERNELS, REDUCTIONS
+from training import CE_REDUCTIONS, TrainSettings
+from utils.errors import unknown_name
+from utils.params import check_params, param
+
+LAYER_CHOICES = {"all": ("s1", "s2", "s3"), "last": ("s3",)}  # ML-MMDR, SL-MMDR
+
+
+@dataclass
+class RunConfig:
+    # data
+    data_name: str = param("cifar10", f"dataset: {', '.join(datasets.NAMES)}; digits is built in and needs no "
+                           f"download (default: cifar10, paper §3.4; the paper also uses celeba)")
+    data_path: Optional[str] = param(None, "directory holding the dataset's files in their usual layout "
+                                     "(not needed for digits)", type=str)
+    download: bool = param(False, "download CIFAR-10/CelebA/GTSRB with torchvision into --data_path "
+                           "(default data/) if missing; never done unless asked")
+    train_subset: Optional[int] = param(None, "train on a seeded, class-stratified subset of N training images "
+                                        "(CPU-scale experiments; default: all)", low=1, type=int)
+    # model
+    model_name: str = param("vgg11", f"architecture: {', '.join(models.NAMES)} (paper App. A; default: vgg11). "
+                            f"preactresnet18 is App. A's P-18 (Conv-BN-ReLU stem, GAP+FC right after the last "
+                            f"block); preactresnet18_he is He et al.'s form (conv stem, final BN-ReLU)")
+    width: float = param(1.0, "channel-width multiplier for fast experiments (default: 1, the paper's)",
+                         low=0.0, low_open=True)
+    # attack (paper §2.2, §3.2)
+    attack_name: str = param("patched", f"trigger: {', '.join(attacks.NAMES)} (default: patched); each "
+                             f"attack's own flags are listed under its name below")
+    target: int = param(0, "target class t (paper: 0)", low=0)
+    poison_ratio: float = param(0.1, "r = |U|/|D|, poisoned copies of non-target training images over the "
+                                "training-set size (paper: 0.1)", low=0.0, high=1.0, low_open=True)
+    poison_mode: str = param("add", "add: poisoned copies are added to the clean set, C = D ∪ U (Algorithm 1, "
+                             "default); replace: they replace their originals", choices=("add", "replace"))
+    attack_params: dict = field(default_factory=dict)  # the chosen attack's parameters, resolved
+    # loss and regulariser (paper Algorithm 1, Eq. 6)
+    ce_reduction: str = param("split", "split: L1 + L2, the mean CE of the batch's benign samples plus the mean "
+                              "CE of its poisoned samples (Algorithm 1 lines 9-10, Eq. 2 and 6; default); pooled: "
+                              "one CE averaged over the whole batch (the authors' prototype). WaNet's noise-mode "
+                              "samples keep their labels and count as benign", choices=CE_REDUCTIONS)
+    mlmmdr_lamb: float = param(0.0, "λ; 0 is regular backdoor training (RBT); the paper sweeps 0.1, 0.2, 0.3 (§5)",
+                               low=0.0)
+    mlmmdr_layer: str = param("all", "all = levels s1,s2,s3 (ML-MMDR); last = s3 only (SL-MMDR) (paper §5)",
+                              choices=tuple(LAYER_CHOICES))
+    mlmmdr_reduce: str = param("mean", "combine levels by their mean (paper Eq. 6, default) or sum (the "
+                               "authors' prototype code)", choices=REDUCTIONS)
+    kernel: str = param("gmk2", f"MMD kernel of TABLE 3: {', '.join(KERNELS)} (default gmk2, σ ∈ {{1/4, 1/2, 1, "
+                        f"2, 4}} × the adaptive bandwidth: the prototype's kernel; the paper names only 'a "
+                        f"Gaussian mixture kernel', §4)")
+    mmd_estimator: str = param("biased", "biased (V-statistic, the prototype; default) or unbiased",
+                               choices=ESTIMATORS)
+    # optimisation (paper §3.4; None = the dataset's default)
+    epochs: Optional[int] = param(None, "CIFAR-10 100, CelebA 40 (paper §3.4); GTSRB and fmnist reuse "
+                                  "CIFAR-10's 100; digits 10 (ours)", low=1, type=int)
+    batch_size: Optional[int] = param(None, "256 (paper §3.4); digits: 64 (ours)", low=1, type=int)
+    lr: Optional[float] = param(None, "SGD learning rate (paper §3.4: 0.01)", low=0.0, low_open=True, type=float)
+    milestones: Optional[list] = param(None, "epochs at which lr ÷ 10; default: the dataset's fractions of "
+                                       "--epochs (paper §3.4: CIFAR-10 50%% and 70%%, i.e. 50 70 of 100; CelebA "
+                                       "50%% and 75%%, i.e. 20 30 of 40; GTSRB, fmnist and digits as CIFAR-10)",
+                                       low=1, type=int, nargs="*")
+    momentum: float = param(0.9, "SGD momentum (paper §3.4: 0.9)", low=0.0)
+    weight_decay: float = param(5e-4, "SGD weight decay (paper §3.4: 5e-4)", low=0.0)
+    augment: bool = param(True, "disable the augmentation: random crop 32 from the image zero-padded by 4, and "
+                          "a horizontal flip (the paper names none; the common CIFAR recipe. The prototype "
+                          "resizes to 36 and random-crops 32 instead, centre crop at test)", flag="--no_augment")
+    # execution
+    seed: int = param(0, "drives every random choice (0; ours)")
+    device: str = param("auto", "auto (CUDA when present), cpu or cuda")
+    amp: bool = param(False, "mixed precision (CUDA only)")
+    eval_batch_size: int = param(512, "images per forward pass when measuring", low=1)
+    eval_every: int = param(1, "measure BA/ASR every N epochs (and always after the last); 1 = every epoch", low=1)
+    out_dir: str = param("runs", "runs are written to OUT_DIR/<run name>/")
+    run_name: Optional[str] = param(None, "override the derived run name (data_model_attack[_mlmmdr_λ_layer]…)",
+                                    type=str)
+    progress: bool = param(True, "no progress bars", flag="--no_progress")
+
+    @property
+    def levels(self) -> tuple:
+        return LAYER_CHOICES[self.mlmmdr_layer]
+
+    @property
+    def method(self) -> str:
+        """RBT (λ = 0), ML-MMDR (all levels) or SL-MMDR (last level only)."""
+        if self.mlmmdr_lamb == 0:
+            return "RBT"
+        return "ML-MMDR" if self.mlmmdr_layer == "all" else "SL-MMDR"
+
+    @property
+    def group(self) -> str:
+        """``{data}_{model}_{attack}``: the runs that share a group figure (RBT, SL- and ML-MMDR at each λ)."""
+        return f"{self.data_name}_{self.model_name}_{self.attack_name}"
+
+    def validate(self) -> "RunConfig":
+        """Raise UserError/ParameterError (naming the field) for any value outside its domain."""
+        for kind, value, known in (("dataset", self.data_name, datasets.NAMES), ("model", self.model_name, models.NAMES),
+                                   ("attack", self.attack_name, attacks.NAMES), ("kernel", self.kernel, KERNELS)):
+            if value not in known:
+                raise unknown_name(kind, value, known)
+        check_params(self)
+        attacks.build(self.attack_name, self.attack_params, self.seed)  # the attack checks its own parameters
+        return self
+
+    def resolve_defaults(self) -> "RunConfig":
+        """Fill unset schedule fields from the dataset's defaults (paper §3.4; the default milestones
+        are the dataset's fractions of the resolved epochs), the attack's unset parameters from its
+        dataclass, and the run name."""
+        schedule = datasets.defaults(self.data_name)
+        if self.epochs is None:
+            self.epochs = schedule.epochs
+        if self.batch_size is None:
+            self.batch_size = schedule.batch_size
+        if self.lr is None:
+            self.lr = schedule.lr
+        if self.milestones is None:
+            self.milestones = schedule.milestones(self.epochs)
+        self.attack_params = {**attacks.default_params(self.attack_name), **self.attack_params}
+        if self.run_name is None:
+            self.run_name = run_name(self)
+        return self
+
+    def train_settings(self) -> TrainSettings:
+        names = {f.name for f in fields(TrainSettings)}
+        values = {key: value for key, value in asdict(self).items() if key in names}
+        return TrainSettings(**{**values, "milestones": tuple(self.milestones), "levels": self.levels})
+
+    def header(self) -> dict:
+        """What every result file of the run starts with, so it describes itself."""
+        return {"run_name": self.run_name, "method": self.method, "data_name": self.data_name,
+                "model_name": self.model_name, "attack_name": self.attack_name, "target": self.target,
+                "mlmmdr_lamb": self.mlmmdr_lamb, "mlmmdr_layer": self.mlmmdr_layer, "seed": self.seed}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_changes(self, **changes) -> "RunConfig":
+        """A copy with ``changes`` applied and the run name derived again (unless given)."""
+        if "attack_name" in changes and "attack_params" not in changes:
+            changes["attack_params"] = {}  # another attack: its own defaults
+        return replace(self, run_name=changes.pop("run_name", None), **changes).resolve_defaults()
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        """From config.json (or a flat dict): unknown keys are ignored; a file written before
+        attack parameters were nested keeps them flat, and they are gathered here."""
+        known = {f.name for f in fields(cls)}
+        config = cls(**{key: value for key, value in values.items() if key in known})
+        if "attack_params" not in values and config.attack_name in attacks.NAMES:
+            config.attack_params = {key: values[key] for key in attacks.param_names(config.attack_name)
+                                    if key in values}
+        return config
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def run_name(config: RunConfig) -> str:
+    """``{data}_{model}_{attack}[_mlmmdr_{λ}_{all|last}]`` plus a suffix per non-default choice.
+
+    The base follows the authors' README; the suffixes make sure that runs differing in seed,
+    ratio, target, width or any regulariser/attack option never overwrite each other silently.
+    """
+    name = config.group
+    defaults = RunConfig()
+    if config.mlmmdr_lamb > 0:
+        name += f"_mlmmdr_{_number(config.mlmmdr_lamb)}_{config.mlmmdr_layer}"
+        for key in ("kernel", "mlmmdr_reduce", "mmd_estimator"):
+            if getattr(config, key) != getattr(defaults, key):
+                name += f"_{getattr(config, key)}"
+    if config.ce_reduction != defaults.ce_reduction:
+        name += f"_{config.ce_reduction}"
+    for key, tag in (("width", "w"), ("train_subset", "n"), ("poison_ratio", "r"), ("target", "t"),
+                     ("poison_mode", ""), ("seed", "seed")):
+        value = getattr(config, key)
+        if value != getattr(defaults, key):
+            name += f"_{tag}{_number(value) if isinstance(value, float) else value}"
+    attack_defaults = attacks.default_params(config.attack_name)
+    changed = [key for key in attack_defaults if config.attack_params.get(key, attack_defaults[key]) != attack_defaults[key]]
+    if changed:
+        digest = hashlib.sha1(repr([(key, config.attack_params[key]) for key in changed]).encode()).hexdigest()
+        name += f"_trig{digest[:6]}"
+    return name

@@ -1,0 +1,83 @@
+"""Command-line flags generated from declared parameters (utils.params), and the way back.
+
+One helper serves the run configuration, every attack, EvalOptions, NCOptions and PruneOptions:
+the field's help text, type, bounds and choices become the flag, and a ParameterError raised while
+building the dataclass is reworded to name the flag.
+"""
+import argparse
+
+from utils.errors import ParameterError
+from utils.params import declared, default_of
+
+
+def flag_name(f, prefix: str = "") -> str:
+    """``--<prefix><name>``, ``--no_<name>`` for a bool that defaults to True, or the declared flag."""
+    if f.metadata.get("flag"):
+        return f.metadata["flag"]
+    if isinstance(default_of(f), bool) and default_of(f):
+        return f"--no_{prefix}{f.name}"
+    return f"--{prefix}{f.name}"
+
+
+def dest(f, prefix: str = "") -> str:
+    return f"{prefix}{f.name}"
+
+
+def _help(f) -> str:
+    text = f.metadata["help"]
+    choices = f.metadata.get("choices")
+    return f"{text} (one of: {', '.join(map(str, choices))})" if choices and "one of" not in text else text
+
+
+def add_flags(parser, cls, prefix: str = "", names=None, title: str = None):
+    """Add a flag for each declared field of ``cls`` (only ``names`` when given), in a group ``title``."""
+    group = parser.add_argument_group(title) if title else parser
+    for f in declared(cls):
+        if names is not None and f.name not in names:
+            continue
+        default = default_of(f)
+        kwargs = {"dest": dest(f, prefix), "help": _help(f)}
+        if isinstance(default, bool):
+            kwargs.update(action="store_false" if default else "store_true")
+        else:
+            nargs = f.metadata.get("nargs")
+            sample = default[0] if isinstance(default, (list, tuple)) and default else default
+            kind = f.metadata.get("type") or type(sample)
+            kwargs.update(default=list(default) if isinstance(default, (list, tuple)) else default, type=kind)
+            if nargs:
+                kwargs["nargs"] = nargs
+            if f.metadata.get("choices"):
+                kwargs["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
+        group.add_argument(flag_name(f, prefix), **kwargs)
+    return parser
+
+
+def flag_of(cls, parameter: str, prefix: str = "") -> str:
+    """The flag (without the dashes) that sets ``cls``'s field ``parameter``."""
+    for f in declared(cls):
+        if f.name == parameter:
+            return flag_name(f, prefix).lstrip("-")
+    return parameter
+
+
+def from_args(cls, args: argparse.Namespace, prefix: str = "", **extra):
+    """``cls`` built from the parsed flags; a bad value raises ParameterError naming its flag."""
+    values = {f.name: getattr(args, dest(f, prefix)) for f in declared(cls) if hasattr(args, dest(f, prefix))}
+    try:
+        return cls(**values, **extra)
+    except ParameterError as error:
+        raise error.renamed(flag_of(cls, error.parameter, prefix)) from None
+
+
+def parse_flags(cls, argv: list, prefix: str = ""):
+    """``cls`` from a list of its own flags, e.g. the reproduction's ``--nc_flags`` string."""
+    parser = argparse.ArgumentParser(prog=cls.__name__, add_help=False, exit_on_error=False)
+    add_flags(parser, cls, prefix)
+    try:
+        args = parser.parse_args(argv)
+    except (argparse.ArgumentError, SystemExit) as error:
+        raise ParameterError(cls.__name__, f"cannot parse {' '.join(argv)!r}: {error}") from None
+    return from_args(cls, args, prefix)
+
+
+__all__ = ["add_flags", "from_args", "parse_flags", "flag_name", "flag_of"]

@@ -1,0 +1,70 @@
+"""Everything a stage needs before it computes: device, data, attack and model, validated first.
+
+Everything that can fail on bad input (flags, dataset files, device) is checked before any run
+directory is created, so bad input never leaves a partial run behind.
+"""
+from dataclasses import dataclass
+
+import torch
+
+import attacks
+import datasets
+import models
+from datasets.base import stratified_subset
+from inference import Subject
+from pipeline.config import RunConfig
+from pipeline.rundir import RunDir
+from utils.device import resolve_device
+from utils.errors import ParameterError, UserError
+from utils.seed import seed_everything
+
+
+@dataclass
+class Prepared:
+    config: RunConfig
+    device: torch.device
+    data: datasets.ImageDataset
+    attack: attacks.Attack
+    model: torch.nn.Module
+
+    @property
+    def subject(self) -> Subject:
+        """What the library's analyses take: the model, its data, trigger, target, seed and batch size."""
+        config = self.config
+        return Subject(self.model, self.data, self.attack, config.target, self.device, config.seed,
+                       config.eval_batch_size, config.amp and self.device.type == "cuda")
+
+
+def prepare(config: RunConfig) -> Prepared:
+    """Device, data, attack and an initialised model for ``config``; raises UserError on bad input."""
+    device = resolve_device(config.device)
+    if config.amp and device.type != "cuda":
+        raise ParameterError("amp", "needs a CUDA device; drop it or run with --device cuda")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    seed_everything(config.seed)
+    data = datasets.build(config.data_name, data_path=config.data_path, seed=config.seed,
+                          download=config.download)
+    if not 0 <= config.target < data.num_classes:
+        raise ParameterError("target", f"{config.target} is outside {config.data_name}'s classes "
+                                       f"0..{data.num_classes - 1}")
+    if config.train_subset is not None:
+        keep = stratified_subset(data.train_y, config.train_subset, config.seed)
+        data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
+    attack = attacks.build(config.attack_name, config.attack_params, config.seed)
+    model = models.build(config.model_name, num_classes=data.num_classes, width=config.width).to(device)
+    return Prepared(config, device, data, attack, model)
+
+
+def load_trained(config: RunConfig) -> Prepared:
+    """``prepare(config)`` with the run's trained weights loaded, in eval mode."""
+    run = RunDir.of(config)
+    checkpoint = run.checkpoint()
+    prepared = prepare(config)
+    try:
+        prepared.model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise UserError(f"{run.file('checkpoint')} does not match --model_name {config.model_name} --width "
+                        f"{config.width} ({str(exc).splitlines()[0]}); pass the flags the run was trained with") from None
+    prepared.model.eval()
+    return prepared

@@ -1,0 +1,112 @@
+"""A run's directory: every path of a run, and reading what its stages wrote.
+
+    runs/<run name>/model.pt            checkpoint (train)
+                    config.json         the resolved configuration (train)
+                    metrics.json        final BA/ASR and the per-epoch history (train)
+                    history.csv         the same history, one row per epoch (train)
+                    evaluation.json/.md distances and detections (evaluate)
+                    defense_nc.json     Neural Cleanse (nc); defense_nc_triggers.pt its masks
+                    defense_prune.json  pruning curve (prune)
+    figures/<run name>/<kind>.png       per-run figures
+    figures/<data>_<model>_<attack>/<kind>.png   per-group figures (every λ and method of one attack)
+"""
+import glob
+import json
+from pathlib import Path
+
+from pipeline.config import RunConfig
+from utils.errors import UserError
+from utils.io import load_checkpoint, save_json
+
+FILES = {"checkpoint": "model.pt", "config": "config.json", "metrics": "metrics.json", "history": "history.csv",
+         "evaluation": "evaluation.json", "evaluation_report": "evaluation.md", "nc": "defense_nc.json",
+         "nc_triggers": "defense_nc_triggers.pt", "prune": "defense_prune.json"}
+
+
+class RunDir:
+    """The directory ``<out_dir>/<run name>`` and the files in it, by key (see ``FILES``)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, config: RunConfig) -> "RunDir":
+        return cls(Path(config.out_dir) / config.run_name)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def file(self, key: str) -> Path:
+        return self.path / FILES[key]
+
+    def has(self, key: str) -> bool:
+        return self.file(key).is_file()
+
+    @property
+    def trained(self) -> bool:
+        return self.has("checkpoint") and self.has("config")
+
+    def read(self, key: str):
+        """The JSON file ``key`` as a dict, or None when the stage that writes it has not run."""
+        path = self.file(key)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {path} ({exc}); delete it and rerun its stage") from None
+
+    def write(self, key: str, obj) -> Path:
+        save_json(obj, self.file(key))
+        return self.file(key)
+
+    def checkpoint(self) -> dict:
+        path = self.file("checkpoint")
+        if not path.is_file():
+            raise UserError(f"no trained run at {path}; train it first with python main.py and the same "
+                            f"flags (or pass --out_dir/--run_name)")
+        try:
+            return load_checkpoint(path)
+        except Exception as exc:
+            raise UserError(f"cannot load {path} ({type(exc).__name__}); retrain the run") from None
+
+    def config(self, **overrides) -> RunConfig:
+        """The run's configuration as trained, with execution settings (device, batch size,
+        progress) overridden; it is read from this directory wherever the directory now lives."""
+        values = self.read("config")
+        if values is None:
+            raise UserError(f"{self.file('config')} is missing; it is not a trained run")
+        values.update(out_dir=str(self.path.parent), run_name=self.name, **overrides)
+        return RunConfig.from_dict(values).resolve_defaults()
+
+    def figure(self, kind: str, figure_dir) -> Path:
+        return Path(figure_dir) / self.name / f"{kind}.png"
+
+
+def group_figure(group: str, kind: str, figure_dir) -> Path:
+    """``figures/<data>_<model>_<attack>/<kind>.png``; group kinds never equal run kinds, so a run
+    whose name is its group's (the RBT run with every default) cannot collide."""
+    return Path(figure_dir) / group / f"{kind}.png"
+
+
+def find_runs(pattern) -> list:
+    """Trained runs (directories with model.pt and config.json) in a directory or matching a glob."""
+    root = Path(pattern)
+    candidates = [root] + sorted(root.iterdir()) if root.is_dir() else [Path(p) for p in sorted(glob.glob(str(pattern)))]
+    runs = [RunDir(path) for path in candidates if path.is_dir() and RunDir(path).trained]
+    if not runs:
+        raise UserError(f"no trained runs (directories with model.pt and config.json) in '{pattern}'; "
+                        f"pass a runs directory such as runs/ or a glob such as 'runs/digits_*'")
+    return runs
+
+
+def grouped(runs: list) -> dict:
+    """{group name: [RunDir]}: runs of the same data, model and attack."""
+    groups = {}
+    for run in runs:
+        groups.setdefault(run.config().group, []).append(run)
+    return groups

@@ -1,0 +1,86 @@
+"""Run what is missing: for each run, for each stage whose output does not exist yet, run it.
+
+Stages of one run run in order (a stage's needs come before it); different runs may run at once
+in worker processes (``jobs`` > 1). A stage's output is written atomically, so an interrupted
+schedule resumes where it stopped. Each stage's output (and, on failure, its traceback) goes to
+``<log_dir>/<run name>.<stage>.log``.
+"""
+import contextlib
+import multiprocessing
+import os
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline.config import RunConfig
+from pipeline.rundir import RunDir
+from pipeline.stages import get, output_of, run_stage
+from utils.errors import UserError
+
+
+@dataclass
+class Job:
+    """One run and the stages it should have, in order, each with its options."""
+
+    config: RunConfig
+    stages: list = field(default_factory=list)  # [(stage name, options or None)]
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir.of(self.config)
+
+    def pending(self) -> list:
+        return [(name, options) for name, options in self.stages if not output_of(name, self.run, options).is_file()]
+
+
+def _run_job(job: Job, log_dir: Path, threads: int = 0) -> dict:
+    """Run ``job``'s missing stages in order; returns {stage: seconds} for the stages it ran."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    timings = {}
+    for name, options in job.pending():
+        log = log_dir / f"{job.config.run_name}.{name}.log"
+        started = time.perf_counter()
+        with open(log, "w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+            try:
+                run_stage(name, job.config, options)
+                failure = None
+            except Exception as error:  # reported below with the log's path, never swallowed
+                traceback.print_exc(file=handle)
+                failure = f"{type(error).__name__}: {error}"
+        if failure:
+            raise UserError(f"the {name} stage of {job.config.run_name} failed ({failure}); see {log}")
+        timings[name] = round(time.perf_counter() - started, 1)
+    return timings
+
+
+def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True) -> dict:
+    """Run every missing stage of ``jobs``; returns {run name: {stage: seconds}} for those it ran.
+    ``workers`` > 1 runs that many runs at once in separate processes, sharing the CPU cores."""
+    for job in jobs:
+        for name, _ in job.stages:
+            get(name)  # an unknown stage fails before any work starts
+    log_dir = Path(log_dir or Path(jobs[0].config.out_dir) / "logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    total = sum(len(job.pending()) for job in jobs)
+    results = {}
+    with tqdm(total=total, desc="stages", dynamic_ncols=True, disable=not progress) as bar:
+        if workers == 1:
+            for job in jobs:
+                results[job.config.run_name] = _run_job(job, log_dir)
+                bar.update(len(results[job.config.run_name]))
+            return results
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(_run_job, job, log_dir, threads): job for job in jobs}
+            for future in as_completed(futures):
+                results[futures[future].config.run_name] = future.result()
+                bar.update(len(results[futures[future].config.run_name]))
+    return results

@@ -1,0 +1,76 @@
+"""Stages: named steps of a run, each declaring the file it writes and the stages it needs.
+
+A run stage is ``compute(config, options) -> dict`` for one run; a group stage is
+``compute(group, runs, options) -> dict`` for the runs of one data/model/attack (the group
+figures). ``output`` says where the stage's result lands, so a scheduler knows what is missing
+without running anything, and the entry scripts and the reproduction grid share one code path.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+from utils.errors import UserError, unknown_name
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    compute: Callable
+    output: Callable            # (RunDir, options) -> Path for a run stage; (group, options) -> Path for a group
+    options: type = None        # dataclass of the stage's options (None: the run config is all it needs)
+    needs: tuple = ()           # stages whose outputs must exist first
+    scope: str = "run"          # "run" or "group"
+    help: str = ""
+
+    def default_options(self):
+        return self.options() if self.options is not None else None
+
+
+STAGES = {}
+
+
+def register(name: str, *, output, options=None, needs=(), scope: str = "run", help: str = ""):
+    """Decorator: register ``compute`` as the stage ``name``."""
+    def wrap(compute):
+        if name in STAGES:
+            raise ValueError(f"stage '{name}' is registered twice")
+        STAGES[name] = Stage(name, compute, output, options, tuple(needs), scope, help)
+        return compute
+    return wrap
+
+
+def get(name: str) -> Stage:
+    if name not in STAGES:
+        raise unknown_name("stage", name, STAGES)
+    return STAGES[name]
+
+
+def output_of(name: str, run, options=None):
+    stage = get(name)
+    return stage.output(run, options if options is not None else stage.default_options())
+
+
+def require(run, needs) -> None:
+    """Raise UserError naming the first needed stage whose output ``run`` lacks."""
+    for need in needs:
+        path = output_of(need, run)
+        if not path.is_file():
+            raise UserError(f"no {path.name} in {run.path}: run the '{need}' stage first "
+                            f"({get(need).help or need})")
+
+
+def run_stage(name: str, config, options=None) -> dict:
+    """Run the run stage ``name`` for ``config`` (its needs must be done)."""
+    from pipeline.rundir import RunDir
+
+    stage = get(name)
+    if stage.scope != "run":
+        raise ValueError(f"stage '{name}' is a group stage; use run_group_stage")
+    require(RunDir.of(config), stage.needs)
+    return stage.compute(config, options if options is not None else stage.default_options())
+
+
+def run_group_stage(name: str, group: str, runs: list, options=None) -> dict:
+    stage = get(name)
+    if stage.scope != "group":
+        raise ValueError(f"stage '{name}' is a run stage; use run_stage")
+    return stage.compute(group, runs, options if options is not None else stage.default_options())

@@ -1,0 +1,57 @@
+"""The train stage: Algorithm 1 on one run, writing its checkpoint, config and metrics."""
+import platform
+
+import torch
+
+from attacks.poisoning import PoisonedData
+from pipeline.config import RunConfig
+from pipeline.prepare import Prepared, prepare
+from pipeline.rundir import RunDir
+from pipeline.stages.registry import register
+from regularizers import describe
+from training import Trainer
+from utils.io import save_csv, save_torch
+
+
+def resolved_config(prepared: Prepared, poisoned: PoisonedData) -> dict:
+    """config.json: the flags plus what they resolved to, so a run describes itself."""
+    config = prepared.config
+    return {**config.to_dict(),
+            "resolved": {"method": config.method, "levels": list(config.levels),
+                         "kernel": describe(config.kernel), "device": str(prepared.device),
+                         "num_classes": prepared.data.num_classes,
+                         "train_size": len(prepared.data.train_y), "test_size": len(prepared.data.test_y),
+                         "poisoned": len(poisoned.poison_index), "noise": len(poisoned.noise_index),
+                         "training_set_size": len(poisoned), "taps": dict(prepared.model.taps),
+                         "attack": prepared.attack.params(),
+                         "torch": str(torch.__version__), "python": platform.python_version()}}
+
+
+@register("train", output=lambda run, options: run.file("checkpoint"),
+          help="python main.py with the run's flags")
+def train(config: RunConfig, options=None) -> dict:
+    """Train one run and write its directory; returns the final metrics (with ``run_dir``)."""
+    prepared = prepare(config)
+    poisoned = PoisonedData(prepared.data.train_x, prepared.data.train_y, prepared.attack, config.target,
+                            config.poison_ratio, config.poison_mode, config.seed, prepared.device,
+                            config.augment)
+    run = RunDir.of(config)
+    run.path.mkdir(parents=True, exist_ok=True)
+    config_record = resolved_config(prepared, poisoned)
+    run.write("config", config_record)
+    trainer = Trainer(prepared.model, poisoned, config.train_settings(), prepared.device)
+    try:
+        history = trainer.fit(prepared.data.test_x, prepared.data.test_y,
+                              on_epoch=lambda rows: save_csv(rows, run.file("history")))
+    finally:
+        trainer.close()
+    final = history[-1]
+    metrics = {"ba": final["ba"], "asr": final["asr"], "method": config.method,
+               "run_name": config.run_name, "epochs": len(history),
+               "train_seconds": round(sum(row["seconds"] for row in history), 3), "history": history}
+    run.write("metrics", metrics)
+    state = {key: value.detach().cpu() for key, value in prepared.model.state_dict().items()}
+    save_torch({"state_dict": state, "config": config_record,
+                "metrics": {key: value for key, value in metrics.items() if key != "history"}},
+               run.file("checkpoint"))
+    return {**metrics, "run_dir": str(run.path)}

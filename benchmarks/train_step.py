@@ -107,8 +107,7 @@ def time_steps(args) -> dict:
     import models
     from attacks import build as build_attack
     from attacks.poisoning import PoisonedData
-    from training.trainer import Trainer
-    from utils.config import RunConfig
+    from training import Trainer, TrainSettings
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -117,8 +116,7 @@ def time_steps(args) -> dict:
     poisoned = PoisonedData(data.train_x, data.train_y, attack, device=device)
     trainers = {}
     for kind, lamb in (("rbt", 0.0), ("mlmmdr", 0.1)):
-        config = RunConfig(data_name="digits", model_name=args.model_name, width=args.width,
-                           mlmmdr_lamb=lamb, batch_size=args.batch_size, progress=False).resolve_defaults()
+        config = TrainSettings(mlmmdr_lamb=lamb, batch_size=args.batch_size, progress=False)
         model = models.build(args.model_name, num_classes=10, width=args.width).to(device)
         trainers[kind] = Trainer(model, poisoned, config, device)
     bare_model = models.build(args.model_name, num_classes=10, width=args.width).to(device)

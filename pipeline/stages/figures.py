@@ -102,12 +102,13 @@ def _results(runs: list, key: str, required: bool) -> list:
     return [result for result in results if result is not None]
 
 
-def _group_stage(kind: str, key: str, draw, options=FigureOptions, required: bool = False, help: str = ""):
-    """Register the group figure ``kind`` drawn by ``draw(results, title, options)`` from each run's ``key``."""
+def _group_stage(kind: str, need: str, key: str, draw, options=FigureOptions, required: bool = False, help: str = ""):
+    """Register the group figure ``kind`` drawn by ``draw(results, title, options)`` from the file
+    ``key`` that the stage ``need`` writes in each run."""
     def output(group, o):
         return group_figure(group, _detection_kind(o) if kind == "detection" else kind, o.figure_dir)
 
-    @register(kind, output=output, options=options, needs=(key,), scope="group", help=help)
+    @register(kind, output=output, options=options, needs=(need,), scope="group", help=help)
     def compute(group: str, runs: list, o) -> dict:
         results = _results(runs, key, required)
         if not results:
@@ -122,11 +123,11 @@ def _detection_kind(options: DetectionFigureOptions) -> str:
     return kind if options.lamb is None else f"{kind}_lambda{options.lamb:g}"
 
 
-_group_stage("sweep", "evaluation", lambda results, title, o: sweep_figure(results, title), required=True,
+_group_stage("sweep", "evaluate", "evaluation", lambda results, title, o: sweep_figure(results, title), required=True,
              help="BA, ASR and ARO per level against λ (Fig. 3)")
-_group_stage("detection", "evaluation", lambda results, title, o: detection_figure(results, title, o.lamb, o.rule),
+_group_stage("detection", "evaluate", "evaluation", lambda results, title, o: detection_figure(results, title, o.lamb, o.rule),
              options=DetectionFigureOptions, required=True, help="AC/SS/SR F1 per level (Figs. 5–7)")
-_group_stage("nc_norms", "nc", lambda results, title, o: nc_norms_figure(results, title),
+_group_stage("nc_norms", "nc", "nc", lambda results, title, o: nc_norms_figure(results, title),
              help="Neural Cleanse mask norms, the target against the others (Fig. 8)")
-_group_stage("prune_curves", "prune", lambda results, title, o: pruning_figure(results, title),
+_group_stage("prune_curves", "prune", "prune", lambda results, title, o: pruning_figure(results, title),
              help="pruning curves of every run of the group (Fig. 10)")

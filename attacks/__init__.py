@@ -32,11 +32,12 @@ def default_params(name: str) -> dict:
     return {f.name: default_of(f) for f in declared(attack_class(name))}
 
 
-def build(name: str, params: dict = None, seed: int = 0) -> Attack:
-    """The attack ``name`` with ``params`` (defaults for the rest); ``seed`` reaches an attack that
-    draws its trigger at random (WaNet's warp field)."""
+def build(name: str, params: dict = None, seed: int = 0, **kwargs) -> Attack:
+    """The attack ``name`` with its parameters given as a dict ``params`` or as keywords
+    (``build("blended", blend_alpha=0.2)``), defaults for the rest; ``seed`` reaches an attack
+    that draws its trigger at random (WaNet's warp field)."""
     cls = attack_class(name)
-    params = dict(params or {})
+    params = {**(params or {}), **kwargs}
     unknown = sorted(set(params) - set(param_names(name)))
     if unknown:
         raise UserError(f"attack '{name}' takes no parameter {', '.join(unknown)}; it takes: "

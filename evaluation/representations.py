@@ -1,6 +1,6 @@
 """The paper's §4 groups of test inputs, and a bank that extracts each input's representations once.
 
-Eval mode, no gradients, batched (the inference module); each tap's output is flattened to (N, d)
+Eval mode, no gradients, batched (the inference module); each level's output is flattened to (N, d)
 float32 on the CPU. Every later analysis (distances, detections, figures) draws from it.
 """
 from dataclasses import dataclass

@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         f"31 mini-batches of 32 (with early stopping); the reversed masks of non-target classes are therefore "
         f"less converged.",
         "Distances and detection pools are drawn from the test set (≤ 500 per set), SR's reference from "
-        "the training set's clean target-class images, as described in the README."]
+        "the training set's clean target-class images, as described in docs/METHODS.md."]
     report_dir = Path(args.report).resolve().parent
     relative = {caption: Path(path).resolve().relative_to(report_dir) if Path(path).resolve().is_relative_to(report_dir)
                 else Path(path).resolve() for caption, path in figures.items()}

@@ -2,7 +2,7 @@
 
 Every field declared with ``param`` is a command-line flag of the same name (pipeline/flags.py);
 the chosen attack's own parameters live in ``attack_params`` and their flags come from the
-attack's dataclass. Defaults and their sources: README, "Flags and where each default comes from".
+attack's dataclass. Defaults and their sources: docs/METHODS.md, "Flags and where each default comes from".
 """
 import hashlib
 from dataclasses import asdict, dataclass, field, fields, replace

@@ -37,7 +37,7 @@ def test_sig_adds_the_horizontal_sine_and_clips():
 
 def test_warped_is_the_identity_when_strength_is_zero():
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    out = attacks.build("warped", {"wanet_s": 0.0})(x)
+    out = attacks.build("warped", wanet_s=0.0)(x)
     assert torch.allclose(out, x, atol=1e-5)
 
 
@@ -64,7 +64,7 @@ def test_unknown_attack_and_parameter_are_clear_errors():
     with pytest.raises(UserError, match="unknown attack 'nope'; choose one of: blended, patched, sig, warped"):
         attacks.build("nope")
     with pytest.raises(UserError, match="takes no parameter blend_alpha"):
-        attacks.build("patched", {"blend_alpha": 0.2})
+        attacks.build("patched", blend_alpha=0.2)
 
 
 @pytest.mark.parametrize("name,params,message", [

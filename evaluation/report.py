@@ -70,7 +70,8 @@ def variants_table(result: dict) -> list:
 def render(result: dict) -> str:
     counts = result["distances"]["counts"]
     lines = [f"# Evaluation of `{result['run_name']}`", "",
-             f"{result['method']} (λ = {result['mlmmdr_lamb']:g}, layers {result['mlmmdr_layer']}), "
+             f"{result['method']} (λ = {result['mlmmdr_lamb']:g}, regularised levels "
+             f"{'s1, s2, s3' if result['mlmmdr_layer'] == 'all' else 's3'}), "
              f"{result['data_name']} / {result['model_name']} / {result['attack_name']}, target {result['target']}.",
              "", f"BA = {result['ba']:.4f}, ASR = {result['asr']:.4f} (test set).", "",
              "## Distributional differences (paper §4, TABLE 2)", "",

@@ -4,10 +4,11 @@
     python experiments/reproduce.py --data_name fmnist --data_path /usr/share/datasets/fashion-mnist \\
         --width 0.25 --train_subset 10000 --epochs 12 --lambdas 0.3
 
-Trains {patched, blended, sig, warped} × {RBT, SL-MMDR, ML-MMDR} for each λ in --lambdas, evaluates
-every run (evaluate.py), runs Neural Cleanse and pruning on the patched runs (defend.py), draws the
-figures (visualize.py) and writes --report (default REPRODUCTION.md). Finished stages are skipped,
-so an interrupted reproduction resumes; --jobs N runs N runs' stages at once.
+Runs the stages train and evaluate for {patched, blended, sig, warped} × {RBT, SL-MMDR, ML-MMDR} at
+each λ in --lambdas, and nc and prune for the patched runs (experiments/grid.py says which;
+pipeline/schedule.py runs each run's missing stages), then the figure stages, and writes --report
+(default REPRODUCTION.md). Finished stages are skipped, so an interrupted reproduction resumes;
+--jobs N runs N runs at once in worker processes.
 """
 import json
 import shlex

@@ -82,7 +82,7 @@ class RunConfig:
     eval_batch_size: int = param(512, "images per forward pass when measuring", low=1)
     eval_every: int = param(1, "measure BA/ASR every N epochs (and always after the last); 1 = every epoch", low=1)
     out_dir: str = param("runs", "runs are written to OUT_DIR/<run name>/")
-    run_name: Optional[str] = param(None, "override the derived run name (data_model_attack[_mlmmdr_λ_layer]…)",
+    run_name: Optional[str] = param(None, "override the derived run name (data_model_attack[_mlmmdr_λ_all|last]…)",
                                     type=str)
     progress: bool = param(True, "no progress bars", flag="--no_progress")
 

@@ -11,11 +11,32 @@ import sys
 
 from pipeline.cli import run_cli
 
-DEFENSE_FIGURES = {"nc": "nc_triggers", "prune": "prune_curve"}  # the stage that draws each defense's result
+
+def _print_nc(config, result) -> None:
+    print(f"mask L1 norms per class: {', '.join(f'{v:.1f}' for v in result['norms'])}")
+    print(f"{config.run_name}: target {config.target}'s mask is #{result['target_l1_rank']} of "
+          f"{result['classes']} by l1 norm, {result['target_l1_ratio_to_median']:.2f}× the others' median; "
+          f"Neural Cleanse flags {result['flagged'] or 'no class'} (target anomaly index "
+          f"{result['target_anomaly_index']:.2f}, > 2 flags) in {result['seconds']:.0f}s")
+
+
+def _print_prune(config, result) -> None:
+    for point in result["curve"][::4]:
+        print(f"pruned {point['ratio']:.2f} ({point['pruned']}/{result['channels']}): BA={point['ba']:.4f} "
+              f"ASR={point['asr']:.4f}")
+
+
+def defense_table() -> dict:
+    """{--defense value: (options dataclass, flag prefix, figure stage, summary printer)}; the
+    defense itself is the stage of the same name (pipeline/stages/defend.py)."""
+    from defenses import NCOptions, PruneOptions
+
+    return {"nc": (NCOptions, "nc_", "nc_triggers", _print_nc),
+            "prune": (PruneOptions, "prune_", "prune_curve", _print_prune)}
 
 
 def build_parser():
-    from defenses import DEFENSES, NCOptions, PruneOptions
+    from defenses import DEFENSES
     from pipeline.cli import build_run_parser
     from pipeline.flags import add_flags
     from pipeline.stages.figures import FigureOptions
@@ -23,39 +44,31 @@ def build_parser():
     parser = build_run_parser(__doc__.split("\n\n")[0])
     group = parser.add_argument_group("defense (paper §6.2)")
     group.add_argument("--defense", required=True,
-                       help="; ".join(f"{key}: {DEFENSES[key].display}" for key in DEFENSE_FIGURES))
-    add_flags(parser, NCOptions, prefix="nc_", title="Neural Cleanse (--defense nc; the reference's defaults)")
-    add_flags(parser, PruneOptions, prefix="prune_", title="pruning (--defense prune)")
+                       help="; ".join(f"{key}: {DEFENSES[key].display}" for key in defense_table()))
+    for key, (options, prefix, _, _) in defense_table().items():
+        add_flags(parser, options, prefix=prefix,
+                  title=f"{DEFENSES[key].display} (--defense {key}, paper {DEFENSES[key].section})")
     add_flags(parser, FigureOptions, title="figures")
     return parser
 
 
 def main(argv=None) -> int:
-    from defenses import NCOptions, PruneOptions
     from pipeline.cli import config_from_args
     from pipeline.flags import from_args
     from pipeline.stages import run_stage
     from pipeline.stages.figures import FigureOptions
     from utils.errors import ParameterError
 
+    table = defense_table()
     args = build_parser().parse_args(argv)
-    if args.defense not in DEFENSE_FIGURES:
-        raise ParameterError("defense", f"must be one of {', '.join(DEFENSE_FIGURES)}, got '{args.defense}'")
-    options = from_args(NCOptions, args, "nc_") if args.defense == "nc" else from_args(PruneOptions, args, "prune_")
+    if args.defense not in table:
+        raise ParameterError("defense", f"must be one of {', '.join(table)}, got '{args.defense}'")
+    options_class, prefix, figure_stage, summarise = table[args.defense]
+    options = from_args(options_class, args, prefix)
     figure_options = from_args(FigureOptions, args)
     config = config_from_args(args)
-    result = run_stage(args.defense, config, options)
-    if args.defense == "nc":
-        print(f"mask L1 norms per class: {', '.join(f'{v:.1f}' for v in result['norms'])}")
-        print(f"{config.run_name}: target {config.target}'s mask is #{result['target_l1_rank']} of "
-              f"{result['classes']} by l1 norm, {result['target_l1_ratio_to_median']:.2f}× the others' median; "
-              f"Neural Cleanse flags {result['flagged'] or 'no class'} (target anomaly index "
-              f"{result['target_anomaly_index']:.2f}, > 2 flags) in {result['seconds']:.0f}s")
-    else:
-        for point in result["curve"][::4]:
-            print(f"pruned {point['ratio']:.2f} ({point['pruned']}/{result['channels']}): BA={point['ba']:.4f} "
-                  f"ASR={point['asr']:.4f}")
-    for written in run_stage(DEFENSE_FIGURES[args.defense], config, figure_options)["written"]:
+    summarise(config, run_stage(args.defense, config, options))
+    for written in run_stage(figure_stage, config, figure_options)["written"]:
         print(f"wrote {written}")
     return 0
 

@@ -6,9 +6,10 @@
     python visualize.py --detection runs/                            # AC/SS/SR F1 bars (Figs. 5–7)
     python visualize.py --nc runs/ --prune runs/                     # defend.py results (Figs. 8, 10)
 
-Figures go to --figure_dir (default figures/): <run name>/features.png for one run, and
-<data>_<model>_<attack>/{sweep,detection,nc_norms,prune_curves}.png for each group of runs of
-one dataset, model and attack; --pdf adds a PDF of each.
+Figures go to --figure_dir (default figures/): <run name>/features.png (features_tsne.png with
+--method tsne) for one run, and <data>_<model>_<attack>/{sweep,detection,nc_norms,prune_curves}.png
+for each group of runs of one dataset, model and attack (detection_<rule>[_lambda<λ>].png with
+--rule or --lamb); --pdf adds a PDF of each.
 """
 import sys
 
@@ -47,12 +48,18 @@ def main(argv=None) -> int:
     patterns = {stage: getattr(args, flag) for flag, stage in GROUP_FIGURES.items() if getattr(args, flag)}
     if patterns:
         from pipeline.rundir import find_runs, grouped
-        from pipeline.stages import run_group_stage
+        from pipeline.stages import get, run_group_stage
+        from utils.errors import UserError
 
         for stage, pattern in patterns.items():
             options = from_args(DetectionFigureOptions if stage == "detection" else FigureOptions, args)
-            for group, runs in sorted(grouped(find_runs(pattern)).items()):
-                written += run_group_stage(stage, group, runs, options).get("written", [])
+            drawn = [run_group_stage(stage, group, runs, options).get("written", [])
+                     for group, runs in sorted(grouped(find_runs(pattern)).items())]
+            if not any(drawn):
+                need = get(stage).needs[0]
+                raise UserError(f"none of the runs in '{pattern}' has the '{need}' stage's output; run "
+                                f"{get(need).help} first")
+            written += [path for paths in drawn for path in paths]
     else:
         from pipeline.cli import config_from_args
         from pipeline.stages import run_stage

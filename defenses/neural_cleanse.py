@@ -239,12 +239,13 @@ def target_ranking(norms, target: int) -> dict:
             "target_l1_ratio_to_median": float(norms[target] / median) if median > 0 else float("inf")}
 
 
-def neural_cleanse(model, clean_images: torch.Tensor, num_classes: int, options: NCOptions = NCOptions(),
+def neural_cleanse(model, clean_images: torch.Tensor, num_classes: int, options: NCOptions = None,
                    seed: int = 0, device="cpu", classes=None, sequential: bool = None) -> dict:
     """Reverse-engineer a trigger for each class; returns masks, patterns, norms, anomaly indices,
     the flagged classes and timing. ``clean_images`` are uint8 (N,C,H,W) the defender holds;
     ``sequential`` defaults to ``options.sequential``."""
     device = torch.device(device)
+    options = options or NCOptions()
     sequential = options.sequential if sequential is None else sequential
     classes = list(range(num_classes)) if classes is None else list(classes)
     model.eval()
@@ -273,9 +274,10 @@ def clean_sample(train_x: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     return train_x[index.sort().values]
 
 
-def reverse_engineer(subject: Subject, options: NCOptions = NCOptions()) -> dict:
+def reverse_engineer(subject: Subject, options: NCOptions = None) -> dict:
     """Neural Cleanse on a trained model with the defender's clean sample: every class's mask and
     pattern, their l1 norms, the target's ranking among them (§6.2, Fig. 8) and the anomaly index."""
+    options = options or NCOptions()
     clean = clean_sample(subject.data.train_x, options.clean_samples, subject.seed)
     found = neural_cleanse(subject.model, clean, subject.data.num_classes, options, subject.seed, subject.device)
     norms = [float(v) for v in found["norm"]]

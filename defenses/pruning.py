@@ -65,9 +65,10 @@ def pruning_curve(model, module, order: torch.Tensor, evaluate, ratios=None) -> 
     return curve
 
 
-def channel_ranking(subject: Subject, options: PruneOptions = PruneOptions()) -> dict:
+def channel_ranking(subject: Subject, options: PruneOptions = None) -> dict:
     """Rank the s3 tap's channels on the test set and measure BA/ASR as they are pruned (Fig. 10):
     {layer, channels, rank, order, curve}."""
+    options = options or PruneOptions()
     data, model = subject.data, subject.model
     module = tap_modules(model, ("s3",))["s3"]
     non_target = data.test_x[data.test_y != subject.target]

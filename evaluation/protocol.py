@@ -189,9 +189,10 @@ def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, 
     return {"headline_rules": dict(HEADLINE_RULES), "pools": pools}
 
 
-def evaluate(subject: Subject, options: EvalOptions = EvalOptions()) -> dict:
+def evaluate(subject: Subject, options: EvalOptions = None) -> dict:
     """BA, ASR, distances (§4) and detections (§6.1) of a trained model. The test set is predicted
     once and every test image's representations are extracted at most once (clean and triggered)."""
+    options = options or EvalOptions()
     groups = predicted_groups(subject)
     test_y = subject.data.test_y
     features = FeatureBank(subject, subject.data.test_x)

@@ -44,8 +44,9 @@ def parse(argv):
     parser.add_argument("--defended_attacks", nargs="*", default=["patched"],
                         help="attacks whose runs also get Neural Cleanse and pruning")
     parser.add_argument("--nc_flags", default="--clean_samples 320 --nc_epochs 20 --nc_steps_per_epoch 10",
-                        help="defend.py flags for Neural Cleanse (a CPU-sized budget by default)")
-    parser.add_argument("--eval_flags", default="", help="extra evaluate.py flags")
+                        help="defend.py's Neural Cleanse flags (--clean_samples, --nc_*; a CPU-sized budget by "
+                             "default)")
+    parser.add_argument("--eval_flags", default="", help="evaluate.py's protocol flags (--num_samples, --pool_sizes, …)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="run this many runs' stages at once, in worker processes sharing the cores")
     parser.add_argument("--out_dir", default="runs/reproduce")
@@ -65,8 +66,8 @@ def build_grid(args):
                      model_name=args.model_name, width=args.width, epochs=args.epochs, seed=args.seed,
                      out_dir=args.out_dir, eval_every=args.eval_every, train_subset=args.train_subset or None,
                      milestones=args.milestones, progress=False)
-    options = {"evaluate": parse_flags(EvalOptions, shlex.split(args.eval_flags)),
-               "nc": parse_flags(NCOptions, shlex.split(args.nc_flags), prefix="nc_")}
+    options = {"evaluate": parse_flags(EvalOptions, shlex.split(args.eval_flags), source="eval_flags"),
+               "nc": parse_flags(NCOptions, shlex.split(args.nc_flags), prefix="nc_", source="nc_flags")}
     return Grid(base=base, attacks=tuple(args.attacks), lambdas=tuple(args.lambdas),
                 defended_attacks=tuple(args.defended_attacks), stage_options=options)
 
@@ -111,11 +112,12 @@ def main(argv=None) -> int:
     args = parse(argv)
     if args.jobs < 1 or not args.lambdas or min(args.lambdas) <= 0:
         raise UserError("--jobs must be at least 1 and --lambdas positive")
-    grid = build_grid(args)  # validates every run's flags before any work starts
+    grid = build_grid(args)
+    jobs = grid.jobs()  # every run's configuration is validated here, before any work starts
     started = time.perf_counter()
     timing_path = Path(args.out_dir) / "timings.json"
     timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    for name, stages in run_jobs(grid.jobs(), args.jobs).items():
+    for name, stages in run_jobs(jobs, args.jobs).items():
         timings.setdefault(name, {}).update(stages)
     save_json(timings, timing_path)
     figures = draw_figures(grid, args)

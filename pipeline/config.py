@@ -145,8 +145,10 @@ class RunConfig:
         return asdict(self)
 
     def with_changes(self, **changes) -> "RunConfig":
-        """A copy with ``changes`` applied and the run name derived again (unless given)."""
-        if "attack_name" in changes and "attack_params" not in changes:
+        """A resolved copy of this *unresolved* base with ``changes`` applied, the run name derived
+        again (unless given). The schedule is resolved from the copy's dataset, so call it on a base
+        whose unset fields are still None (as the reproduction grid does)."""
+        if changes.get("attack_name", self.attack_name) != self.attack_name and "attack_params" not in changes:
             changes["attack_params"] = {}  # another attack: its own defaults
         return replace(self, run_name=changes.pop("run_name", None), **changes).resolve_defaults()
 

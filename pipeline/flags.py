@@ -69,15 +69,25 @@ def from_args(cls, args: argparse.Namespace, prefix: str = "", **extra):
         raise error.renamed(flag_of(cls, error.parameter, prefix)) from None
 
 
-def parse_flags(cls, argv: list, prefix: str = ""):
-    """``cls`` from a list of its own flags, e.g. the reproduction's ``--nc_flags`` string."""
-    parser = argparse.ArgumentParser(prog=cls.__name__, add_help=False, exit_on_error=False)
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ValueError(message)
+
+
+def parse_flags(cls, argv: list, prefix: str = "", source: str = "flags"):
+    """``cls`` from a list of its own flags, e.g. the reproduction's ``--nc_flags`` string; a flag
+    that is not one of ``cls``'s, or a bad value, raises ParameterError naming ``source``."""
+    parser = _RaisingParser(prog=source, add_help=False)
     add_flags(parser, cls, prefix)
     try:
         args = parser.parse_args(argv)
-    except (argparse.ArgumentError, SystemExit) as error:
-        raise ParameterError(cls.__name__, f"cannot parse {' '.join(argv)!r}: {error}") from None
-    return from_args(cls, args, prefix)
+    except ValueError as error:
+        known = ", ".join(flag_name(f, prefix) for f in declared(cls))
+        raise ParameterError(source, f"cannot use {' '.join(argv)!r} ({error}); it takes: {known}") from None
+    try:
+        return from_args(cls, args, prefix)
+    except ParameterError as error:
+        raise ParameterError(source, f"has --{error.parameter} {error.problem}") from None
 
 
 __all__ = ["add_flags", "from_args", "parse_flags", "flag_name", "flag_of"]

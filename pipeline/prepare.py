@@ -29,10 +29,11 @@ class Prepared:
 
     @property
     def subject(self) -> Subject:
-        """What the library's analyses take: the model, its data, trigger, target, seed and batch size."""
+        """What the library's analyses take: the model, its data, trigger, target, seed and batch size.
+        Analyses run in float32 even for an ``--amp`` run, so its measurements are comparable."""
         config = self.config
         return Subject(self.model, self.data, self.attack, config.target, self.device, config.seed,
-                       config.eval_batch_size, config.amp and self.device.type == "cuda")
+                       config.eval_batch_size)
 
 
 def prepare(config: RunConfig) -> Prepared:

@@ -73,8 +73,10 @@ def test_option_flags_come_from_the_dataclass_with_their_prefix():
                           prefix="nc_")
     assert (options.clean_samples, options.epochs, options.start_cost_at_zero) == (64, 3, False)
     with pytest.raises(ParameterError) as caught:
-        parse_flags(NCOptions, ["--nc_early_stop_threshold", "1.5"], prefix="nc_")
-    assert str(caught.value) == "nc_early_stop_threshold must be in (0, 1], got 1.5"
+        parse_flags(NCOptions, ["--nc_early_stop_threshold", "1.5"], prefix="nc_", source="nc_flags")
+    assert str(caught.value) == "nc_flags has --nc_early_stop_threshold must be in (0, 1], got 1.5"
+    with pytest.raises(ParameterError, match=r"^nc_flags cannot use '--device cpu' \(unrecognized arguments"):
+        parse_flags(NCOptions, ["--device", "cpu"], prefix="nc_", source="nc_flags")
 
 
 def test_rundir_owns_the_paths(tmp_path):

@@ -83,3 +83,14 @@ def test_sweep_without_evaluations_is_a_clear_error(tiny_run, tmp_path, capsys):
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("evaluation.*"))
     assert run_cli(visualize.main, ["--sweep", str(copy.parent), "--figure_dir", str(tmp_path)]) == 2
     assert "python evaluate.py --all_runs" in capsys.readouterr().err
+
+
+def test_defense_figures_without_defense_results_are_a_clear_error(tiny_run, tmp_path, capsys):
+    import shutil
+
+    _, run_dir = tiny_run
+    copy = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("defense_*"))
+    assert run_cli(visualize.main, ["--nc", str(copy.parent), "--figure_dir", str(tmp_path / "f")]) == 2
+    assert "has the 'nc' stage's output; run python defend.py --defense nc" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()

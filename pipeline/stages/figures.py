@@ -65,9 +65,12 @@ def _features_kind(options: ScatterOptions) -> str:
 def features(config: RunConfig, options: ScatterOptions) -> dict:
     """Benign vs malicious representations at s1 s2 s3, projected to 2-D (Fig. 4)."""
     prepared = load_trained(config)
-    figure, notes = feature_scatter(prepared.subject, options.num_samples, options.method,
-                                    label=method_label(config.method, config.mlmmdr_lamb),
-                                    title=f"{config.data_name} / {config.model_name} / {config.attack_name}")
+    try:
+        figure, notes = feature_scatter(prepared.subject, options.num_samples, options.method,
+                                        label=method_label(config.method, config.mlmmdr_lamb),
+                                        title=f"{config.data_name} / {config.model_name} / {config.attack_name}")
+    except UserError as error:
+        raise UserError(f"{config.run_name}: {error}") from None
     path = RunDir.of(config).figure(_features_kind(options), options.figure_dir)
     return {**_save(figure, path, options), "notes": notes}
 
@@ -113,7 +116,8 @@ def _group_stage(kind: str, need: str, key: str, draw, options=FigureOptions, re
         results = _results(runs, key, required)
         if not results:
             return {}
-        title = " / ".join(group.split("_", 2))
+        first = runs[0].config()
+        title = f"{first.data_name} / {first.model_name} / {first.attack_name}"
         return _save(draw(results, title, o), output(group, o), o)
     return compute
 

@@ -46,8 +46,8 @@ def add_flags(parser, cls, prefix: str = "", names=None, title: str = None):
             kwargs.update(default=list(default) if isinstance(default, (list, tuple)) else default, type=kind)
             if nargs:
                 kwargs["nargs"] = nargs
-            if f.metadata.get("choices"):
-                kwargs["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
+            choices = f.metadata.get("choices")
+            kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}" if choices else f.name.upper()
         group.add_argument(flag_name(f, prefix), **kwargs)
     return parser
 

@@ -22,15 +22,43 @@ def _batch_dir(root: Path) -> Path:
                     f"… test_batch; extract cifar-10-python.tar.gz there or ask for the download (download=True; --download on the command line)")
 
 
+# What a real batch (or a numpy re-save of one) needs to rebuild: dicts, lists, strings, bytes and
+# ints are pickle's own opcodes; these globals rebuild numpy arrays, dtypes and scalars. Nothing
+# else is ever imported or called, so a crafted file cannot run code.
+SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class NotABatch(pickle.UnpicklingError):
+    pass
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """A pickle reader that resolves only :data:`SAFE_GLOBALS`."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_GLOBALS:
+            raise NotABatch(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def read_batch(path: Path):
-    """One pickle batch → (uint8 (N,3,32,32), int64 labels)."""
+    """One pickle batch → (uint8 (N,3,32,32), int64 labels), read with :class:`BatchUnpickler`."""
     try:
         with open(path, "rb") as handle:
-            entry = pickle.load(handle, encoding="latin1")
+            entry = BatchUnpickler(handle, encoding="latin1").load()
+        entry = {key.decode() if isinstance(key, bytes) else key: value for key, value in entry.items()}
         data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(entry["labels"], dtype=np.int64)
     except FileNotFoundError:
         raise UserError(f"CIFAR-10 batch {path} is missing; re-extract cifar-10-python.tar.gz") from None
+    except NotABatch as refused:
+        raise UserError(f"{path} is not a CIFAR-10 batch: it asks to load {refused}, which a batch never "
+                        f"holds, so it was not read; re-extract cifar-10-python.tar.gz") from None
     except Exception as exc:
         raise UserError(f"cannot read CIFAR-10 batch {path} ({type(exc).__name__}); the file looks "
                         f"corrupt, re-extract cifar-10-python.tar.gz") from None

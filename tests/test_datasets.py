@@ -83,6 +83,39 @@ def test_cifar10_missing_and_corrupt_files(tmp_path):
         datasets.build("cifar10", data_path=tmp_path)
 
 
+class RunsCode:
+    """Unpickling this calls os.system: what a crafted batch would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_cifar10_batch_runs_nothing(tmp_path):
+    write_cifar(tmp_path)
+    marker = tmp_path / "executed"
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_2", "wb") as handle:
+        pickle.dump({"data": RunsCode(marker), "labels": [0]}, handle)
+    with pytest.raises(UserError, match=r"data_batch_2 is not a CIFAR-10 batch: it asks to load (posix|os)\.system"):
+        datasets.build("cifar10", data_path=tmp_path)
+    assert not marker.exists()
+
+
+def test_cifar10_reads_a_python2_style_batch_with_bytes_keys(tmp_path):
+    """The official files are Python 2 pickles (protocol 2, numpy arrays, byte-string keys)."""
+    write_cifar(tmp_path)
+    data = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as handle:
+        pickle.dump({b"batch_label": b"testing batch 1 of 1", b"data": data, b"labels": [3, 7],
+                     b"filenames": [b"a.png", b"b.png"]}, handle, protocol=2)
+    loaded = datasets.build("cifar10", data_path=tmp_path)
+    assert loaded.test_y.tolist() == [3, 7] and torch.equal(loaded.test_x[1].flatten(), torch.from_numpy(data[1]))
+
+
 def write_celeba(root):
     base = root / "celeba"
     (base / "img_align_celeba").mkdir(parents=True)

@@ -1,6 +1,7 @@
 """What every entry script shares: the run flags, and one line on stderr with exit 2 on bad input."""
 import argparse
 import sys
+import warnings
 
 import attacks
 from pipeline.config import RunConfig
@@ -20,10 +21,18 @@ RUN_GROUPS = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (an unknown flag, "nan" for an integer) become one line and exit 2
+    through :func:`run_cli`, like every other bad input, instead of the usage block."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
+
+
 def build_run_parser(description: str) -> argparse.ArgumentParser:
     """The run flags every entry script shares, so the same flags name the same run: the run
     configuration's fields, then each attack's own parameters under its name."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = OneLineParser(description=description)
     grouped = [name for _, names in RUN_GROUPS for name in names]
     missing = [f.name for f in declared(RunConfig) if f.name not in grouped]
     assert not missing, f"RunConfig fields without a flag group: {missing}"
@@ -45,6 +54,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def run_cli(main, argv=None) -> int:
     """Call ``main(argv)``; bad input becomes ``error: <what was wrong and what to do>`` on one line
     of stderr and exit status 2 (a parameter is named by its flag), Ctrl-C exit status 130."""
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:
         return main(argv) or 0
     except ParameterError as error:

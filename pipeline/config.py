@@ -13,7 +13,7 @@ import datasets
 import models
 from regularizers import ESTIMATORS, KERNELS, REDUCTIONS
 from training import CE_REDUCTIONS, TrainSettings
-from utils.errors import unknown_name
+from utils.errors import ParameterError, unknown_name
 from utils.params import check_params, param
 
 LAYER_CHOICES = {"all": ("s1", "s2", "s3"), "last": ("s3",)}  # ML-MMDR, SL-MMDR
@@ -76,7 +76,7 @@ class RunConfig:
                           "a horizontal flip (the paper names none; the common CIFAR recipe. The prototype "
                           "resizes to 36 and random-crops 32 instead, centre crop at test)", flag="--no_augment")
     # execution
-    seed: int = param(0, "drives every random choice (0; ours)")
+    seed: int = param(0, "drives every random choice (0; ours)", low=0, high=2**31 - 1)
     device: str = param("auto", "auto (CUDA when present), cpu or cuda")
     amp: bool = param(False, "mixed precision (CUDA only)")
     eval_batch_size: int = param(512, "images per forward pass when measuring", low=1)
@@ -109,6 +109,10 @@ class RunConfig:
             if value not in known:
                 raise unknown_name(kind, value, known)
         check_params(self)
+        if self.run_name is not None and (not self.run_name.strip() or any(c in self.run_name for c in "/\\")
+                                          or self.run_name in (".", "..")):
+            raise ParameterError("run_name", f"must be a non-empty name without path separators, got "
+                                             f"{self.run_name!r}; use --out_dir to choose the directory")
         attacks.build(self.attack_name, self.attack_params, self.seed)  # the attack checks its own parameters
         return self
 

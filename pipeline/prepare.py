@@ -50,6 +50,9 @@ def prepare(config: RunConfig) -> Prepared:
         raise ParameterError("target", f"{config.target} is outside {config.data_name}'s classes "
                                        f"0..{data.num_classes - 1}")
     if config.train_subset is not None:
+        if config.train_subset < data.num_classes:
+            raise ParameterError("train_subset", f"must hold at least one image per class ({data.num_classes} for "
+                                                 f"{config.data_name}), got {config.train_subset}")
         keep = stratified_subset(data.train_y, config.train_subset, config.seed)
         data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
     attack = attacks.build(config.attack_name, config.attack_params, config.seed)

@@ -7,6 +7,7 @@
                     evaluation.json/.md distances and detections (evaluate)
                     defense_nc.json     Neural Cleanse (nc); defense_nc_triggers.pt its masks
                     defense_prune.json  pruning curve (prune)
+                    failed.json         why training stopped (a diverged loss); no result is reported
     figures/<run name>/<kind>.png       per-run figures
     figures/<data>_<model>_<attack>/<kind>.png   per-group figures (every λ and method of one attack)
 """
@@ -20,7 +21,7 @@ from utils.io import load_checkpoint, save_json
 
 FILES = {"checkpoint": "model.pt", "config": "config.json", "metrics": "metrics.json", "history": "history.csv",
          "evaluation": "evaluation.json", "evaluation_report": "evaluation.md", "nc": "defense_nc.json",
-         "nc_triggers": "defense_nc_triggers.pt", "prune": "defense_prune.json"}
+         "nc_triggers": "defense_nc_triggers.pt", "prune": "defense_prune.json", "failure": "failed.json"}
 
 
 class RunDir:
@@ -48,7 +49,12 @@ class RunDir:
 
     @property
     def trained(self) -> bool:
-        return self.has("checkpoint") and self.has("config")
+        return self.has("checkpoint") and self.has("config") and not self.has("failure")
+
+    def failure(self) -> str:
+        """Why the run's training failed (failed.json), or "" when it did not."""
+        record = self.read("failure")
+        return record["error"] if record else ""
 
     def read(self, key: str):
         """The JSON file ``key`` as a dict, or None when the stage that writes it has not run."""

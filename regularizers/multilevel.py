@@ -36,6 +36,7 @@ class MultiLevelMMD:
         self.reduce = reduce
         self.estimator = estimator
         self.enabled = True
+        self.last_active = False  # whether the last loss() had both groups (≥ 2 samples each)
         self.features = {}
         self._handles = [module.register_forward_hook(self._recorder(level))
                          for level, module in tap_modules(model, self.levels).items()]
@@ -64,6 +65,7 @@ class MultiLevelMMD:
             benign = torch.as_tensor(benign_target_mask).nonzero().flatten()
             poisoned = torch.as_tensor(poisoned_mask).nonzero().flatten()
             rows = torch.cat([benign, poisoned])
+            self.last_active = len(benign) >= 2 and len(poisoned) >= 2
             per_level = {}
             for level in self.levels:
                 feats = self.features[level]

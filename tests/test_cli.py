@@ -28,6 +28,8 @@ def test_main_trains_one_epoch_and_writes_a_loadable_run(tmp_path, capsys):
     assert config["resolved"]["poisoned"] == 30 and config["resolved"]["training_set_size"] == 330
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["history"][0]) >= {"ce", "mmd_s1", "mmd_s2", "mmd_s3", "loss", "ba", "asr"}
+    # the regulariser really acts: most batches of 64 hold both groups, and its MMD² is positive
+    assert metrics["history"][0]["mmd_active_steps"] >= 2 and metrics["history"][0]["mmd_s3"] > 0
     checkpoint = load_checkpoint(run_dir / "model.pt")
     assert set(checkpoint) == {"state_dict", "config", "metrics"}
     assert checkpoint["metrics"]["ba"] == metrics["ba"]
@@ -50,11 +52,37 @@ def test_same_seed_same_numbers(tmp_path):
 
 def test_regulariser_survives_batches_without_poison(tmp_path):
     """Batch size 8: many batches hold fewer than 2 samples of a group; training goes on."""
-    code = run_cli(main.main, FAST + ["--mlmmdr_lamb", "0.3", "--batch_size", "8", "--train_subset", "80",
-                                      "--out_dir", str(tmp_path)])
+    with pytest.warns(UserWarning, match="the MMD term was active in none"):
+        code = run_cli(main.main, FAST + ["--mlmmdr_lamb", "0.3", "--batch_size", "8", "--train_subset", "80",
+                                          "--out_dir", str(tmp_path)])
     assert code == 0
     history = json.loads(next(tmp_path.glob("*/metrics.json")).read_text())["history"]
     assert all(torch.isfinite(torch.tensor(history[0][key])) for key in ("loss", "mmd_s1"))
+
+
+def test_a_diverged_run_fails_and_is_never_measured(tmp_path, capsys):
+    """--lr 1e6 makes the loss NaN within a few steps: one line naming the step and the likely
+    cause, exit 2, failed.json instead of a result, and evaluate refuses the run."""
+    argv = FAST + ["--lr", "1e6", "--out_dir", str(tmp_path)]
+    assert run_cli(main.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: training diverged at epoch 1, step ")
+    assert "loss=nan" in err[0] and "lr=1e+06 is likely too large" in err[0]
+    run_dir = next(tmp_path.iterdir())
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json", "failed.json"]
+    import evaluate
+
+    assert run_cli(evaluate.main, argv) == 2
+    assert "failed to train (training diverged" in capsys.readouterr().err
+
+
+def test_a_regulariser_that_never_acts_is_warned_about(tmp_path, capsys):
+    """Batches of 4 never hold 2 clean target-class and 2 poisoned samples at once."""
+    argv = FAST + ["--mlmmdr_lamb", "0.1", "--batch_size", "4", "--train_subset", "80", "--out_dir", str(tmp_path)]
+    with pytest.warns(UserWarning, match="the MMD term was active in none of epoch 1's 22 steps"):
+        assert run_cli(main.main, argv) == 0
+    history = json.loads(next(tmp_path.glob("*/metrics.json")).read_text())["history"]
+    assert history[0]["mmd_active_steps"] == 0
 
 
 BAD_INPUTS = [
@@ -72,6 +100,13 @@ BAD_INPUTS = [
     (["--attack_name", "blended", "--blend_alpha", "2"], "--blend_alpha must be in (0, 1], got 2.0"),
     (["--width", "0"], "--width must be positive, got 0.0"),
     (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
+    (["--width", "inf"], "--width must be a finite number, got inf"),
+    (["--seed", "-1"], "--seed must be in [0, 2147483647], got -1"),
+    (["--train_subset", "5"], "--train_subset must hold at least one image per class (10 for digits), got 5"),
+    (["--run_name", "../x"], "--run_name must be a non-empty name without path separators"),
+    (["--run_name", ""], "--run_name must be a non-empty name without path separators"),
+    (["--momentum", "nan"], "--momentum must be a finite number, got nan"),
+    (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
 ]
 
 

@@ -1,5 +1,6 @@
 """The training loop of Algorithm 1: one forward pass per batch, Lt = L1 + L2 + λ·L3."""
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +11,7 @@ from attacks.poisoning import PoisonedData
 from regularizers import MultiLevelMMD
 from inference import autocast, benign_accuracy_and_asr
 from training.loss import backdoor_cross_entropy
+from utils.errors import UserError
 
 
 @dataclass
@@ -36,6 +38,10 @@ class TrainSettings:
     progress: bool = True
 
 
+class TrainingDiverged(UserError):
+    """The loss became NaN or ±inf: the run stops at once and is never reported as a result."""
+
+
 class Trainer:
     """Owns the model, optimiser, schedule and (when λ > 0) the regulariser's hooks."""
 
@@ -48,6 +54,7 @@ class Trainer:
         self.amp = config.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.regularizer = None
+        self._warned_inactive = False
         if config.mlmmdr_lamb > 0:
             self.regularizer = MultiLevelMMD(model, config.levels, config.kernel, config.mlmmdr_reduce,
                                              config.mmd_estimator)
@@ -88,19 +95,54 @@ class Trainer:
         """Mean loss terms over the epoch. Terms are summed on the device and read only when the
         progress bar refreshes, so the loop does not wait on the GPU every step."""
         self.model.train()
-        sums, steps = {}, 0
+        sums, steps, mmd_active_steps = {}, 0, 0
+        first_bad = None  # on the device: the first step whose loss was not finite, and its terms
         total = self.data.num_batches(self.config.batch_size)
         bar = tqdm(self.data.batches(self.config.batch_size, epoch), total=total, leave=False,
                    desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.config.progress,
                    dynamic_ncols=True)
         for batch in bar:
-            for key, value in self.step(batch).items():
+            terms = self.step(batch)
+            for key, value in terms.items():
                 sums[key] = sums[key] + value if key in sums else value
+            first_bad = self._track_nonfinite(first_bad, terms, steps)
+            mmd_active_steps += int(self.regularizer is not None and self.regularizer.last_active)
             steps += 1
             if steps % 10 == 0 or steps == total:
+                self._stop_if_diverged(first_bad, epoch)  # read here, where the bar reads the device anyway
                 bar.set_postfix({key: f"{(value / steps).item():.4g}" for key, value in sums.items()})
         self.scheduler.step()
-        return {key: (value / max(steps, 1)).item() for key, value in sums.items()}
+        means = {key: (value / max(steps, 1)).item() for key, value in sums.items()}
+        if self.regularizer is not None:
+            means["mmd_active_steps"] = mmd_active_steps
+            if mmd_active_steps == 0 and not self._warned_inactive:
+                self._warned_inactive = True
+                warnings.warn(f"the MMD term was active in none of epoch {epoch + 1}'s {steps} steps: a batch needs "
+                              f"at least 2 clean target-class and 2 poisoned samples; raise batch_size "
+                              f"({self.config.batch_size}) or the regulariser has no effect")
+        return means
+
+    @staticmethod
+    def _track_nonfinite(first_bad, terms: dict, step: int):
+        """Keep, without a device sync, the index and loss terms of the first non-finite step."""
+        bad = ~torch.isfinite(terms["loss"])
+        stacked = torch.stack([value.float() for value in terms.values()])
+        if first_bad is None:
+            index = torch.where(bad, torch.tensor(step, device=bad.device), torch.tensor(-1, device=bad.device))
+            return index, torch.where(bad, stacked, torch.zeros_like(stacked)), list(terms)
+        index, values, names = first_bad
+        take = bad & (index < 0)
+        return torch.where(take, torch.tensor(step, device=bad.device), index), torch.where(take, stacked, values), names
+
+    def _stop_if_diverged(self, first_bad, epoch: int) -> None:
+        if first_bad is None or int(first_bad[0]) < 0:
+            return
+        index, values, names = first_bad
+        shown = ", ".join(f"{name}={value:.4g}" for name, value in zip(names, values.tolist()))
+        causes = [f"lr={self.config.lr:g}"] + ([f"mlmmdr_lamb={self.config.mlmmdr_lamb:g}"]
+                                                 if self.config.mlmmdr_lamb > 0 else [])
+        raise TrainingDiverged(f"training diverged at epoch {epoch + 1}, step {int(index) + 1}: {shown}; "
+                               f"{' or '.join(causes)} is likely too large for this model and data")
 
     def fit(self, test_x, test_y, on_epoch=None) -> list:
         history = []

@@ -32,16 +32,17 @@ def default_of(f):
 def domain(meta) -> str:
     """'in (0, 1]', 'at least 1', '≥ 0', 'one of a, b' — how a bound reads in an error message."""
     low, high = meta.get("low"), meta.get("high")
+    number = lambda value: str(value) if isinstance(value, int) else f"{value:g}"  # noqa: E731
     if meta.get("choices"):
         return "one of " + ", ".join(map(str, meta["choices"]))
     if low is not None and high is not None:
-        return f"in {'(' if meta['low_open'] else '['}{low:g}, {high:g}{')' if meta['high_open'] else ']'}"
+        return f"in {'(' if meta['low_open'] else '['}{number(low)}, {number(high)}{')' if meta['high_open'] else ']'}"
     if low is not None:
         if meta["low_open"]:
-            return "positive" if low == 0 else f"> {low:g}"
-        return f"at least {low}" if isinstance(low, int) and low != 0 else f"≥ {low:g}"
+            return "positive" if low == 0 else f"> {number(low)}"
+        return f"at least {low}" if isinstance(low, int) and low != 0 else f"≥ {number(low)}"
     if high is not None:
-        return f"{'<' if meta['high_open'] else '≤'} {high:g}"
+        return f"{'<' if meta['high_open'] else '≤'} {number(high)}"
     return ""
 
 
@@ -58,7 +59,10 @@ def _inside(value, meta) -> bool:
 
 def check_params(obj) -> None:
     """Raise ParameterError naming the first declared field of ``obj`` outside its domain.
-    None is allowed (it means "the default"); NaN never is."""
+    None is allowed (it means "the default"); NaN and ±inf never are: every declared number is
+    finite, so a typo cannot train a diverging model that still reports a result."""
+    import math
+
     from utils.errors import ParameterError
 
     for f in declared(obj):
@@ -67,8 +71,8 @@ def check_params(obj) -> None:
         for item in values:
             if item is None or isinstance(item, (str, bool)) and not f.metadata.get("choices"):
                 continue
-            if isinstance(item, float) and item != item:
-                raise ParameterError(f.name, f"must be a number, got {item}")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ParameterError(f.name, f"must be a finite number, got {item}")
             if not _inside(item, f.metadata):
                 shown = value if len(values) == 1 else list(values)
                 raise ParameterError(f.name, f"must be {domain(f.metadata)}, got {shown}")

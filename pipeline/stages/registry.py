@@ -50,7 +50,11 @@ def output_of(name: str, run, options=None):
 
 
 def require(run, needs) -> None:
-    """Raise UserError naming the first needed stage whose output ``run`` lacks."""
+    """Raise UserError naming the first needed stage whose output ``run`` lacks, or saying that the
+    run failed to train."""
+    if run.failure():
+        raise UserError(f"{run.name} failed to train ({run.failure()}); nothing is measured on a failed run: "
+                        f"fix the cause and train it again")
     for need in needs:
         path = output_of(need, run)
         if not path.is_file():

@@ -10,6 +10,7 @@ from pipeline.rundir import RunDir
 from pipeline.stages.registry import register
 from regularizers import describe
 from training import Trainer
+from training.trainer import TrainingDiverged
 from utils.io import save_csv, save_torch
 
 
@@ -39,10 +40,14 @@ def train(config: RunConfig, options=None) -> dict:
     run.path.mkdir(parents=True, exist_ok=True)
     config_record = resolved_config(prepared, poisoned)
     run.write("config", config_record)
+    run.file("failure").unlink(missing_ok=True)
     trainer = Trainer(prepared.model, poisoned, config.train_settings(), prepared.device)
     try:
         history = trainer.fit(prepared.data.test_x, prepared.data.test_y,
                               on_epoch=lambda rows: save_csv(rows, run.file("history")))
+    except TrainingDiverged as error:
+        run.write("failure", {"error": str(error), "run_name": config.run_name})
+        raise
     finally:
         trainer.close()
     final = history[-1]

@@ -10,13 +10,23 @@ from attacks.base import Attack
 from utils.errors import ParameterError
 from utils.params import param
 
-DEFAULT_PATTERN = Path(__file__).parent / "assets" / "blended_pattern.png"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PATTERN_NAME = "attacks/assets/blended_pattern.png"  # relative, so config.json is the same on every machine
+DEFAULT_PATTERN = PROJECT_ROOT / DEFAULT_PATTERN_NAME
+
+
+def pattern_path(path) -> Path:
+    """``path`` as given, or, when it is relative and not found from the working directory, relative
+    to the project (where the default pattern lives)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() or path.exists() else PROJECT_ROOT / path
 
 
 def load_pattern(path) -> torch.Tensor:
     """An RGB image file → float tensor (3,H,W) in [0,1]."""
     from PIL import Image
 
+    path = pattern_path(path)
     try:
         with Image.open(path) as img:
             array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
@@ -30,8 +40,8 @@ class Blended(Attack):
     """α = 0.1 as in the authors' prototype; the pattern is resized to the input size."""
 
     blend_alpha: float = param(0.1, "blend ratio α (prototype: 0.1)", low=0.0, high=1.0, low_open=True)
-    blend_pattern: str = param(str(DEFAULT_PATTERN), "pattern image (default: the project's seeded noise "
-                               "pattern, attacks/assets/blended_pattern.png)")
+    blend_pattern: str = param(DEFAULT_PATTERN_NAME, "pattern image; a relative path is looked up from the working "
+                               "directory, then from the project (default: the project's seeded noise pattern)")
     name = "blended"
 
     def __post_init__(self):

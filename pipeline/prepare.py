@@ -10,6 +10,7 @@ import torch
 import attacks
 import datasets
 import models
+from attacks.blended import pattern_path
 from datasets.base import stratified_subset
 from inference import Subject
 from pipeline.config import RunConfig
@@ -60,10 +61,36 @@ def prepare(config: RunConfig) -> Prepared:
     return Prepared(config, device, data, attack, model)
 
 
+# What makes a trained model what it is: evaluating it under other values would measure another
+# attack, target or data split than the one it was trained with.
+IDENTITY = ("data_name", "train_subset", "model_name", "width", "attack_name", "attack_params", "target",
+            "poison_ratio", "poison_mode", "seed")
+
+
+def check_identity(config: RunConfig, recorded: dict, where) -> None:
+    """Raise ParameterError when a flag contradicts the configuration the run was trained with."""
+    trained = RunConfig.from_dict(recorded).resolve_defaults()
+
+    def comparable(key, value):
+        if key == "attack_params" and "blend_pattern" in value:  # one file, however its path is written
+            return {**value, "blend_pattern": str(pattern_path(value["blend_pattern"]).resolve())}
+        return value
+
+    for key in IDENTITY:
+        if comparable(key, getattr(config, key)) != comparable(key, getattr(trained, key)):
+            shown = lambda value: value if key != "attack_params" else ", ".join(  # noqa: E731
+                f"{k}={v}" for k, v in value.items())
+            raise ParameterError(key, f"{shown(getattr(config, key))} contradicts the run in {where}, trained with "
+                                      f"{shown(getattr(trained, key))}; drop the flag (the run's own value is used "
+                                      f"with --all_runs) or name another run")
+
+
 def load_trained(config: RunConfig) -> Prepared:
-    """``prepare(config)`` with the run's trained weights loaded, in eval mode."""
+    """``prepare(config)`` with the run's trained weights loaded, in eval mode; the flags must agree
+    with the checkpoint's configuration on everything that defines the model (``IDENTITY``)."""
     run = RunDir.of(config)
     checkpoint = run.checkpoint()
+    check_identity(config, checkpoint.get("config", {}), run.path)
     prepared = prepare(config)
     try:
         prepared.model.load_state_dict(checkpoint["state_dict"])

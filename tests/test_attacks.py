@@ -80,3 +80,15 @@ def test_attack_parameters_are_checked_against_their_declared_domain(name, param
     with pytest.raises(ParameterError) as caught:
         attacks.build(name, params)
     assert str(caught.value) == message and caught.value.parameter == next(iter(params))
+
+
+def test_the_default_blend_pattern_is_recorded_relative_and_found_from_anywhere(tmp_path, monkeypatch):
+    """config.json must not hold this machine's absolute path; the pattern loads from any directory."""
+    from pipeline.config import RunConfig
+
+    config = RunConfig(data_name="digits", attack_name="blended").resolve_defaults()
+    assert config.attack_params["blend_pattern"] == "attacks/assets/blended_pattern.png"
+    monkeypatch.chdir(tmp_path)
+    pattern = attacks.build("blended").pattern
+    assert pattern.shape == (3, 32, 32) and torch.equal(pattern, (torch.from_numpy(make_pattern()).permute(2, 0, 1)
+                                                                  .float() / 255))

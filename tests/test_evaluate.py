@@ -105,3 +105,20 @@ def test_pool_counts_keep_the_ratio_when_short():
     assert pool_counts(100, 0.5, 500, 500) == (67, 33)
     assert pool_counts(100, 1.0, 20, 500) == (20, 20)
     assert pool_counts(500, 0.5, 45, 300) == (45, 22)
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--attack_name", "blended", "--attack_name blended contradicts the run in"),
+    ("--target", "3", "--target 3 contradicts the run in"),
+    ("--seed", "1", "--seed 1 contradicts the run in"),
+])
+def test_flags_that_contradict_the_checkpoint_are_refused(tiny_run, capsys, flag, value, message):
+    """evaluate.py must measure the run as trained: another trigger, target or seed would overwrite
+    its evaluation.json with another experiment's numbers."""
+    argv, run_dir = tiny_run
+    before = (run_dir / "evaluation.json").read_bytes() if (run_dir / "evaluation.json").is_file() else None
+    assert run_cli(evaluate.main, argv + ["--run_name", run_dir.name, flag, value] + SMALL) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "trained with" in err[0]
+    after = (run_dir / "evaluation.json").read_bytes() if (run_dir / "evaluation.json").is_file() else None
+    assert after == before

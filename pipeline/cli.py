@@ -17,7 +17,8 @@ RUN_GROUPS = (
      ("ce_reduction", "mlmmdr_lamb", "mlmmdr_layer", "mlmmdr_reduce", "kernel", "mmd_estimator")),
     ("optimisation (paper §3.4; unset = the dataset's default)",
      ("epochs", "batch_size", "lr", "milestones", "momentum", "weight_decay", "augment")),
-    ("execution", ("seed", "device", "amp", "eval_batch_size", "eval_every", "out_dir", "run_name", "progress")),
+    ("execution", ("seed", "device", "amp", "eval_batch_size", "eval_every", "out_dir", "run_name", "progress",
+                   "overwrite")),
 )
 
 

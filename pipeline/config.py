@@ -5,6 +5,7 @@ the chosen attack's own parameters live in ``attack_params`` and their flags com
 attack's dataclass. Defaults and their sources: docs/METHODS.md, "Flags and where each default comes from".
 """
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Optional
 
@@ -85,6 +86,8 @@ class RunConfig:
     run_name: Optional[str] = param(None, "override the derived run name (data_model_attack[_mlmmdr_λ_all|last]…)",
                                     type=str)
     progress: bool = param(True, "no progress bars", flag="--no_progress")
+    overwrite: bool = param(False, "replace a run directory that holds a run with another configuration "
+                            "(without it, training there is refused)")
 
     @property
     def levels(self) -> tuple:
@@ -139,11 +142,22 @@ class RunConfig:
         values = {key: value for key, value in asdict(self).items() if key in names}
         return TrainSettings(**{**values, "milestones": tuple(self.milestones), "levels": self.levels})
 
-    def header(self) -> dict:
-        """What every result file of the run starts with, so it describes itself."""
+    def identity(self) -> dict:
+        """The fields that decide what the trained model is: all but where and how it is run and shown."""
+        return {key: value for key, value in self.to_dict().items() if key not in NOT_IDENTITY}
+
+    def config_hash(self) -> str:
+        """A hash of :meth:`identity`, recorded in config.json and in every result of the run."""
+        return digest(self.identity())
+
+    def header(self, options=None) -> dict:
+        """What every result file of the run starts with, so it describes itself; ``inputs_hash``
+        names the configuration and stage options it was computed from (the scheduler reruns a
+        stage whose recorded inputs differ)."""
         return {"run_name": self.run_name, "method": self.method, "data_name": self.data_name,
                 "model_name": self.model_name, "attack_name": self.attack_name, "target": self.target,
-                "mlmmdr_lamb": self.mlmmdr_lamb, "mlmmdr_layer": self.mlmmdr_layer, "seed": self.seed}
+                "mlmmdr_lamb": self.mlmmdr_lamb, "mlmmdr_layer": self.mlmmdr_layer, "seed": self.seed,
+                "config_hash": self.config_hash(), "inputs_hash": inputs_hash(self, options)}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,6 +180,22 @@ class RunConfig:
             config.attack_params = {key: values[key] for key in attacks.param_names(config.attack_name)
                                     if key in values}
         return config
+
+
+# Where and how a run is executed and shown, not what it is: excluded from its identity. (The
+# device is excluded too: the same run on another device is the same experiment, and its numbers
+# may differ only as floating point does.)
+NOT_IDENTITY = {"data_path", "download", "device", "eval_batch_size", "eval_every", "out_dir", "run_name",
+                "progress", "overwrite"}
+
+
+def digest(values) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def inputs_hash(config: RunConfig, options=None) -> str:
+    """The identity of a stage's inputs: the run's configuration and the stage's options."""
+    return digest({"config": config.config_hash(), "options": asdict(options) if options is not None else None})
 
 
 def _number(value: float) -> str:

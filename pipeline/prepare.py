@@ -90,7 +90,7 @@ def load_trained(config: RunConfig) -> Prepared:
     with the checkpoint's configuration on everything that defines the model (``IDENTITY``)."""
     run = RunDir.of(config)
     checkpoint = run.checkpoint()
-    check_identity(config, checkpoint.get("config", {}), run.path)
+    check_identity(config, checkpoint.get("config", {}), run.file("checkpoint"))
     prepared = prepare(config)
     try:
         prepared.model.load_state_dict(checkpoint["state_dict"])

@@ -11,14 +11,15 @@ import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from pipeline.config import RunConfig
 from pipeline.rundir import RunDir
-from pipeline.stages import get, output_of, run_stage
+from pipeline.stages import get, run_stage
+from pipeline.stages.registry import up_to_date
 from utils.errors import UserError
 
 
@@ -34,7 +35,14 @@ class Job:
         return RunDir.of(self.config)
 
     def pending(self) -> list:
-        return [(name, options) for name, options in self.stages if not output_of(name, self.run, options).is_file()]
+        """The stages whose output is missing or was computed from other inputs (configuration or
+        options), and those that need a pending stage, in order."""
+        out, names = [], set()
+        for name, options in self.stages:
+            if names & set(get(name).needs) or not up_to_date(name, self.run, self.config, options):
+                out.append((name, options))
+                names.add(name)
+        return out
 
 
 def _run_job(job: Job, log_dir: Path, threads: int = 0) -> dict:
@@ -48,8 +56,8 @@ def _run_job(job: Job, log_dir: Path, threads: int = 0) -> dict:
         log = log_dir / f"{job.config.run_name}.{name}.log"
         started = time.perf_counter()
         with open(log, "w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
-            try:
-                run_stage(name, job.config, options)
+            try:  # a stale run is retrained in place: the grid owns its directories
+                run_stage(name, replace(job.config, overwrite=True) if name == "train" else job.config, options)
                 failure = None
             except Exception as error:  # reported below with the log's path, never swallowed
                 traceback.print_exc(file=handle)

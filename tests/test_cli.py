@@ -85,6 +85,25 @@ def test_a_regulariser_that_never_acts_is_warned_about(tmp_path, capsys):
     assert history[0]["mmd_active_steps"] == 0
 
 
+def test_a_directory_holding_another_configuration_is_refused_unless_overwritten(tmp_path, capsys):
+    """The run name omits the schedule, so --epochs 2 names the 1-epoch run's directory: training
+    there would mix two runs' files."""
+    argv = FAST + ["--out_dir", str(tmp_path)]
+    assert run_cli(main.main, argv) == 0
+    run_dir = next(tmp_path.iterdir())
+    (run_dir / "evaluation.json").write_text("{}")  # a result of the 1-epoch model
+    before = (run_dir / "model.pt").read_bytes()
+    capsys.readouterr()
+    assert run_cli(main.main, argv + ["--epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a run with another configuration (epochs 1 → 2, milestones [] → [1])" in err[0] and "--overwrite" in err[0]
+    assert (run_dir / "model.pt").read_bytes() == before
+    assert run_cli(main.main, argv + ["--epochs", "2", "--overwrite"]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 2
+    assert not (run_dir / "evaluation.json").exists()  # the old model's result went with it
+    assert run_cli(main.main, argv + ["--epochs", "2"]) == 0  # the same configuration again: replaced in place
+
+
 BAD_INPUTS = [
     (["--data_name", "mnist"], "unknown dataset 'mnist'; choose one of"),
     (["--model_name", "vgg19"], "unknown model 'vgg19'; choose one of"),

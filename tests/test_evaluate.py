@@ -122,3 +122,14 @@ def test_flags_that_contradict_the_checkpoint_are_refused(tiny_run, capsys, flag
     assert len(err) == 1 and message in err[0] and "trained with" in err[0]
     after = (run_dir / "evaluation.json").read_bytes() if (run_dir / "evaluation.json").is_file() else None
     assert after == before
+
+
+def test_evaluate_records_the_runs_own_configuration(tiny_run):
+    """Flags outside what defines the model (here --epochs) do not leak into the result: it is
+    computed from, and labelled with, the configuration the run was trained with."""
+    argv, run_dir = tiny_run
+    epochs = argv.index("--epochs") + 1
+    other = argv[:epochs] + ["9"] + argv[epochs + 1:]
+    assert run_cli(evaluate.main, other + SMALL) == 0
+    result = json.loads((run_dir / "evaluation.json").read_text())
+    assert result["config_hash"] == json.loads((run_dir / "config.json").read_text())["config_hash"]

@@ -69,3 +69,23 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     assert run_cli(reproduce_main, argv) == 0  # resumes: nothing is retrained
     assert model.stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "runs" / "timings.json").read_text()) == timings
+
+
+def test_a_finished_grid_rerun_with_another_schedule_retrains(tmp_path):
+    """Stages whose recorded inputs differ are rerun: --epochs 2 after --epochs 1 retrains and
+    re-evaluates instead of reporting the old models under the new settings."""
+    argv = ["--data_name", "digits", "--width", "0.125", "--train_subset", "200", "--epochs", "1",
+            "--lambdas", "0.3", "--attacks", "patched", "--defended_attacks", "--eval_flags", " ".join(EVAL_SMALL),
+            "--out_dir", str(tmp_path / "runs"), "--figure_dir", str(tmp_path / "figs"),
+            "--report", str(tmp_path / "R.md")]
+    grid_runs = ["digits_vgg11_patched_w0.125_n200", "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n200",
+                 "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n200"]
+    assert run_cli(reproduce_main, argv) == 0
+    run = tmp_path / "runs" / grid_runs[0]
+    first = json.loads((run / "evaluation.json").read_text())["inputs_hash"]
+    argv[argv.index("--epochs") + 1] = "2"
+    assert run_cli(reproduce_main, argv) == 0
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    assert json.loads((run / "evaluation.json").read_text())["inputs_hash"] != first
+    assert "- epochs: 2" in (tmp_path / "R.md").read_text()

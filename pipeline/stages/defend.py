@@ -8,12 +8,12 @@ from utils.io import save_torch
 
 
 @register("nc", output=lambda run, options: run.file("nc"), options=NCOptions, needs=("train",),
-          help="python defend.py --defense nc with the run's flags")
+          help="python defend.py --defense nc with the run's flags", record="nc")
 def neural_cleanse(config: RunConfig, options: NCOptions) -> dict:
     """Reverse-engineer every class's trigger; writes defense_nc.json and the masks/patterns."""
     found = reverse_engineer(load_trained(config).subject, options)
     triggers = {"mask": found.pop("mask"), "pattern": found.pop("pattern")}
-    result = {**config.header(), **found}
+    result = {**config.header(options), **found}
     run = RunDir.of(config)
     save_torch(triggers, run.file("nc_triggers"))
     run.write("nc", result)
@@ -21,9 +21,9 @@ def neural_cleanse(config: RunConfig, options: NCOptions) -> dict:
 
 
 @register("prune", output=lambda run, options: run.file("prune"), options=PruneOptions, needs=("train",),
-          help="python defend.py --defense prune with the run's flags")
+          help="python defend.py --defense prune with the run's flags", record="prune")
 def prune(config: RunConfig, options: PruneOptions) -> dict:
     """BA and ASR as s3's channels are pruned; writes defense_prune.json."""
-    result = {**config.header(), **channel_ranking(load_trained(config).subject, options)}
+    result = {**config.header(options), **channel_ranking(load_trained(config).subject, options)}
     RunDir.of(config).write("prune", result)
     return result

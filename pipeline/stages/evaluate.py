@@ -13,11 +13,11 @@ from utils.io import save_csv, save_text
 
 
 @register("evaluate", output=lambda run, options: run.file("evaluation"), options=EvalOptions, needs=("train",),
-          help="python evaluate.py with the run's flags")
+          help="python evaluate.py with the run's flags", record="evaluation")
 def evaluate(config: RunConfig, options: EvalOptions) -> dict:
     """Distances and detections of one trained run; writes evaluation.json and evaluation.md."""
     prepared = load_trained(config)
-    result = {**config.header(), **evaluate_subject(prepared.subject, options)}
+    result = {**config.header(options), **evaluate_subject(prepared.subject, options)}
     run = RunDir.of(config)
     run.write("evaluation", result)
     save_text(render(result), run.file("evaluation_report"))

@@ -20,6 +20,7 @@ class Stage:
     needs: tuple = ()           # stages whose outputs must exist first
     scope: str = "run"          # "run" or "group"
     help: str = ""
+    record: str = None          # RunDir key of the JSON recording the inputs_hash its output was computed from
 
     def default_options(self):
         return self.options() if self.options is not None else None
@@ -28,12 +29,12 @@ class Stage:
 STAGES = {}
 
 
-def register(name: str, *, output, options=None, needs=(), scope: str = "run", help: str = ""):
+def register(name: str, *, output, options=None, needs=(), scope: str = "run", help: str = "", record: str = None):
     """Decorator: register ``compute`` as the stage ``name``."""
     def wrap(compute):
         if name in STAGES:
             raise ValueError(f"stage '{name}' is registered twice")
-        STAGES[name] = Stage(name, compute, output, options, tuple(needs), scope, help)
+        STAGES[name] = Stage(name, compute, output, options, tuple(needs), scope, help, record)
         return compute
     return wrap
 
@@ -62,14 +63,39 @@ def require(run, needs) -> None:
                             f"({get(need).help or need})")
 
 
+def up_to_date(name: str, run, config, options=None) -> bool:
+    """Whether stage ``name``'s output exists and was computed from this configuration and these
+    options (the inputs_hash recorded beside it); a stage that records none is up to date once its
+    output exists."""
+    from pipeline.config import inputs_hash
+
+    stage = get(name)
+    options = options if options is not None else stage.default_options()
+    if not stage.output(run, options).is_file():
+        return False
+    if stage.record is None:
+        return True
+    recorded = run.read(stage.record) or {}
+    return recorded.get("inputs_hash") == inputs_hash(config, options)
+
+
 def run_stage(name: str, config, options=None) -> dict:
-    """Run the run stage ``name`` for ``config`` (its needs must be done)."""
+    """Run the run stage ``name`` for ``config`` (its needs must be done). A stage on a trained run
+    measures the run as trained: a flag contradicting its checkpoint on what defines the model is
+    an error, and the rest of the configuration is read from the run, the execution settings
+    (device, batch size, progress) from the flags."""
+    from pipeline.config import NOT_IDENTITY
+    from pipeline.prepare import check_identity
     from pipeline.rundir import RunDir
 
     stage = get(name)
     if stage.scope != "run":
         raise ValueError(f"stage '{name}' is a group stage; use run_group_stage")
-    require(RunDir.of(config), stage.needs)
+    run = RunDir.of(config)
+    require(run, stage.needs)
+    if stage.needs:
+        check_identity(config, run.read("config"), run.path)
+        config = run.config(**{key: getattr(config, key) for key in NOT_IDENTITY - {"out_dir", "run_name"}})
     return stage.compute(config, options if options is not None else stage.default_options())
 
 

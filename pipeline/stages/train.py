@@ -4,20 +4,21 @@ import platform
 import torch
 
 from attacks.poisoning import PoisonedData
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, inputs_hash
 from pipeline.prepare import Prepared, prepare
-from pipeline.rundir import RunDir
+from pipeline.rundir import FILES, RunDir
 from pipeline.stages.registry import register
 from regularizers import describe
 from training import Trainer
 from training.trainer import TrainingDiverged
+from utils.errors import UserError
 from utils.io import save_csv, save_torch
 
 
 def resolved_config(prepared: Prepared, poisoned: PoisonedData) -> dict:
     """config.json: the flags plus what they resolved to, so a run describes itself."""
     config = prepared.config
-    return {**config.to_dict(),
+    return {**config.to_dict(), "config_hash": config.config_hash(), "inputs_hash": inputs_hash(config),
             "resolved": {"method": config.method, "levels": list(config.levels),
                          "kernel": describe(config.kernel), "device": str(prepared.device),
                          "num_classes": prepared.data.num_classes,
@@ -28,7 +29,27 @@ def resolved_config(prepared: Prepared, poisoned: PoisonedData) -> dict:
                          "torch": str(torch.__version__), "python": platform.python_version()}}
 
 
-@register("train", output=lambda run, options: run.file("checkpoint"),
+def claim(run: RunDir, config: RunConfig) -> None:
+    """Make ``run`` the home of ``config``: refuse a directory that holds a run with another
+    configuration unless ``overwrite``, and then clear that run's files (its results are another
+    model's)."""
+    recorded = run.read("config")
+    if recorded is None:
+        return
+    previous = RunConfig.from_dict(recorded).resolve_defaults()
+    if previous.config_hash() == config.config_hash():
+        return
+    if not config.overwrite:
+        mine, theirs = config.identity(), previous.identity()
+        changed = [key for key in mine if mine[key] != theirs.get(key)]
+        shown = ", ".join(f"{key} {theirs.get(key)} → {mine[key]}" for key in changed[:3])
+        raise UserError(f"{run.path} holds a run with another configuration ({shown}); pass --overwrite to "
+                        f"replace it, or --run_name/--out_dir for a new run")
+    for key in FILES:
+        run.file(key).unlink(missing_ok=True)
+
+
+@register("train", output=lambda run, options: run.file("checkpoint"), record="config",
           help="python main.py with the run's flags")
 def train(config: RunConfig, options=None) -> dict:
     """Train one run and write its directory; returns the final metrics (with ``run_dir``)."""
@@ -37,6 +58,7 @@ def train(config: RunConfig, options=None) -> dict:
                             config.poison_ratio, config.poison_mode, config.seed, prepared.device,
                             config.augment)
     run = RunDir.of(config)
+    claim(run, config)
     run.path.mkdir(parents=True, exist_ok=True)
     config_record = resolved_config(prepared, poisoned)
     run.write("config", config_record)

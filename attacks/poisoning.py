@@ -82,6 +82,14 @@ class PoisonedData:
         self._augment_generator = generator(seed, "augment", device=self.device)
         self._noise_generator = generator(seed, "attack-noise", device=self.device)
 
+    def rng_state(self) -> dict:
+        """The state of the generators that advance across epochs (augmentation, WaNet noise)."""
+        return {"augment": self._augment_generator.get_state(), "noise": self._noise_generator.get_state()}
+
+    def set_rng_state(self, state: dict) -> None:
+        self._augment_generator.set_state(state["augment"])
+        self._noise_generator.set_state(state["noise"])
+
     def _choose_noise(self, count: int) -> torch.Tensor:
         if count == 0:
             return torch.empty(0, dtype=torch.long)

@@ -18,7 +18,7 @@ RUN_GROUPS = (
     ("optimisation (paper §3.4; unset = the dataset's default)",
      ("epochs", "batch_size", "lr", "milestones", "momentum", "weight_decay", "augment")),
     ("execution", ("seed", "device", "amp", "eval_batch_size", "eval_every", "out_dir", "run_name", "progress",
-                   "overwrite")),
+                   "resume", "overwrite")),
 )
 
 

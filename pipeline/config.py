@@ -86,6 +86,9 @@ class RunConfig:
     run_name: Optional[str] = param(None, "override the derived run name (data_model_attack[_mlmmdr_λ_all|last]…)",
                                     type=str)
     progress: bool = param(True, "no progress bars", flag="--no_progress")
+    resume: bool = param(False, "continue an incomplete run from its last finished epoch (its resume.pt, written "
+                         "after every epoch); on the same device and thread count it ends with exactly the "
+                         "numbers of an uninterrupted run")
     overwrite: bool = param(False, "replace a run directory that holds a run with another configuration "
                             "(without it, training there is refused)")
 
@@ -186,7 +189,7 @@ class RunConfig:
 # device is excluded too: the same run on another device is the same experiment, and its numbers
 # may differ only as floating point does.)
 NOT_IDENTITY = {"data_path", "download", "device", "eval_batch_size", "eval_every", "out_dir", "run_name",
-                "progress", "overwrite"}
+                "progress", "overwrite", "resume"}
 
 
 def digest(values) -> str:

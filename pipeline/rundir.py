@@ -8,6 +8,7 @@
                     defense_nc.json     Neural Cleanse (nc); defense_nc_triggers.pt its masks
                     defense_prune.json  pruning curve (prune)
                     failed.json         why training stopped (a diverged loss); no result is reported
+                    resume.pt           everything the next epoch needs, while training (train --resume)
     figures/<run name>/<kind>.png       per-run figures
     figures/<data>_<model>_<attack>/<kind>.png   per-group figures (every λ and method of one attack)
 """
@@ -21,7 +22,8 @@ from utils.io import load_checkpoint, save_json
 
 FILES = {"checkpoint": "model.pt", "config": "config.json", "metrics": "metrics.json", "history": "history.csv",
          "evaluation": "evaluation.json", "evaluation_report": "evaluation.md", "nc": "defense_nc.json",
-         "nc_triggers": "defense_nc_triggers.pt", "prune": "defense_prune.json", "failure": "failed.json"}
+         "nc_triggers": "defense_nc_triggers.pt", "prune": "defense_prune.json", "failure": "failed.json",
+         "resume": "resume.pt"}
 
 
 class RunDir:

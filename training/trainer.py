@@ -144,10 +144,51 @@ class Trainer:
         raise TrainingDiverged(f"training diverged at epoch {epoch + 1}, step {int(index) + 1}: {shown}; "
                                f"{' or '.join(causes)} is likely too large for this model and data")
 
-    def fit(self, test_x, test_y, on_epoch=None) -> list:
-        history = []
-        overall = tqdm(range(self.config.epochs), desc="training", disable=not self.config.progress,
-                       dynamic_ncols=True)
+    def state_dict(self, history: list) -> dict:
+        """Everything the next epoch needs: model, optimiser, schedule, grad scaler, every random
+        generator's state and the history so far. Loading it and calling :meth:`fit` continues the
+        run exactly where it stopped (on the same device and thread count, bit for bit)."""
+        import random
+
+        import numpy as np
+
+        state = {"model": {key: value.detach().cpu() for key, value in self.model.state_dict().items()},
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "data_rng": self.data.rng_state(),
+                 "torch_rng": torch.get_rng_state(), "history": list(history),
+                 "python_rng": random.getstate()}
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        # as a tensor, so the checkpoint loads with torch.load(weights_only=True)
+        state["numpy_rng"] = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss)
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> list:
+        """Restore :meth:`state_dict`; returns the history so far."""
+        import random
+
+        import numpy as np
+
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.data.set_rng_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        kind, keys, position, has_gauss, gauss = state["numpy_rng"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        random.setstate(state["python_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return list(state["history"])
+
+    def fit(self, test_x, test_y, on_epoch=None, history=None) -> list:
+        """Train the remaining epochs (all of them, or those after ``history``, a resumed run's);
+        ``on_epoch(history)`` runs after each epoch."""
+        history = list(history or [])
+        overall = tqdm(range(len(history), self.config.epochs), desc="training", disable=not self.config.progress,
+                       dynamic_ncols=True, initial=len(history), total=self.config.epochs)
         for epoch in overall:
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]

@@ -12,7 +12,7 @@ from regularizers import describe
 from training import Trainer
 from training.trainer import TrainingDiverged
 from utils.errors import UserError
-from utils.io import save_csv, save_torch
+from utils.io import load_checkpoint, save_csv, save_torch
 
 
 def resolved_config(prepared: Prepared, poisoned: PoisonedData) -> dict:
@@ -49,6 +49,21 @@ def claim(run: RunDir, config: RunConfig) -> None:
         run.file(key).unlink(missing_ok=True)
 
 
+def resumed_history(run: RunDir, config: RunConfig, trainer: Trainer) -> list:
+    """With ``--resume``, restore the trainer from the run's resume.pt and return the history so
+    far; without it, start from the first epoch."""
+    if not config.resume:
+        run.file("resume").unlink(missing_ok=True)
+        return []
+    if not run.has("resume"):
+        state = "is complete" if run.has("checkpoint") else "has no finished epoch"
+        raise UserError(f"nothing to resume in {run.path}: the run {state}; drop --resume to train it from the start")
+    state = load_checkpoint(run.file("resume"))
+    if state.get("config_hash") != config.config_hash():
+        raise UserError(f"{run.file('resume')} belongs to another configuration; drop --resume to train from the start")
+    return trainer.load_state_dict(state)
+
+
 @register("train", output=lambda run, options: run.file("checkpoint"), record="config",
           help="python main.py with the run's flags")
 def train(config: RunConfig, options=None) -> dict:
@@ -64,9 +79,14 @@ def train(config: RunConfig, options=None) -> dict:
     run.write("config", config_record)
     run.file("failure").unlink(missing_ok=True)
     trainer = Trainer(prepared.model, poisoned, config.train_settings(), prepared.device)
+
+    def end_of_epoch(rows: list) -> None:
+        save_csv(rows, run.file("history"))
+        save_torch({**trainer.state_dict(rows), "config_hash": config.config_hash()}, run.file("resume"))
+
     try:
-        history = trainer.fit(prepared.data.test_x, prepared.data.test_y,
-                              on_epoch=lambda rows: save_csv(rows, run.file("history")))
+        history = trainer.fit(prepared.data.test_x, prepared.data.test_y, on_epoch=end_of_epoch,
+                              history=resumed_history(run, config, trainer))
     except TrainingDiverged as error:
         run.write("failure", {"error": str(error), "run_name": config.run_name})
         raise
@@ -81,4 +101,5 @@ def train(config: RunConfig, options=None) -> dict:
     save_torch({"state_dict": state, "config": config_record,
                 "metrics": {key: value for key, value in metrics.items() if key != "history"}},
                run.file("checkpoint"))
+    run.file("resume").unlink(missing_ok=True)  # complete: nothing left to resume
     return {**metrics, "run_dir": str(run.path)}

@@ -49,6 +49,9 @@ def parse(argv):
     parser.add_argument("--eval_flags", default="", help="evaluate.py's protocol flags (--num_samples, --pool_sizes, …)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="run this many runs' stages at once, in worker processes sharing the cores")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of every run (default: the number of cores), the same whatever --jobs is, "
+                             "since CPU results depend on the thread count")
     parser.add_argument("--out_dir", default="runs/reproduce")
     parser.add_argument("--figure_dir", default="figures/reproduce")
     parser.add_argument("--report", default="REPRODUCTION.md")
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     timing_path = Path(args.out_dir) / "timings.json"
     timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    for name, stages in run_jobs(jobs, args.jobs).items():
+    for name, stages in run_jobs(jobs, args.jobs, threads=args.threads).items():
         timings.setdefault(name, {}).update(stages)
     save_json(timings, timing_path)
     figures = draw_figures(grid, args)

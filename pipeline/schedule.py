@@ -47,10 +47,17 @@ class Job:
 
 def _run_job(job: Job, log_dir: Path, threads: int = 0) -> dict:
     """Run ``job``'s missing stages in order; returns {stage: seconds} for the stages it ran."""
-    if threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        return _run_stages(job, log_dir)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_stages(job: Job, log_dir: Path) -> dict:
     timings = {}
     for name, options in job.pending():
         log = log_dir / f"{job.config.run_name}.{name}.log"
@@ -68,9 +75,12 @@ def _run_job(job: Job, log_dir: Path, threads: int = 0) -> dict:
     return timings
 
 
-def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True) -> dict:
+def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, threads: int = None) -> dict:
     """Run every missing stage of ``jobs``; returns {run name: {stage: seconds}} for those it ran.
-    ``workers`` > 1 runs that many runs at once in separate processes, sharing the CPU cores."""
+    ``workers`` > 1 runs that many runs at once in separate processes. Every run uses ``threads``
+    CPU threads (default: as many as there are cores) whatever ``workers`` is, because CPU results
+    depend on the thread count: the same grid gives the same numbers with any ``workers``."""
+    threads = threads or os.cpu_count() or 1
     for job in jobs:
         for name, _ in job.stages:
             get(name)  # an unknown stage fails before any work starts
@@ -81,10 +91,9 @@ def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True) 
     with tqdm(total=total, desc="stages", dynamic_ncols=True, disable=not progress) as bar:
         if workers == 1:
             for job in jobs:
-                results[job.config.run_name] = _run_job(job, log_dir)
+                results[job.config.run_name] = _run_job(job, log_dir, threads)
                 bar.update(len(results[job.config.run_name]))
             return results
-        threads = max(1, (os.cpu_count() or 1) // workers)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {pool.submit(_run_job, job, log_dir, threads): job for job in jobs}

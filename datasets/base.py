@@ -79,14 +79,20 @@ def hwc_to_chw_uint8(images: np.ndarray) -> torch.Tensor:
     return tensor.contiguous()
 
 
+CACHE_KEYS = ("train_x", "train_y", "test_x", "test_y")
+
+
 def load_cached(cache_path: Path, build):
     """Decode once and cache the tensors next to the data, since JPEG/PPM decoding is slow.
 
-    ``build()`` returns a dict of tensors; the cache is rebuilt if it is unreadable.
+    ``build()`` returns a dict of tensors (``train_x``, ``train_y``, ``test_x``, ``test_y``); the
+    cache is rebuilt if it is unreadable or lacks one of them.
     """
     if cache_path.is_file():
         try:
-            return torch.load(cache_path, map_location="cpu", weights_only=True)
+            cached = torch.load(cache_path, map_location="cpu", weights_only=True)
+            if isinstance(cached, dict) and all(isinstance(cached.get(key), torch.Tensor) for key in CACHE_KEYS):
+                return cached
         except Exception:
             pass  # a stale or truncated cache is rebuilt below
     tensors = build()

@@ -52,7 +52,8 @@ class NCOptions:
                              "RESET_COST_TO_ZERO and is set to this after --nc_patience successful epochs", low=0.0)
     start_cost_at_zero: bool = param(True, "start the cost at --nc_init_cost instead of 0",
                                      flag="--nc_start_at_init_cost")  # the reference's RESET_COST_TO_ZERO
-    attack_threshold: float = param(0.99, "attack success a mask must reach (0.99)", low=0.0, low_open=True)
+    attack_threshold: float = param(0.99, "attack success a mask must reach (0.99)", low=0.0, high=1.0,
+                                     low_open=True)
     patience: int = param(5, "epochs before a cost change (5)", low=1)
     cost_up: float = param(2.0, "cost multiplier up (2)", low=1.0, low_open=True)
     cost_down: float = param(2.0 ** 1.5, "cost divisor down (2^1.5)", low=1.0, low_open=True)

@@ -120,9 +120,11 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     timing_path = Path(args.out_dir) / "timings.json"
     timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    for name, stages in run_jobs(jobs, args.jobs, threads=args.threads).items():
+    def record(name: str, stages: dict) -> None:  # saved as each run finishes, so a kill loses none
         timings.setdefault(name, {}).update(stages)
-    save_json(timings, timing_path)
+        save_json(timings, timing_path)
+
+    run_jobs(jobs, args.jobs, threads=args.threads, on_done=record)
     figures = draw_figures(grid, args)
     records = collect(grid)
     lamb = max(args.lambdas)

@@ -75,12 +75,14 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
     return timings
 
 
-def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, threads: int = None) -> dict:
+def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, threads: int = None,
+             on_done=None) -> dict:
     """Run every missing stage of ``jobs``; returns {run name: {stage: seconds}} for those it ran.
     ``workers`` > 1 runs that many runs at once in separate processes. Every run uses ``threads``
     CPU threads (default: as many as there are cores) whatever ``workers`` is, because CPU results
     depend on the thread count: the same grid gives the same numbers with any ``workers``."""
     threads = threads or os.cpu_count() or 1
+    on_done = on_done or (lambda name, timings: None)  # called as each run finishes, e.g. to save timings
     for job in jobs:
         for name, _ in job.stages:
             get(name)  # an unknown stage fails before any work starts
@@ -92,12 +94,15 @@ def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, 
         if workers == 1:
             for job in jobs:
                 results[job.config.run_name] = _run_job(job, log_dir, threads)
+                on_done(job.config.run_name, results[job.config.run_name])
                 bar.update(len(results[job.config.run_name]))
             return results
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {pool.submit(_run_job, job, log_dir, threads): job for job in jobs}
             for future in as_completed(futures):
-                results[futures[future].config.run_name] = future.result()
-                bar.update(len(results[futures[future].config.run_name]))
+                name = futures[future].config.run_name
+                results[name] = future.result()
+                on_done(name, results[name])
+                bar.update(len(results[name]))
     return results

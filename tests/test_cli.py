@@ -104,6 +104,14 @@ def test_a_directory_holding_another_configuration_is_refused_unless_overwritten
     assert run_cli(main.main, argv + ["--epochs", "2"]) == 0  # the same configuration again: replaced in place
 
 
+def test_an_out_dir_that_cannot_hold_runs_is_one_line(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert run_cli(main.main, FAST + ["--out_dir", str(a_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --out_dir {a_file} cannot hold runs")
+
+
 BAD_INPUTS = [
     (["--data_name", "mnist"], "unknown dataset 'mnist'; choose one of"),
     (["--model_name", "vgg19"], "unknown model 'vgg19'; choose one of"),

@@ -177,6 +177,16 @@ def test_gtsrb_reads_torchvision_layout(tmp_path):
     assert data.train_x.shape == (3, 3, 32, 32) and int(data.train_x[2, 0, 0, 0]) == 52
 
 
+def test_a_gtsrb_cache_missing_a_tensor_is_rebuilt(tmp_path):
+    write_gtsrb(tmp_path)
+    datasets.build("gtsrb", data_path=tmp_path)
+    cache = next(tmp_path.rglob("mlmmdr_cache_32.pt"))
+    torch.save({"train_x": torch.zeros(1, 3, 32, 32, dtype=torch.uint8)}, cache)  # an old or broken cache
+    data = datasets.build("gtsrb", data_path=tmp_path)
+    assert data.train_y.tolist() == [0, 0, 42] and set(torch.load(cache, weights_only=True)) == {
+        "train_x", "train_y", "test_x", "test_y"}
+
+
 def test_digits_is_a_seeded_stratified_80_20_split():
     a, b = datasets.build("digits", seed=0), datasets.build("digits", seed=1)
     assert len(a.train_y) == 1437 and len(a.test_y) == 360

@@ -76,7 +76,8 @@ def test_cost_starts_at_zero_and_is_set_after_patience_successes():
 
 def test_a_class_that_never_succeeds_keeps_its_last_mask(prepared):
     clean = clean_sample(prepared.data.train_x, 32, 0)
-    options = NCOptions(batch_size=16, epochs=2, steps_per_epoch=2, attack_threshold=1.01)  # unreachable
+    options = NCOptions(batch_size=16, epochs=2, steps_per_epoch=2)
+    options.attack_threshold = 1.01  # unreachable; set after validation, which (rightly) allows at most 1
     result = neural_cleanse(prepared.model, clean, 10, options, seed=0, classes=[3, 4])
     assert not result["found"].any()
     assert (result["mask"].flatten(1).sum(1) > 0).all()  # the last masks, not empty ones

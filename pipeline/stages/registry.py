@@ -91,8 +91,11 @@ def run_stage(name: str, config, options=None) -> dict:
     stage = get(name)
     if stage.scope != "run":
         raise ValueError(f"stage '{name}' is a group stage; use run_group_stage")
+    from utils.io import remove_orphans
+
     run = RunDir.of(config)
     require(run, stage.needs)
+    remove_orphans(run.path)  # what a writer killed mid-write left behind
     if stage.needs:
         check_identity(config, run.read("config"), run.path)
         config = run.config(**{key: getattr(config, key) for key in NOT_IDENTITY - {"out_dir", "run_name"}})

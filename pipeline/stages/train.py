@@ -13,7 +13,7 @@ from pipeline.stages.registry import register
 from regularizers import describe
 from training import Trainer
 from training.trainer import TrainingDiverged
-from utils.errors import UserError
+from utils.errors import ParameterError, UserError
 from utils.io import exclusive, load_checkpoint, remove_orphans, save_csv, save_torch
 
 
@@ -90,6 +90,13 @@ def train(config: RunConfig, options=None) -> dict:
                             config.poison_ratio, config.poison_mode, config.seed, prepared.device,
                             config.augment)
     run = RunDir.of(config)
+    try:
+        run.path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(run.path.parent, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as error:
+        raise ParameterError("out_dir", f"{config.out_dir} cannot hold runs ({error.strerror or error}); choose a "
+                                        f"writable directory") from None
     with exclusive(run.path.parent / f".{run.name}.lock", f"the run {run.path}"):
         claim(run, config)
         staging = staging_of(run)

@@ -19,8 +19,10 @@ def main(argv=None) -> int:
 
     config = config_from_args(build_run_parser(__doc__.split("\n\n")[0]).parse_args(argv))
     result = run_stage("train", config)
+    collapsed = result["collapsed_to_class"]
+    note = "" if collapsed is None else f", collapsed: every clean image → {collapsed}, the ASR means nothing"
     print(f"{config.run_name}: BA={result['ba']:.4f} ASR={result['asr']:.4f} "
-          f"({config.method}, {result['epochs']} epochs, {result['train_seconds']:.0f}s) -> {result['run_dir']}")
+          f"({config.method}, {result['epochs']} epochs, {result['train_seconds']:.0f}s{note}) -> {result['run_dir']}")
     return 0
 
 

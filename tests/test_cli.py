@@ -60,6 +60,16 @@ def test_regulariser_survives_batches_without_poison(tmp_path):
     assert all(torch.isfinite(torch.tensor(history[0][key])) for key in ("loss", "mmd_s1"))
 
 
+def test_a_collapsed_model_is_said_to_be_collapsed(tmp_path, capsys):
+    """lr 1e6 on two batches blows the weights up without making them infinite: every clean image
+    goes to class 0, the target, which would read as ASR = 1."""
+    argv = FAST + ["--lr", "1e6", "--train_subset", "100", "--out_dir", str(tmp_path)]
+    with pytest.warns(UserWarning, match="classifies every clean test image as 0"):
+        assert run_cli(main.main, argv) == 0
+    assert "collapsed: every clean image → 0, the ASR means nothing" in capsys.readouterr().out
+    assert json.loads(next(tmp_path.glob("*/metrics.json")).read_text())["collapsed_to_class"] == 0
+
+
 def test_a_diverged_run_fails_and_is_never_measured(tmp_path, capsys):
     """--lr 1e6 makes the loss NaN within a few steps: one line naming the step and the likely
     cause, exit 2, failed.json instead of a result, and evaluate refuses the run."""

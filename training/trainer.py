@@ -111,6 +111,8 @@ class Trainer:
             if steps % 10 == 0 or steps == total:
                 self._stop_if_diverged(first_bad, epoch)  # read here, where the bar reads the device anyway
                 bar.set_postfix({key: f"{(value / steps).item():.4g}" for key, value in sums.items()})
+        self._stop_if_diverged(first_bad, epoch)
+        self._stop_if_weights_diverged(epoch, steps)
         self.scheduler.step()
         means = {key: (value / max(steps, 1)).item() for key, value in sums.items()}
         if self.regularizer is not None:
@@ -134,15 +136,26 @@ class Trainer:
         take = bad & (index < 0)
         return torch.where(take, torch.tensor(step, device=bad.device), index), torch.where(take, stacked, values), names
 
+    def _causes(self) -> str:
+        causes = [f"lr={self.config.lr:g}"] + ([f"mlmmdr_lamb={self.config.mlmmdr_lamb:g}"]
+                                                 if self.config.mlmmdr_lamb > 0 else [])
+        return f"{' or '.join(causes)} is likely too large for this model and data"
+
+    def _stop_if_weights_diverged(self, epoch: int, steps: int) -> None:
+        """The last step's update can make the weights non-finite while every loss was finite; such
+        a model predicts one class for everything, which would read as a perfect attack."""
+        finite = torch.stack([parameter.detach().isfinite().all() for parameter in self.model.parameters()]).all()
+        if not bool(finite):
+            raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: after its {steps} steps the weights are "
+                                   f"not finite; {self._causes()}")
+
     def _stop_if_diverged(self, first_bad, epoch: int) -> None:
         if first_bad is None or int(first_bad[0]) < 0:
             return
         index, values, names = first_bad
         shown = ", ".join(f"{name}={value:.4g}" for name, value in zip(names, values.tolist()))
-        causes = [f"lr={self.config.lr:g}"] + ([f"mlmmdr_lamb={self.config.mlmmdr_lamb:g}"]
-                                                 if self.config.mlmmdr_lamb > 0 else [])
         raise TrainingDiverged(f"training diverged at epoch {epoch + 1}, step {int(index) + 1}: {shown}; "
-                               f"{' or '.join(causes)} is likely too large for this model and data")
+                               f"{self._causes()}")
 
     def state_dict(self, history: list) -> dict:
         """Everything the next epoch needs: model, optimiser, schedule, grad scaler, every random

@@ -2,6 +2,7 @@
 import os
 import platform
 import shutil
+import warnings
 
 import torch
 
@@ -62,6 +63,19 @@ def promote(staging: RunDir, run: RunDir) -> None:
         os.replace(run.path, replaced)
     os.replace(staging.path, run.path)
     shutil.rmtree(replaced, ignore_errors=True)
+
+
+def collapsed_class(prepared: Prepared, history: list):
+    """The class a model gives every clean test image, or None. Such a model (a learning rate
+    that blew the weights up without making them infinite) has BA = that class's share and an
+    ASR of 1 or 0 that measures nothing; the run is kept but said to be collapsed."""
+    predictions = prepared.subject.predict(prepared.data.test_x)
+    if len(predictions) < 2 or predictions.unique().numel() > 1:
+        return None
+    label = int(predictions[0])
+    warnings.warn(f"the model classifies every clean test image as {label} (last epoch's loss {history[-1]['loss']:.4g}); "
+                  f"its ASR measures nothing: train longer, or lower lr={prepared.config.lr:g}")
+    return label
 
 
 def resumed_history(staging: RunDir, run: RunDir, config: RunConfig, trainer: Trainer) -> list:
@@ -125,7 +139,8 @@ def train(config: RunConfig, options=None) -> dict:
         final = history[-1]
         metrics = {"ba": final["ba"], "asr": final["asr"], "method": config.method,
                    "run_name": config.run_name, "epochs": len(history),
-                   "train_seconds": round(sum(row["seconds"] for row in history), 3), "history": history}
+                   "train_seconds": round(sum(row["seconds"] for row in history), 3),
+                   "collapsed_to_class": collapsed_class(prepared, history), "history": history}
         staging.write("metrics", metrics)
         state = {key: value.detach().cpu() for key, value in prepared.model.state_dict().items()}
         save_torch({"state_dict": state, "config": config_record,

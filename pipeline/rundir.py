@@ -66,7 +66,8 @@ class RunDir:
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read {path} ({exc}); delete it and rerun its stage") from None
+            raise UserError(f"cannot read {path} ({exc}); delete it and rerun its stage (evaluate.py --all_runs "
+                            f"--force recomputes evaluation.json)") from None
 
     def write(self, key: str, obj) -> Path:
         save_json(obj, self.file(key))

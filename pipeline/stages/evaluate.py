@@ -31,8 +31,8 @@ def evaluate_all(pattern: str, options: EvalOptions, overrides: dict, force: boo
     rows = []
     runs = find_runs(pattern)
     for run in tqdm(runs, desc="evaluating runs", disable=not overrides.get("progress", True)):
-        result = run.read("evaluation")
-        if result is None or force:
+        result = None if force else run.read("evaluation")
+        if result is None:
             result = evaluate(run.config(**overrides), options)
         rows.append(summary_row(result))
     out = Path(summary_dir) if summary_dir else runs[0].path.parent

@@ -112,8 +112,9 @@ def train(config: RunConfig, options=None) -> dict:
         raise ParameterError("out_dir", f"{config.out_dir} cannot hold runs ({error.strerror or error}); choose a "
                                         f"writable directory") from None
     with exclusive(run.path.parent / f".{run.name}.lock", f"the run {run.path}"):
-        claim(run, config)
         staging = staging_of(run)
+        if not (config.resume and staging.has("resume")):  # resuming continues a run that was already let in
+            claim(run, config)
         if not config.resume:
             shutil.rmtree(staging.path, ignore_errors=True)
         staging.path.mkdir(parents=True, exist_ok=True)

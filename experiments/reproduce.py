@@ -113,8 +113,10 @@ def main(argv=None) -> int:
     from utils.io import save_json, save_text
 
     args = parse(argv)
-    if args.jobs < 1 or not args.lambdas or min(args.lambdas) <= 0:
-        raise UserError("--jobs must be at least 1 and --lambdas positive")
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        raise UserError("--jobs and --threads must be at least 1")
+    if not args.lambdas or not all(0 < lamb < float("inf") for lamb in args.lambdas):
+        raise UserError(f"--lambdas must be positive finite numbers, got {args.lambdas}")
     grid = build_grid(args)
     jobs = grid.jobs()  # every run's configuration is validated here, before any work starts
     started = time.perf_counter()

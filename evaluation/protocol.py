@@ -6,7 +6,7 @@ import torch
 
 import defenses
 from evaluation.representations import FeatureBank, PredictedGroups, predicted_groups
-from inference import Subject
+from inference import Subject, ba_asr
 from metrics import METRICS, aro, distance
 from models import LEVELS
 from utils.params import check_params, param
@@ -194,11 +194,8 @@ def evaluate(subject: Subject, options: EvalOptions = None) -> dict:
     once and every test image's representations are extracted at most once (clean and triggered)."""
     options = options or EvalOptions()
     groups = predicted_groups(subject)
-    test_y = subject.data.test_y
     features = FeatureBank(subject, subject.data.test_x)
-    return {"ba": (groups.clean_pred == test_y).float().mean().item(),
-            "asr": (groups.triggered_pred == subject.target).float().mean().item()
-            if len(groups.triggered_pred) else float("nan"),
+    return {**ba_asr(groups.clean_pred, subject.data.test_y, groups.triggered_pred, subject.target),
             "options": options.to_dict(),
             "distances": distances(subject, groups, options, features),
             "detection": detections(subject, groups, options, features)}

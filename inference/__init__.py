@@ -90,15 +90,27 @@ def channel_means(model, module: nn.Module, images_uint8: torch.Tensor, device, 
     return (total / count).cpu()
 
 
+def ba_asr(clean_pred: torch.Tensor, test_y: torch.Tensor, triggered_pred: torch.Tensor, target: int) -> dict:
+    """BA: accuracy on all clean test images. ASR: the share of triggered test images whose true
+    class is not the target (``triggered_pred`` holds their predictions) that the model classifies
+    as the target (paper §3.4)."""
+    return {"ba": (clean_pred == test_y).float().mean().item(),
+            "asr": (triggered_pred == target).float().mean().item() if len(triggered_pred) else float("nan")}
+
+
+def clean_and_triggered_predictions(model, test_x: torch.Tensor, test_y: torch.Tensor, attack, target: int, device,
+                                    batch_size: int = 512, amp: bool = False) -> tuple:
+    """(predictions on every clean test image, predictions on the triggered non-target ones)."""
+    clean = predict(model, test_x, device, batch_size, amp=amp)
+    triggered = predict(model, test_x[test_y != target], device, batch_size, transform=attack, amp=amp)
+    return clean, triggered
+
+
 def benign_accuracy_and_asr(model, test_x: torch.Tensor, test_y: torch.Tensor, attack, target: int, device,
                             batch_size: int = 512, amp: bool = False) -> dict:
-    """BA: accuracy on all clean test images. ASR: the share of triggered test images whose true
-    class is not the target that the model classifies as the target (paper §3.4)."""
-    clean = predict(model, test_x, device, batch_size, amp=amp)
-    non_target = test_y != target
-    triggered = predict(model, test_x[non_target], device, batch_size, transform=attack, amp=amp)
-    return {"ba": (clean == test_y).float().mean().item(),
-            "asr": (triggered == target).float().mean().item() if len(triggered) else float("nan")}
+    """:func:`ba_asr` of the model's predictions on the test set."""
+    clean, triggered = clean_and_triggered_predictions(model, test_x, test_y, attack, target, device, batch_size, amp)
+    return ba_asr(clean, test_y, triggered, target)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from attacks.poisoning import PoisonedData
 from regularizers import MultiLevelMMD
-from inference import autocast, benign_accuracy_and_asr
+from inference import autocast, ba_asr, clean_and_triggered_predictions
 from training.loss import backdoor_cross_entropy
 from utils.errors import UserError
 
@@ -54,6 +54,7 @@ class Trainer:
         self.amp = config.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.regularizer = None
+        self.last_clean_predictions = None
         self._warned_inactive = False
         if config.mlmmdr_lamb > 0:
             self.regularizer = MultiLevelMMD(model, config.levels, config.kernel, config.mlmmdr_reduce,
@@ -88,15 +89,18 @@ class Trainer:
         return self._evaluate(test_x, test_y)
 
     def _evaluate(self, test_x, test_y) -> dict:
-        return benign_accuracy_and_asr(self.model, test_x, test_y, self.data.attack, self.config.target,
-                                       self.device, self.config.eval_batch_size, self.amp)
+        clean, triggered = clean_and_triggered_predictions(self.model, test_x, test_y, self.data.attack,
+                                                           self.config.target, self.device,
+                                                           self.config.eval_batch_size, self.amp)
+        self.last_clean_predictions = clean  # kept for the run's collapse check, which needs no second pass
+        return ba_asr(clean, test_y, triggered, self.config.target)
 
     def train_epoch(self, epoch: int) -> dict:
         """Mean loss terms over the epoch. Terms are summed on the device and read only when the
         progress bar refreshes, so the loop does not wait on the GPU every step."""
         self.model.train()
         sums, steps, mmd_active_steps = {}, 0, 0
-        first_bad = None  # on the device: the first step whose loss was not finite, and its terms
+        unchecked = []  # (step, terms) since the last finiteness check
         total = self.data.num_batches(self.config.batch_size)
         bar = tqdm(self.data.batches(self.config.batch_size, epoch), total=total, leave=False,
                    desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.config.progress,
@@ -105,13 +109,13 @@ class Trainer:
             terms = self.step(batch)
             for key, value in terms.items():
                 sums[key] = sums[key] + value if key in sums else value
-            first_bad = self._track_nonfinite(first_bad, terms, steps)
+            unchecked.append((steps, terms))
             mmd_active_steps += int(self.regularizer is not None and self.regularizer.last_active)
             steps += 1
             if steps % 10 == 0 or steps == total:
-                self._stop_if_diverged(first_bad, epoch)  # read here, where the bar reads the device anyway
+                self._stop_if_diverged(unchecked, epoch)  # read here, where the bar reads the device anyway
+                unchecked = []
                 bar.set_postfix({key: f"{(value / steps).item():.4g}" for key, value in sums.items()})
-        self._stop_if_diverged(first_bad, epoch)
         self._stop_if_weights_diverged(epoch, steps)
         self.scheduler.step()
         means = {key: (value / max(steps, 1)).item() for key, value in sums.items()}
@@ -123,18 +127,6 @@ class Trainer:
                               f"at least 2 clean target-class and 2 poisoned samples; raise batch_size "
                               f"({self.config.batch_size}) or the regulariser has no effect")
         return means
-
-    @staticmethod
-    def _track_nonfinite(first_bad, terms: dict, step: int):
-        """Keep, without a device sync, the index and loss terms of the first non-finite step."""
-        bad = ~torch.isfinite(terms["loss"])
-        stacked = torch.stack([value.float() for value in terms.values()])
-        if first_bad is None:
-            index = torch.where(bad, torch.tensor(step, device=bad.device), torch.tensor(-1, device=bad.device))
-            return index, torch.where(bad, stacked, torch.zeros_like(stacked)), list(terms)
-        index, values, names = first_bad
-        take = bad & (index < 0)
-        return torch.where(take, torch.tensor(step, device=bad.device), index), torch.where(take, stacked, values), names
 
     def _causes(self) -> str:
         causes = [f"lr={self.config.lr:g}"] + ([f"mlmmdr_lamb={self.config.mlmmdr_lamb:g}"]
@@ -149,13 +141,17 @@ class Trainer:
             raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: after its {steps} steps the weights are "
                                    f"not finite; {self._causes()}")
 
-    def _stop_if_diverged(self, first_bad, epoch: int) -> None:
-        if first_bad is None or int(first_bad[0]) < 0:
+    def _stop_if_diverged(self, unchecked: list, epoch: int) -> None:
+        """Raise naming the first of the ``unchecked`` (step, terms) whose loss is not finite; one
+        device read for all of them."""
+        if not unchecked:
             return
-        index, values, names = first_bad
-        shown = ", ".join(f"{name}={value:.4g}" for name, value in zip(names, values.tolist()))
-        raise TrainingDiverged(f"training diverged at epoch {epoch + 1}, step {int(index) + 1}: {shown}; "
-                               f"{self._causes()}")
+        finite = torch.stack([terms["loss"] for _, terms in unchecked]).isfinite().tolist()
+        if all(finite):
+            return
+        step, terms = unchecked[finite.index(False)]
+        shown = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
+        raise TrainingDiverged(f"training diverged at epoch {epoch + 1}, step {step + 1}: {shown}; {self._causes()}")
 
     def state_dict(self, history: list) -> dict:
         """Everything the next epoch needs: model, optimiser, schedule, grad scaler, every random

@@ -8,7 +8,11 @@ without running anything, and the entry scripts and the reproduction grid share 
 from dataclasses import dataclass
 from typing import Callable
 
+from pipeline.config import NOT_IDENTITY, inputs_hash
+from pipeline.prepare import check_identity
+from pipeline.rundir import RunDir
 from utils.errors import UserError, unknown_name
+from utils.io import remove_orphans
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,9 @@ def output_of(name: str, run, options=None):
 def require(run, needs) -> None:
     """Raise UserError naming the first needed stage whose output ``run`` lacks, or saying that the
     run failed to train."""
-    if run.failure():
-        raise UserError(f"{run.name} failed to train ({run.failure()}); nothing is measured on a failed run: "
+    failure = run.failure()
+    if failure:
+        raise UserError(f"{run.name} failed to train ({failure}); nothing is measured on a failed run: "
                         f"fix the cause and train it again")
     for need in needs:
         path = output_of(need, run)
@@ -67,8 +72,6 @@ def up_to_date(name: str, run, config, options=None) -> bool:
     """Whether stage ``name``'s output exists and was computed from this configuration and these
     options (the inputs_hash recorded beside it); a stage that records none is up to date once its
     output exists."""
-    from pipeline.config import inputs_hash
-
     stage = get(name)
     options = options if options is not None else stage.default_options()
     if not stage.output(run, options).is_file():
@@ -84,15 +87,9 @@ def run_stage(name: str, config, options=None) -> dict:
     measures the run as trained: a flag contradicting its checkpoint on what defines the model is
     an error, and the rest of the configuration is read from the run, the execution settings
     (device, batch size, progress) from the flags."""
-    from pipeline.config import NOT_IDENTITY
-    from pipeline.prepare import check_identity
-    from pipeline.rundir import RunDir
-
     stage = get(name)
     if stage.scope != "run":
         raise ValueError(f"stage '{name}' is a group stage; use run_group_stage")
-    from utils.io import remove_orphans
-
     run = RunDir.of(config)
     require(run, stage.needs)
     remove_orphans(run.path)  # what a writer killed mid-write left behind

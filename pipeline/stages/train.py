@@ -65,11 +65,14 @@ def promote(staging: RunDir, run: RunDir) -> None:
     shutil.rmtree(replaced, ignore_errors=True)
 
 
-def collapsed_class(prepared: Prepared, history: list):
+def collapsed_class(prepared: Prepared, trainer: Trainer, history: list):
     """The class a model gives every clean test image, or None. Such a model (a learning rate
     that blew the weights up without making them infinite) has BA = that class's share and an
-    ASR of 1 or 0 that measures nothing; the run is kept but said to be collapsed."""
-    predictions = prepared.subject.predict(prepared.data.test_x)
+    ASR of 1 or 0 that measures nothing; the run is kept but said to be collapsed. It reads the
+    last epoch's predictions (a resumed run with no epoch left predicts once more)."""
+    predictions = trainer.last_clean_predictions
+    if predictions is None:
+        predictions = prepared.subject.predict(prepared.data.test_x)
     if len(predictions) < 2 or predictions.unique().numel() > 1:
         return None
     label = int(predictions[0])
@@ -106,11 +109,11 @@ def train(config: RunConfig, options=None) -> dict:
     run = RunDir.of(config)
     try:
         run.path.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(run.path.parent, os.W_OK | os.X_OK):
-            raise PermissionError(13, "not writable")
+        problem = None if os.access(run.path.parent, os.W_OK | os.X_OK) else "not writable"
     except OSError as error:
-        raise ParameterError("out_dir", f"{config.out_dir} cannot hold runs ({error.strerror or error}); choose a "
-                                        f"writable directory") from None
+        problem = error.strerror or str(error)
+    if problem:
+        raise ParameterError("out_dir", f"{config.out_dir} cannot hold runs ({problem}); choose a writable directory")
     with exclusive(run.path.parent / f".{run.name}.lock", f"the run {run.path}"):
         staging = staging_of(run)
         if not (config.resume and staging.has("resume")):  # resuming continues a run that was already let in
@@ -141,7 +144,7 @@ def train(config: RunConfig, options=None) -> dict:
         metrics = {"ba": final["ba"], "asr": final["asr"], "method": config.method,
                    "run_name": config.run_name, "epochs": len(history),
                    "train_seconds": round(sum(row["seconds"] for row in history), 3),
-                   "collapsed_to_class": collapsed_class(prepared, history), "history": history}
+                   "collapsed_to_class": collapsed_class(prepared, trainer, history), "history": history}
         staging.write("metrics", metrics)
         state = {key: value.detach().cpu() for key, value in prepared.model.state_dict().items()}
         save_torch({"state_dict": state, "config": config_record,

@@ -1,11 +1,17 @@
 #!/usr/bin/env python
-"""Test a trained run against Neural Cleanse trigger synthesis and neuron pruning (paper §6.2).
+"""Test a trained run against a model defense: Neural Cleanse and pruning (paper §6.2), or erasing
+the backdoor with 5% clean data by fine-tuning, NAD or ARGD (beyond the paper).
 
     python defend.py --defense nc --data_name digits       # reverse-engineer a trigger per class
     python defend.py --defense prune --data_name digits    # prune s3's channels, BA/ASR curves
+    python defend.py --defense finetune --data_name digits # fine-tune on the defender's clean data
+    python defend.py --defense nad --data_name digits      # distil the fine-tuned teacher's attention
+    python defend.py --defense argd --data_name digits     # distil its attention relation graph
 
-Writes runs/<name>/defense_<nc|prune>.json and a figure in --figure_dir (default figures/):
-<name>/nc_triggers.png (Fig. 9) or <name>/prune_curve.png (Fig. 10).
+Writes runs/<name>/defense_<defense>.json (an erasing defense also the erased model,
+defense_<defense>_model.pt) and a figure in --figure_dir (default figures/): <name>/nc_triggers.png
+(Fig. 9), <name>/prune_curve.png (Fig. 10), or <data>_<model>_<attack>/erasing.png (BA and ASR over
+the erasing epochs of every run of the group, RBT against SL-/ML-MMDR).
 """
 import sys
 
@@ -26,28 +32,48 @@ def _print_prune(config, result) -> None:
               f"ASR={point['asr']:.4f}")
 
 
+def _print_erased(config, result) -> None:
+    before, after = result["before"], result["after"]
+    teacher = f", teacher {result['teacher']}" if "teacher" in result else ""
+    print(f"{config.run_name}: {result['defense']} on {result['clean_samples']} clean images, "
+          f"{len(result['history']) - 1} epochs{teacher}: BA {before['ba']:.4f} -> {after['ba']:.4f}, "
+          f"ASR {before['asr']:.4f} -> {after['asr']:.4f} in {result['seconds']:.0f}s")
+
+
 def defense_table() -> dict:
     """{--defense value: (options dataclass, flag prefix, figure stage, summary printer)}; the
     defense itself is the stage of the same name (pipeline/stages/defend.py)."""
-    from defenses import NCOptions, PruneOptions
+    from defenses import ARGDOptions, FinetuneOptions, NADOptions, NCOptions, PruneOptions
 
     return {"nc": (NCOptions, "nc_", "nc_triggers", _print_nc),
-            "prune": (PruneOptions, "prune_", "prune_curve", _print_prune)}
+            "prune": (PruneOptions, "prune_", "prune_curve", _print_prune),
+            "finetune": (FinetuneOptions, "ft_", "erasing", _print_erased),
+            "nad": (NADOptions, "nad_", "erasing", _print_erased),
+            "argd": (ARGDOptions, "argd_", "erasing", _print_erased)}
 
 
 def build_parser():
     from defenses import DEFENSES
+    from defenses.erasing import DistillationOptions
     from pipeline.cli import build_run_parser
-    from pipeline.flags import add_flags
+    from pipeline.flags import add_flags, flag_name
     from pipeline.stages.figures import FigureOptions
+    from utils.params import declared
 
     parser = build_run_parser(__doc__.split("\n\n")[0])
-    group = parser.add_argument_group("defense (paper §6.2)")
+    group = parser.add_argument_group("defense")
     group.add_argument("--defense", required=True,
                        help="; ".join(f"{key}: {DEFENSES[key].display}" for key in defense_table()))
+    # a field declaring its own flag (--defense_ratio, --teacher, --clean_samples) is one flag however
+    # many defenses share it; the erasing defenses' shared ones get their own group
+    add_flags(parser, DistillationOptions, names={f.name for f in declared(DistillationOptions) if f.metadata.get("flag")},
+              title="erasing defenses (--defense finetune, nad, argd): the defender's data and the teacher")
+    added = {flag_name(f) for f in declared(DistillationOptions) if f.metadata.get("flag")}
     for key, (options, prefix, _, _) in defense_table().items():
-        add_flags(parser, options, prefix=prefix,
-                  title=f"{DEFENSES[key].display} (--defense {key}, paper {DEFENSES[key].section})")
+        section = DEFENSES[key].section
+        add_flags(parser, options, prefix=prefix, skip=added,
+                  title=f"{DEFENSES[key].display} (--defense {key}, {'paper ' if section.startswith('§') else ''}{section})")
+        added |= {flag_name(f, prefix) for f in declared(options) if f.metadata.get("flag")}
     add_flags(parser, FigureOptions, title="figures")
     return parser
 
@@ -55,7 +81,8 @@ def build_parser():
 def main(argv=None) -> int:
     from pipeline.cli import config_from_args
     from pipeline.flags import from_args
-    from pipeline.stages import run_stage
+    from pipeline.rundir import find_runs, grouped
+    from pipeline.stages import get, run_group_stage, run_stage
     from pipeline.stages.figures import FigureOptions
     from utils.errors import ParameterError
 
@@ -68,7 +95,12 @@ def main(argv=None) -> int:
     figure_options = from_args(FigureOptions, args)
     config = config_from_args(args)
     summarise(config, run_stage(args.defense, config, options))
-    for written in run_stage(figure_stage, config, figure_options)["written"]:
+    if get(figure_stage).scope == "group":
+        runs = grouped(find_runs(config.out_dir)).get(config.group, [])
+        drawn = run_group_stage(figure_stage, config.group, runs, figure_options)
+    else:
+        drawn = run_stage(figure_stage, config, figure_options)
+    for written in drawn.get("written", []):
         print(f"wrote {written}")
     return 0
 

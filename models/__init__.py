@@ -8,10 +8,12 @@ import torch.nn as nn
 from models.preact_resnet import preactresnet18, preactresnet18_he
 from models.resnet import resnet18
 from models.vgg import vgg11, vgg16
+from models.wideresnet import wrn16_1, wrn16_2, wrn40_1, wrn40_2
 from utils.errors import ParameterError, UserError, unknown_name
 
 REGISTRY = {"vgg11": vgg11, "vgg16": vgg16, "resnet18": resnet18, "preactresnet18": preactresnet18,
-            "preactresnet18_he": preactresnet18_he}
+            "preactresnet18_he": preactresnet18_he, "wrn16_1": wrn16_1, "wrn16_2": wrn16_2, "wrn40_1": wrn40_1,
+            "wrn40_2": wrn40_2}
 NAMES = tuple(REGISTRY)
 LEVELS = ("s1", "s2", "s3")
 

@@ -20,7 +20,9 @@ def flag_name(f, prefix: str = "") -> str:
 
 
 def dest(f, prefix: str = "") -> str:
-    return f"{prefix}{f.name}"
+    """Where argparse stores the field: unprefixed for a field that declares its own flag, since that
+    flag is one name shared by every options class that declares it (e.g. --defense_ratio)."""
+    return f.name if f.metadata.get("flag") else f"{prefix}{f.name}"
 
 
 def _help(f) -> str:
@@ -29,11 +31,12 @@ def _help(f) -> str:
     return f"{text} (one of: {', '.join(map(str, choices))})" if choices and "one of" not in text else text
 
 
-def add_flags(parser, cls, prefix: str = "", names=None, title: str = None):
-    """Add a flag for each declared field of ``cls`` (only ``names`` when given), in a group ``title``."""
+def add_flags(parser, cls, prefix: str = "", names=None, title: str = None, skip=()):
+    """Add a flag for each declared field of ``cls`` (only ``names`` when given, none of the flags in
+    ``skip``), in a group ``title``."""
     group = parser.add_argument_group(title) if title else parser
     for f in declared(cls):
-        if names is not None and f.name not in names:
+        if names is not None and f.name not in names or flag_name(f, prefix) in skip:
             continue
         default = default_of(f)
         kwargs = {"dest": dest(f, prefix), "help": _help(f)}

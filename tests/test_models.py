@@ -9,6 +9,11 @@ EXPECTED_TAPS = {  # paper App. A, width 1
     "resnet18": {"s1": (128, 16, 16), "s2": (256, 8, 8), "s3": (512, 4, 4)},
     "preactresnet18": {"s1": (128, 16, 16), "s2": (256, 8, 8), "s3": (512, 4, 4)},
     "preactresnet18_he": {"s1": (128, 16, 16), "s2": (256, 8, 8), "s3": (512, 4, 4)},
+    # the NAD/ARGD code's WideResNets: the three group outputs
+    "wrn16_1": {"s1": (16, 32, 32), "s2": (32, 16, 16), "s3": (64, 8, 8)},
+    "wrn16_2": {"s1": (32, 32, 32), "s2": (64, 16, 16), "s3": (128, 8, 8)},
+    "wrn40_1": {"s1": (16, 32, 32), "s2": (32, 16, 16), "s3": (64, 8, 8)},
+    "wrn40_2": {"s1": (32, 32, 32), "s2": (64, 16, 16), "s3": (128, 8, 8)},
 }
 
 
@@ -48,6 +53,45 @@ def test_preactresnet18_follows_appendix_a_rows():
     he = models.build("preactresnet18_he", width=0.25)
     assert [type(m) for m in he.stem] == [torch.nn.Conv2d]
     assert [type(m) for m in he.head] == [torch.nn.BatchNorm2d, torch.nn.ReLU]
+
+
+def _wrn_parameters(depth: int, widen: int, classes: int = 10) -> int:
+    """WRN-d-k's parameter count written out: conv 3→16, then per group a first block (bn, 3×3 conv,
+    bn, 3×3 conv, and a 1×1 shortcut conv when the channels change) and (d−4)/6 − 1 further blocks;
+    bn + fc at the head. A BatchNorm of c channels holds 2c parameters."""
+    blocks = (depth - 4) // 6
+    total, previous = 3 * 16 * 9, 16
+    for channels in (16 * widen, 32 * widen, 64 * widen):
+        for index in range(blocks):
+            incoming = previous if index == 0 else channels
+            total += 2 * incoming + incoming * channels * 9 + 2 * channels + channels * channels * 9
+            total += incoming * channels if incoming != channels else 0
+        previous = channels
+    return total + 2 * previous + previous * classes + classes
+
+
+def test_wideresnet_parameter_counts():
+    assert _wrn_parameters(16, 1) == 175_066  # "about 175k" (NAD's WRN-16-1)
+    for name, depth, widen in (("wrn16_1", 16, 1), ("wrn16_2", 16, 2), ("wrn40_1", 40, 1), ("wrn40_2", 40, 2)):
+        model = models.build(name)
+        assert sum(p.numel() for p in model.parameters()) == _wrn_parameters(depth, widen), name
+
+
+def test_wideresnet_block_is_preactivation_without_relu_after_the_addition():
+    from models.wideresnet import WideBasicBlock
+
+    torch.manual_seed(0)
+    block = WideBasicBlock(4, 8, stride=2).eval()
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        activated = torch.relu(block.bn1(x))
+        expected = block.conv2(torch.relu(block.bn2(block.conv1(activated)))) + block.shortcut(activated)
+        out = block(x)
+    assert torch.allclose(out, expected) and (out < 0).any()  # no ReLU after the addition
+    same = WideBasicBlock(4, 4, stride=1).eval()
+    with torch.no_grad():
+        direct = same.conv2(torch.relu(same.bn2(same.conv1(torch.relu(same.bn1(x)))))) + x
+        assert same.shortcut is None and torch.allclose(same(x), direct)
 
 
 def test_width_multiplier_scales_channels():

@@ -69,3 +69,24 @@ def pruning_figure(results: list, title: str):
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def erasing_figure(results: dict, title: str):
+    """BA and ASR over the epochs of each erasing defense (epoch 0: before it), one line per run, one
+    row per defense: ``results`` is {defense display name: [defense result, ...]}."""
+    rows = [(name, sorted(runs, key=lambda r: (METHOD_ORDER.index(r["method"]), r["mlmmdr_lamb"])))
+            for name, runs in results.items() if runs]
+    figure, axes = plt.subplots(len(rows), 2, figsize=(9, 3.2 * len(rows)), dpi=100, squeeze=False)
+    for (name, runs), row in zip(rows, axes):
+        for axis, key, label in zip(row, ("ba", "asr"), ("BA", "ASR")):
+            for result in runs:
+                epochs = [point["epoch"] for point in result["history"]]
+                axis.plot(epochs, [point[key] for point in result["history"]], marker=".",
+                          color=METHOD_COLORS[result["method"]], label=method_label(result["method"], result["mlmmdr_lamb"]))
+            axis.set_title(f"{label} during {name} ({runs[0]['clean_samples']} clean images)", fontsize=10)
+            axis.set_xlabel("epoch (0: before)")
+            axis.set_ylim(-0.02, 1.02)
+        row[0].legend(loc="lower left", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure

@@ -9,6 +9,7 @@ from typing import Optional
 
 import torch
 
+from defenses import DEFENSES, ERASERS
 from pipeline.config import RunConfig
 from pipeline.prepare import load_trained
 from pipeline.rundir import RunDir, group_figure
@@ -16,7 +17,7 @@ from pipeline.stages.registry import register
 from utils.errors import UserError
 from utils.params import check_params, param
 from visualization.common import close, method_label, save_figure
-from visualization.defense_plots import nc_norms_figure, pruning_figure, trigger_grid
+from visualization.defense_plots import erasing_figure, nc_norms_figure, pruning_figure, trigger_grid
 from visualization.detection import RULE_TITLES, detection_figure
 from visualization.scatter import PROJECTIONS, feature_scatter
 from visualization.sweep import sweep_figure
@@ -135,3 +136,16 @@ _group_stage("nc_norms", "nc", "nc", lambda results, title, o: nc_norms_figure(r
              help="Neural Cleanse mask norms, the target against the others (Fig. 8)")
 _group_stage("prune_curves", "prune", "prune", lambda results, title, o: pruning_figure(results, title),
              help="pruning curves of every run of the group (Fig. 10)")
+
+
+@register("erasing", output=lambda group, o: group_figure(group, "erasing", o.figure_dir), options=FigureOptions,
+          needs=ERASERS[:1], scope="group", help="BA and ASR over the epochs of fine-tuning, NAD and ARGD, every "
+          "run of the group (RBT against SL-/ML-MMDR)")
+def erasing(group: str, runs: list, options: FigureOptions) -> dict:
+    """One row per erasing defense that some run of the group has been through."""
+    results = {DEFENSES[key].display: _results(runs, key, required=False) for key in ERASERS}
+    if not any(results.values()):
+        return {}
+    first = runs[0].config()
+    title = f"{first.data_name} / {first.model_name} / {first.attack_name}: erasing the backdoor"
+    return _save(erasing_figure(results, title), group_figure(group, "erasing", options.figure_dir), options)

@@ -1,0 +1,228 @@
+"""Erasing defenses: the defender's data, Cutout, NAD's attention loss and ARGD's edge and embedding
+losses against direct computations, and fine-tuning/NAD/ARGD end to end through defend.py."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.augment import cutout
+from defenses.distillation import CrossLevelAttention, attention_loss, attention_map, edge_loss, nad_loss
+from defenses.erasing import ARGDOptions, defender_data
+from utils.errors import ParameterError
+
+
+def _attention_direct(features: np.ndarray, p: float = 2.0, eps: float = 1e-6) -> np.ndarray:
+    out = np.zeros((features.shape[0], 1) + features.shape[2:])
+    for b in range(features.shape[0]):
+        summed = sum(np.abs(features[b, c]) ** p for c in range(features.shape[1]))
+        out[b, 0] = summed / (np.sqrt((summed ** 2).sum()) + eps)
+    return out
+
+
+def test_attention_map_and_nad_loss_against_a_direct_computation():
+    rng = np.random.default_rng(0)
+    student = {level: rng.normal(size=(3, 4, size, size)) for level, size in (("s1", 4), ("s2", 2), ("s3", 1))}
+    teacher = {level: rng.normal(size=value.shape) for level, value in student.items()}
+    for level in student:
+        assert np.allclose(attention_map(torch.tensor(student[level])).numpy(), _attention_direct(student[level]))
+    betas = {"s1": 500.0, "s2": 1000.0, "s3": 1000.0}
+    direct = {level: betas[level] * ((_attention_direct(student[level]) - _attention_direct(teacher[level])) ** 2).mean()
+              for level in student}
+    total, terms = nad_loss({k: torch.tensor(v) for k, v in student.items()},
+                            {k: torch.tensor(v) for k, v in teacher.items()}, betas)
+    assert total.item() == pytest.approx(sum(direct.values()), rel=1e-9)
+    assert {k: v.item() for k, v in terms.items()} == pytest.approx(direct, rel=1e-9)
+    # a 1×1 map normalises to 1 whatever the features: s3 here carries no signal
+    assert attention_loss(torch.tensor(student["s3"]), torch.tensor(teacher["s3"])).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def _pool(map_: np.ndarray, size: int) -> np.ndarray:
+    batch, _, height, _ = map_.shape
+    step = height // size
+    return map_.reshape(batch, 1, size, step, size, step).mean((3, 5))
+
+
+def _edges_direct(maps: dict) -> dict:
+    edges = {}
+    for a, b in (("s1", "s2"), ("s2", "s3"), ("s1", "s3")):
+        small = min(maps[a].shape[-1], maps[b].shape[-1])
+        lengths = ((_pool(maps[a], small) - _pool(maps[b], small)) ** 2).reshape(len(maps[a]), -1).sum(1)
+        edges[(a, b)] = lengths / lengths.max()
+    return edges
+
+
+def test_argd_edge_loss_against_a_direct_computation():
+    rng = np.random.default_rng(1)
+    sizes = {"s1": 8, "s2": 4, "s3": 2}
+    student = {level: np.abs(rng.normal(size=(5, 1, size, size))) for level, size in sizes.items()}
+    teacher = {level: np.abs(rng.normal(size=(5, 1, size, size))) for level, size in sizes.items()}
+    edges_s, edges_t = _edges_direct(student), _edges_direct(teacher)
+    direct = np.mean([((edges_s[pair] - edges_t[pair]) ** 2).mean() for pair in edges_s])
+    got = edge_loss({k: torch.tensor(v) for k, v in student.items()}, {k: torch.tensor(v) for k, v in teacher.items()})
+    assert got.item() == pytest.approx(direct, rel=1e-9)
+    same = {k: torch.tensor(v) for k, v in student.items()}
+    assert edge_loss(same, same).item() == 0.0
+
+
+def test_cross_level_attention_weights_and_loss_against_a_direct_computation():
+    torch.manual_seed(0)
+    module = CrossLevelAttention([(4, 4), (2, 2), (1, 1)], dim=8).double()
+    rng = np.random.default_rng(2)
+    student = [np.abs(rng.normal(size=(6, 1, s, s))) for s in (4, 2, 1)]
+    teacher = [np.abs(rng.normal(size=(6, 1, s, s))) for s in (4, 2, 1)]
+    as_tensors = lambda maps: [torch.tensor(m) for m in maps]  # noqa: E731
+    with torch.no_grad():
+        weights = module.weights(as_tensors(student), as_tensors(teacher)).numpy()
+        loss = module(as_tensors(student), as_tensors(teacher)).item()
+    assert weights.shape == (6, 3, 3) and np.allclose(weights.sum(2), 1.0)
+    direct = 0.0
+    for t, size in enumerate((4, 2, 1)):
+        value_t = (teacher[t] ** 2).reshape(6, -1)
+        value_t = value_t / np.linalg.norm(value_t, axis=1, keepdims=True)
+        for s in range(3):
+            squared = student[s] ** 2
+            if squared.shape[-1] >= size:
+                pooled = _pool(squared, size)
+            else:  # a smaller student map is spread over the teacher's size
+                pooled = np.repeat(np.repeat(squared, size // squared.shape[-1], 2), size // squared.shape[-1], 3)
+            value_s = pooled.reshape(6, -1)
+            value_s = value_s / np.linalg.norm(value_s, axis=1, keepdims=True)
+            direct += (weights[:, t, s] * ((value_s - value_t) ** 2).mean(1)).mean()
+    assert loss == pytest.approx(direct, rel=1e-9)
+
+
+def test_cutout_cuts_the_nad_codes_hole():
+    images = torch.full((200, 3, 8, 8), 255, dtype=torch.uint8)
+    out = cutout(images, torch.Generator().manual_seed(0), holes=1, length=3)
+    assert out.dtype == torch.uint8 and torch.equal(out[:, 0], out[:, 2])  # one hole through every channel
+    sizes = (out[:, 0] == 0).flatten(1).sum(1)
+    assert set(sizes.tolist()) <= {1, 2, 4} and (sizes == 4).float().mean() > 0.5
+    for image in out[:, 0]:
+        rows, cols = (image == 0).nonzero(as_tuple=True)
+        assert rows.max() - rows.min() <= 1 and cols.max() - cols.min() <= 1  # a 2×2 square, clipped at a border
+
+
+def test_defender_data_is_a_seeded_clean_share(digits):
+    images, labels = defender_data(digits.train_x, digits.train_y, 0.05, seed=0)
+    assert len(images) == int(0.05 * len(digits.train_x))
+    again, _ = defender_data(digits.train_x, digits.train_y, 0.05, seed=0)
+    other, _ = defender_data(digits.train_x, digits.train_y, 0.05, seed=1)
+    assert torch.equal(images, again) and not torch.equal(images, other)
+    rows = {tuple(row.flatten().tolist()): int(label) for row, label in zip(digits.train_x, digits.train_y)}
+    assert all(rows.get(tuple(row.flatten().tolist())) == int(label) for row, label in zip(images, labels))
+
+
+@pytest.mark.parametrize("kwargs, parameter", [({"defense_ratio": 0.0}, "defense_ratio"),
+                                               ({"defense_ratio": 1.5}, "defense_ratio"),
+                                               ({"vertex_betas": (1.0, -1.0, 1.0)}, "vertex_betas"),
+                                               ({"embed_dim": 0}, "embed_dim")])
+def test_erasing_options_refuse_values_outside_their_domain(kwargs, parameter):
+    with pytest.raises(ParameterError) as error:
+        ARGDOptions(**kwargs)
+    assert error.value.parameter == parameter
+
+
+def _defend(argv: list, capsys) -> tuple:
+    import defend
+    from pipeline.cli import run_cli
+
+    code = run_cli(defend.main, argv)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.fixture(scope="module")
+def erased_run(tiny_run, tmp_path_factory):
+    """A copy of the tiny RBT run, so that its defense files touch no other test."""
+    import shutil
+
+    argv, run_dir = tiny_run
+    out_dir = tmp_path_factory.mktemp("erasing")
+    shutil.copytree(run_dir, out_dir / run_dir.name)
+    return argv[:-1] + [str(out_dir), "--figure_dir", str(out_dir / "figures")], out_dir / run_dir.name
+
+
+def test_finetune_nad_and_argd_run_end_to_end(erased_run, capsys):
+    argv, run_dir = erased_run
+    code, out = _defend(argv + ["--defense", "nad", "--nad_epochs", "2", "--teacher_epochs", "1"], capsys)
+    assert code == 0, out
+    finetuned = json.loads((run_dir / "defense_finetune.json").read_text())  # the teacher, fine-tuned first
+    assert len(finetuned["history"]) == 2 and finetuned["options"]["defense_ratio"] == 0.05
+    result = json.loads((run_dir / "defense_nad.json").read_text())
+    assert result["clean_samples"] == int(0.05 * 600) and result["teacher"].endswith("defense_finetune_model.pt")
+    assert [row["epoch"] for row in result["history"]] == [0, 1, 2]
+    assert [row["lr"] for row in result["history"][1:]] == [0.1, 0.1]  # NAD's two warm epochs
+    assert result["before"]["asr"] == result["history"][0]["asr"] and result["after"]["ba"] == result["history"][-1]["ba"]
+    assert {"ce", "s1", "s2", "s3", "loss"} <= set(result["history"][1])
+    assert "nad on 30 clean images, 2 epochs" in out and (run_dir.parent / "figures" / "digits_vgg11_patched" /
+                                                           "erasing.png").is_file()
+    teacher_mtime = (run_dir / "defense_finetune_model.pt").stat().st_mtime_ns
+    code, out = _defend(argv + ["--defense", "argd", "--argd_epochs", "1"], capsys)
+    assert code == 0, out
+    assert (run_dir / "defense_finetune_model.pt").stat().st_mtime_ns == teacher_mtime  # the teacher is reused
+    argd = json.loads((run_dir / "defense_argd.json").read_text())
+    assert {"vertex", "edge", "embed"} <= set(argd["history"][1]) and argd["options"]["embed_trainable"] is False
+    erased = torch.load(run_dir / "defense_argd_model.pt", weights_only=True)
+    assert erased["defense"] == "argd" and set(erased["state_dict"]) == set(
+        torch.load(run_dir / "model.pt", weights_only=True)["state_dict"])
+
+
+def test_argd_is_reproducible_with_one_seed(erased_run, capsys):
+    argv, run_dir = erased_run
+    results = []
+    for _ in range(2):
+        assert _defend(argv + ["--defense", "argd", "--argd_epochs", "1", "--teacher_epochs", "1"], capsys)[0] == 0
+        results.append(json.loads((run_dir / "defense_argd.json").read_text())["history"])
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in results[0]] == \
+        [{k: v for k, v in row.items() if k != "seconds"} for row in results[1]]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--defense", "nad", "--defense_ratio", "0"], "error: --defense_ratio must be in (0, 1], got 0.0"),
+    (["--defense", "finetune", "--defense_ratio", "1.5"], "error: --defense_ratio must be in (0, 1], got 1.5"),
+    (["--defense", "erase"], "error: --defense must be one of nc, prune, finetune, nad, argd, got 'erase'"),
+    (["--defense", "nad", "--teacher", "missing.pt"], "error: --teacher missing.pt is not a file"),
+])
+def test_bad_erasing_input_is_one_line_and_writes_nothing(erased_run, capsys, extra, message):
+    argv, run_dir = erased_run
+    before = sorted(p.name for p in run_dir.iterdir())
+    code, out = _defend(argv + extra, capsys)
+    assert code == 2 and out.strip().splitlines() == [message + out.strip().split(message, 1)[1]]
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_a_teacher_of_another_architecture_is_refused(erased_run, tmp_path, capsys):
+    import models
+
+    argv, run_dir = erased_run
+    other = tmp_path / "resnet.pt"
+    torch.save({"state_dict": models.build("resnet18", width=0.25).state_dict()}, other)
+    before = sorted(p.name for p in run_dir.iterdir())
+    code, out = _defend(argv + ["--defense", "argd", "--teacher", str(other)], capsys)
+    assert code == 2 and len(out.strip().splitlines()) == 1
+    assert f"error: --teacher {other} does not fit the run's model (vgg11, width 0.25)" in out
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_a_run_without_a_checkpoint_is_refused(tmp_path, capsys):
+    code, out = _defend(["--data_name", "digits", "--out_dir", str(tmp_path), "--defense", "finetune"], capsys)
+    assert code == 2 and len(out.strip().splitlines()) == 1 and "no model.pt" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrn16_1_trains_one_epoch_with_mlmmdr_and_is_erased_by_argd(tmp_path, capsys):
+    import main
+    from pipeline.cli import run_cli
+
+    argv = ["--data_name", "digits", "--model_name", "wrn16_1", "--width", "0.5", "--epochs", "1",
+            "--train_subset", "300", "--mlmmdr_lamb", "0.3", "--no_progress", "--out_dir", str(tmp_path)]
+    assert run_cli(main.main, argv) == 0
+    run_dir = tmp_path / "digits_wrn16_1_patched_mlmmdr_0.3_all_w0.5_n300"
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert history[0]["mmd_active_steps"] > 0 and all(history[0][f"mmd_{level}"] > 0 for level in ("s1", "s2", "s3"))
+    capsys.readouterr()
+    code, out = _defend(argv + ["--defense", "argd", "--argd_epochs", "1", "--teacher_epochs", "1",
+                                "--figure_dir", str(tmp_path / "figures")], capsys)
+    assert code == 0, out
+    assert json.loads((run_dir / "defense_argd.json").read_text())["clean_samples"] == 15

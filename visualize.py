@@ -5,9 +5,10 @@
     python visualize.py --sweep runs/                                # BA, ASR, ARO against λ (Fig. 3)
     python visualize.py --detection runs/                            # AC/SS/SR F1 bars (Figs. 5–7)
     python visualize.py --nc runs/ --prune runs/                     # defend.py results (Figs. 8, 10)
+    python visualize.py --erasing runs/                              # BA/ASR while fine-tuning, NAD, ARGD
 
 Figures go to --figure_dir (default figures/): <run name>/features.png (features_tsne.png with
---method tsne) for one run, and <data>_<model>_<attack>/{sweep,detection,nc_norms,prune_curves}.png
+--method tsne) for one run, and <data>_<model>_<attack>/{sweep,detection,nc_norms,prune_curves,erasing}.png
 for each group of runs of one dataset, model and attack (detection_<rule>[_lambda<λ>].png with
 --rule or --lamb); --pdf adds a PDF of each.
 """
@@ -15,7 +16,8 @@ import sys
 
 from pipeline.cli import run_cli
 
-GROUP_FIGURES = {"sweep": "sweep", "detection": "detection", "nc": "nc_norms", "prune": "prune_curves"}
+GROUP_FIGURES = {"sweep": "sweep", "detection": "detection", "nc": "nc_norms", "prune": "prune_curves",
+                 "erasing": "erasing"}
 
 
 def build_parser():

@@ -16,6 +16,7 @@ The defender holds a seeded share of the clean training set (5%, as the NAD and 
 
 Each defense returns BA and ASR before, after and per epoch; the model is changed in place.
 """
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -127,57 +128,81 @@ def _batches(count: int, batch_size: int, rng: torch.Generator) -> list:
     return batches[:-1] if len(batches) > 1 and len(batches[-1]) == 1 else batches
 
 
+class Eraser:
+    """Trains ``model`` in place on (images, labels) with cross-entropy, plus
+    ``distill(student_levels, teacher_levels) -> (loss, terms)`` against the frozen ``teacher`` when
+    given; one call of :meth:`train_epoch` is one shuffled pass over the data."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, options: ErasingOptions,
+                 device, rng: torch.Generator, distill=None, teacher: nn.Module = None, extra_parameters=()):
+        self.model, self.images, self.labels, self.options = model, images, labels, options
+        self.device, self.rng, self.distill, self.teacher = torch.device(device), rng, distill, teacher
+        self.optimizer = torch.optim.SGD([*model.parameters(), *extra_parameters], lr=options.lr_at(0),
+                                         momentum=options.momentum, weight_decay=options.weight_decay,
+                                         nesterov=options.nesterov)
+        self.student_taps = tap_modules(model, LEVELS)
+        self.teacher_taps = tap_modules(teacher, LEVELS) if teacher is not None else {}
+
+    def batches(self):
+        """(inputs on the device in [0, 1], labels) of one epoch, augmented as the options say."""
+        for index in _batches(len(self.images), self.options.defense_batch_size, self.rng):
+            batch = self.images[index]
+            if self.options.defense_augment:
+                batch = cutout(random_crop_flip(batch, self.rng), self.rng, holes=1, length=3)
+            yield to_unit(batch, self.device), self.labels[index].to(self.device, non_blocking=True)
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple:
+        """(loss, detached terms) of one batch."""
+        with recording(self.model, self.student_taps) as student_levels:
+            logits = self.model(inputs)
+        loss = F.cross_entropy(logits, targets)
+        terms = {"ce": loss.detach()}
+        if self.distill is not None:
+            with torch.no_grad(), recording(self.teacher, self.teacher_taps) as teacher_levels:
+                self.teacher(inputs)
+            extra, parts = self.distill(dict(student_levels), dict(teacher_levels))
+            loss = loss + extra
+            terms.update({key: value.detach() for key, value in parts.items()})
+        terms["loss"] = loss.detach()
+        return loss, terms
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One epoch at the options' learning rate for ``epoch`` (0-based); the mean loss terms."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.options.lr_at(epoch)
+        self.model.train()
+        sums, steps = {}, 0
+        for inputs, targets in self.batches():
+            loss, terms = self.loss(inputs, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            for key, value in terms.items():
+                sums[key] = sums[key] + value if key in sums else value
+            steps += 1
+        return {key: (value / steps).item() for key, value in sums.items()}
+
+
 def erase(subject: Subject, options: ErasingOptions, name: str, distill=None, teacher: nn.Module = None,
           extra_parameters=(), progress: bool = True) -> dict:
-    """Train ``subject.model`` in place on the defender's data with cross-entropy, plus
-    ``distill(student_levels, teacher_levels) -> (loss, terms)`` against the frozen ``teacher`` when
-    given. Returns {clean_samples, before, after, history (one row per epoch, epoch 0 = before), seconds}."""
-    model, device = subject.model, subject.device
+    """Run an :class:`Eraser` on the defender's data for ``options.epochs``, measuring BA and ASR
+    before and after each epoch. Returns {defense, clean_samples, options, before, after, history
+    (one row per epoch, epoch 0 = before), seconds}."""
     images, labels = defender_data(subject.data.train_x, subject.data.train_y, options.defense_ratio, subject.seed)
-    rng = generator(subject.seed, f"erase-{name}")
-    optimizer = torch.optim.SGD([*model.parameters(), *extra_parameters], lr=options.lr_at(0),
-                                momentum=options.momentum, weight_decay=options.weight_decay, nesterov=options.nesterov)
-    student_taps = tap_modules(model, LEVELS)
-    teacher_taps = tap_modules(teacher, LEVELS) if teacher is not None else {}
+    eraser = Eraser(subject.model, images, labels, options, subject.device, generator(subject.seed, f"erase-{name}"),
+                    distill, teacher, extra_parameters)
     started = time.perf_counter()
     before = subject.ba_asr()
     history = [{"epoch": 0, "lr": None, **before, "seconds": 0.0}]
     for epoch in tqdm(range(options.epochs), desc=name, disable=not progress, dynamic_ncols=True):
         epoch_started = time.perf_counter()
-        lr = options.lr_at(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        sums, steps = {}, 0
-        for index in _batches(len(images), options.defense_batch_size, rng):
-            batch = images[index]
-            if options.defense_augment:
-                batch = cutout(random_crop_flip(batch, rng), rng, holes=1, length=3)
-            inputs, targets = to_unit(batch, device), labels[index].to(device, non_blocking=True)
-            with recording(model, student_taps) as student_levels:
-                logits = model(inputs)
-            loss = F.cross_entropy(logits, targets)
-            terms = {"ce": loss.detach()}
-            if distill is not None:
-                with torch.no_grad(), recording(teacher, teacher_taps) as teacher_levels:
-                    teacher(inputs)
-                extra, parts = distill(dict(student_levels), dict(teacher_levels))
-                loss = loss + extra
-                terms.update({key: value.detach() for key, value in parts.items()})
-            terms["loss"] = loss.detach()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for key, value in terms.items():
-                sums[key] = sums[key] + value if key in sums else value
-            steps += 1
-        means = {key: (value / steps).item() for key, value in sums.items()}
-        if not all(map(lambda v: v == v and abs(v) != float("inf"), means.values())):
+        means = eraser.train_epoch(epoch)
+        if not all(math.isfinite(value) for value in means.values()):
             raise UserError(f"{name} diverged at epoch {epoch + 1} ({', '.join(f'{k}={v:.4g}' for k, v in means.items())}); "
-                            f"lower its learning rate (lr={lr:g})")
-        history.append({"epoch": epoch + 1, "lr": lr, **means, **subject.ba_asr(),
+                            f"lower its learning rate (lr={options.lr_at(epoch):g})")
+        history.append({"epoch": epoch + 1, "lr": options.lr_at(epoch), **means, **subject.ba_asr(),
                         "seconds": round(time.perf_counter() - epoch_started, 3)})
-    model.eval()
+    subject.model.eval()
     after = {"ba": history[-1]["ba"], "asr": history[-1]["asr"]}
     return {"defense": name, "clean_samples": len(images), "options": options.to_dict(), "before": before,
             "after": after, "history": history, "seconds": round(time.perf_counter() - started, 3)}

@@ -5,7 +5,8 @@
         --width 0.25 --train_subset 10000 --epochs 12 --lambdas 0.3
 
 Runs the stages train and evaluate for {patched, blended, sig, warped} × {RBT, SL-MMDR, ML-MMDR} at
-each λ in --lambdas, and nc and prune for the patched runs (experiments/grid.py says which;
+each λ in --lambdas, nc and prune for the patched runs, and finetune, nad and argd for the RBT and
+largest-λ ML-MMDR run of every attack (experiments/grid.py says which;
 pipeline/schedule.py runs each run's missing stages), then the figure stages, and writes --report
 (default REPRODUCTION.md). Finished stages are skipped, so an interrupted reproduction resumes;
 --jobs N runs N runs at once in worker processes.
@@ -46,6 +47,12 @@ def parse(argv):
     parser.add_argument("--nc_flags", default="--clean_samples 320 --nc_epochs 20 --nc_steps_per_epoch 10",
                         help="defend.py's Neural Cleanse flags (--clean_samples, --nc_*; a CPU-sized budget by "
                              "default)")
+    parser.add_argument("--erased_attacks", nargs="*", default=["patched", "blended", "sig", "warped"],
+                        help="attacks whose RBT and largest-λ ML-MMDR runs also get fine-tuning, NAD and ARGD "
+                             "(none: skip erasing)")
+    parser.add_argument("--erase_flags", default="",
+                        help="defend.py's flags of fine-tuning, NAD and ARGD (--defense_ratio, --teacher_epochs, "
+                             "--ft_*, --nad_*, --argd_*), e.g. '--defense_ratio 0.1 --nad_lr 0.01'")
     parser.add_argument("--eval_flags", default="", help="evaluate.py's protocol flags (--num_samples, --pool_sizes, …)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="run this many runs' stages at once, in worker processes sharing the cores")
@@ -59,11 +66,11 @@ def parse(argv):
 
 
 def build_grid(args):
-    from defenses import NCOptions
+    from defenses import ARGDOptions, FinetuneOptions, NADOptions, NCOptions
     from evaluation.protocol import EvalOptions
     from experiments.grid import Grid
     from pipeline.config import RunConfig
-    from pipeline.flags import parse_flags
+    from pipeline.flags import parse_flag_groups, parse_flags
 
     base = RunConfig(data_name=args.data_name, data_path=None if args.data_name == "digits" else args.data_path,
                      model_name=args.model_name, width=args.width, epochs=args.epochs, seed=args.seed,
@@ -71,8 +78,11 @@ def build_grid(args):
                      milestones=args.milestones, progress=False)
     options = {"evaluate": parse_flags(EvalOptions, shlex.split(args.eval_flags), source="eval_flags"),
                "nc": parse_flags(NCOptions, shlex.split(args.nc_flags), prefix="nc_", source="nc_flags")}
+    options.update(parse_flag_groups({"finetune": (FinetuneOptions, "ft_"), "nad": (NADOptions, "nad_"),
+                                      "argd": (ARGDOptions, "argd_")}, shlex.split(args.erase_flags), "erase_flags"))
     return Grid(base=base, attacks=tuple(args.attacks), lambdas=tuple(args.lambdas),
-                defended_attacks=tuple(args.defended_attacks), stage_options=options)
+                defended_attacks=tuple(args.defended_attacks), erased_attacks=tuple(args.erased_attacks),
+                stage_options=options)
 
 
 def draw_figures(grid, args) -> dict:
@@ -84,7 +94,8 @@ def draw_figures(grid, args) -> dict:
     from utils.errors import UserError
 
     figures = {}
-    kinds = ["sweep", "detection"] + (["nc_norms", "prune_curves"] if args.defended_attacks else [])
+    kinds = ["sweep", "detection"] + (["nc_norms", "prune_curves"] if args.defended_attacks else []) + (
+        ["erasing"] if args.erased_attacks else [])
     groups = {}
     for config in grid.runs():
         groups.setdefault((config.group, config.attack_name), []).append(RunDir.of(config))

@@ -80,17 +80,25 @@ class _RaisingParser(argparse.ArgumentParser):
 def parse_flags(cls, argv: list, prefix: str = "", source: str = "flags"):
     """``cls`` from a list of its own flags, e.g. the reproduction's ``--nc_flags`` string; a flag
     that is not one of ``cls``'s, or a bad value, raises ParameterError naming ``source``."""
+    return parse_flag_groups({"": (cls, prefix)}, argv, source)[""]
+
+
+def parse_flag_groups(groups: dict, argv: list, source: str = "flags") -> dict:
+    """{name: options} for ``groups`` {name: (options class, flag prefix)} from one list of their
+    flags; a flag declared by several classes (its own ``flag``, e.g. --defense_ratio) sets them all."""
     parser = _RaisingParser(prog=source, add_help=False)
-    add_flags(parser, cls, prefix)
+    known = []
+    for cls, prefix in groups.values():
+        add_flags(parser, cls, prefix, skip=set(known))
+        known += [flag_name(f, prefix) for f in declared(cls) if flag_name(f, prefix) not in known]
     try:
         args = parser.parse_args(argv)
     except ValueError as error:
-        known = ", ".join(flag_name(f, prefix) for f in declared(cls))
-        raise ParameterError(source, f"cannot use {' '.join(argv)!r} ({error}); it takes: {known}") from None
+        raise ParameterError(source, f"cannot use {' '.join(argv)!r} ({error}); it takes: {', '.join(known)}") from None
     try:
-        return from_args(cls, args, prefix)
+        return {name: from_args(cls, args, prefix) for name, (cls, prefix) in groups.items()}
     except ParameterError as error:
         raise ParameterError(source, f"has --{error.parameter} {error.problem}") from None
 
 
-__all__ = ["add_flags", "from_args", "parse_flags", "flag_name", "flag_of"]
+__all__ = ["add_flags", "from_args", "parse_flags", "parse_flag_groups", "flag_name", "flag_of"]

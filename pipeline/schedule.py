@@ -36,10 +36,11 @@ class Job:
 
     def pending(self) -> list:
         """The stages whose output is missing or was computed from other inputs (configuration or
-        options), and those that need a pending stage, in order."""
+        options), and those that need or follow a pending stage, in order."""
         out, names = [], set()
         for name, options in self.stages:
-            if names & set(get(name).needs) or not up_to_date(name, self.run, self.config, options):
+            stage = get(name)
+            if names & set(stage.needs + stage.follows) or not up_to_date(name, self.run, self.config, options):
                 out.append((name, options))
                 names.add(name)
         return out

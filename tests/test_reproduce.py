@@ -16,8 +16,12 @@ def test_grid_is_attacks_times_methods_times_lambdas():
     assert names[:5] == ["digits_vgg11_patched", "digits_vgg11_patched_mlmmdr_0.1_last",
                          "digits_vgg11_patched_mlmmdr_0.3_last", "digits_vgg11_patched_mlmmdr_0.1_all",
                          "digits_vgg11_patched_mlmmdr_0.3_all"]
-    assert [name for name, _ in grid.stages(grid.runs()[0])] == ["train", "evaluate", "nc", "prune"]
-    assert [name for name, _ in grid.stages(grid.runs()[5])] == ["train", "evaluate"]  # blended is not defended
+    erasing = ["finetune", "nad", "argd"]  # on RBT and the largest-λ ML-MMDR run of every attack
+    assert [name for name, _ in grid.stages(grid.runs()[0])] == ["train", "evaluate", "nc", "prune"] + erasing
+    assert [name for name, _ in grid.stages(grid.runs()[1])] == ["train", "evaluate", "nc", "prune"]  # SL-MMDR
+    assert [name for name, _ in grid.stages(grid.runs()[3])] == ["train", "evaluate", "nc", "prune"]  # ML-MMDR λ=0.1
+    assert [name for name, _ in grid.stages(grid.runs()[4])] == ["train", "evaluate", "nc", "prune"] + erasing
+    assert [name for name, _ in grid.stages(grid.runs()[5])] == ["train", "evaluate"] + erasing  # blended: not defended
 
 
 def record(method, lamb, mmd, intra, f1, ba=0.9, asr=1.0, flagged=None):
@@ -55,6 +59,7 @@ def test_claim_verdicts_follow_their_rules():
 def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     argv = ["--data_name", "digits", "--width", "0.125", "--train_subset", "300", "--epochs", "2",
             "--lambdas", "0.3", "--attacks", "patched", "--defended_attacks", "--eval_flags", " ".join(EVAL_SMALL),
+            "--erase_flags", "--teacher_epochs 1 --ft_epochs 1 --nad_epochs 1 --argd_epochs 1",
             "--out_dir", str(tmp_path / "runs"), "--figure_dir", str(tmp_path / "figs"),
             "--report", str(tmp_path / "REPRODUCTION.md")]
     assert run_cli(reproduce_main, argv) == 0
@@ -63,7 +68,9 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     timings = json.loads((tmp_path / "runs" / "timings.json").read_text())
     assert sorted(timings) == ["digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300",
                                "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300", "digits_vgg11_patched_w0.125_n300"]
-    assert all(set(stages) == {"train", "evaluate"} for stages in timings.values())
+    erased = {"train", "evaluate", "finetune", "nad", "argd"}
+    assert [set(timings[name]) for name in sorted(timings)] == [erased, {"train", "evaluate"}, erased]
+    assert (tmp_path / "figs" / "digits_vgg11_patched" / "erasing.png").is_file()
     model = tmp_path / "runs" / "digits_vgg11_patched_w0.125_n300" / "model.pt"
     stamp = model.stat().st_mtime_ns
     assert run_cli(reproduce_main, argv) == 0  # resumes: nothing is retrained
@@ -75,7 +82,8 @@ def test_a_finished_grid_rerun_with_another_schedule_retrains(tmp_path):
     """Stages whose recorded inputs differ are rerun: --epochs 2 after --epochs 1 retrains and
     re-evaluates instead of reporting the old models under the new settings."""
     argv = ["--data_name", "digits", "--width", "0.125", "--train_subset", "200", "--epochs", "1",
-            "--lambdas", "0.3", "--attacks", "patched", "--defended_attacks", "--eval_flags", " ".join(EVAL_SMALL),
+            "--lambdas", "0.3", "--attacks", "patched", "--defended_attacks", "--erased_attacks",
+            "--eval_flags", " ".join(EVAL_SMALL),
             "--out_dir", str(tmp_path / "runs"), "--figure_dir", str(tmp_path / "figs"),
             "--report", str(tmp_path / "R.md")]
     grid_runs = ["digits_vgg11_patched_w0.125_n200", "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n200",

@@ -95,7 +95,7 @@ def _load_teacher(config: RunConfig, options, prepared) -> tuple:
 
 def _distillation_stage(name: str, options_class, defend):
     @register(name, output=lambda run, options: run.file(name), options=options_class, needs=("train",),
-              help=f"python defend.py --defense {name} with the run's flags", record=name)
+              follows=("finetune",), help=f"python defend.py --defense {name} with the run's flags", record=name)
     def compute(config: RunConfig, options) -> dict:
         prepared = load_trained(config)
         teacher, source = _load_teacher(config, options, prepared)

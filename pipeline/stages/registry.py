@@ -25,6 +25,7 @@ class Stage:
     scope: str = "run"          # "run" or "group"
     help: str = ""
     record: str = None          # RunDir key of the JSON recording the inputs_hash its output was computed from
+    follows: tuple = ()         # stages it reads when present (a rerun of one makes it stale) but can do without
 
     def default_options(self):
         return self.options() if self.options is not None else None
@@ -33,12 +34,13 @@ class Stage:
 STAGES = {}
 
 
-def register(name: str, *, output, options=None, needs=(), scope: str = "run", help: str = "", record: str = None):
+def register(name: str, *, output, options=None, needs=(), scope: str = "run", help: str = "", record: str = None,
+             follows=()):
     """Decorator: register ``compute`` as the stage ``name``."""
     def wrap(compute):
         if name in STAGES:
             raise ValueError(f"stage '{name}' is registered twice")
-        STAGES[name] = Stage(name, compute, output, options, tuple(needs), scope, help, record)
+        STAGES[name] = Stage(name, compute, output, options, tuple(needs), scope, help, record, tuple(follows))
         return compute
     return wrap
 

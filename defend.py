@@ -38,6 +38,10 @@ def _print_erased(config, result) -> None:
     print(f"{config.run_name}: {result['defense']} on {result['clean_samples']} clean images, "
           f"{len(result['history']) - 1} epochs{teacher}: BA {before['ba']:.4f} -> {after['ba']:.4f}, "
           f"ASR {before['asr']:.4f} -> {after['asr']:.4f} in {result['seconds']:.0f}s")
+    if after["ba"] < before["ba"] - 0.1:
+        print(f"note: BA fell by {100 * (before['ba'] - after['ba']):.0f} points, so the low ASR does not mean the "
+              f"backdoor was erased from a working model; see the per-epoch history in defense_{result['defense']}.json "
+              f"and try a smaller learning rate or a larger --defense_ratio")
 
 
 def defense_table() -> dict:

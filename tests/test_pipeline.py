@@ -94,7 +94,7 @@ def test_stage_needs_exist_and_figure_kinds_never_collide():
     from pipeline.stages.figures import DetectionFigureOptions, FigureOptions, ScatterOptions
 
     for stage in STAGES.values():
-        assert all(need in STAGES for need in stage.needs), stage.name
+        assert all(need in STAGES for need in stage.needs + stage.follows), stage.name
     run = RunDir("runs/digits_vgg11_patched")
     run_figures = {output_of(name, run, ScatterOptions() if name == "features" else FigureOptions())
                    for name, s in STAGES.items() if s.scope == "run" and s.options and "figure_dir" in
@@ -102,7 +102,7 @@ def test_stage_needs_exist_and_figure_kinds_never_collide():
     group_figures = {output_of(name, "digits_vgg11_patched",
                                DetectionFigureOptions() if name == "detection" else FigureOptions())
                      for name, s in STAGES.items() if s.scope == "group"}
-    assert len(run_figures) == 3 and len(group_figures) == 4 and not run_figures & group_figures
+    assert len(run_figures) == 3 and len(group_figures) == 5 and not run_figures & group_figures
 
 
 def test_feature_bank_extracts_each_image_once_and_matches_a_direct_pass(tiny_run):

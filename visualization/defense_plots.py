@@ -53,19 +53,26 @@ def nc_norms_figure(results: list, title: str):
     return figure
 
 
+def _by_method(results: list) -> list:
+    return sorted(results, key=lambda r: (METHOD_ORDER.index(r["method"]), r["mlmmdr_lamb"]))
+
+
+def _ba_asr_row(row, results: list, points: str, x: str, title: str, xlabel: str) -> None:
+    """BA (left) and ASR (right) against ``x`` of each result's ``points``, one line per run."""
+    for axis, key, name in zip(row, ("ba", "asr"), ("BA", "ASR")):
+        for result in results:
+            axis.plot([point[x] for point in result[points]], [point[key] for point in result[points]], marker=".",
+                      color=METHOD_COLORS[result["method"]], label=method_label(result["method"], result["mlmmdr_lamb"]))
+        axis.set_title(title.format(name=name), fontsize=10)
+        axis.set_xlabel(xlabel)
+        axis.set_ylim(-0.02, 1.02)
+    row[0].legend(loc="lower left", fontsize=8)
+
+
 def pruning_figure(results: list, title: str):
     """BA and ASR against the pruned ratio of s3's channels, one line per run (Fig. 10)."""
-    results = sorted(results, key=lambda r: (METHOD_ORDER.index(r["method"]), r["mlmmdr_lamb"]))
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
-    for axis, key, name in zip(axes, ("ba", "asr"), ("BA", "ASR")):
-        for result in results:
-            ratios = [point["ratio"] for point in result["curve"]]
-            axis.plot(ratios, [point[key] for point in result["curve"]], marker=".",
-                      color=METHOD_COLORS[result["method"]], label=method_label(result["method"], result["mlmmdr_lamb"]))
-        axis.set_title(f"{name} after pruning s3", fontsize=10)
-        axis.set_xlabel("pruned ratio")
-        axis.set_ylim(-0.02, 1.02)
-    axes[0].legend(loc="lower left", fontsize=8)
+    _ba_asr_row(axes, _by_method(results), "curve", "ratio", "{name} after pruning s3", "pruned ratio")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
@@ -74,19 +81,11 @@ def pruning_figure(results: list, title: str):
 def erasing_figure(results: dict, title: str):
     """BA and ASR over the epochs of each erasing defense (epoch 0: before it), one line per run, one
     row per defense: ``results`` is {defense display name: [defense result, ...]}."""
-    rows = [(name, sorted(runs, key=lambda r: (METHOD_ORDER.index(r["method"]), r["mlmmdr_lamb"])))
-            for name, runs in results.items() if runs]
+    rows = [(name, _by_method(runs)) for name, runs in results.items() if runs]
     figure, axes = plt.subplots(len(rows), 2, figsize=(9, 3.2 * len(rows)), dpi=100, squeeze=False)
     for (name, runs), row in zip(rows, axes):
-        for axis, key, label in zip(row, ("ba", "asr"), ("BA", "ASR")):
-            for result in runs:
-                epochs = [point["epoch"] for point in result["history"]]
-                axis.plot(epochs, [point[key] for point in result["history"]], marker=".",
-                          color=METHOD_COLORS[result["method"]], label=method_label(result["method"], result["mlmmdr_lamb"]))
-            axis.set_title(f"{label} during {name} ({runs[0]['clean_samples']} clean images)", fontsize=10)
-            axis.set_xlabel("epoch (0: before)")
-            axis.set_ylim(-0.02, 1.02)
-        row[0].legend(loc="lower left", fontsize=8)
+        _ba_asr_row(row, runs, "history", "epoch", f"{{name}} during {name} ({runs[0]['clean_samples']} clean images)",
+                    "epoch (0: before)")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure

@@ -60,7 +60,7 @@ def build_parser():
     from defenses import DEFENSES
     from defenses.erasing import DistillationOptions
     from pipeline.cli import build_run_parser
-    from pipeline.flags import add_flags, flag_name
+    from pipeline.flags import add_flags
     from pipeline.stages.figures import FigureOptions
     from utils.params import declared
 
@@ -68,16 +68,14 @@ def build_parser():
     group = parser.add_argument_group("defense")
     group.add_argument("--defense", required=True,
                        help="; ".join(f"{key}: {DEFENSES[key].display}" for key in defense_table()))
-    # a field declaring its own flag (--defense_ratio, --teacher, --clean_samples) is one flag however
-    # many defenses share it; the erasing defenses' shared ones get their own group
+    # the erasing defenses' shared flags (--defense_ratio, --teacher, …) get their own group; add_flags
+    # adds each shared flag once, so the per-defense groups below skip them
     add_flags(parser, DistillationOptions, names={f.name for f in declared(DistillationOptions) if f.metadata.get("flag")},
               title="erasing defenses (--defense finetune, nad, argd): the defender's data and the teacher")
-    added = {flag_name(f) for f in declared(DistillationOptions) if f.metadata.get("flag")}
     for key, (options, prefix, _, _) in defense_table().items():
         section = DEFENSES[key].section
-        add_flags(parser, options, prefix=prefix, skip=added,
+        add_flags(parser, options, prefix=prefix,
                   title=f"{DEFENSES[key].display} (--defense {key}, {'paper ' if section.startswith('§') else ''}{section})")
-        added |= {flag_name(f, prefix) for f in declared(options) if f.metadata.get("flag")}
     add_flags(parser, FigureOptions, title="figures")
     return parser
 

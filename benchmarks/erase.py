@@ -40,11 +40,8 @@ def _timed(function, device) -> float:
 
 def measure(model_name: str, defense: str, args, device) -> dict:
     import models
-    from defenses.distillation import LEVELS
-    from defenses.erasing import ARGDOptions, Eraser, FinetuneOptions, NADOptions, frozen
-    from defenses.distillation import ARGDLoss, nad_loss
+    from defenses.erasing import ARGDOptions, Eraser, FinetuneOptions, NADOptions, argd_loss, frozen, nad_distiller
     from inference import recording
-    from models import tap_modules
     from utils.seed import generator
 
     torch.manual_seed(0)
@@ -56,16 +53,7 @@ def measure(model_name: str, defense: str, args, device) -> dict:
     teacher, distill = None, None
     if defense != "finetune":
         teacher = frozen(models.build(model_name, 10, args.width).to(device))
-        if defense == "nad":
-            betas = dict(zip(LEVELS, options.betas))
-            distill = lambda s, t: nad_loss(s, t, betas, options.p)  # noqa: E731
-        else:
-            with torch.no_grad(), recording(model, tap_modules(model, LEVELS)) as levels:
-                model.eval()
-                model(torch.rand(2, 3, 32, 32, device=device))
-            sizes = [tuple(levels[level].shape[-2:]) for level in LEVELS]
-            distill = ARGDLoss(sizes, options.vertex_betas, options.edge_weight, options.embed_weight,
-                               options.embed_dim, options.p).to(device).requires_grad_(False)
+        distill = nad_distiller(options) if defense == "nad" else argd_loss(model, images, device, 0, options)
     eraser = Eraser(model, images, labels, options, device, generator(0, "benchmark"), distill, teacher)
     eraser.train_epoch(0)  # warm-up: allocator, cuDNN autotuning
     epochs = [_timed(lambda epoch=epoch: eraser.train_epoch(epoch), device) for epoch in range(args.epochs)]

@@ -27,11 +27,12 @@ from tqdm import tqdm
 
 from datasets.augment import cutout, random_crop_flip
 from defenses.distillation import LEVELS, ARGDLoss, nad_loss
+from defenses.neural_cleanse import clean_index
 from inference import Subject, recording, to_unit
 from models import tap_modules
 from utils.errors import UserError
 from utils.params import check_params, param
-from utils.seed import derive_seed, generator, sample
+from utils.seed import derive_seed, generator
 
 
 @dataclass
@@ -117,8 +118,7 @@ class ARGDOptions(DistillationOptions):
 def defender_data(train_x: torch.Tensor, train_y: torch.Tensor, ratio: float, seed: int) -> tuple:
     """(images, labels): a seeded ``ratio`` of the clean training set, int(ratio·N) images as the NAD
     code's random_split, at least one, in dataset order."""
-    count = max(1, int(ratio * len(train_x)))
-    index = sample(torch.arange(len(train_x)), count, generator(seed, "defender-clean")).sort().values
+    index = clean_index(len(train_x), max(1, int(ratio * len(train_x))), seed)
     return train_x[index], train_y[index]
 
 
@@ -221,39 +221,42 @@ def finetune(subject: Subject, options: FinetuneOptions = None, progress: bool =
     return erase(subject, options or FinetuneOptions(), "finetune", progress=progress)
 
 
+def nad_distiller(options: NADOptions):
+    """NAD's distillation term as ``(student_levels, teacher_levels) -> (loss, terms)``."""
+    betas = dict(zip(LEVELS, options.betas))
+    return lambda student, teacher: nad_loss(student, teacher, betas, options.p)
+
+
 def nad(subject: Subject, teacher: nn.Module, options: NADOptions = None, progress: bool = True) -> dict:
     """Neural Attention Distillation (Li et al., ICLR 2021): CE + Σ_l β_l·mean((Q_s − Q_t)²)."""
     options = options or NADOptions()
-    betas = dict(zip(LEVELS, options.betas))
-    return erase(subject, options, "nad", lambda s, t: nad_loss(s, t, betas, options.p), frozen(teacher),
-                 progress=progress)
+    return erase(subject, options, "nad", nad_distiller(options), frozen(teacher), progress=progress)
 
 
-def level_sizes(model: nn.Module, image: torch.Tensor, device) -> list:
-    """The (H, W) of each level's map for one image."""
+def level_sizes(model: nn.Module, images: torch.Tensor, device) -> list:
+    """The (H, W) of each level's map, read from one forward pass of ``images[:1]`` (uint8)."""
     with torch.no_grad(), recording(model, tap_modules(model, LEVELS)) as levels:
         was_training = model.training
         model.eval()
-        model(to_unit(image[:1], device))
+        model(to_unit(images[:1], device))
         model.train(was_training)
     return [tuple(levels[level].shape[-2:]) for level in LEVELS]
 
 
-def argd_loss(subject: Subject, options: ARGDOptions) -> ARGDLoss:
-    """ARGD's loss module, its embedding initialised from the run's seed."""
-    sizes = level_sizes(subject.model, subject.data.train_x, subject.device)
+def argd_loss(model: nn.Module, images: torch.Tensor, device, seed: int, options: ARGDOptions) -> ARGDLoss:
+    """ARGD's loss module for ``model``'s level sizes on ``images``, its embedding initialised from
+    ``seed``; its parameters need gradients only when ``options.embed_trainable``."""
+    sizes = level_sizes(model, images, device)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(subject.seed, "argd-embedding"))
+        torch.manual_seed(derive_seed(seed, "argd-embedding"))
         loss = ARGDLoss(sizes, options.vertex_betas, options.edge_weight, options.embed_weight, options.embed_dim,
                         options.p)
-    return loss.to(subject.device)
+    return loss.to(device).requires_grad_(options.embed_trainable)
 
 
 def argd(subject: Subject, teacher: nn.Module, options: ARGDOptions = None, progress: bool = True) -> dict:
     """Attention Relation Graph Distillation (Xia et al., IJCAI 2022): CE + vertex + edge + embedding."""
     options = options or ARGDOptions()
-    loss = argd_loss(subject, options)
+    loss = argd_loss(subject.model, subject.data.train_x, subject.device, subject.seed, options)
     extra = list(loss.parameters()) if options.embed_trainable else []
-    if not options.embed_trainable:
-        loss.requires_grad_(False)
     return erase(subject, options, "argd", loss, frozen(teacher), extra, progress=progress)

@@ -269,10 +269,15 @@ def neural_cleanse(model, clean_images: torch.Tensor, num_classes: int, options:
             "flagged": [classes[i] for i in flagged_classes(result["norm"])], "seconds": seconds}
 
 
+def clean_index(size: int, count: int, seed: int) -> torch.Tensor:
+    """Sorted indices of the defender's clean data: a seeded sample of ``count`` of ``size`` clean
+    training images (every defense that holds clean data draws it here)."""
+    return sample(torch.arange(size), count, generator(seed, "defender-clean")).sort().values
+
+
 def clean_sample(train_x: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     """The defender's clean data: a seeded sample of ``count`` clean training images, in order."""
-    index = sample(torch.arange(len(train_x)), count, generator(seed, "defender-clean"))
-    return train_x[index.sort().values]
+    return train_x[clean_index(len(train_x), count, seed)]
 
 
 def reverse_engineer(subject: Subject, options: NCOptions = None) -> dict:

@@ -31,13 +31,19 @@ def _help(f) -> str:
     return f"{text} (one of: {', '.join(map(str, choices))})" if choices and "one of" not in text else text
 
 
-def add_flags(parser, cls, prefix: str = "", names=None, title: str = None, skip=()):
-    """Add a flag for each declared field of ``cls`` (only ``names`` when given, none of the flags in
-    ``skip``), in a group ``title``."""
+def add_flags(parser, cls, prefix: str = "", names=None, title: str = None):
+    """Add a flag for each declared field of ``cls`` (only ``names`` when given), in a group
+    ``title``. A field that declares its own flag (``--defense_ratio``) is one flag shared by every
+    class that declares it: it is added once per parser, where it first appears."""
     group = parser.add_argument_group(title) if title else parser
+    shared = parser.__dict__.setdefault("_shared_flags", set())
     for f in declared(cls):
-        if names is not None and f.name not in names or flag_name(f, prefix) in skip:
+        if names is not None and f.name not in names:
             continue
+        if f.metadata.get("flag"):
+            if f.metadata["flag"] in shared:
+                continue
+            shared.add(f.metadata["flag"])
         default = default_of(f)
         kwargs = {"dest": dest(f, prefix), "help": _help(f)}
         if isinstance(default, bool):
@@ -87,10 +93,9 @@ def parse_flag_groups(groups: dict, argv: list, source: str = "flags") -> dict:
     """{name: options} for ``groups`` {name: (options class, flag prefix)} from one list of their
     flags; a flag declared by several classes (its own ``flag``, e.g. --defense_ratio) sets them all."""
     parser = _RaisingParser(prog=source, add_help=False)
-    known = []
     for cls, prefix in groups.values():
-        add_flags(parser, cls, prefix, skip=set(known))
-        known += [flag_name(f, prefix) for f in declared(cls) if flag_name(f, prefix) not in known]
+        add_flags(parser, cls, prefix)
+    known = list(dict.fromkeys(flag_name(f, prefix) for cls, prefix in groups.values() for f in declared(cls)))
     try:
         args = parser.parse_args(argv)
     except ValueError as error:

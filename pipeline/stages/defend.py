@@ -1,6 +1,7 @@
 """The model-defense stages: Neural Cleanse trigger synthesis and neuron pruning (paper §6.2), and the
 erasing defenses fine-tuning, NAD and ARGD."""
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 from defenses import (ARGDOptions, FinetuneOptions, NADOptions, NCOptions, PruneOptions, argd, channel_ranking,
@@ -49,9 +50,10 @@ def _save_erased(config: RunConfig, name: str, options, prepared, result: dict) 
 
 @register("finetune", output=lambda run, options: run.file("finetune"), options=FinetuneOptions, needs=("train",),
           help="python defend.py --defense finetune with the run's flags", record="finetune")
-def finetune_stage(config: RunConfig, options: FinetuneOptions) -> dict:
-    """Fine-tune all layers on the defender's clean data; its model is NAD's and ARGD's default teacher."""
-    prepared = load_trained(config)
+def finetune_stage(config: RunConfig, options: FinetuneOptions, prepared=None) -> dict:
+    """Fine-tune all layers on the defender's clean data (``prepared``'s model, in place, when given);
+    its model is NAD's and ARGD's default teacher."""
+    prepared = prepared or load_trained(config)
     return _save_erased(config, "finetune", options, prepared,
                         finetune(prepared.subject, options, progress=config.progress))
 
@@ -78,11 +80,15 @@ def _load_teacher(config: RunConfig, options, prepared) -> tuple:
         source = str(path)
     else:
         recorded = run.read("finetune")
+        source = str(run.file("finetune_model"))
         if not (run.has("finetune_model") and recorded and _teacher_data_matches(recorded, options)):
+            # fine-tune a copy of the loaded model: the data and the student are already in memory
+            tuned = replace(prepared, model=copy.deepcopy(prepared.model))
             finetune_stage(config, FinetuneOptions(epochs=options.teacher_epochs, defense_ratio=options.defense_ratio,
                                                    defense_batch_size=options.defense_batch_size,
-                                                   defense_augment=options.defense_augment))
-        state, source = load_checkpoint(run.file("finetune_model")), str(run.file("finetune_model"))
+                                                   defense_augment=options.defense_augment), tuned)
+            return tuned.model, source
+        state = load_checkpoint(run.file("finetune_model"))
     teacher = copy.deepcopy(prepared.model)
     try:
         teacher.load_state_dict(state["state_dict"] if isinstance(state, dict) and "state_dict" in state else state)

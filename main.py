@@ -5,6 +5,7 @@
     python main.py --data_name digits --mlmmdr_lamb 0.1       # ML-MMDR (s1, s2, s3)
     python main.py --data_name cifar10 --data_path data --model_name vgg11 \\
                    --attack_name blended --mlmmdr_lamb 0.1 --mlmmdr_layer all
+    torchrun --nproc_per_node 4 main.py --data_name cifar10 --data_path data --sync_bn   # DDP
 
 Writes runs/<name>/ (model.pt, config.json, metrics.json, history.csv) and prints BA and ASR.
 """
@@ -17,8 +18,15 @@ def main(argv=None) -> int:
     from pipeline.cli import build_run_parser, config_from_args
     from pipeline.stages import run_stage
 
+    from utils import distributed
+
     config = config_from_args(build_run_parser(__doc__.split("\n\n")[0]).parse_args(argv))
-    result = run_stage("train", config)
+    try:
+        result = run_stage("train", config)
+    finally:
+        distributed.shutdown()
+    if result.get("rank", 0) != 0:
+        return 0  # under torchrun rank 0 speaks for the run
     collapsed = result["collapsed_to_class"]
     note = "" if collapsed is None else f", collapsed: every clean image → {collapsed}, the ASR means nothing"
     print(f"{config.run_name}: BA={result['ba']:.4f} ASR={result['asr']:.4f} "

@@ -11,7 +11,7 @@ and flip (batched), scale to [0,1], then the trigger on the poisoned rows (after
 as in the authors' code). Triggers are re-applied every epoch, so the trigger is never
 augmented away.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -27,17 +27,34 @@ MODES = ("add", "replace")
 @dataclass
 class Batch:
     """One training batch. ``x`` and ``y`` live on the training device; the per-sample flags
-    stay on the CPU, so group sizes are known without a device sync."""
+    stay on the CPU, so group sizes are known without a device sync.
 
-    x: torch.Tensor         # float (B,C,H,W) in [0,1], augmented, triggered where poisoned
+    Under DDP ``x`` and ``y`` are this rank's ``rows`` of the global batch while the flags stay
+    those of the whole global batch, so every rank knows the global group sizes (Algorithm 1's
+    |X1| and |X2|) and which gathered rows form the MMD's groups, without communicating."""
+
+    x: torch.Tensor         # float (b,C,H,W) in [0,1], augmented, triggered where poisoned
     y: torch.Tensor         # training label: the target for poisoned rows, else the true label
     poisoned: torch.Tensor  # bool (B,), CPU
     source: torch.Tensor    # int64 (B,), CPU: the true label
     noise: torch.Tensor     # bool (B,), CPU: WaNet noise-mode rows
+    rows: slice = field(default_factory=lambda: slice(None))  # this rank's rows of the global batch (all of them in one process)
 
     def benign_target_mask(self, target: int) -> torch.Tensor:
         """Clean (not poisoned, not noise) rows whose true class is the target: the MMD's benign group."""
         return (self.source == target) & ~self.poisoned & ~self.noise
+
+    @property
+    def size(self) -> int:
+        """Rows in the global batch."""
+        return len(self.poisoned)
+
+    def shard(self, context) -> "Batch":
+        """This rank's rows of the batch (the batch itself in one process)."""
+        if not context.active:
+            return self
+        rows = context.shard(self.size)
+        return replace(self, x=self.x[rows], y=self.y[rows], rows=rows)
 
 
 def choose_poisoned(labels: torch.Tensor, target: int, ratio: float, seed: int) -> torch.Tensor:
@@ -105,11 +122,14 @@ class PoisonedData:
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)
 
-    def batches(self, batch_size: int, epoch: int):
-        """Shuffled batches of C for one epoch; the order is a function of (seed, epoch)."""
+    def batches(self, batch_size: int, epoch: int, context=None):
+        """Shuffled batches of C for one epoch; the order is a function of (seed, epoch).
+        ``batch_size`` is the global batch: under DDP each rank gets its shard of every batch
+        (utils/distributed.py says why every rank assembles the whole batch first)."""
         order = torch.randperm(len(self), generator=generator(self.seed, f"epoch-{epoch}"))
         for start in range(0, len(order), batch_size):
-            yield self.make_batch(order[start:start + batch_size])
+            batch = self.make_batch(order[start:start + batch_size])
+            yield batch if context is None else batch.shard(context)
 
     def make_batch(self, positions: torch.Tensor) -> Batch:
         base = self.base_index[positions]

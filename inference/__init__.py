@@ -15,8 +15,9 @@ import models
 
 
 def autocast(device: torch.device, enabled: bool):
-    """fp16 autocast on CUDA when ``enabled``; a no-op elsewhere."""
-    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=enabled and device.type == "cuda")
+    """bf16 autocast when ``enabled`` (``--amp``), on CUDA or the CPU; a no-op otherwise. bf16 keeps
+    float32's exponent range, so no loss scaling is needed; the losses compute in float32."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def to_unit(images_uint8: torch.Tensor, device) -> torch.Tensor:

@@ -17,8 +17,10 @@ RUN_GROUPS = (
      ("ce_reduction", "mlmmdr_lamb", "mlmmdr_layer", "mlmmdr_reduce", "kernel", "mmd_estimator")),
     ("optimisation (paper §3.4; unset = the dataset's default)",
      ("epochs", "batch_size", "lr", "milestones", "momentum", "weight_decay", "augment")),
-    ("execution", ("seed", "device", "amp", "eval_batch_size", "eval_every", "out_dir", "run_name", "progress",
+    ("execution", ("seed", "device", "eval_batch_size", "eval_every", "out_dir", "run_name", "progress",
                    "resume", "overwrite")),
+    ("speed (GPU fast path) and several GPUs (torchrun --nproc_per_node K main.py …; --batch_size is the global "
+     "batch)", ("amp", "channels_last", "compile", "sync_bn", "mmd_sync")),
 )
 
 
@@ -55,14 +57,20 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def run_cli(main, argv=None) -> int:
     """Call ``main(argv)``; bad input becomes ``error: <what was wrong and what to do>`` on one line
     of stderr and exit status 2 (a parameter is named by its flag), Ctrl-C exit status 130."""
+    from utils import distributed
+
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    quiet = distributed.launched_rank() > 0  # under torchrun rank 0 alone speaks: one line, not one per rank
+    if quiet:
+        warnings.simplefilter("ignore")
+    say = (lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr))
     try:
         return main(argv) or 0
     except ParameterError as error:
-        print(f"error: --{error.parameter} {error.problem}", file=sys.stderr)
+        say(f"error: --{error.parameter} {error.problem}")
         return 2
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        say(f"error: {error}")
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

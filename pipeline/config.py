@@ -65,7 +65,8 @@ class RunConfig:
     # optimisation (paper §3.4; None = the dataset's default)
     epochs: Optional[int] = param(None, "CIFAR-10 100, CelebA 40 (paper §3.4); GTSRB and fmnist reuse "
                                   "CIFAR-10's 100; digits 10 (ours)", low=1, type=int)
-    batch_size: Optional[int] = param(None, "256 (paper §3.4); digits: 64 (ours)", low=1, type=int)
+    batch_size: Optional[int] = param(None, "256 (paper §3.4); digits: 64 (ours). Under torchrun the global batch, split "
+                                      "across the ranks", low=1, type=int)
     lr: Optional[float] = param(None, "SGD learning rate (paper §3.4: 0.01)", low=0.0, low_open=True, type=float)
     milestones: Optional[list] = param(None, "epochs at which lr ÷ 10; default: the dataset's fractions of "
                                        "--epochs (paper §3.4: CIFAR-10 50%% and 70%%, i.e. 50 70 of 100; CelebA "
@@ -79,7 +80,19 @@ class RunConfig:
     # execution
     seed: int = param(0, "drives every random choice (0; ours)", low=0, high=2**31 - 1)
     device: str = param("auto", "auto (CUDA when present), cpu or cuda")
-    amp: bool = param(False, "mixed precision (CUDA only)")
+    amp: bool = param(False, "bf16 autocast for the forward and backward passes (the MMD² and the cross-entropy "
+                      "stay float32); meant for GPUs with bf16 (Ampere and later), allowed on the CPU")
+    channels_last: bool = param(False, "channels-last memory format for the model and its inputs (faster "
+                                "convolutions on tensor-core GPUs)")
+    compile: bool = param(False, "torch.compile the training network (the first steps compile: minutes; "
+                          "also runs on the CPU)")
+    sync_bn: bool = param(False, "under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm; on "
+                          "the CPU an all-reduce BatchNorm), as one process computes them; without it each "
+                          "rank normalises its own shard")
+    mmd_sync: str = param("global", "under torchrun: global = each level's features are all-gathered (with "
+                          "gradients) so L3 is the MMD² of the global batch, exactly the single-process loss "
+                          "(default); local = each rank's own MMD², averaged by DDP: cheaper, but another "
+                          "estimator (fewer samples per group, biased differently)", choices=("global", "local"))
     eval_batch_size: int = param(512, "images per forward pass when measuring", low=1)
     eval_every: int = param(1, "measure BA/ASR every N epochs (and always after the last); 1 = every epoch", low=1)
     out_dir: str = param("runs", "runs are written to OUT_DIR/<run name>/")
@@ -189,7 +202,7 @@ class RunConfig:
 # device is excluded too: the same run on another device is the same experiment, and its numbers
 # may differ only as floating point does.)
 NOT_IDENTITY = {"data_path", "download", "device", "eval_batch_size", "eval_every", "out_dir", "run_name",
-                "progress", "overwrite", "resume"}
+                "progress", "overwrite", "resume", "channels_last", "compile"}
 
 
 def digest(values) -> str:

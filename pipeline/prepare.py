@@ -16,6 +16,7 @@ from inference import Subject
 from pipeline.config import RunConfig
 from pipeline.rundir import RunDir
 from utils.device import resolve_device
+from utils import distributed
 from utils.errors import ParameterError, UserError
 from utils.seed import seed_everything
 
@@ -40,8 +41,9 @@ class Prepared:
 def prepare(config: RunConfig) -> Prepared:
     """Device, data, attack and an initialised model for ``config``; raises UserError on bad input."""
     device = resolve_device(config.device)
-    if config.amp and device.type != "cuda":
-        raise ParameterError("amp", "needs a CUDA device; drop it or run with --device cuda")
+    context = distributed.current()
+    if context.active and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     seed_everything(config.seed)

@@ -56,8 +56,11 @@ class MultiLevelMMD:
         finally:
             self.enabled = previous
 
-    def loss(self, benign_target_mask: torch.Tensor, poisoned_mask: torch.Tensor):
-        """(reduced loss, {level: MMD²}) for the last forward pass; releases its features."""
+    def loss(self, benign_target_mask: torch.Tensor, poisoned_mask: torch.Tensor, gather=None):
+        """(reduced loss, {level: MMD²}) for the last forward pass; releases its features.
+
+        ``gather(features) -> features`` turns one DDP rank's recorded rows into the global
+        batch's (an autograd-aware all-gather); the masks then describe the global batch."""
         try:
             missing = [level for level in self.levels if level not in self.features]
             if missing:
@@ -72,6 +75,8 @@ class MultiLevelMMD:
                 if len(benign) < 2 or len(poisoned) < 2:
                     per_level[level] = feats.new_zeros((), dtype=torch.float32)
                     continue
+                if gather is not None:
+                    feats = gather(feats)
                 pooled = feats.index_select(0, rows.to(feats.device, non_blocking=True))
                 per_level[level] = pooled_mmd2(pooled, len(benign), self.kernel, self.estimator)
             stacked = torch.stack(list(per_level.values()))

@@ -21,20 +21,26 @@ CE_REDUCTIONS = ("split", "pooled")
 
 
 def backdoor_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, poisoned: torch.Tensor,
-                           reduction: str = "split"):
+                           reduction: str = "split", counts: tuple = None):
     """(loss, L1, L2): ``loss`` = L1 + L2 for "split" (Algorithm 1, the default) or the mean
     cross-entropy over the whole batch for "pooled" (the prototype). L1 and L2 are returned for
     logging in both cases. ``poisoned`` is a bool mask (B,), on the CPU or the logits' device;
     the group sizes are counted on the CPU so no device sync is needed.
+
+    ``counts`` = (benign, poisoned) samples of the global batch when ``logits`` are one DDP rank's
+    shard of it: the sums are divided by the global counts, so the three values are this rank's
+    shares, and their sums over the ranks are exactly the single-process values.
     """
     if reduction not in CE_REDUCTIONS:
         raise ValueError(f"unknown cross-entropy reduction '{reduction}'; choose one of {CE_REDUCTIONS}")
     poisoned_cpu = torch.as_tensor(poisoned, dtype=torch.bool).cpu()
-    n_poisoned = int(poisoned_cpu.sum())
-    n_benign = len(poisoned_cpu) - n_poisoned
+    if counts is None:
+        n_poisoned = int(poisoned_cpu.sum())
+        counts = (len(poisoned_cpu) - n_poisoned, n_poisoned)
+    n_benign, n_poisoned = counts
     per_sample = F.cross_entropy(logits.float(), labels, reduction="none")
     is_poisoned = poisoned_cpu.to(per_sample.device, non_blocking=True)
     benign_ce = per_sample.masked_fill(is_poisoned, 0.0).sum() / max(n_benign, 1)
     poisoned_ce = per_sample.masked_fill(~is_poisoned, 0.0).sum() / max(n_poisoned, 1)
-    loss = benign_ce + poisoned_ce if reduction == "split" else per_sample.mean()
+    loss = benign_ce + poisoned_ce if reduction == "split" else per_sample.sum() / max(n_benign + n_poisoned, 1)
     return loss, benign_ce, poisoned_ce

@@ -1,4 +1,9 @@
-"""The training loop of Algorithm 1: one forward pass per batch, Lt = L1 + L2 + λ·L3."""
+"""The training loop of Algorithm 1: one forward pass per batch, Lt = L1 + L2 + λ·L3.
+
+One loop for one process and for DistributedDataParallel (utils/distributed.py): under DDP each
+rank's loss is scaled so that DDP's gradient average is the gradient of the single-process loss
+on the global batch (see :meth:`Trainer.step`).
+"""
 import time
 import warnings
 from dataclasses import dataclass
@@ -11,7 +16,11 @@ from attacks.poisoning import PoisonedData
 from regularizers import MultiLevelMMD
 from inference import autocast, ba_asr, clean_and_triggered_predictions
 from training.loss import backdoor_cross_entropy
+from training.sync_bn import convert_sync_batchnorm
+from utils.distributed import SINGLE, Context
 from utils.errors import UserError
+
+MMD_SYNCS = ("global", "local")
 
 
 @dataclass
@@ -33,6 +42,10 @@ class TrainSettings:
     mmd_estimator: str = "biased"
     ce_reduction: str = "split"
     amp: bool = False
+    sync_bn: bool = False
+    mmd_sync: str = "global"
+    channels_last: bool = False
+    compile: bool = False
     eval_batch_size: int = 512
     eval_every: int = 1
     progress: bool = True
@@ -43,43 +56,75 @@ class TrainingDiverged(UserError):
 
 
 class Trainer:
-    """Owns the model, optimiser, schedule and (when λ > 0) the regulariser's hooks."""
+    """Owns the model, optimiser, schedule and (when λ > 0) the regulariser's hooks.
 
-    def __init__(self, model: nn.Module, data: PoisonedData, config: TrainSettings, device: torch.device):
-        self.model, self.data, self.config, self.device = model, data, config, device
+    ``model`` stays the plain module (its state dict is the checkpoint's); ``network`` is what
+    the steps call: the model wrapped in DDP under torchrun, compiled with ``compile``."""
+
+    def __init__(self, model: nn.Module, data: PoisonedData, config: TrainSettings, device: torch.device,
+                 context: Context = SINGLE):
+        if config.mmd_sync not in MMD_SYNCS:
+            raise UserError(f"unknown --mmd_sync '{config.mmd_sync}'; choose one of {', '.join(MMD_SYNCS)}")
+        self.model, self.data, self.config, self.device, self.context = model, data, config, device, context
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if config.sync_bn and context.active:
+            convert_sync_batchnorm(model, context, device)  # before the hooks: replaced modules lose theirs
         self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(config.milestones),
                                                               gamma=0.1)
-        self.amp = config.amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp = config.amp  # bf16 autocast: no loss scaling needed, and it runs on the CPU too
         self.regularizer = None
         self.last_clean_predictions = None
         self._warned_inactive = False
         if config.mlmmdr_lamb > 0:
             self.regularizer = MultiLevelMMD(model, config.levels, config.kernel, config.mlmmdr_reduce,
                                              config.mmd_estimator)
+        self.network = model
+        if context.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if config.compile:
+            self.network = torch.compile(self.network)
 
     def step(self, batch) -> dict:
         """One optimisation step of Algorithm 1 (lines 9–13): Lt = L1 + L2 + λ·L3, with L1 + L2
         replaced by the batch-mean cross-entropy under ``ce_reduction="pooled"`` (the prototype).
-        Returns the detached loss terms (tensors on the device)."""
+        Returns the detached loss terms (tensors on the device): this rank's shares, which sum
+        over the ranks to the global batch's values (in one process, the values).
+
+        Under DDP (K ranks), L1 and L2 divide by the *global* counts of benign and poisoned
+        samples, and with ``mmd_sync="global"`` every rank computes L3 on the features gathered
+        from all ranks. DDP averages the ranks' gradients, i.e. differentiates (1/K)·Σ_r loss_r,
+        so rank r backpropagates K·(its CE share) + λ·L3: the average is then the gradient of
+        L1 + L2 + λ·L3 on the global batch. With ``mmd_sync="local"`` L3 is each rank's own
+        MMD² and the update follows λ·mean_r L3_r, another estimator."""
+        world = self.context.world_size
+        inputs = batch.x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else batch.x
         with autocast(self.device, self.amp):
-            logits = self.model(batch.x)
-        ce, benign_ce, poisoned_ce = backdoor_cross_entropy(logits, batch.y, batch.poisoned,
-                                                            self.config.ce_reduction)
+            logits = self.network(inputs)
+        poisoned_count = int(batch.poisoned.sum())
+        ce, benign_ce, poisoned_ce = backdoor_cross_entropy(logits, batch.y, batch.poisoned[batch.rows],
+                                                            self.config.ce_reduction,
+                                                            counts=(batch.size - poisoned_count, poisoned_count))
         terms = {"ce": ce.detach(), "ce_benign": benign_ce.detach(), "ce_poisoned": poisoned_ce.detach()}
-        loss = ce
+        loss, share = world * ce, ce.detach()
         if self.regularizer is not None:
-            mmd, per_level = self.regularizer.loss(batch.benign_target_mask(self.config.target),
-                                                   batch.poisoned)
-            loss = ce + self.config.mlmmdr_lamb * mmd
-            terms.update({f"mmd_{level}": value.detach() for level, value in per_level.items()})
-        terms["loss"] = loss.detach()
+            benign_target = batch.benign_target_mask(self.config.target)
+            if self.config.mmd_sync == "global":
+                mmd, per_level = self.regularizer.loss(
+                    benign_target, batch.poisoned, gather=lambda rows: self.context.gather_rows(rows, batch.size))
+            else:
+                mmd, per_level = self.regularizer.loss(benign_target[batch.rows], batch.poisoned[batch.rows])
+            loss = loss + self.config.mlmmdr_lamb * mmd
+            share = share + self.config.mlmmdr_lamb * mmd.detach() / world
+            terms.update({f"mmd_{level}": value.detach() / world for level, value in per_level.items()})
+        terms["loss"] = share
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        loss.backward()
+        self.optimizer.step()
         return terms
 
     def evaluate(self, test_x, test_y) -> dict:
@@ -89,22 +134,27 @@ class Trainer:
         return self._evaluate(test_x, test_y)
 
     def _evaluate(self, test_x, test_y) -> dict:
-        clean, triggered = clean_and_triggered_predictions(self.model, test_x, test_y, self.data.attack,
+        """BA/ASR on the test set; under DDP each rank predicts its shard with rank 0's BatchNorm
+        statistics (without --sync_bn the ranks' running statistics drift apart) and the
+        predictions are gathered."""
+        self.context.broadcast_buffers(self.model)
+        rows = self.context.shard(len(test_y))
+        clean, triggered = clean_and_triggered_predictions(self.model, test_x[rows], test_y[rows], self.data.attack,
                                                            self.config.target, self.device,
                                                            self.config.eval_batch_size, self.amp)
+        clean, triggered = self.context.concat(clean), self.context.concat(triggered)
         self.last_clean_predictions = clean  # kept for the run's collapse check, which needs no second pass
         return ba_asr(clean, test_y, triggered, self.config.target)
 
     def train_epoch(self, epoch: int) -> dict:
         """Mean loss terms over the epoch. Terms are summed on the device and read only when the
         progress bar refreshes, so the loop does not wait on the GPU every step."""
-        self.model.train()
+        self.network.train()
         sums, steps, mmd_active_steps = {}, 0, 0
         unchecked = []  # (step, terms) since the last finiteness check
         total = self.data.num_batches(self.config.batch_size)
-        bar = tqdm(self.data.batches(self.config.batch_size, epoch), total=total, leave=False,
-                   desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.config.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(self.data.batches(self.config.batch_size, epoch, self.context), total=total, leave=False,
+                   desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self._progress, dynamic_ncols=True)
         for batch in bar:
             terms = self.step(batch)
             for key, value in terms.items():
@@ -115,10 +165,12 @@ class Trainer:
             if steps % 10 == 0 or steps == total:
                 self._stop_if_diverged(unchecked, epoch)  # read here, where the bar reads the device anyway
                 unchecked = []
-                bar.set_postfix({key: f"{(value / steps).item():.4g}" for key, value in sums.items()})
+                if self._progress:
+                    bar.set_postfix({key: f"{(value / steps).item():.4g}" for key, value in sums.items()})
         self._stop_if_weights_diverged(epoch, steps)
         self.scheduler.step()
-        means = {key: (value / max(steps, 1)).item() for key, value in sums.items()}
+        totals = self.context.all_reduce_sum(torch.stack(list(sums.values()))) if sums else torch.zeros(0)
+        means = {key: (value / max(steps, 1)).item() for key, value in zip(sums, totals)}
         if self.regularizer is not None:
             means["mmd_active_steps"] = mmd_active_steps
             if mmd_active_steps == 0 and not self._warned_inactive:
@@ -127,6 +179,10 @@ class Trainer:
                               f"at least 2 clean target-class and 2 poisoned samples; raise batch_size "
                               f"({self.config.batch_size}) or the regulariser has no effect")
         return means
+
+    @property
+    def _progress(self) -> bool:
+        return self.config.progress and self.context.is_main
 
     def _causes(self) -> str:
         causes = [f"lr={self.config.lr:g}"] + ([f"mlmmdr_lamb={self.config.mlmmdr_lamb:g}"]
@@ -147,14 +203,17 @@ class Trainer:
         if not unchecked:
             return
         finite = torch.stack([terms["loss"] for _, terms in unchecked]).isfinite().tolist()
-        if all(finite):
+        if self.context.all_true(all(finite)):  # every rank stops together, none waits in a collective
             return
+        if all(finite):
+            raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: another rank's loss is not finite; "
+                                   f"{self._causes()}")
         step, terms = unchecked[finite.index(False)]
         shown = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
         raise TrainingDiverged(f"training diverged at epoch {epoch + 1}, step {step + 1}: {shown}; {self._causes()}")
 
     def state_dict(self, history: list) -> dict:
-        """Everything the next epoch needs: model, optimiser, schedule, grad scaler, every random
+        """Everything the next epoch needs: model, optimiser, schedule, every random
         generator's state and the history so far. Loading it and calling :meth:`fit` continues the
         run exactly where it stopped (on the same device and thread count, bit for bit)."""
         import random
@@ -163,7 +222,7 @@ class Trainer:
 
         state = {"model": {key: value.detach().cpu() for key, value in self.model.state_dict().items()},
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "scaler": self.scaler.state_dict(), "data_rng": self.data.rng_state(),
+                 "data_rng": self.data.rng_state(),
                  "torch_rng": torch.get_rng_state(), "history": list(history),
                  "python_rng": random.getstate()}
         kind, keys, position, has_gauss, gauss = np.random.get_state()
@@ -182,7 +241,6 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
         self.data.set_rng_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
         kind, keys, position, has_gauss, gauss = state["numpy_rng"]
@@ -196,7 +254,7 @@ class Trainer:
         """Train the remaining epochs (all of them, or those after ``history``, a resumed run's);
         ``on_epoch(history)`` runs after each epoch."""
         history = list(history or [])
-        overall = tqdm(range(len(history), self.config.epochs), desc="training", disable=not self.config.progress,
+        overall = tqdm(range(len(history), self.config.epochs), desc="training", disable=not self._progress,
                        dynamic_ncols=True, initial=len(history), total=self.config.epochs)
         for epoch in overall:
             started = time.perf_counter()

@@ -3,6 +3,7 @@ import os
 import platform
 import shutil
 import warnings
+from contextlib import ExitStack
 
 import torch
 
@@ -14,6 +15,7 @@ from pipeline.stages.registry import register
 from regularizers import describe
 from training import Trainer
 from training.trainer import TrainingDiverged
+from utils import distributed
 from utils.errors import ParameterError, UserError
 from utils.io import exclusive, load_checkpoint, remove_orphans, save_csv, save_torch
 
@@ -30,7 +32,7 @@ def resolved_config(prepared: Prepared, poisoned: PoisonedData) -> dict:
                          "training_set_size": len(poisoned), "taps": dict(prepared.model.taps),
                          "attack": prepared.attack.params(),
                          "torch": str(torch.__version__), "python": platform.python_version(),
-                         "threads": torch.get_num_threads()}}
+                         "threads": torch.get_num_threads(), "world_size": distributed.current().world_size}}
 
 
 def claim(run: RunDir, config: RunConfig) -> None:
@@ -83,30 +85,27 @@ def collapsed_class(prepared: Prepared, trainer: Trainer, history: list):
 
 def resumed_history(staging: RunDir, run: RunDir, config: RunConfig, trainer: Trainer) -> list:
     """With ``--resume``, restore the trainer from the staging directory's resume.pt and return the
-    history so far; without it, start from the first epoch."""
+    history so far; without it, start from the first epoch. Under DDP rank 0 checks the file and
+    every rank loads it (rank 0 wrote it for all: their states are the same)."""
     if not config.resume:
         return []
-    if not staging.has("resume"):
-        state = "is complete" if run.has("checkpoint") else "has no finished epoch"
-        raise UserError(f"nothing to resume in {run.path}: the run {state}; drop --resume to train it from the start")
-    state = load_checkpoint(staging.file("resume"))
-    if state.get("config_hash") != config.config_hash():
-        raise UserError(f"{staging.file('resume')} belongs to another configuration; drop --resume to train from "
-                        f"the start")
-    return trainer.load_state_dict(state)
+
+    def check() -> None:
+        if not staging.has("resume"):
+            state = "is complete" if run.has("checkpoint") else "has no finished epoch"
+            raise UserError(f"nothing to resume in {run.path}: the run {state}; drop --resume to train it from the "
+                            f"start")
+        if load_checkpoint(staging.file("resume")).get("config_hash") != config.config_hash():
+            raise UserError(f"{staging.file('resume')} belongs to another configuration; drop --resume to train "
+                            f"from the start")
+
+    distributed.current().agree(check)
+    return trainer.load_state_dict(load_checkpoint(staging.file("resume")))
 
 
-@register("train", output=lambda run, options: run.file("checkpoint"), record="config",
-          help="python main.py with the run's flags")
-def train(config: RunConfig, options=None) -> dict:
-    """Train one run: validate everything, then, holding the run's lock, write it in a staging
-    directory (a resume checkpoint after every epoch) and rename that into place when complete.
-    Returns the final metrics (with ``run_dir``)."""
-    prepared = prepare(config)
-    poisoned = PoisonedData(prepared.data.train_x, prepared.data.train_y, prepared.attack, config.target,
-                            config.poison_ratio, config.poison_mode, config.seed, prepared.device,
-                            config.augment)
-    run = RunDir.of(config)
+def open_staging(run: RunDir, config: RunConfig, stack: ExitStack) -> RunDir:
+    """Check the output directory, take the run's lock (held until ``stack`` closes), refuse a run
+    of another configuration and prepare the staging directory; returns it."""
     try:
         run.path.parent.mkdir(parents=True, exist_ok=True)
         problem = None if os.access(run.path.parent, os.W_OK | os.X_OK) else "not writable"
@@ -114,29 +113,58 @@ def train(config: RunConfig, options=None) -> dict:
         problem = error.strerror or str(error)
     if problem:
         raise ParameterError("out_dir", f"{config.out_dir} cannot hold runs ({problem}); choose a writable directory")
-    with exclusive(run.path.parent / f".{run.name}.lock", f"the run {run.path}"):
+    stack.enter_context(exclusive(run.path.parent / f".{run.name}.lock", f"the run {run.path}"))
+    staging = staging_of(run)
+    if not (config.resume and staging.has("resume")):  # resuming continues a run that was already let in
+        claim(run, config)
+    if not config.resume:
+        shutil.rmtree(staging.path, ignore_errors=True)
+    staging.path.mkdir(parents=True, exist_ok=True)
+    remove_orphans(staging.path)
+    return staging
+
+
+@register("train", output=lambda run, options: run.file("checkpoint"), record="config",
+          help="python main.py with the run's flags")
+def train(config: RunConfig, options=None) -> dict:
+    """Train one run: validate everything, then, holding the run's lock, write it in a staging
+    directory (a resume checkpoint after every epoch) and rename that into place when complete.
+    Returns the final metrics (with ``run_dir``).
+
+    Under torchrun every rank trains; rank 0 alone takes the lock and writes, and its checks
+    (a run of another configuration, nothing to resume) stop every rank with the same line."""
+    context = distributed.from_env(config.device)
+    if config.batch_size < context.world_size:
+        raise ParameterError("batch_size", f"{config.batch_size} is the global batch, split across "
+                                           f"{context.world_size} ranks: give at least one image per rank")
+    prepared = prepare(config)
+    poisoned = PoisonedData(prepared.data.train_x, prepared.data.train_y, prepared.attack, config.target,
+                            config.poison_ratio, config.poison_mode, config.seed, prepared.device,
+                            config.augment)
+    run = RunDir.of(config)
+    main = context.is_main
+    with ExitStack() as stack:
+        context.agree(lambda: open_staging(run, config, stack))
         staging = staging_of(run)
-        if not (config.resume and staging.has("resume")):  # resuming continues a run that was already let in
-            claim(run, config)
-        if not config.resume:
-            shutil.rmtree(staging.path, ignore_errors=True)
-        staging.path.mkdir(parents=True, exist_ok=True)
-        remove_orphans(staging.path)
         config_record = resolved_config(prepared, poisoned)
-        trainer = Trainer(prepared.model, poisoned, config.train_settings(), prepared.device)
+        trainer = Trainer(prepared.model, poisoned, config.train_settings(), prepared.device, context)
 
         def end_of_epoch(rows: list) -> None:
-            save_csv(rows, staging.file("history"))
-            save_torch({**trainer.state_dict(rows), "config_hash": config.config_hash()}, staging.file("resume"))
+            state = trainer.state_dict(rows)  # every rank: it may read the device
+            if main:
+                save_csv(rows, staging.file("history"))
+                save_torch({**state, "config_hash": config.config_hash()}, staging.file("resume"))
 
         try:
             history = resumed_history(staging, run, config, trainer)
-            staging.write("config", config_record)
+            if main:
+                staging.write("config", config_record)
             history = trainer.fit(prepared.data.test_x, prepared.data.test_y, on_epoch=end_of_epoch, history=history)
         except TrainingDiverged as error:
-            staging.file("resume").unlink(missing_ok=True)
-            staging.write("failure", {"error": str(error), "run_name": config.run_name})
-            promote(staging, run)  # the run is marked failed, never reported as a result
+            if main:
+                staging.file("resume").unlink(missing_ok=True)
+                staging.write("failure", {"error": str(error), "run_name": config.run_name})
+                promote(staging, run)  # the run is marked failed, never reported as a result
             raise
         finally:
             trainer.close()
@@ -145,11 +173,13 @@ def train(config: RunConfig, options=None) -> dict:
                    "run_name": config.run_name, "epochs": len(history),
                    "train_seconds": round(sum(row["seconds"] for row in history), 3),
                    "collapsed_to_class": collapsed_class(prepared, trainer, history), "history": history}
-        staging.write("metrics", metrics)
-        state = {key: value.detach().cpu() for key, value in prepared.model.state_dict().items()}
-        save_torch({"state_dict": state, "config": config_record,
-                    "metrics": {key: value for key, value in metrics.items() if key != "history"}},
-                   staging.file("checkpoint"))
-        staging.file("resume").unlink(missing_ok=True)  # complete: nothing left to resume
-        promote(staging, run)
-    return {**metrics, "run_dir": str(run.path)}
+        if main:
+            staging.write("metrics", metrics)
+            state = {key: value.detach().cpu() for key, value in prepared.model.state_dict().items()}
+            save_torch({"state_dict": state, "config": config_record,
+                        "metrics": {key: value for key, value in metrics.items() if key != "history"}},
+                       staging.file("checkpoint"))
+            staging.file("resume").unlink(missing_ok=True)  # complete: nothing left to resume
+            promote(staging, run)
+        context.barrier()  # the run is in place before any rank returns
+    return {**metrics, "run_dir": str(run.path), "rank": context.rank}

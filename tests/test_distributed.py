@@ -1,0 +1,156 @@
+"""DistributedDataParallel on the CPU (gloo, 2 processes): three steps of DDP equal three steps of
+one process on the same global batches, for RBT and for ML-MMDR with the all-gathered MMD; and
+torchrun end to end, killed and resumed."""
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils.distributed import Context
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SETTINGS = {  # name: (model, global batch, λ, sync_bn, mmd_sync)
+    "rbt_sync_bn": ("vgg11", 64, 0.0, True, "global"),
+    "mlmmdr_sync_bn": ("vgg11", 64, 0.3, True, "global"),
+    # An odd batch: the ranks' shards differ in size (32 and 31 rows). WRN has no max-pool, whose
+    # argmax can flip between two near-equal activations when the last float bit differs.
+    "mlmmdr_sync_bn_uneven": ("wrn16_1", 63, 0.3, True, "global"),
+    "mlmmdr_no_sync_bn": ("vgg11", 64, 0.3, False, "global"),
+}
+STEPS = 3
+
+
+def three_steps(context: Context, model_name: str, batch_size: int, lamb: float, sync_bn: bool,
+                mmd_sync: str) -> tuple:
+    """(state dict, whether the MMD term acted in every step) after STEPS steps on digits."""
+    import datasets
+    import models
+    from attacks import build as build_attack
+    from attacks.poisoning import PoisonedData
+    from training import Trainer, TrainSettings
+
+    data = datasets.build("digits", seed=0)
+    torch.manual_seed(0)
+    model = models.build(model_name, num_classes=10, width=0.125)
+    poisoned = PoisonedData(data.train_x, data.train_y, build_attack("patched"), poison_ratio=0.2)
+    settings = TrainSettings(batch_size=batch_size, mlmmdr_lamb=lamb, sync_bn=sync_bn, mmd_sync=mmd_sync, lr=0.05,
+                             progress=False)
+    trainer = Trainer(model, poisoned, settings, torch.device("cpu"), context)
+    active = True
+    for _, batch in zip(range(STEPS), poisoned.batches(batch_size, 0, context)):
+        trainer.step(batch)
+        active &= trainer.regularizer is None or trainer.regularizer.last_active
+    trainer.close()
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}, active
+
+
+def _rank_main(rank: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        results = {name: three_steps(Context(rank, 2), *setting) for name, setting in SETTINGS.items()}
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
+    import torch.multiprocessing as mp
+
+    folder = tmp_path_factory.mktemp("ddp")
+    out = folder / "states.pt"
+    mp.spawn(_rank_main, args=(str(folder / "store"), str(out)), nprocs=2, join=True)
+    return torch.load(out, weights_only=True)
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    return max((a[key].double() - b[key].double()).abs().max().item() for key in a if a[key].is_floating_point())
+
+
+@pytest.mark.parametrize("name", ["rbt_sync_bn", "mlmmdr_sync_bn", "mlmmdr_sync_bn_uneven"])
+def test_ddp_with_sync_bn_equals_one_process(ddp_results, name):
+    import models
+
+    single, single_active = three_steps(Context(), *SETTINGS[name])
+    ddp, ddp_active = ddp_results[name]
+    assert single_active and ddp_active  # the MMD term acted in every step (trivially for λ = 0)
+    torch.manual_seed(0)
+    initial = models.build(SETTINGS[name][0], num_classes=10, width=0.125).state_dict()
+    assert _max_difference(single, initial) > 1e-3  # the steps moved the weights
+    assert _max_difference(ddp, single) < 1e-5
+
+
+def test_without_sync_bn_each_rank_normalises_its_shard(ddp_results):
+    """The equality above needs --sync_bn: per-shard BatchNorm statistics give other weights."""
+    single, _ = three_steps(Context(), *SETTINGS["mlmmdr_sync_bn"])
+    assert _max_difference(ddp_results["mlmmdr_no_sync_bn"][0], single) > 1e-4
+
+
+def test_shards_cover_the_batch_in_order():
+    sizes = [Context(rank, 3).shard(10) for rank in range(3)]
+    assert [(part.start, part.stop) for part in sizes] == [(0, 4), (4, 7), (7, 10)]
+    assert Context(1, 3).shard_sizes(10) == [4, 3, 3]
+
+
+def test_single_process_collectives_are_identities():
+    context = Context()
+    rows = torch.arange(6.0).reshape(3, 2)
+    assert context.gather_rows(rows, 3) is rows and context.all_true(True) and not context.all_true(False)
+    assert context.agree(lambda: 7) == 7 and os.environ.get("WORLD_SIZE", "1") == "1"
+
+
+def _torchrun(args: list, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "main.py", *args]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **kwargs)
+
+
+def _history(path: Path) -> list:
+    """The history's rows without the wall time, which differs between runs."""
+    with open(path) as handle:
+        return [{key: value for key, value in row.items() if key != "seconds"} for row in csv.DictReader(handle)]
+
+
+def test_killed_ddp_run_resumes_to_the_uninterrupted_metrics(tmp_path):
+    """torchrun with 2 gloo ranks: killed (SIGKILL, every process) after its first epoch, then
+    --resume: the same history and BA/ASR as a run never interrupted, and the same closing line."""
+    flags = ["--data_name", "digits", "--width", "0.125", "--epochs", "4", "--train_subset", "600",
+             "--mlmmdr_lamb", "0.3", "--sync_bn", "--device", "cpu", "--no_progress"]
+    whole = _torchrun(flags + ["--out_dir", str(tmp_path / "whole")])
+    whole_output = whole.communicate(timeout=300)[0]
+    assert whole.returncode == 0, whole_output
+    name = "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n600"
+
+    out_dir = tmp_path / "killed"
+    killed = _torchrun(flags + ["--out_dir", str(out_dir)])
+    resume_file = out_dir / f".{name}.staging" / "resume.pt"
+    deadline = time.time() + 120
+    while not resume_file.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    subprocess.run(["pkill", "-9", "-f", f"out_dir {out_dir}( |$)"], check=False)
+    killed.communicate(timeout=60)
+    interrupted = _history(out_dir / f".{name}.staging" / "history.csv")
+    assert 1 <= len(interrupted) < 4 and not (out_dir / name).exists()
+
+    resumed = _torchrun(flags + ["--out_dir", str(out_dir), "--resume"])
+    resumed_output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, resumed_output
+    assert _history(out_dir / name / "history.csv") == _history(tmp_path / "whole" / name / "history.csv")
+    whole_metrics = json.loads((tmp_path / "whole" / name / "metrics.json").read_text())
+    resumed_metrics = json.loads((out_dir / name / "metrics.json").read_text())
+    assert (resumed_metrics["ba"], resumed_metrics["asr"]) == (whole_metrics["ba"], whole_metrics["asr"])
+    closing = re.compile(rf"^{name}: BA=\d\.\d{{4}} ASR=\d\.\d{{4}} \(ML-MMDR, 4 epochs, \d+s\) -> .+$", re.M)
+    assert len(closing.findall(whole_output)) == 1 and closing.search(resumed_output)

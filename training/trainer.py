@@ -68,6 +68,9 @@ class Trainer:
         self.model, self.data, self.config, self.device, self.context = model, data, config, device, context
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
+        if config.compile and config.sync_bn and context.active and device.type != "cuda":
+            raise UserError("--compile cannot trace the CPU form of --sync_bn (its all-reduce); drop one of them, "
+                            "or run on CUDA, where SyncBatchNorm compiles")
         if config.sync_bn and context.active:
             convert_sync_batchnorm(model, context, device)  # before the hooks: replaced modules lose theirs
         self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,

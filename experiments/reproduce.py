@@ -8,8 +8,9 @@ Runs the stages train and evaluate for {patched, blended, sig, warped} × {RBT, 
 each λ in --lambdas, nc and prune for the patched runs, and finetune, nad and argd for the RBT and
 largest-λ ML-MMDR run of every attack (experiments/grid.py says which;
 pipeline/schedule.py runs each run's missing stages), then the figure stages, and writes --report
-(default REPRODUCTION.md). Finished stages are skipped, so an interrupted reproduction resumes;
---jobs N runs N runs at once in worker processes.
+(default REPRODUCTION.md). Finished stages are skipped and an interrupted training resumes from its
+last epoch, so an interrupted reproduction resumes; --jobs N runs N runs at once (submitit local
+jobs), --executor slurm submits one Slurm array task per run (see pipeline/executors.py).
 """
 import json
 import shlex
@@ -24,6 +25,8 @@ from pipeline.cli import run_cli  # noqa: E402
 
 def parse(argv):
     import argparse
+
+    from pipeline.executors import add_executor_flags
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_name", default="fmnist")
@@ -54,14 +57,13 @@ def parse(argv):
                         help="defend.py's flags of fine-tuning, NAD and ARGD (--defense_ratio, --teacher_epochs, "
                              "--ft_*, --nad_*, --argd_*), e.g. '--defense_ratio 0.1 --nad_lr 0.01'")
     parser.add_argument("--eval_flags", default="", help="evaluate.py's protocol flags (--num_samples, --pool_sizes, …)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="run this many runs' stages at once, in worker processes sharing the cores")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of every run (default: the number of cores), the same whatever --jobs is, "
                              "since CPU results depend on the thread count")
     parser.add_argument("--out_dir", default="runs/reproduce")
     parser.add_argument("--figure_dir", default="figures/reproduce")
     parser.add_argument("--report", default="REPRODUCTION.md")
+    add_executor_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -119,6 +121,7 @@ def main(argv=None) -> int:
     import datasets
     from experiments.grid import collect
     from experiments.report import render
+    from pipeline.executors import slurm_options
     from pipeline.schedule import run_jobs
     from utils.errors import UserError
     from utils.io import save_json, save_text
@@ -137,7 +140,10 @@ def main(argv=None) -> int:
         timings.setdefault(name, {}).update(stages)
         save_json(timings, timing_path)
 
-    run_jobs(jobs, args.jobs, threads=args.threads, on_done=record)
+    run_jobs(jobs, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
+             slurm=slurm_options(args), submitit_dir=args.submitit_dir)
+    if args.executor == "slurm" and any(job.pending() for job in jobs):
+        return 0  # queued: the same command, run again once the array has finished, writes the report
     figures = draw_figures(grid, args)
     records = collect(grid)
     lamb = max(args.lambdas)

@@ -1,16 +1,15 @@
 """Run what is missing: for each run, for each stage whose output does not exist yet, run it.
 
 Stages of one run run in order (a stage's needs come before it); different runs may run at once
-in worker processes (``jobs`` > 1). A stage's output is written atomically, so an interrupted
-schedule resumes where it stopped. Each stage's output (and, on failure, its traceback) goes to
+as submitit jobs, locally or on Slurm (pipeline/executors.py). A stage's output is written
+atomically and training keeps a resume checkpoint, so an interrupted schedule resumes where it
+stopped, mid-training included. Each stage's output (and, on failure, its traceback) goes to
 ``<log_dir>/<run name>.<stage>.log``.
 """
 import contextlib
-import multiprocessing
 import os
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,7 +45,7 @@ class Job:
         return out
 
 
-def _run_job(job: Job, log_dir: Path, threads: int = 0) -> dict:
+def run_job(job: Job, log_dir: Path, threads: int = 0) -> dict:
     """Run ``job``'s missing stages in order; returns {stage: seconds} for the stages it ran."""
     import torch
 
@@ -59,17 +58,30 @@ def _run_job(job: Job, log_dir: Path, threads: int = 0) -> dict:
 
 
 def _run_stages(job: Job, log_dir: Path) -> dict:
+    """Under DDP (a Slurm task with several GPUs) every rank trains; rank 0 alone runs the rest."""
+    from pipeline.stages.train import resumable
+    from utils import distributed
+
     timings = {}
+    rank = distributed.launched_rank()
     for name, options in job.pending():
-        log = log_dir / f"{job.config.run_name}.{name}.log"
+        if rank > 0 and name != "train":
+            break
+        suffix = f".rank{rank}" if rank else ""
+        log = log_dir / f"{job.config.run_name}.{name}{suffix}.log"
         started = time.perf_counter()
         with open(log, "w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
-            try:  # a stale run is retrained in place: the grid owns its directories
-                run_stage(name, replace(job.config, overwrite=True) if name == "train" else job.config, options)
+            try:  # a stale run is retrained in place (the grid owns its directories); an interrupted one resumes
+                config = (replace(job.config, overwrite=True, resume=resumable(job.config)) if name == "train"
+                          else job.config)
+                run_stage(name, config, options)
                 failure = None
             except Exception as error:  # reported below with the log's path, never swallowed
                 traceback.print_exc(file=handle)
                 failure = f"{type(error).__name__}: {error}"
+            finally:
+                if name == "train":
+                    distributed.shutdown()  # the later stages are single-process
         if failure:
             raise UserError(f"the {name} stage of {job.config.run_name} failed ({failure}); see {log}")
         timings[name] = round(time.perf_counter() - started, 1)
@@ -77,11 +89,15 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
 
 
 def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, threads: int = None,
-             on_done=None) -> dict:
+             on_done=None, executor: str = "local", slurm=None, submitit_dir=None) -> dict:
     """Run every missing stage of ``jobs``; returns {run name: {stage: seconds}} for those it ran.
-    ``workers`` > 1 runs that many runs at once in separate processes. Every run uses ``threads``
-    CPU threads (default: as many as there are cores) whatever ``workers`` is, because CPU results
-    depend on the thread count: the same grid gives the same numbers with any ``workers``."""
+    ``executor="local"`` with ``workers`` = 1 runs them in this process; with more, that many runs
+    at once as submitit local jobs; ``executor="slurm"`` submits one Slurm array task per run
+    (pipeline/executors.py). Every run uses ``threads`` CPU threads (default: as many as there are
+    cores) whatever ``workers`` is, because CPU results depend on the thread count: the same grid
+    gives the same numbers with any ``workers``. Runs with nothing pending are skipped."""
+    from pipeline.executors import submit
+
     threads = threads or os.cpu_count() or 1
     on_done = on_done or (lambda name, timings: None)  # called as each run finishes, e.g. to save timings
     for job in jobs:
@@ -89,21 +105,16 @@ def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, 
             get(name)  # an unknown stage fails before any work starts
     log_dir = Path(log_dir or Path(jobs[0].config.out_dir) / "logs")
     log_dir.mkdir(parents=True, exist_ok=True)
-    total = sum(len(job.pending()) for job in jobs)
+    pending = [job for job in jobs if job.pending()]
+    total = sum(len(job.pending()) for job in pending)
     results = {}
     with tqdm(total=total, desc="stages", dynamic_ncols=True, disable=not progress) as bar:
-        if workers == 1:
-            for job in jobs:
-                results[job.config.run_name] = _run_job(job, log_dir, threads)
+        if executor == "local" and workers == 1:
+            for job in pending:
+                results[job.config.run_name] = run_job(job, log_dir, threads)
                 on_done(job.config.run_name, results[job.config.run_name])
                 bar.update(len(results[job.config.run_name]))
             return results
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(_run_job, job, log_dir, threads): job for job in jobs}
-            for future in as_completed(futures):
-                name = futures[future].config.run_name
-                results[name] = future.result()
-                on_done(name, results[name])
-                bar.update(len(results[name]))
-    return results
+        folder = Path(submitit_dir or Path(jobs[0].config.out_dir) / "submitit")
+        return submit(pending, executor, folder, log_dir, threads, workers, slurm, on_done, bar.update) if pending \
+            else results

@@ -103,6 +103,18 @@ def resumed_history(staging: RunDir, run: RunDir, config: RunConfig, trainer: Tr
     return trainer.load_state_dict(load_checkpoint(staging.file("resume")))
 
 
+def resumable(config: RunConfig) -> bool:
+    """Whether ``config``'s run was interrupted mid-training with a resume checkpoint of this very
+    configuration (what a scheduler resumes instead of starting over)."""
+    staging = staging_of(RunDir.of(config))
+    if not staging.has("resume"):
+        return False
+    try:
+        return load_checkpoint(staging.file("resume")).get("config_hash") == config.config_hash()
+    except UserError:  # unreadable: start over
+        return False
+
+
 def open_staging(run: RunDir, config: RunConfig, stack: ExitStack) -> RunDir:
     """Check the output directory, take the run's lock (held until ``stack`` closes), refuse a run
     of another configuration and prepare the staging directory; returns it."""

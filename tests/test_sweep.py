@@ -1,0 +1,87 @@
+"""Sweeps through submitit: a 2-run grid on the local executor, skipping finished runs, resuming
+interrupted ones; the Slurm array's sbatch header; bad input."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.cli import run_cli
+from pipeline.config import RunConfig
+from pipeline.executors import SlurmOptions, slurm_parameters
+from pipeline.rundir import RunDir
+from pipeline.stages.train import resumable, staging_of
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = "--width 0.125 --epochs 1 --train_subset 200"
+
+
+def sweep(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "experiments/sweep.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_two_run_grid_runs_through_submitits_local_executor_and_is_skipped_when_done(tmp_path):
+    flags = ["--attack_name", "patched", "blended", "--flags", f"{SHARED} --out_dir {tmp_path}", "--jobs", "2",
+             "--threads", "1"]
+    first = sweep(*flags)
+    assert first.returncode == 0, first.stderr
+    names = ["digits_vgg11_patched_w0.125_n200", "digits_vgg11_blended_w0.125_n200"]
+    for name in names:
+        assert (tmp_path / name / "model.pt").is_file()
+        assert f"{name}: BA=" in first.stdout
+    submitted = sorted(path.name for path in (tmp_path / "submitit").glob("*_result.pkl"))
+    assert len(submitted) == 2  # one submitit job per run
+    again = sweep(*flags)
+    assert again.returncode == 0 and "2 runs, 0 with work to do" in again.stderr
+    assert sorted(path.name for path in (tmp_path / "submitit").glob("*_result.pkl")) == submitted
+
+
+def test_rbt_is_one_run_whatever_the_levels(tmp_path):
+    from experiments.sweep import build_jobs, parse
+
+    args = parse(["--mlmmdr_lamb", "0", "0.1", "--mlmmdr_layer", "all", "last", "--flags", f"--out_dir {tmp_path}"])
+    assert sorted(job.config.run_name for job in build_jobs(args)) == [
+        "digits_vgg11_patched", "digits_vgg11_patched_mlmmdr_0.1_all", "digits_vgg11_patched_mlmmdr_0.1_last"]
+
+
+def test_an_interrupted_run_of_the_same_configuration_is_resumed(tmp_path):
+    config = RunConfig(data_name="digits", out_dir=str(tmp_path)).resolve_defaults()
+    staging = staging_of(RunDir.of(config))
+    assert not resumable(config)
+    staging.path.mkdir(parents=True)
+    torch.save({"config_hash": config.config_hash()}, staging.file("resume"))
+    assert resumable(config)
+    torch.save({"config_hash": "another"}, staging.file("resume"))
+    assert not resumable(config)
+
+
+def test_the_slurm_array_asks_for_the_partition_gpus_time_and_parallelism(tmp_path):
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    text = _make_sbatch_string("python -m task", tmp_path, map_count=20,
+                               **slurm_parameters(SlurmOptions(partition="gpu", gpus=2, time=600), parallel=8))
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2", "#SBATCH --ntasks-per-node=2",
+                 "#SBATCH --time=600", "#SBATCH --array=0-19%8"):
+        assert line in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--executor", "slurm"], "--executor slurm needs a Slurm cluster"),
+    (["--flags", "--seed 3"], "--flags sets --seed, which is an axis of the sweep"),
+    (["--jobs", "0"], "--jobs and --threads must be at least 1"),
+    (["--model_name", "alexnet"], "unknown model 'alexnet'"),
+])
+def test_bad_sweeps_fail_with_one_line(argv, message, tmp_path, capsys):
+    import shutil
+
+    from experiments import sweep as sweep_module
+
+    if "--executor" in argv and shutil.which("srun"):
+        pytest.skip("this machine has Slurm")
+    flags = argv if "--flags" in argv else argv + ["--flags", f"{SHARED} --out_dir {tmp_path}"]
+    assert run_cli(sweep_module.main, flags) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and message in error
+    assert not any(tmp_path.glob("digits_*"))

@@ -9,6 +9,16 @@ rbt_step_s:    our full RBT step: batch assembly from the in-memory uint8 set, b
 mlmmdr_step_s: the same with λ = 0.1 at all levels (s1, s2, s3)
 The three are timed in interleaved rounds (median over rounds) so drift hits them alike.
 
+images_per_s:  the ML-MMDR step (λ = 0.1, all levels) through each fast path of --paths: plain,
+               amp (bf16 autocast), channels_last, compile (torch.compile, compiled before timing),
+               all (the three together); uint8 data on the device in every case
+ddp_images_per_s: the same step under DDP with --ddp_ranks gloo processes on the CPU (global batch
+               --batch_size, --sync_bn, the all-gathered MMD), against one process's plain rate
+cifar10_grid_hours: what the paper's CIFAR-10 grid costs for this architecture at the fastest path's
+               rate: 4 attacks × 7 trainings × 100 epochs × 55,000 images (50,000 + 10% poisoned
+               copies), ML-MMDR's rate for every run (RBT is a little faster): GPU-hours on a GPU,
+               core-hours on --device cpu
+
 mmd_*: MMD² (GMK2) of n = 256 pooled samples (128 + 128) of d = 16384 features (VGG-11's s1
 size), forward only: ours builds the n×n Gram matrix, the broadcast formulation (the authors'
 prototype) builds the n×n×d difference tensor. Peak memory is measured in a fresh process
@@ -149,6 +159,83 @@ def time_steps(args) -> dict:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+PATHS = {"plain": {}, "amp": {"amp": True}, "channels_last": {"channels_last": True}, "compile": {"compile": True},
+         "all": {"amp": True, "channels_last": True, "compile": True}}
+
+
+def _step_rate(trainer, poisoned, batch_size: int, steps: int, warmup: int, device) -> float:
+    """Images per second of ``trainer``'s steps on batches assembled from the uint8 set on the device."""
+    generator = torch.Generator().manual_seed(0)
+    context = trainer.context
+    batches = [poisoned.make_batch(torch.randint(0, len(poisoned), (batch_size,), generator=generator)).shard(context)
+               for _ in range(warmup + steps)]
+    for batch in batches[:warmup]:
+        trainer.step(batch)
+    _sync(device)
+    started = time.perf_counter()
+    for batch in batches[warmup:]:
+        trainer.step(batch)
+    _sync(device)
+    return batch_size * steps / (time.perf_counter() - started)
+
+
+def _trainer(args, device, context=None, **settings):
+    import datasets
+    import models
+    from attacks import build as build_attack
+    from attacks.poisoning import PoisonedData
+    from training import Trainer, TrainSettings
+    from utils.distributed import SINGLE
+
+    torch.manual_seed(0)
+    data = datasets.build("digits")
+    poisoned = PoisonedData(data.train_x, data.train_y, build_attack(args.attack_name), device=device)
+    model = models.build(args.model_name, num_classes=10, width=args.width).to(device)
+    config = TrainSettings(mlmmdr_lamb=0.1, batch_size=args.batch_size, progress=False, **settings)
+    return Trainer(model, poisoned, config, device, context or SINGLE), poisoned
+
+
+def time_fast_paths(args) -> dict:
+    device = torch.device(args.device)
+    rates = {}
+    for name in args.paths:
+        trainer, poisoned = _trainer(args, device, **PATHS[name])
+        warmup = args.warmup + (2 if PATHS[name].get("compile") else 0)  # compile happens in the first steps
+        rates[name] = round(_step_rate(trainer, poisoned, args.batch_size, args.steps, warmup, device), 1)
+        trainer.close()
+    return rates
+
+
+def _ddp_rank(rank: int, ranks: int, store: str, args, queue) -> None:
+    import torch.distributed as dist
+
+    from utils.distributed import Context
+
+    torch.set_num_threads(max(1, args.threads // ranks))
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=ranks)
+    try:
+        trainer, poisoned = _trainer(args, torch.device("cpu"), Context(rank, ranks), sync_bn=True)
+        rate = _step_rate(trainer, poisoned, args.batch_size, args.steps, args.warmup, torch.device("cpu"))
+        if rank == 0:
+            queue.put(rate)
+    finally:
+        dist.destroy_process_group()
+
+
+def time_ddp(args) -> float:
+    """Global images per second of the DDP step with ``args.ddp_ranks`` gloo ranks on the CPU."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    queue = context.SimpleQueue()
+    with tempfile.TemporaryDirectory() as folder:
+        mp.start_processes(_ddp_rank, args=(args.ddp_ranks, f"{folder}/store", args, queue), nprocs=args.ddp_ranks,
+                           start_method="spawn")
+    return round(queue.get(), 1)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_name", default="vgg11")
@@ -162,7 +249,13 @@ def main(argv=None) -> int:
     parser.add_argument("--mmd_d", type=int, default=16384, help="feature dimension for the MMD² comparison")
     parser.add_argument("--skip_broadcast", action="store_true",
                         help="skip the n×n×d MMD² (it needs ~2·n²·d·4 bytes)")
+    parser.add_argument("--paths", nargs="*", choices=list(PATHS), default=list(PATHS),
+                        help="fast paths to time (images/s of the ML-MMDR step); none: skip")
+    parser.add_argument("--ddp_ranks", type=int, default=2, help="gloo ranks for the CPU DDP step (0: skip)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="CPU threads in all (the DDP ranks share them)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     step = time_steps(args)
     result = {"model_name": args.model_name, "width": args.width, "batch_size": args.batch_size,
               "device": args.device, "threads": torch.get_num_threads(), "timed_rounds": args.steps,
@@ -178,6 +271,16 @@ def main(argv=None) -> int:
         result.update({"mmd_broadcast_s": round(broadcast["seconds"], 4),
                        "mmd_broadcast_peak_mb": round(broadcast["peak_mb"], 1),
                        "mmd_values_agree": abs(ours["value"] - broadcast["value"]) <= 1e-3 * max(1.0, abs(ours["value"]))})
+    if args.paths:
+        rates = time_fast_paths(args)
+        fastest = max(rates.values())
+        result.update({"images_per_s": rates,
+                       "cifar10_grid_hours": round(4 * 7 * 100 * 55_000 / fastest / 3600, 1)})
+    if args.ddp_ranks > 1:
+        result["ddp_ranks"] = args.ddp_ranks
+        result["ddp_images_per_s"] = time_ddp(args)
+        if "plain" in result.get("images_per_s", {}):
+            result["ddp_speedup_vs_one_process"] = round(result["ddp_images_per_s"] / result["images_per_s"]["plain"], 3)
     print(json.dumps(result))
     return 0
 

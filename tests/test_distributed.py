@@ -24,6 +24,7 @@ SETTINGS = {  # name: (model, global batch, λ, sync_bn, mmd_sync)
     # argmax can flip between two near-equal activations when the last float bit differs.
     "mlmmdr_sync_bn_uneven": ("wrn16_1", 63, 0.3, True, "global"),
     "mlmmdr_no_sync_bn": ("vgg11", 64, 0.3, False, "global"),
+    "mlmmdr_mmd_local": ("vgg11", 64, 0.3, True, "local"),
 }
 STEPS = 3
 
@@ -96,6 +97,15 @@ def test_without_sync_bn_each_rank_normalises_its_shard(ddp_results):
     """The equality above needs --sync_bn: per-shard BatchNorm statistics give other weights."""
     single, _ = three_steps(Context(), *SETTINGS["mlmmdr_sync_bn"])
     assert _max_difference(ddp_results["mlmmdr_no_sync_bn"][0], single) > 1e-4
+
+
+def test_mmd_sync_local_is_another_estimator(ddp_results):
+    """Each rank's own MMD² (half the samples per group) moves the weights elsewhere than the
+    global batch's MMD², which the single process computes."""
+    single, _ = three_steps(Context(), *SETTINGS["mlmmdr_sync_bn"])
+    local = ddp_results["mlmmdr_mmd_local"][0]
+    assert all(value.isfinite().all() for value in local.values() if value.is_floating_point())
+    assert _max_difference(local, single) > 1e-4
 
 
 def test_shards_cover_the_batch_in_order():

@@ -130,7 +130,7 @@ def test_schedule_runs_missing_stages_in_worker_processes_and_resumes(tmp_path):
     assert all(set(stages) == {"train"} for stages in timings.values())
     assert [run.name for run in find_runs(tmp_path)] == sorted(timings)
     assert (tmp_path / "logs" / "digits_vgg11_patched_w0.125_n100.train.log").is_file()
-    assert run_jobs(jobs, workers=2, progress=False) == {name: {} for name in timings}  # nothing left to do
+    assert run_jobs(jobs, workers=2, progress=False) == {}  # finished runs are skipped: nothing is submitted
     metrics = [json.loads((tmp_path / name / "metrics.json").read_text()) for name in sorted(timings)]
     assert metrics[0]["history"][0]["ce"] != metrics[1]["history"][0]["ce"]  # the seeds differ
 

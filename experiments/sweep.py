@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.cli import OneLineParser, run_cli  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 
 AXES = {"data_name": str, "model_name": str, "attack_name": str, "mlmmdr_lamb": float, "mlmmdr_layer": str,
         "seed": int}
@@ -50,7 +51,7 @@ def build_jobs(args) -> list:
     shared = shlex.split(args.flags)
     taken = sorted({flag.lstrip("-").split("=")[0] for flag in shared if flag.startswith("--")} & set(AXES))
     if taken:
-        raise_user(f"--flags sets {', '.join('--' + name for name in taken)}, which is an axis of the sweep; give it "
+        raise UserError(f"--flags sets {', '.join('--' + name for name in taken)}, which is an axis of the sweep; give it "
                    f"as an axis instead")
     jobs, names = [], set()
     for values in itertools.product(*(getattr(args, axis) for axis in AXES)):
@@ -63,19 +64,13 @@ def build_jobs(args) -> list:
     return jobs
 
 
-def raise_user(message: str):
-    from utils.errors import UserError
-
-    raise UserError(message)
-
-
 def main(argv=None) -> int:
     from pipeline.executors import slurm_options
     from pipeline.schedule import run_jobs
 
     args = parse(argv)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
-        raise_user("--jobs and --threads must be at least 1")
+        raise UserError("--jobs and --threads must be at least 1")
     jobs = build_jobs(args)
     pending = [job for job in jobs if job.pending()]
     print(f"{len(jobs)} runs, {len(pending)} with work to do", file=sys.stderr)

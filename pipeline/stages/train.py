@@ -90,17 +90,20 @@ def resumed_history(staging: RunDir, run: RunDir, config: RunConfig, trainer: Tr
     if not config.resume:
         return []
 
+    loaded = {}  # rank 0 reads the file once
+
     def check() -> None:
         if not staging.has("resume"):
             state = "is complete" if run.has("checkpoint") else "has no finished epoch"
             raise UserError(f"nothing to resume in {run.path}: the run {state}; drop --resume to train it from the "
                             f"start")
-        if load_checkpoint(staging.file("resume")).get("config_hash") != config.config_hash():
+        loaded["state"] = load_checkpoint(staging.file("resume"))
+        if loaded["state"].get("config_hash") != config.config_hash():
             raise UserError(f"{staging.file('resume')} belongs to another configuration; drop --resume to train "
                             f"from the start")
 
     distributed.current().agree(check)
-    return trainer.load_state_dict(load_checkpoint(staging.file("resume")))
+    return trainer.load_state_dict(loaded.get("state") or load_checkpoint(staging.file("resume")))
 
 
 def resumable(config: RunConfig) -> bool:
@@ -156,16 +159,15 @@ def train(config: RunConfig, options=None) -> dict:
     run = RunDir.of(config)
     main = context.is_main
     with ExitStack() as stack:
-        context.agree(lambda: open_staging(run, config, stack))
+        context.agree(lambda: open_staging(run, config, stack) and None)  # rank 0 checks and locks for all
         staging = staging_of(run)
         config_record = resolved_config(prepared, poisoned)
         trainer = Trainer(prepared.model, poisoned, config.train_settings(), prepared.device, context)
 
         def end_of_epoch(rows: list) -> None:
-            state = trainer.state_dict(rows)  # every rank: it may read the device
             if main:
                 save_csv(rows, staging.file("history"))
-                save_torch({**state, "config_hash": config.config_hash()}, staging.file("resume"))
+                save_torch({**trainer.state_dict(rows), "config_hash": config.config_hash()}, staging.file("resume"))
 
         try:
             history = resumed_history(staging, run, config, trainer)

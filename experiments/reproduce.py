@@ -57,9 +57,6 @@ def parse(argv):
                         help="defend.py's flags of fine-tuning, NAD and ARGD (--defense_ratio, --teacher_epochs, "
                              "--ft_*, --nad_*, --argd_*), e.g. '--defense_ratio 0.1 --nad_lr 0.01'")
     parser.add_argument("--eval_flags", default="", help="evaluate.py's protocol flags (--num_samples, --pool_sizes, …)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads of every run (default: the number of cores), the same whatever --jobs is, "
-                             "since CPU results depend on the thread count")
     parser.add_argument("--out_dir", default="runs/reproduce")
     parser.add_argument("--figure_dir", default="figures/reproduce")
     parser.add_argument("--report", default="REPRODUCTION.md")
@@ -127,8 +124,7 @@ def main(argv=None) -> int:
     from utils.io import save_json, save_text
 
     args = parse(argv)
-    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
-        raise UserError("--jobs and --threads must be at least 1")
+    slurm = slurm_options(args)  # checks --jobs, --threads and the Slurm flags before any work
     if not args.lambdas or not all(0 < lamb < float("inf") for lamb in args.lambdas):
         raise UserError(f"--lambdas must be positive finite numbers, got {args.lambdas}")
     grid = build_grid(args)
@@ -141,7 +137,7 @@ def main(argv=None) -> int:
         save_json(timings, timing_path)
 
     run_jobs(jobs, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
-             slurm=slurm_options(args), submitit_dir=args.submitit_dir)
+             slurm=slurm, submitit_dir=args.submitit_dir)
     if args.executor == "slurm" and any(job.pending() for job in jobs):
         return 0  # queued: the same command, run again once the array has finished, writes the report
     figures = draw_figures(grid, args)

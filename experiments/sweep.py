@@ -38,7 +38,6 @@ def parse(argv):
     parser.add_argument("--flags", default="", help="main.py flags every run shares, e.g. \"--width 0.25 --epochs 12\"")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=["train"],
                         help="what each run gets: train, and evaluate (the paper's distances and detections)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads per run (default: the number of cores)")
     add_executor_flags(parser)
     return parser.parse_args(argv)
 
@@ -69,12 +68,11 @@ def main(argv=None) -> int:
     from pipeline.schedule import run_jobs
 
     args = parse(argv)
-    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
-        raise UserError("--jobs and --threads must be at least 1")
+    slurm = slurm_options(args)  # checks --jobs, --threads and the Slurm flags before any work
     jobs = build_jobs(args)
     pending = [job for job in jobs if job.pending()]
     print(f"{len(jobs)} runs, {len(pending)} with work to do", file=sys.stderr)
-    run_jobs(jobs, args.jobs, threads=args.threads, executor=args.executor, slurm=slurm_options(args),
+    run_jobs(jobs, args.jobs, threads=args.threads, executor=args.executor, slurm=slurm,
              submitit_dir=args.submitit_dir)
     if args.executor == "slurm" and pending:
         return 0

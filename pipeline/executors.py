@@ -48,9 +48,15 @@ def add_executor_flags(parser) -> None:
     group.add_argument("--slurm_cpus_per_gpu", type=int, default=8, help="CPU cores per GPU (default 8)")
     group.add_argument("--submitit_dir", default=None,
                        help="submitit's job files and logs (default: OUT_DIR/submitit)")
+    group.add_argument("--threads", type=int, default=None,
+                       help="CPU threads of every run (default: the number of cores), the same whatever --jobs is, "
+                            "since CPU results depend on the thread count")
 
 
 def slurm_options(args) -> SlurmOptions:
+    """The Slurm options of ``args``, after checking every flag :func:`add_executor_flags` added."""
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        raise UserError("--jobs and --threads must be at least 1")
     return SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_time, args.slurm_cpus_per_gpu).check()
 
 
@@ -93,8 +99,6 @@ class RunTask:
     def __call__(self) -> dict:
         from pipeline.schedule import run_job
 
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
         _export_distributed_environment()
         return run_job(self.job, self.log_dir, self.threads)
 

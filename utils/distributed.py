@@ -153,10 +153,10 @@ def from_env(device_name: str = "auto") -> Context:
     if _current.active:
         return _current
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    from utils.device import resolve_device
+
+    cuda = resolve_device(device_name).type == "cuda"
     if cuda:
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda under torchrun, but CUDA is not available; use --device cpu")
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30))

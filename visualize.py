@@ -2,7 +2,7 @@
 """Draw the paper's figures for trained (and evaluated) runs.
 
     python visualize.py --data_name digits --mlmmdr_lamb 0.1        # feature scatter, s1 s2 s3 (Fig. 4)
-    python visualize.py --sweep runs/                                # BA, ASR, ARO against λ (Fig. 3)
+    python visualize.py --sweep runs/                                # BA, ASR, MMD² against λ (Fig. 3)
     python visualize.py --detection runs/                            # AC/SS/SR F1 bars (Figs. 5–7)
     python visualize.py --nc runs/ --prune runs/                     # defend.py results (Figs. 8, 10)
     python visualize.py --erasing runs/                              # BA/ASR while fine-tuning, NAD, ARGD

@@ -66,7 +66,7 @@ def test_sweep_and_detection_figures(tiny_sweep, tmp_path, capsys):
 
     results = [run.read("evaluation") for run in find_runs(tiny_sweep)]
     figure = sweep_figure(results, "t")
-    assert titles(figure) == ["BA", "ASR", "ARO at s1", "ARO at s2", "ARO at s3"]
+    assert titles(figure) == ["BA", "ASR", "MMD² at s1", "MMD² at s2", "MMD² at s3"]
     assert {m: [lamb for lamb, _ in pts] for m, pts in sweep_lines(results).items()} == {
         "ML-MMDR": [0.0, 0.1], "SL-MMDR": [0.0, 0.1]}
     figure = detection_figure(results, "t")

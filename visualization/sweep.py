@@ -1,15 +1,18 @@
-"""BA, ASR and ARO per level against λ, one line per method (paper Fig. 3)."""
+"""BA, ASR and the benign/malicious MMD² per level against λ, one line per method (paper Fig. 3)."""
 import matplotlib.pyplot as plt
 
 from models import LEVELS
 from visualization.common import METHOD_COLORS
 
-PANELS = ["ba", "asr"] + [f"aro_{level}" for level in LEVELS]
-TITLES = {"ba": "BA", "asr": "ASR", **{f"aro_{level}": f"ARO at {level}" for level in LEVELS}}
+PANELS = ["ba", "asr"] + [f"mmd2_{level}" for level in LEVELS]
+TITLES = {"ba": "BA", "asr": "ASR", **{f"mmd2_{level}": f"MMD² at {level}" for level in LEVELS}}
 
 
 def _value(result: dict, panel: str) -> float:
-    return result["distances"]["aro"][panel[4:]] if panel.startswith("aro_") else result[panel]
+    """BA or ASR, or M(Z^T_t, Z^V_t) with M = MMD² at one level (None when not measurable)."""
+    if panel.startswith("mmd2_"):
+        return result["distances"]["levels"][panel[5:]]["mmd2"]["attack"]
+    return result[panel]
 
 
 def sweep_lines(results: list) -> dict:
@@ -29,12 +32,13 @@ def sweep_figure(results: list, title: str):
     figure, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.6), dpi=100)
     for axis, panel in zip(axes, PANELS):
         for method, points in lines.items():
-            axis.plot([lamb for lamb, _ in points], [_value(r, panel) for _, r in points], marker="o",
+            measured = [(lamb, _value(r, panel)) for lamb, r in points if _value(r, panel) is not None]
+            axis.plot([lamb for lamb, _ in measured], [value for _, value in measured], marker="o",
                       color=METHOD_COLORS[method], label=method)
         axis.set_title(TITLES[panel])
         axis.set_xlabel("λ")
-        if panel.startswith("aro_"):
-            axis.set_ylim(0.9, 3.1)
+        if panel.startswith("mmd2_"):
+            axis.set_yscale("log")  # ML-MMDR lowers MMD² by orders of magnitude
         else:
             axis.set_ylim(-0.02, 1.02)
     if lines:

@@ -129,7 +129,7 @@ def _detection_kind(options: DetectionFigureOptions) -> str:
 
 
 _group_stage("sweep", "evaluate", "evaluation", lambda results, title, o: sweep_figure(results, title), required=True,
-             help="BA, ASR and ARO per level against λ (Fig. 3)")
+             help="BA, ASR and MMD² per level against λ (Fig. 3)")
 _group_stage("detection", "evaluate", "evaluation", lambda results, title, o: detection_figure(results, title, o.lamb, o.rule),
              options=DetectionFigureOptions, required=True, help="AC/SS/SR F1 per level (Figs. 5–7)")
 _group_stage("nc_norms", "nc", "nc", lambda results, title, o: nc_norms_figure(results, title),

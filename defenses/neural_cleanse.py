@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from inference import Subject, to_unit
 from utils.params import check_params, param
@@ -149,7 +150,8 @@ def initial_thetas(classes: list, shape: tuple, seed: int) -> tuple:
     return _to_theta(torch.stack(masks)), _to_theta(torch.stack(patterns))
 
 
-def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, seed: int, device) -> dict:
+def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, seed: int, device,
+              progress: bool = False) -> dict:
     """Optimise the masks/patterns of ``classes`` together; returns per-class numpy results."""
     count, (channels, height, width) = len(classes), images.shape[1:]
     mask_theta, pattern_theta = initial_thetas(classes, (channels, height, width), seed)
@@ -163,10 +165,13 @@ def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, se
     steps_per_epoch = options.steps_per_epoch or math.ceil(len(images) / options.batch_size)
     epochs_run = np.zeros(count, int)
     steps = 0
-    for epoch in range(options.epochs):
+    bar = tqdm(range(options.epochs), desc=f"nc {classes[0]}" if count == 1 else "nc", disable=not progress,
+               dynamic_ncols=True, leave=False)
+    for epoch in bar:
         active = np.flatnonzero(~schedule.done)
         if len(active) == 0:
             break
+        bar.set_postfix(classes_left=len(active))
         rows = torch.from_numpy(active).to(device)
         order = torch.randperm(len(images), generator=generator(seed, f"nc-epoch-{epoch}"))
         hits = torch.zeros(len(active), device=device)
@@ -241,7 +246,7 @@ def target_ranking(norms, target: int) -> dict:
 
 
 def neural_cleanse(model, clean_images: torch.Tensor, num_classes: int, options: NCOptions = None,
-                   seed: int = 0, device="cpu", classes=None, sequential: bool = None) -> dict:
+                   seed: int = 0, device="cpu", classes=None, sequential: bool = None, progress: bool = False) -> dict:
     """Reverse-engineer a trigger for each class; returns masks, patterns, norms, anomaly indices,
     the flagged classes and timing. ``clean_images`` are uint8 (N,C,H,W) the defender holds;
     ``sequential`` defaults to ``options.sequential``."""
@@ -255,12 +260,12 @@ def neural_cleanse(model, clean_images: torch.Tensor, num_classes: int, options:
     started = time.perf_counter()
     try:
         if sequential:
-            parts = [_optimise(model, clean_images, [c], options, seed, device) for c in classes]
+            parts = [_optimise(model, clean_images, [c], options, seed, device, progress) for c in classes]
             result = {key: (torch.cat([p[key] for p in parts]) if isinstance(parts[0][key], torch.Tensor)
                             else sum(p[key] for p in parts) if key == "steps"
                             else np.concatenate([p[key] for p in parts])) for key in parts[0]}
         else:
-            result = _optimise(model, clean_images, classes, options, seed, device)
+            result = _optimise(model, clean_images, classes, options, seed, device, progress)
     finally:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
@@ -280,12 +285,13 @@ def clean_sample(train_x: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     return train_x[clean_index(len(train_x), count, seed)]
 
 
-def reverse_engineer(subject: Subject, options: NCOptions = None) -> dict:
+def reverse_engineer(subject: Subject, options: NCOptions = None, progress: bool = False) -> dict:
     """Neural Cleanse on a trained model with the defender's clean sample: every class's mask and
     pattern, their l1 norms, the target's ranking among them (§6.2, Fig. 8) and the anomaly index."""
     options = options or NCOptions()
     clean = clean_sample(subject.data.train_x, options.clean_samples, subject.seed)
-    found = neural_cleanse(subject.model, clean, subject.data.num_classes, options, subject.seed, subject.device)
+    found = neural_cleanse(subject.model, clean, subject.data.num_classes, options, subject.seed, subject.device,
+                           progress=progress)
     norms = [float(v) for v in found["norm"]]
     return {"clean_samples": len(clean), "sequential": options.sequential, "options": options.to_dict(),
             "norms": norms, "reached_threshold": found["found"].tolist(), **target_ranking(norms, subject.target),

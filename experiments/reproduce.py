@@ -1,19 +1,24 @@
 #!/usr/bin/env python
-"""Reproduce the paper's claims at CPU scale: train, evaluate, defend, draw, and write a report.
+"""Reproduce the paper's claims at CPU scale: train, evaluate, defend, draw, and write one report.
 
-    python experiments/reproduce.py --data_name fmnist --data_path /usr/share/datasets/fashion-mnist \\
-        --width 0.25 --train_subset 10000 --epochs 12 --lambdas 0.3
+    python experiments/reproduce.py --jobs 2 --threads 1
 
-Runs the stages train and evaluate for {patched, blended, sig, warped} × {RBT, SL-MMDR, ML-MMDR} at
-each λ in --lambdas, nc and prune for the patched runs, and finetune, nad and argd for the RBT and
-largest-λ ML-MMDR run of every attack (experiments/grid.py says which;
-pipeline/schedule.py runs each run's missing stages), then the figure stages, and writes --report
-(default REPRODUCTION.md). Finished stages are skipped and an interrupted training resumes from its
-last epoch, so an interrupted reproduction resumes; --jobs N runs N runs at once (submitit local
+The defaults are the committed REPRODUCTION.md's grid (Fashion-MNIST, a 10,000-image training subset,
+12 epochs with lr ÷10 at 6 and 8, VGG-11 at width 0.25; experiments/grid.py lists its studies):
+the λ sweep (4 attacks × RBT, SL-MMDR and ML-MMDR at λ = 0.1 0.2 0.3), PreActResNet-18 at width 0.125
+on patched and blended, the ten TABLE 3 kernels, seeds 0 1 2, the split against the pooled loss,
+Neural Cleanse at the reference's budget and pruning on the patched runs, and fine-tuning, NAD and
+ARGD on the RBT and ML-MMDR (λ = 0.3) run of every attack. It then times a training step of each
+architecture at full width for the "At the paper's scale" section, draws the figures and writes
+--report. Train and evaluate stages of every run come first, Neural Cleanse and pruning last, so an
+interrupted reproduction has every run evaluated early. Finished stages are skipped and an
+interrupted training resumes from its last epoch; --jobs N runs N runs at once (submitit local
 jobs), --executor slurm submits one Slurm array task per run (see pipeline/executors.py).
 """
 import json
+import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,11 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.cli import run_cli  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def parse(argv):
     import argparse
 
     from pipeline.executors import add_executor_flags
+    from regularizers.kernels import KERNELS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_name", default="fmnist")
@@ -35,7 +43,7 @@ def parse(argv):
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--train_subset", type=int, default=10000)
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the seed of every study but the seed study")
     parser.add_argument("--milestones", type=int, nargs="*", default=None,
                         help="main.py's --milestones (lr ÷10); default: the dataset's fractions of --epochs "
                              "(fmnist: 50%% and 70%%, i.e. 6 8 of 12, paper §3.4 scaled). Runs are not renamed by "
@@ -43,13 +51,28 @@ def parse(argv):
     parser.add_argument("--eval_every", type=int, default=4,
                         help="main.py's --eval_every: BA/ASR every N epochs during training (final always)")
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 0.2, 0.3],
-                        help="λ values for SL-MMDR and ML-MMDR; claims are judged at the largest")
+                        help="λ values of the λ sweep; the claims and the other studies use the largest")
     parser.add_argument("--attacks", nargs="+", default=["patched", "blended", "sig", "warped"])
+    parser.add_argument("--second_model", default="preactresnet18",
+                        help="the second architecture (the paper's headline PreActResNet-18); none: skip")
+    parser.add_argument("--second_width", type=float, default=0.125,
+                        help="its width: 0.125 costs about what VGG-11 costs at 0.25 (17.7 vs 19.8 MFLOPs a 32×32 "
+                             "image)")
+    parser.add_argument("--second_attacks", nargs="+", default=["patched", "blended"])
+    parser.add_argument("--focus_attack", default="patched",
+                        help="the attack of the kernel, seed and loss studies (the paper's Fig. 11 uses patched)")
+    parser.add_argument("--kernels", nargs="*", default=list(KERNELS),
+                        help="TABLE 3 kernels of the kernel study (none: skip)")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
+                        help="seeds of the seed study (fewer than two: skip)")
+    parser.add_argument("--no_pooled", action="store_true",
+                        help="skip the study of the prototype's pooled loss against Algorithm 1's split loss")
     parser.add_argument("--defended_attacks", nargs="*", default=["patched"],
-                        help="attacks whose runs also get Neural Cleanse and pruning")
-    parser.add_argument("--nc_flags", default="--clean_samples 320 --nc_epochs 20 --nc_steps_per_epoch 10",
-                        help="defend.py's Neural Cleanse flags (--clean_samples, --nc_*; a CPU-sized budget by "
-                             "default)")
+                        help="attacks whose λ-sweep and second-model runs also get Neural Cleanse and pruning")
+    parser.add_argument("--nc_flags", default="",
+                        help="defend.py's Neural Cleanse flags (--clean_samples, --nc_*); default: the "
+                             "reference's budget (1000 clean images, up to 1000 epochs of 31 mini-batches of "
+                             "32, early stopping)")
     parser.add_argument("--erased_attacks", nargs="*", default=["patched", "blended", "sig", "warped"],
                         help="attacks whose RBT and largest-λ ML-MMDR runs also get fine-tuning, NAD and ARGD "
                              "(none: skip erasing)")
@@ -57,6 +80,8 @@ def parse(argv):
                         help="defend.py's flags of fine-tuning, NAD and ARGD (--defense_ratio, --teacher_epochs, "
                              "--ft_*, --nad_*, --argd_*), e.g. '--defense_ratio 0.1 --nad_lr 0.01'")
     parser.add_argument("--eval_flags", default="", help="evaluate.py's protocol flags (--num_samples, --pool_sizes, …)")
+    parser.add_argument("--no_benchmark", action="store_true",
+                        help="skip timing a full-width training step of each architecture (the report's GPU-hours)")
     parser.add_argument("--out_dir", default="runs/reproduce")
     parser.add_argument("--figure_dir", default="figures/reproduce")
     parser.add_argument("--report", default="REPRODUCTION.md")
@@ -79,14 +104,17 @@ def build_grid(args):
                "nc": parse_flags(NCOptions, shlex.split(args.nc_flags), prefix="nc_", source="nc_flags")}
     options.update(parse_flag_groups({"finetune": (FinetuneOptions, "ft_"), "nad": (NADOptions, "nad_"),
                                       "argd": (ARGDOptions, "argd_")}, shlex.split(args.erase_flags), "erase_flags"))
+    second = None if args.second_model.lower() == "none" else args.second_model
     return Grid(base=base, attacks=tuple(args.attacks), lambdas=tuple(args.lambdas),
                 defended_attacks=tuple(args.defended_attacks), erased_attacks=tuple(args.erased_attacks),
-                stage_options=options)
+                second_model=second, second_width=args.second_width, second_attacks=tuple(args.second_attacks),
+                focus_attack=args.focus_attack, kernels=tuple(args.kernels), seeds=tuple(args.seeds),
+                compare_pooled=not args.no_pooled, stage_options=options)
 
 
 def draw_figures(grid, args) -> dict:
-    """The group figures of every attack, and the feature scatters of the first attack's RBT and
-    ML-/SL-MMDR runs at the largest λ; {caption: path}."""
+    """The group figures of the λ-sweep and second-model runs of every attack, and the feature
+    scatters of the first attack's RBT and ML-/SL-MMDR runs at the largest λ; {caption: path}."""
     from pipeline.rundir import RunDir
     from pipeline.stages import get, run_group_stage, run_stage
     from pipeline.stages.figures import DetectionFigureOptions, FigureOptions, ScatterOptions
@@ -95,23 +123,60 @@ def draw_figures(grid, args) -> dict:
     figures = {}
     kinds = ["sweep", "detection"] + (["nc_norms", "prune_curves"] if args.defended_attacks else []) + (
         ["erasing"] if args.erased_attacks else [])
+    studies = grid.studies()
     groups = {}
-    for config in grid.runs():
-        groups.setdefault((config.group, config.attack_name), []).append(RunDir.of(config))
-    for (group, attack), runs in groups.items():
+    for config in studies["lambda"] + studies.get("model", []):
+        groups.setdefault((config.group, config.model_name, config.attack_name), []).append(RunDir.of(config))
+    for (group, model, attack), runs in groups.items():
         for kind in kinds:
             options = (DetectionFigureOptions if kind == "detection" else FigureOptions)(figure_dir=args.figure_dir)
             if run_group_stage(kind, group, runs, options):
-                figures[f"{attack}: {kind}"] = get(kind).output(group, options)
-    lamb = max(args.lambdas)
-    for config in grid.runs():
-        if config.attack_name == args.attacks[0] and config.mlmmdr_lamb in (0, lamb):
+                figures[f"{model}, {attack}: {kind}"] = get(kind).output(group, options)
+    for config in studies["lambda"]:
+        if config.attack_name == args.attacks[0] and config.mlmmdr_lamb in (0, grid.lamb):
             try:  # a run without a malicious group cannot be plotted; say why and go on
                 result = run_stage("features", config, ScatterOptions(figure_dir=args.figure_dir))
-                figures[f"{config.attack_name}: features, {config.method}"] = Path(result["figure"])
+                figures[f"{config.model_name}, {config.attack_name}: features, {config.method}"] = Path(result["figure"])
             except UserError as error:
                 print(f"note: no feature scatter for {config.run_name}: {error}", file=sys.stderr)
     return figures
+
+
+def benchmark(grid, args) -> dict:
+    """{model: benchmarks/train_step.py's JSON} for each architecture at full width, batch 256, the
+    plain ML-MMDR step on this machine's device; saved beside the runs and reused when present."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    models = [grid.base.model_name] + ([grid.second_model] if grid.second_model else [])
+    results = {}
+    for model in models:
+        path = Path(args.out_dir) / f"benchmark_{model}_{device}.json"
+        if not path.is_file():
+            command = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--model_name", model,
+                       "--device", device, "--steps", "2", "--paths", "plain", "--ddp_ranks", "0",
+                       "--skip_broadcast", "--threads", str(args.threads or torch.get_num_threads())]
+            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+            if done.returncode != 0:
+                print(f"note: the benchmark of {model} failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+                continue
+            from utils.io import save_json
+            save_json({"command": " ".join(command[1:]), **json.loads(done.stdout)}, path)
+        results[model] = json.loads(path.read_text())
+    return results
+
+
+def versions() -> str:
+    import importlib.metadata as metadata
+
+    packages = ("torch", "torchvision", "numpy", "scikit-learn", "scipy")
+    found = []
+    for name in packages:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return f"Python {platform.python_version()}, " + ", ".join(found)
 
 
 def main(argv=None) -> int:
@@ -119,7 +184,7 @@ def main(argv=None) -> int:
     from experiments.grid import collect
     from experiments.report import render
     from pipeline.executors import slurm_options
-    from pipeline.schedule import run_jobs
+    from pipeline.schedule import Job, run_jobs
     from utils.errors import UserError
     from utils.io import save_json, save_text
 
@@ -132,61 +197,67 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     timing_path = Path(args.out_dir) / "timings.json"
     timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+
     def record(name: str, stages: dict) -> None:  # saved as each run finishes, so a kill loses none
         timings.setdefault(name, {}).update(stages)
         save_json(timings, timing_path)
 
-    run_jobs(jobs, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
-             slurm=slurm, submitit_dir=args.submitit_dir)
-    if args.executor == "slurm" and any(job.pending() for job in jobs):
-        return 0  # queued: the same command, run again once the array has finished, writes the report
+    slow = {"nc", "prune"}
+    first = [Job(job.config, [(n, o) for n, o in job.stages if n not in slow]) for job in jobs]
+    for phase in (first, jobs):  # every run trained and evaluated before the hours of Neural Cleanse
+        run_jobs(phase, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
+                 slurm=slurm, submitit_dir=args.submitit_dir)
+        if args.executor == "slurm" and any(job.pending() for job in phase):
+            return 0  # queued: the same command, run again once the array has finished, goes on
     figures = draw_figures(grid, args)
+    speed = {} if args.no_benchmark else benchmark(grid, args)
     records = collect(grid)
-    lamb = max(args.lambdas)
-    stage_seconds = sum(sum(stages.values()) for stages in timings.values())
     command = "python experiments/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    settings = {"command": command, "facts": {
-        "dataset": f"{args.data_name} ({'train subset ' + str(args.train_subset) if args.train_subset else 'full'}, "
-                   f"full test set)",
-        "model": f"{args.model_name} at width {args.width:g}", "epochs": args.epochs, "seed": args.seed,
-        "λ": ", ".join(f"{v:g}" for v in args.lambdas) + f" (claims judged at λ = {lamb:g})",
-        "attacks": ", ".join(args.attacks), "Neural Cleanse / pruning on": ", ".join(args.defended_attacks) or "none",
-        "Neural Cleanse budget": args.nc_flags,
-        "wall time": f"{stage_seconds / 60:.1f} min of stage time in total over all invocations "
-                     f"(this invocation: {(time.perf_counter() - started) / 60:.1f} min), "
-                     f"on {describe_machine()}"}}
     milestones = (args.milestones if args.milestones is not None
                   else datasets.defaults(args.data_name).milestones(args.epochs))
+    settings = {
+        "command": command.strip(), "versions": versions(), "machine": describe_machine(),
+        "timings": timings, "this_invocation_s": time.perf_counter() - started, "benchmark": speed,
+        "jobs": args.jobs, "threads": args.threads,
+        "facts": {
+            "dataset": f"{args.data_name} ({'a seeded stratified ' + str(args.train_subset) + '-image training subset' if args.train_subset else 'the full training set'}, "
+                       f"the full test set)",
+            "models": f"{args.model_name} at width {args.width:g}"
+                      + (f"; {grid.second_model} at width {grid.second_width:g}" if grid.second_model else ""),
+            "schedule": f"{args.epochs} epochs, SGD lr 0.01 ÷10 at epochs {' '.join(map(str, milestones)) or '(none)'}, "
+                        f"batch 256, seed {args.seed}",
+            "λ": ", ".join(f"{v:g}" for v in args.lambdas) + f" (claims and the other studies at λ = {grid.lamb:g})",
+            "attacks": ", ".join(args.attacks),
+            "Neural Cleanse": args.nc_flags or "the reference's budget (all defaults of defend.py)",
+            "erasing": (", ".join(args.erased_attacks) + (f" with {args.erase_flags}" if args.erase_flags else
+                                                          " with the NAD/ARGD code's defaults")) if args.erased_attacks
+                       else "none"}}
     settings["differences"] = [
-        f"Dataset: {args.data_name} instead of CIFAR-10/CelebA (the paper's datasets need a GPU at full scale); "
-        f"{'a seeded stratified ' + str(args.train_subset) + '-image training subset' if args.train_subset else 'the full training set'}.",
-        f"Model: {args.model_name} at width {args.width:g} (the paper: width 1); {args.epochs} epochs, "
-        f"lr ÷10 at epochs {' '.join(map(str, milestones)) or '(none)'}"
-        + (" (given)" if args.milestones is not None else " (the paper's 50%/70% of the epochs)")
-        + " instead of 100 epochs with decay at 50/70.",
-        f"λ: {', '.join(f'{v:g}' for v in args.lambdas)} (the paper sweeps 0.1–0.3); the loss is Algorithm 1's "
-        f"L1 + L2 + λ·mean-over-levels MMD² (Eq. 6) and the kernel the prototype's GMK2 (TABLE 3).",
-        f"Neural Cleanse runs on a CPU budget ({args.nc_flags}) instead of the reference's up to 1000 epochs of "
-        f"31 mini-batches of 32 (with early stopping); the reversed masks of non-target classes are therefore "
-        f"less converged.",
-        "Distances and detection pools are drawn from the test set (≤ 500 per set), SR's reference from "
-        "the training set's clean target-class images, as described in docs/METHODS.md."]
+        f"Dataset: {args.data_name} instead of CIFAR-10 and CelebA (the paper's datasets need a GPU at full "
+        f"scale); {'a ' + str(args.train_subset) + '-image training subset' if args.train_subset else 'the full training set'}.",
+        f"Models: {args.model_name} at width {args.width:g}"
+        + (f" and {grid.second_model} at width {grid.second_width:g}" if grid.second_model else "")
+        + f" (the paper: width 1); {args.epochs} epochs with lr ÷10 at "
+        f"{' '.join(map(str, milestones)) or '(none)'} (the paper's 50% and 70% of 100 epochs).",
+        "The loss is Algorithm 1's L1 + L2 + λ·mean-over-levels MMD² (Eq. 6) with the prototype's GMK2 "
+        "kernel (TABLE 3), except where a study changes one of them.",
+        "Distances and detection pools are drawn from the test set (≤ 500 per set), AC's and SR's clean "
+        "reference from the training set's clean target-class images (docs/METHODS.md)."]
     report_dir = Path(args.report).resolve().parent
     relative = {caption: Path(path).resolve().relative_to(report_dir) if Path(path).resolve().is_relative_to(report_dir)
                 else Path(path).resolve() for caption, path in figures.items()}
-    save_text(render(records, settings, lamb, relative), args.report)
+    save_text(render(records, settings, grid, relative), args.report)
     print(f"wrote {args.report}")
     return 0
 
 
 def describe_machine() -> str:
     import os
-    import platform
 
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    return f"{device}, {os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}"
+    return f"{device}, {os.cpu_count()} cores, {platform.machine()}"
 
 
 if __name__ == "__main__":

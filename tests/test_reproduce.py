@@ -2,74 +2,118 @@
 import json
 
 from experiments.grid import Grid
-from experiments.report import claims
+from experiments.report import Runs, claims
 from experiments.reproduce import main as reproduce_main
 from tests.conftest import EVAL_SMALL
 from pipeline.cli import run_cli
 from pipeline.config import RunConfig
 
 
-def test_grid_is_attacks_times_methods_times_lambdas():
-    grid = Grid(base=RunConfig(data_name="digits", out_dir="x"), lambdas=(0.1, 0.3))
+def test_grid_studies_share_runs_and_stages_follow_the_study():
+    grid = Grid(base=RunConfig(data_name="digits", out_dir="x"), lambdas=(0.1, 0.3), kernels=("gmk2", "gk1", "lk"))
+    studies = grid.studies()
+    assert {name: len(configs) for name, configs in studies.items()} == {
+        "lambda": 4 * (1 + 2 * 2), "model": 2 * 3, "kernel": 3, "seed": 6, "loss": 2}
     names = [config.run_name for config in grid.runs()]
-    assert len(names) == 4 * (1 + 2 * 2) and len(set(names)) == len(names)
+    assert len(set(names)) == len(names)
+    # shared: the kernel study's GMK2 run, the seed study's seed-0 pair and the loss study's split run
+    assert len(names) == 20 + 6 + 2 + 4 + 1
     assert names[:5] == ["digits_vgg11_patched", "digits_vgg11_patched_mlmmdr_0.1_last",
                          "digits_vgg11_patched_mlmmdr_0.3_last", "digits_vgg11_patched_mlmmdr_0.1_all",
                          "digits_vgg11_patched_mlmmdr_0.3_all"]
-    erasing = ["finetune", "nad", "argd"]  # on RBT and the largest-λ ML-MMDR run of every attack
-    assert [name for name, _ in grid.stages(grid.runs()[0])] == ["train", "evaluate", "nc", "prune"] + erasing
-    assert [name for name, _ in grid.stages(grid.runs()[1])] == ["train", "evaluate", "nc", "prune"]  # SL-MMDR
-    assert [name for name, _ in grid.stages(grid.runs()[3])] == ["train", "evaluate", "nc", "prune"]  # ML-MMDR λ=0.1
-    assert [name for name, _ in grid.stages(grid.runs()[4])] == ["train", "evaluate", "nc", "prune"] + erasing
-    assert [name for name, _ in grid.stages(grid.runs()[5])] == ["train", "evaluate"] + erasing  # blended: not defended
+    assert [c.run_name for c in studies["model"][:3]] == [
+        "digits_preactresnet18_patched_w0.125", "digits_preactresnet18_patched_mlmmdr_0.3_last_w0.125",
+        "digits_preactresnet18_patched_mlmmdr_0.3_all_w0.125"]
+    assert [c.run_name for c in studies["kernel"]] == ["digits_vgg11_patched_mlmmdr_0.3_all",
+                                                       "digits_vgg11_patched_mlmmdr_0.3_all_gk1",
+                                                       "digits_vgg11_patched_mlmmdr_0.3_all_lk"]
+    assert [c.run_name for c in studies["seed"][2:]] == ["digits_vgg11_patched_seed1",
+                                                         "digits_vgg11_patched_mlmmdr_0.3_all_seed1",
+                                                         "digits_vgg11_patched_seed2",
+                                                         "digits_vgg11_patched_mlmmdr_0.3_all_seed2"]
+    assert studies["loss"][1].run_name == "digits_vgg11_patched_mlmmdr_0.3_all_pooled"
+    stages = {job.config.run_name: [name for name, _ in job.stages] for job in grid.jobs()}
+    erasing = ["finetune", "nad", "argd"]  # on the λ study's RBT and largest-λ ML-MMDR run of every attack
+    assert stages["digits_vgg11_patched"] == ["train", "evaluate", "nc", "prune"] + erasing
+    assert stages["digits_vgg11_patched_mlmmdr_0.1_last"] == ["train", "evaluate", "nc", "prune"]
+    assert stages["digits_vgg11_patched_mlmmdr_0.3_all"] == ["train", "evaluate", "nc", "prune"] + erasing
+    assert stages["digits_vgg11_blended"] == ["train", "evaluate"] + erasing  # blended: not defended
+    assert stages["digits_preactresnet18_patched_w0.125"] == ["train", "evaluate", "nc", "prune"]
+    assert stages["digits_preactresnet18_blended_w0.125"] == ["train", "evaluate"]
+    for name in ("digits_vgg11_patched_mlmmdr_0.3_all_lk", "digits_vgg11_patched_seed1",
+                 "digits_vgg11_patched_mlmmdr_0.3_all_pooled"):
+        assert stages[name] == ["train", "evaluate"]
+    bare = Grid(base=RunConfig(data_name="digits", out_dir="x"), second_model=None, kernels=(), seeds=(0,),
+                compare_pooled=False)
+    assert list(bare.studies()) == ["lambda"]
 
 
-def record(method, lamb, mmd, intra, f1, ba=0.9, asr=1.0, flagged=None):
+def record(method, lamb, mmd, intra, f1, ba=0.9, asr=1.0, flagged=None, model="vgg11", kernel="gmk2",
+           studies=("lambda",), erased=None):
     layer = "last" if method == "SL-MMDR" else "all"
-    config = RunConfig(data_name="digits", attack_name="patched", mlmmdr_lamb=lamb, mlmmdr_layer=layer)
+    config = RunConfig(data_name="digits", model_name=model, attack_name="patched", mlmmdr_lamb=lamb,
+                       mlmmdr_layer=layer, kernel=kernel)
     levels = {lv: {m: {"attack": mmd[i], "intra": intra, "inter": 10.0} for m in ("mmd2", "ed2", "swd1")}
               for i, lv in enumerate(("s1", "s2", "s3"))}
-    pool = {"levels": {lv: {d: {"headline": f1[i], "oracle": f1[i], "own": f1[i]} for d in ("ac", "ss", "sr")}
+    pool = {"N": 500, "ratio": 1.0,
+            "levels": {lv: {d: {"headline": f1[i], "oracle": f1[i], "own": f1[i]} for d in ("ac", "ss", "sr")}
                        for i, lv in enumerate(("s1", "s2", "s3"))}}
     # singled out: the target's norm is the smallest and a tenth of the others'; otherwise third smallest
     norms = [1.0] + [10.0] * 9 if flagged else [10.0, 5.0, 6.0] + [20.0] * 7
     nc = None if flagged is None else {"norms": norms, "target_anomaly_index": 3.0, "flagged": [0]}
-    return {"config": config, "metrics": {"ba": ba, "asr": asr}, "nc": nc, "prune": None,
-            "evaluation": {"distances": {"levels": levels, "aro": {"s1": 3, "s2": 3, "s3": 3}},
-                           "detection": {"pools": [pool]}}}
+    erasing = {d: None for d in ("finetune", "nad", "argd")}
+    if erased is not None:  # (BA after, ASR after) of every erasing defense
+        erasing = {d: {"before": {"ba": ba, "asr": asr}, "after": {"ba": erased[0], "asr": erased[1]},
+                       "clean_samples": 71} for d in erasing}
+    aro = {lv: 3.0 if mmd[i] > 9 else 2.0 for i, lv in enumerate(("s1", "s2", "s3"))}
+    return {"config": config, "studies": list(studies), "metrics": {"ba": ba, "asr": asr}, "nc": nc, "prune": None,
+            "evaluation": {"distances": {"levels": levels, "aro": aro}, "detection": {"pools": [pool]}}, **erasing}
 
 
 def test_claim_verdicts_follow_their_rules():
-    records = [record("RBT", 0, [4.0, 4.0, 4.0], 0.5, [1.0, 1.0, 1.0], flagged=True),
-               record("SL-MMDR", 0.3, [3.5, 3.0, 0.5], 0.5, [1.0, 1.0, 0.6]),
-               record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], ba=0.89, flagged=True)]
-    verdicts = {claim.split(" (")[0].split(":")[0]: verdict for claim, verdict, _, _ in claims(records, 0.3)}
-    assert verdicts == {"ML-MMDR keeps the attack": "reproduced",
-                        "Under RBT the benign/malicious differences are large at all levels": "reproduced",
-                        "ML-MMDR": "reproduced",
-                        "SL-MMDR": "reproduced",
-                        "Detection F1": "reproduced",
-                        "Neural Cleanse still singles out the target by its ℓ1 norm under ML-MMDR": "reproduced"}
-    records[2] = record("ML-MMDR", 0.3, [5.0, 5.0, 5.0], 0.5, [1.0, 1.0, 1.0], ba=0.5, flagged=False)
-    verdicts = [verdict for _, verdict, _, _ in claims(records, 0.3)]
-    assert verdicts == ["not reproduced", "reproduced", "not reproduced", "partly reproduced", "not reproduced",
-                        "not reproduced"]
+    both = ("lambda", "kernel")
+    records = [record("RBT", 0, [12.0, 12.0, 12.0], 0.5, [1.0, 1.0, 1.0], flagged=True, erased=(0.88, 0.1)),
+               record("SL-MMDR", 0.3, [11.0, 10.0, 0.5], 0.5, [1.0, 1.0, 0.6]),
+               record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], ba=0.89, flagged=True, studies=both,
+                      erased=(0.87, 0.6)),
+               record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.7, 0.7, 0.7], kernel="gk1", studies=("kernel",)),
+               record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.8, 0.8, 0.8], kernel="lk", studies=("kernel",))]
+    runs = Runs(records, 0.3)
+    verdicts = {i: verdict for i, _, _, verdict, _, _ in claims(runs)}
+    assert verdicts == {"C1": "reproduced", "C2": "reproduced", "C3": "reproduced", "C4": "reproduced",
+                        "C5": "reproduced", "C6": "reproduced", "C7": "ML-MMDR is harder to erase"}
+    # RBT's ARO: 3, 3, 2 → two of three above 2.0; the LK kernel now beats the Gaussian ones
+    records[0] = record("RBT", 0, [12.0, 12.0, 4.0], 0.5, [1.0, 1.0, 1.0], flagged=True, erased=(0.88, 0.1))
+    records[4] = record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.5, 0.5, 0.5], kernel="lk", studies=("kernel",))
+    records[2] = record("ML-MMDR", 0.3, [13.0, 13.0, 13.0], 0.5, [1.0, 1.0, 1.0], ba=0.5, flagged=False,
+                        studies=both, erased=(0.1, 0.0))
+    verdicts = {i: verdict for i, _, _, verdict, _, _ in claims(Runs(records, 0.3))}
+    assert verdicts == {"C1": "partly reproduced", "C2": "not reproduced", "C3": "partly reproduced",
+                        "C4": "not reproduced", "C5": "not reproduced", "C6": "not reproduced",
+                        "C7": "not measurable: every erasing cost more than 10 points of BA"}
 
 
 def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     argv = ["--data_name", "digits", "--width", "0.125", "--train_subset", "300", "--epochs", "2",
             "--lambdas", "0.3", "--attacks", "patched", "--defended_attacks", "--eval_flags", " ".join(EVAL_SMALL),
+            "--second_model", "none", "--kernels", "gmk2", "lk", "--seeds", "0", "1", "--no_benchmark",
             "--erase_flags", "--teacher_epochs 1 --ft_epochs 1 --nad_epochs 1 --argd_epochs 1",
             "--out_dir", str(tmp_path / "runs"), "--figure_dir", str(tmp_path / "figs"),
             "--report", str(tmp_path / "REPRODUCTION.md")]
     assert run_cli(reproduce_main, argv) == 0
     report = (tmp_path / "REPRODUCTION.md").read_text()
-    assert "## Claims" in report and "| patched | " in report and "![patched: sweep](figs/digits_vgg11_patched/sweep.png)" in report
+    for heading in ("## Claims", "## TABLE 2", "## Kernels", "## Seeds", "## Split against pooled loss",
+                    "## Erasing the backdoor", "## Detector sensitivity", "## At the paper's scale"):
+        assert heading in report
+    assert "| C7 |" in report and "![vgg11, patched: sweep](figs/digits_vgg11_patched/sweep.png)" in report
     timings = json.loads((tmp_path / "runs" / "timings.json").read_text())
-    assert sorted(timings) == ["digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300",
-                               "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300", "digits_vgg11_patched_w0.125_n300"]
-    erased = {"train", "evaluate", "finetune", "nad", "argd"}
-    assert [set(timings[name]) for name in sorted(timings)] == [erased, {"train", "evaluate"}, erased]
+    runs = ["digits_vgg11_patched_mlmmdr_0.3_all_lk_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_all_pooled_w0.125_n300",
+            "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300_seed1",
+            "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300", "digits_vgg11_patched_w0.125_n300",
+            "digits_vgg11_patched_w0.125_n300_seed1"]
+    assert sorted(timings) == runs
+    erased, plain = {"train", "evaluate", "finetune", "nad", "argd"}, {"train", "evaluate"}
+    assert [set(timings[name]) for name in runs] == [plain, plain, erased, plain, plain, erased, plain]
     assert (tmp_path / "figs" / "digits_vgg11_patched" / "erasing.png").is_file()
     model = tmp_path / "runs" / "digits_vgg11_patched_w0.125_n300" / "model.pt"
     stamp = model.stat().st_mtime_ns
@@ -83,7 +127,8 @@ def test_a_finished_grid_rerun_with_another_schedule_retrains(tmp_path):
     re-evaluates instead of reporting the old models under the new settings."""
     argv = ["--data_name", "digits", "--width", "0.125", "--train_subset", "200", "--epochs", "1",
             "--lambdas", "0.3", "--attacks", "patched", "--defended_attacks", "--erased_attacks",
-            "--eval_flags", " ".join(EVAL_SMALL),
+            "--eval_flags", " ".join(EVAL_SMALL), "--second_model", "none", "--kernels", "--seeds", "0", "--no_pooled",
+            "--no_benchmark",
             "--out_dir", str(tmp_path / "runs"), "--figure_dir", str(tmp_path / "figs"),
             "--report", str(tmp_path / "R.md")]
     grid_runs = ["digits_vgg11_patched_w0.125_n200", "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n200",
@@ -96,4 +141,4 @@ def test_a_finished_grid_rerun_with_another_schedule_retrains(tmp_path):
     assert json.loads((run / "config.json").read_text())["epochs"] == 2
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
     assert json.loads((run / "evaluation.json").read_text())["inputs_hash"] != first
-    assert "- epochs: 2" in (tmp_path / "R.md").read_text()
+    assert "- schedule: 2 epochs" in (tmp_path / "R.md").read_text()

@@ -18,7 +18,7 @@ from utils.io import load_checkpoint, save_torch
           help="python defend.py --defense nc with the run's flags", record="nc")
 def neural_cleanse(config: RunConfig, options: NCOptions) -> dict:
     """Reverse-engineer every class's trigger; writes defense_nc.json and the masks/patterns."""
-    found = reverse_engineer(load_trained(config).subject, options)
+    found = reverse_engineer(load_trained(config).subject, options, progress=config.progress)
     triggers = {"mask": found.pop("mask"), "pattern": found.pop("pattern")}
     result = {**config.header(options), **found}
     run = RunDir.of(config)

@@ -381,8 +381,12 @@ def _table(header: list, rows: list) -> list:
 
 
 def section_setting(settings: dict, runs: Runs) -> list:
-    lines = ["## Setting", "", f"Command: `{settings['command']}`", "",
-             f"- versions: {settings['versions']}", f"- machine: {settings['machine']}"]
+    done, total = settings["stages"]
+    lines = ["## Setting", "", f"Command: `{settings['command']}`", ""]
+    if done < total:
+        lines += [f"**Partial report: {done} of {total} stages finished.** The command resumes the rest; until "
+                  "then every table and verdict reads only the finished runs, and a dash marks a missing value.", ""]
+    lines += [f"- versions: {settings['versions']}", f"- machine: {settings['machine']}"]
     lines += [f"- {key}: {value}" for key, value in settings["facts"].items()]
     lines += [f"- runs: {len(runs.records)} distinct runs in the studies "
               + ", ".join(f"{name} ({len(runs.study(name))})" for name in

@@ -80,6 +80,9 @@ def parse(argv):
                         help="defend.py's flags of fine-tuning, NAD and ARGD (--defense_ratio, --teacher_epochs, "
                              "--ft_*, --nad_*, --argd_*), e.g. '--defense_ratio 0.1 --nad_lr 0.01'")
     parser.add_argument("--eval_flags", default="", help="evaluate.py's protocol flags (--num_samples, --pool_sizes, …)")
+    parser.add_argument("--report_only", action="store_true",
+                        help="run nothing: write the report from the stages finished so far (it says how many are "
+                             "missing), e.g. while the grid runs in another process")
     parser.add_argument("--no_benchmark", action="store_true",
                         help="skip timing a full-width training step of each architecture (the report's GPU-hours)")
     parser.add_argument("--out_dir", default="runs/reproduce")
@@ -130,14 +133,17 @@ def draw_figures(grid, args) -> dict:
     for (group, model, attack), runs in groups.items():
         for kind in kinds:
             options = (DetectionFigureOptions if kind == "detection" else FigureOptions)(figure_dir=args.figure_dir)
-            if run_group_stage(kind, group, runs, options):
-                figures[f"{model}, {attack}: {kind}"] = get(kind).output(group, options)
+            try:  # a group with unevaluated runs (a partial report) has no figure yet
+                if run_group_stage(kind, group, runs, options):
+                    figures[f"{model}, {attack}: {kind}"] = get(kind).output(group, options)
+            except UserError as error:
+                print(f"note: no {kind} figure for {group} yet: {error}", file=sys.stderr)
     for config in studies["lambda"]:
         if config.attack_name == args.attacks[0] and config.mlmmdr_lamb in (0, grid.lamb):
             try:  # a run without a malicious group cannot be plotted; say why and go on
                 result = run_stage("features", config, ScatterOptions(figure_dir=args.figure_dir))
                 figures[f"{config.model_name}, {config.attack_name}: features, {config.method}"] = Path(result["figure"])
-            except UserError as error:
+            except (UserError, FileNotFoundError) as error:
                 print(f"note: no feature scatter for {config.run_name}: {error}", file=sys.stderr)
     return figures
 
@@ -204,21 +210,24 @@ def main(argv=None) -> int:
 
     slow = {"nc", "prune"}
     first = [Job(job.config, [(n, o) for n, o in job.stages if n not in slow]) for job in jobs]
-    for phase in (first, jobs):  # every run trained and evaluated before the hours of Neural Cleanse
+    for phase in () if args.report_only else (first, jobs):  # every run evaluated before the hours of NC
         run_jobs(phase, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
                  slurm=slurm, submitit_dir=args.submitit_dir)
         if args.executor == "slurm" and any(job.pending() for job in phase):
             return 0  # queued: the same command, run again once the array has finished, goes on
+    missing = sum(len(job.pending()) for job in jobs)
     figures = draw_figures(grid, args)
     speed = {} if args.no_benchmark else benchmark(grid, args)
     records = collect(grid)
-    command = "python experiments/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    shown = [a for a in (argv or sys.argv[1:]) if a != "--report_only"]  # the command that makes the runs
+    command = "python experiments/reproduce.py " + " ".join(shlex.quote(a) for a in shown)
     milestones = (args.milestones if args.milestones is not None
                   else datasets.defaults(args.data_name).milestones(args.epochs))
     settings = {
         "command": command.strip(), "versions": versions(), "machine": describe_machine(),
         "timings": timings, "this_invocation_s": time.perf_counter() - started, "benchmark": speed,
         "jobs": args.jobs, "threads": args.threads,
+        "stages": (sum(len(job.stages) for job in jobs) - missing, sum(len(job.stages) for job in jobs)),
         "facts": {
             "dataset": f"{args.data_name} ({'a seeded stratified ' + str(args.train_subset) + '-image training subset' if args.train_subset else 'the full training set'}, "
                        f"the full test set)",

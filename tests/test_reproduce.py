@@ -142,3 +142,14 @@ def test_a_finished_grid_rerun_with_another_schedule_retrains(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
     assert json.loads((run / "evaluation.json").read_text())["inputs_hash"] != first
     assert "- schedule: 2 epochs" in (tmp_path / "R.md").read_text()
+
+
+def test_the_paper_scale_section_reads_the_benchmark():
+    from experiments.report import section_scale
+
+    speed = {"vgg11": {"device": "cuda", "batch_size": 256, "images_per_s": {"plain": 5000.0},
+                       "cifar10_grid_hours": 8.6}}
+    lines = section_scale({"benchmark": speed, "machine": "one GPU"})
+    assert "| VGG-11 | cuda | 256 | 5000.0 | 8.6 |" in lines
+    assert any(line.startswith("python experiments/sweep.py --data_name cifar10") for line in lines)
+    assert section_scale({"benchmark": {}, "machine": "x"})[-1] == "No step was timed (`--no_benchmark`)."

@@ -237,7 +237,11 @@ def main(argv=None) -> int:
                         f"batch 256, seed {args.seed}",
             "λ": ", ".join(f"{v:g}" for v in args.lambdas) + f" (claims and the other studies at λ = {grid.lamb:g})",
             "attacks": ", ".join(args.attacks),
-            "Neural Cleanse": args.nc_flags or "the reference's budget (all defaults of defend.py)",
+            "Neural Cleanse and pruning": f"on the {', '.join(args.defended_attacks) or 'no'} runs of the λ sweep "
+                                          "and the second architecture; Neural Cleanse "
+                                          + (f"with {args.nc_flags}" if args.nc_flags else
+                                             "at the reference's budget (defend.py's defaults: 1000 clean images, up "
+                                             "to 1000 epochs of 31 mini-batches of 32, early stopping)"),
             "erasing": (", ".join(args.erased_attacks) + (f" with {args.erase_flags}" if args.erase_flags else
                                                           " with the NAD/ARGD code's defaults")) if args.erased_attacks
                        else "none"}}

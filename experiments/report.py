@@ -353,8 +353,12 @@ def claim_erasing(runs: Runs) -> tuple:
     evidence = "; ".join(f"{a} {DEFENSES[d].display}: ASR after RBT {_f(r['after']['asr'])} vs ML-MMDR "
                          f"{_f(m['after']['asr'])} (BA lost {_f(r['before']['ba'] - r['after']['ba'], 2)} vs "
                          f"{_f(m['before']['ba'] - m['after']['ba'], 2)})" for _, a, d, r, m in cells)
+    higher = sum(m["after"]["asr"] - r["after"]["asr"] >= ERASE_MARGIN for _, _, _, r, m in cells)
+    lower = sum(r["after"]["asr"] - m["after"]["asr"] >= ERASE_MARGIN for _, _, _, r, m in cells)
     evidence += (f". {len(usable)}/{len(cells)} pairs kept BA within {ERASE_BA_KEPT * 100:.0f} points on both runs; "
-                 f"of those, ML-MMDR kept ≥ {ERASE_MARGIN:g} more ASR in {harder} and ≥ {ERASE_MARGIN:g} less in {easier}")
+                 f"of those, ML-MMDR kept ≥ {ERASE_MARGIN:g} more ASR in {harder} and ≥ {ERASE_MARGIN:g} less in {easier}. "
+                 f"Over all {len(cells)} pairs, BA aside: ≥ {ERASE_MARGIN:g} more in {higher}, ≥ {ERASE_MARGIN:g} less "
+                 f"in {lower}")
     return ("C7", "New: does ML-MMDR change how well fine-tuning, NAD and ARGD erase the backdoor?",
             f"over the (attack, defense) pairs where neither run lost more than {ERASE_BA_KEPT * 100:.0f} points of "
             f"BA: 'harder to erase' if ML-MMDR's ASR after erasing is ≥ {ERASE_MARGIN:g} above RBT's in more than "

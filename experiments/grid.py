@@ -88,9 +88,10 @@ class Grid:
                 seen.setdefault(RunDir.of(config).path, config)
         return list(seen.values())
 
-    def erased(self, config: RunConfig) -> bool:
+    def erased(self, config: RunConfig, studies: dict = None) -> bool:
         """The ``lambda`` study's RBT and largest-λ ML-MMDR runs of the erased attacks."""
-        return config.attack_name in self.erased_attacks and _member(config, self.studies()["lambda"]) and (
+        studies = studies or self.studies()
+        return config.attack_name in self.erased_attacks and _member(config, studies["lambda"]) and (
             config.method == "RBT" or (config.method == "ML-MMDR" and config.mlmmdr_lamb == self.lamb))
 
     def stages(self, config: RunConfig, studies: dict = None) -> list:
@@ -99,7 +100,7 @@ class Grid:
         if config.attack_name in self.defended_attacks and any(_member(config, studies.get(name, []))
                                                                 for name in ("lambda", "model")):
             names += ["nc", "prune"]
-        names += list(ERASERS) if self.erased(config) else []
+        names += list(ERASERS) if self.erased(config, studies) else []
         return [(name, self.stage_options.get(name)) for name in names]
 
     def jobs(self) -> list:

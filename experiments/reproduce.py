@@ -153,6 +153,8 @@ def benchmark(grid, args) -> dict:
     plain ML-MMDR step on this machine's device; saved beside the runs and reused when present."""
     import torch
 
+    from utils.io import save_json
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     models = [grid.base.model_name] + ([grid.second_model] if grid.second_model else [])
     results = {}
@@ -166,7 +168,6 @@ def benchmark(grid, args) -> dict:
             if done.returncode != 0:
                 print(f"note: the benchmark of {model} failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
                 continue
-            from utils.io import save_json
             save_json({"command": " ".join(command[1:]), **json.loads(done.stdout)}, path)
         results[model] = json.loads(path.read_text())
     return results

@@ -162,7 +162,7 @@ def benchmark(grid, args) -> dict:
         path = Path(args.out_dir) / f"benchmark_{model}_{device}.json"
         if not path.is_file():
             command = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--model_name", model,
-                       "--device", device, "--steps", "2", "--paths", "plain", "--ddp_ranks", "0",
+                       "--device", device, "--steps", "1", "--paths", "plain", "--ddp_ranks", "0",
                        "--skip_broadcast", "--threads", str(args.threads or torch.get_num_threads())]
             done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
             if done.returncode != 0:

@@ -309,7 +309,7 @@ def claim_kernels(runs: Runs) -> tuple:
     gaussian = _mean([v for k, v in f1.items() if k != "lk"])
     linear = f1.get("lk")
     conditions = [bool(f1) and len(reduced) == len(f1), _present(gaussian, linear) and gaussian < linear]
-    measurable = bool(f1) and base is not None
+    measurable = _present(base, gaussian, linear)  # both observations need the RBT run, LK and a Gaussian kernel
     evidence = (f"mean headline F1: RBT {_f(base)}; ML-MMDR " + ", ".join(f"{k.upper()} {_f(v)}" for k, v in f1.items())
                 + f"; lowered by ≥ 0.1 with {len(reduced)}/{len(f1)} kernels; GK/GMK mean {_f(gaussian)} vs LK "
                   f"{_f(linear)}")
@@ -400,8 +400,8 @@ def section_setting(settings: dict, runs: Runs) -> list:
         for stage, seconds in timing.items():
             stages.setdefault(stage, []).append(seconds)
     total = sum(sum(v) for v in stages.values())
-    lines += ["", f"Wall time per stage, summed over every invocation of the command (runs at "
-                  f"{settings['threads'] or 'all'} CPU threads, {settings['jobs']} at once): {total / 3600:.1f} h of "
+    lines += ["", f"Wall time per stage, summed over every invocation of the command (CPU threads "
+                  f"per run: {settings['threads'] or 'all cores'}; runs at once: {settings['jobs']}): {total / 3600:.1f} h of "
                   f"stage time in all; this invocation {settings['this_invocation_s'] / 60:.1f} min.", ""]
     lines += _table(["stage", "runs", "total (min)", "per run (min)"],
                     [(stage, len(v), f"{sum(v) / 60:.1f}", f"{statistics.mean(v) / 60:.1f}") for stage, v in stages.items()])

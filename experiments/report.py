@@ -82,6 +82,11 @@ def _mean(values):
     return statistics.mean(values) if values else None
 
 
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
 def _model(name: str) -> str:
     return MODEL_NAMES.get(name, name)
 
@@ -366,11 +371,6 @@ def claim_erasing(runs: Runs) -> tuple:
             verdict, evidence if cells else "no erasing result yet", PAPER["c7"])
 
 
-def _median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def claims(runs: Runs) -> list:
     """[(id, claim, rule, verdict, our numbers, the paper's numbers)] for C1–C7."""
     return [claim_differences(runs), claim_reduction(runs), claim_single_level(runs), claim_detection(runs),
@@ -524,16 +524,15 @@ def section_sensitivity(runs: Runs) -> list:
     header, rows = ["detector configuration"], []
     for model in runs.models():
         header += [f"{_model(model)} RBT", f"{_model(model)} ML-MMDR", "drop"]
+    pairs = {model: [(rbt, ml) for m, _, rbt, _, ml in runs.cells() if m == model and ml] for model in runs.models()}
     for detector, form, decision, label in SENSITIVITY:
+        def value(record):
+            if form is None:  # SR keeps no variants: its own rule and the oracle are top-level entries
+                return _mean([_f1(record, detector, lv, decision) for lv in LEVELS])
+            return _mean([_f1_variant(record, detector, lv, form, decision) for lv in LEVELS])
         row = [label]
         for model in runs.models():
-            pairs = [(rbt, ml) for m, _, rbt, _, ml in runs.cells() if m == model and ml]
-
-            def value(record):
-                if form is None:
-                    return _mean([_f1(record, detector, lv, decision) for lv in LEVELS])
-                return _mean([_f1_variant(record, detector, lv, form, decision) for lv in LEVELS])
-            a, b = _mean([value(r) for r, _ in pairs]), _mean([value(m) for _, m in pairs])
+            a, b = _mean([value(r) for r, _ in pairs[model]]), _mean([value(m) for _, m in pairs[model]])
             row += [_f(a), _f(b), _f(a - b) if _present(a, b) else "–"]
         rows.append(row)
     return lines + _table(header, rows)

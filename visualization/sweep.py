@@ -32,7 +32,8 @@ def sweep_figure(results: list, title: str):
     figure, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.6), dpi=100)
     for axis, panel in zip(axes, PANELS):
         for method, points in lines.items():
-            measured = [(lamb, _value(r, panel)) for lamb, r in points if _value(r, panel) is not None]
+            measured = [(lamb, value) for lamb, value in ((lamb, _value(r, panel)) for lamb, r in points)
+                        if value is not None]
             axis.plot([lamb for lamb, _ in measured], [value for _, value in measured], marker="o",
                       color=METHOD_COLORS[method], label=method)
         axis.set_title(TITLES[panel])

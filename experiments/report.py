@@ -52,7 +52,9 @@ CHECKS = {
     "C6": "Every TABLE 3 kernel is tested to be exactly the table's bandwidths and to match the direct double "
           "sum (tests/test_mmd.py).",
     "C7": "NAD's attention loss, ARGD's edge loss and its cross-level attention are tested against direct "
-          "computations (tests/test_erasing.py); the per-epoch BA/ASR of every erasing is in the runs' "
+          "computations (tests/test_erasing.py), and the README's digits WRN-16-1 quick start shows fine-tuning, "
+          "NAD and ARGD lowering ASR with BA kept; the erasing section gives the epoch, and its learning rate, at "
+          "which each erasing first cost more than 10 points of BA, and the per-epoch BA/ASR are in the runs' "
           "defense_*.json and the erasing figures.",
 }
 KEPT_BA, KEPT_ASR = 0.02, 0.05      # C2: BA within ±0.02 and ASR at most 0.05 lower count as "attack kept"
@@ -340,6 +342,15 @@ def _kept(result) -> bool:
     return result["before"]["ba"] - result["after"]["ba"] <= ERASE_BA_KEPT
 
 
+def _broke_at(result) -> str:
+    """The first epoch (and its learning rate) after which the erased model's BA was more than
+    ``ERASE_BA_KEPT`` below its BA before erasing, read from the defense's per-epoch history."""
+    for row in result.get("history", []):
+        if row["epoch"] >= 1 and result["before"]["ba"] - row["ba"] > ERASE_BA_KEPT:
+            return f"{row['epoch']} (lr {row['lr']:g})"
+    return "never"
+
+
 def claim_erasing(runs: Runs) -> tuple:
     cells = _erasing_cells(runs)
     usable = [(a, d, r, m) for _, a, d, r, m in cells if _kept(r) and _kept(m)]
@@ -414,9 +425,10 @@ def section_claims(runs: Runs) -> list:
     judged = claims(runs)
     lines += _table(["", "claim", "rule", "verdict", "our numbers", "the paper's"],
                     [(i, c, r, f"**{v}**", e, p) for i, c, r, v, e, p in judged])
-    doubtful = [(i, v) for i, _, _, v, _, _ in judged if v in ("not reproduced", "partly reproduced")]
+    doubtful = [(i, v) for i, _, _, v, _, _ in judged
+                if v in ("not reproduced", "partly reproduced") or v.startswith("not measurable")]
     if doubtful:
-        lines += ["", "Where a claim is not (fully) reproduced, what rules out a bug in the computation it reads:", ""]
+        lines += ["", "Where a claim is not (fully) reproduced or not measurable, what rules out a bug in the computation it reads:", ""]
         lines += [f"- {i} ({v}): {CHECKS[i]}" for i, v in doubtful]
     return lines
 
@@ -616,6 +628,13 @@ def section_defenses(runs: Runs, figures: dict) -> list:
     return lines + [""] + _figures(figures, "nc_norms") + _figures(figures, "prune_curves")
 
 
+def _erasing_options(defense: str, result: dict) -> str:
+    options = result.get("options", {})
+    shown = [f"{key} {options[key]}" for key in ("epochs", "lr", "lr_epochs", "lr_after", "betas", "vertex_betas")
+             if key in options]
+    return f"{DEFENSES[defense].display}: " + (", ".join(shown) or "defaults")
+
+
 def section_erasing(runs: Runs, figures: dict) -> list:
     cells = _erasing_cells(runs)
     if not cells:
@@ -623,12 +642,13 @@ def section_erasing(runs: Runs, figures: dict) -> list:
     rows = [[_model(model), attack, DEFENSES[d].display,
              f"{_f(r['before']['ba'])} / {_f(r['before']['asr'])}", f"{_f(r['after']['ba'])} / {_f(r['after']['asr'])}",
              f"{_f(m['before']['ba'])} / {_f(m['before']['asr'])}", f"{_f(m['after']['ba'])} / {_f(m['after']['asr'])}",
-             r["clean_samples"]] for model, attack, d, r, m in cells]
+             f"{_broke_at(r)} / {_broke_at(m)}", r["clean_samples"]] for model, attack, d, r, m in cells]
     lines = ["## Erasing the backdoor (beyond the paper: C7)", "",
              f"BA / ASR of the RBT and the ML-MMDR (λ = {runs.lamb:g}) run before and after each defense, trained on a "
-             "seeded share of the clean training set.", ""]
+             "seeded share of the clean training set. Each defense's options, as its runs wrote them: "
+             + "; ".join(_erasing_options(d, r) for d, r in {d: r for _, _, d, r, _ in cells}.items()) + ".", ""]
     lines += _table(["model", "attack", "defense", "RBT before", "RBT after", "ML-MMDR before", "ML-MMDR after",
-                     "clean images"], rows)
+                     f"BA down > {ERASE_BA_KEPT * 100:.0f} points from epoch, RBT / ML-MMDR", "clean images"], rows)
     return lines + [""] + _figures(figures, "erasing")
 
 

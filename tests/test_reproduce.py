@@ -2,7 +2,7 @@
 import json
 
 from experiments.grid import Grid
-from experiments.report import Runs, claims
+from experiments.report import Runs, _broke_at, claims
 from experiments.reproduce import main as reproduce_main
 from tests.conftest import EVAL_SMALL
 from pipeline.cli import run_cli
@@ -91,6 +91,14 @@ def test_claim_verdicts_follow_their_rules():
     assert verdicts == {"C1": "partly reproduced", "C2": "not reproduced", "C3": "partly reproduced",
                         "C4": "not reproduced", "C5": "not reproduced", "C6": "not reproduced",
                         "C7": "not measurable: every erasing cost more than 10 points of BA"}
+
+
+def test_erasing_reports_the_epoch_its_ba_broke():
+    history = [{"epoch": 0, "lr": None, "ba": 0.90}, {"epoch": 1, "lr": 0.1, "ba": 0.85},
+               {"epoch": 2, "lr": 0.1, "ba": 0.79}, {"epoch": 3, "lr": 0.01, "ba": 0.60}]
+    erased = {"before": {"ba": 0.90, "asr": 1.0}, "after": {"ba": 0.60, "asr": 0.0}, "history": history}
+    assert _broke_at(erased) == "2 (lr 0.1)"  # 0.90 − 0.79 = 0.11 is the first loss above 10 points
+    assert _broke_at({**erased, "history": history[:2]}) == "never"
 
 
 def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):

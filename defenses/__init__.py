@@ -11,7 +11,7 @@ from defenses.detection import (AC_DECISIONS, AC_REDUCTIONS, SS_SCORES, Detectio
                                 spectral_signatures, subspace_reconstruction)
 from defenses.erasing import (ARGDOptions, ErasingOptions, FinetuneOptions, NADOptions, argd, defender_data, finetune,
                               nad)
-from defenses.neural_cleanse import (NCOptions, anomaly_index, clean_index, clean_sample, flagged_classes, neural_cleanse,
+from defenses.neural_cleanse import (NCCheckpoint, NCOptions, anomaly_index, clean_index, clean_sample, flagged_classes, neural_cleanse,
                                      reverse_engineer, target_ranking)
 from defenses.pruning import PruneOptions, channel_ranking, prune_order, pruned, pruning_curve
 
@@ -42,6 +42,6 @@ DETECTORS = tuple(key for key, defense in DEFENSES.items() if defense.kind == "d
 
 __all__ = ["DEFENSES", "DETECTORS", "ERASERS", "ErasingOptions", "FinetuneOptions", "NADOptions", "ARGDOptions",
            "finetune", "nad", "argd", "defender_data", "Defense", "AC_DECISIONS", "AC_REDUCTIONS", "SS_SCORES", "Detection",
-           "activation_clustering", "spectral_signatures", "subspace_reconstruction", "NCOptions", "neural_cleanse",
+           "activation_clustering", "spectral_signatures", "subspace_reconstruction", "NCOptions", "NCCheckpoint", "neural_cleanse",
            "anomaly_index", "flagged_classes", "target_ranking", "clean_index", "clean_sample", "reverse_engineer", "PruneOptions", "channel_ranking", "prune_order",
            "pruned", "pruning_curve"]

@@ -26,6 +26,8 @@ Wang et al.'s anomaly index.
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from inference import Subject, to_unit
+from utils.io import load_checkpoint, save_torch
 from utils.params import check_params, param
 from utils.seed import generator, sample
 
@@ -94,6 +97,16 @@ class CostSchedule:
         self.lowered = np.zeros(count, bool)
         self.done = np.zeros(count, bool)
 
+    STATE = ("cost", "best_norm", "early_best", "up_counter", "down_counter", "set_counter", "early_counter",
+             "raised", "lowered", "done")
+
+    def state(self) -> dict:
+        return {name: torch.from_numpy(getattr(self, name).copy()) for name in self.STATE}
+
+    def restore(self, state: dict) -> None:
+        for name in self.STATE:
+            setattr(self, name, state[name].numpy().copy())
+
     def update(self, rows: np.ndarray, success: np.ndarray, norm: np.ndarray) -> np.ndarray:
         """End-of-epoch update for the classes ``rows``; returns which of them improved their best mask."""
         o = self.o
@@ -128,6 +141,40 @@ class CostSchedule:
         return improved
 
 
+@dataclass
+class NCCheckpoint:
+    """Where an interrupted Neural Cleanse resumes: the optimisation's whole state (masks, patterns,
+    Adam's moments, the cost schedule, the best masks so far), written atomically at most every
+    ``every_s`` seconds and read back only when it was written for the same ``key`` (the caller's
+    identity of model and options) and the same classes, options and seed. Every epoch's batch
+    order is seeded by the epoch, so a resumed run ends with the numbers of an uninterrupted one.
+    At the reference's budget one run can take most of an hour on a CPU."""
+
+    path: Path
+    key: dict
+    every_s: float = 60.0
+
+    def _identity(self, classes: list, options: NCOptions, seed: int) -> dict:
+        return {"key": self.key, "classes": list(classes), "options": options.to_dict(), "seed": seed}
+
+    def load(self, classes: list, options: NCOptions, seed: int) -> Optional[dict]:
+        """The saved state, or None when there is none for this optimisation (another one's is ignored
+        and later overwritten)."""
+        if not Path(self.path).is_file():
+            return None
+        try:
+            state = load_checkpoint(self.path)
+        except Exception:  # a file from another version or a foreign one: start afresh
+            return None
+        return state if state.get("identity") == self._identity(classes, options, seed) else None
+
+    def save(self, state: dict, classes: list, options: NCOptions, seed: int) -> None:
+        save_torch({**state, "identity": self._identity(classes, options, seed)}, self.path)
+
+    def clear(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
+
+
 def _to_unit(theta: torch.Tensor) -> torch.Tensor:
     return torch.tanh(theta) / 2 + 0.5
 
@@ -151,8 +198,9 @@ def initial_thetas(classes: list, shape: tuple, seed: int) -> tuple:
 
 
 def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, seed: int, device,
-              progress: bool = False) -> dict:
-    """Optimise the masks/patterns of ``classes`` together; returns per-class numpy results."""
+              progress: bool = False, checkpoint: Optional[NCCheckpoint] = None) -> dict:
+    """Optimise the masks/patterns of ``classes`` together; returns per-class numpy results. With a
+    ``checkpoint``, it starts from the saved state when there is one and saves its own as it goes."""
     count, (channels, height, width) = len(classes), images.shape[1:]
     mask_theta, pattern_theta = initial_thetas(classes, (channels, height, width), seed)
     mask_theta = mask_theta.to(device).requires_grad_()
@@ -164,9 +212,20 @@ def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, se
     best_pattern = torch.zeros(count, channels, height, width)
     steps_per_epoch = options.steps_per_epoch or math.ceil(len(images) / options.batch_size)
     epochs_run = np.zeros(count, int)
-    steps = 0
-    bar = tqdm(range(options.epochs), desc=f"nc {classes[0]}" if count == 1 else "nc", disable=not progress,
-               dynamic_ncols=True, leave=False)
+    steps, first_epoch, earlier_seconds = 0, 0, 0.0
+    saved = checkpoint.load(classes, options, seed) if checkpoint else None
+    if saved:
+        with torch.no_grad():
+            mask_theta.copy_(saved["mask_theta"])
+            pattern_theta.copy_(saved["pattern_theta"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.restore(saved["schedule"])
+        best_mask, best_pattern = saved["best_mask"], saved["best_pattern"]
+        epochs_run = saved["epochs_run"].numpy().copy()
+        steps, first_epoch, earlier_seconds = saved["steps"], saved["next_epoch"], saved["seconds"]
+    started = last_save = time.perf_counter()
+    bar = tqdm(range(first_epoch, options.epochs), initial=first_epoch, total=options.epochs,
+               desc=f"nc {classes[0]}" if count == 1 else "nc", disable=not progress, dynamic_ncols=True, leave=False)
     for epoch in bar:
         active = np.flatnonzero(~schedule.done)
         if len(active) == 0:
@@ -204,6 +263,13 @@ def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, se
             with torch.no_grad():
                 best_mask[keep] = _to_unit(mask_theta[torch.from_numpy(keep).to(device)]).cpu()
                 best_pattern[keep] = _to_unit(pattern_theta[torch.from_numpy(keep).to(device)]).cpu()
+        if checkpoint and time.perf_counter() - last_save >= checkpoint.every_s:
+            last_save = time.perf_counter()
+            checkpoint.save({"next_epoch": epoch + 1, "steps": steps, "seconds": earlier_seconds + last_save - started,
+                             "mask_theta": mask_theta.detach().cpu(), "pattern_theta": pattern_theta.detach().cpu(),
+                             "optimizer": optimizer.state_dict(), "schedule": schedule.state(),
+                             "best_mask": best_mask, "best_pattern": best_pattern,
+                             "epochs_run": torch.from_numpy(epochs_run.copy())}, classes, options, seed)
     found = np.isfinite(schedule.best_norm)
     missing = np.flatnonzero(~found)
     if len(missing):  # a class that never reached the attack threshold keeps its last mask
@@ -214,7 +280,7 @@ def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, se
     # The reference's outlier detection reads each saved mask back and takes its l1 norm.
     norm = best_mask.flatten(1).sum(1).double().numpy()
     return {"mask": best_mask, "pattern": best_pattern, "norm": norm, "cost": schedule.cost,
-            "epochs": epochs_run, "found": found, "steps": steps}
+            "epochs": epochs_run, "found": found, "steps": steps, "earlier_seconds": earlier_seconds}
 
 
 def anomaly_index(norms) -> np.ndarray:
@@ -246,10 +312,12 @@ def target_ranking(norms, target: int) -> dict:
 
 
 def neural_cleanse(model, clean_images: torch.Tensor, num_classes: int, options: NCOptions = None,
-                   seed: int = 0, device="cpu", classes=None, sequential: bool = None, progress: bool = False) -> dict:
+                   seed: int = 0, device="cpu", classes=None, sequential: bool = None, progress: bool = False,
+                   checkpoint: Optional[NCCheckpoint] = None) -> dict:
     """Reverse-engineer a trigger for each class; returns masks, patterns, norms, anomaly indices,
     the flagged classes and timing. ``clean_images`` are uint8 (N,C,H,W) the defender holds;
-    ``sequential`` defaults to ``options.sequential``."""
+    ``sequential`` defaults to ``options.sequential``. With a ``checkpoint`` an interrupted call
+    resumes (sequentially: within the class it was optimising); ``seconds`` counts every attempt."""
     device = torch.device(device)
     options = options or NCOptions()
     sequential = options.sequential if sequential is None else sequential
@@ -260,16 +328,16 @@ def neural_cleanse(model, clean_images: torch.Tensor, num_classes: int, options:
     started = time.perf_counter()
     try:
         if sequential:
-            parts = [_optimise(model, clean_images, [c], options, seed, device, progress) for c in classes]
+            parts = [_optimise(model, clean_images, [c], options, seed, device, progress, checkpoint) for c in classes]
             result = {key: (torch.cat([p[key] for p in parts]) if isinstance(parts[0][key], torch.Tensor)
-                            else sum(p[key] for p in parts) if key == "steps"
+                            else sum(p[key] for p in parts) if key in ("steps", "earlier_seconds")
                             else np.concatenate([p[key] for p in parts])) for key in parts[0]}
         else:
-            result = _optimise(model, clean_images, classes, options, seed, device, progress)
+            result = _optimise(model, clean_images, classes, options, seed, device, progress, checkpoint)
     finally:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started + result.pop("earlier_seconds")
     return {**result, "classes": classes, "anomaly_index": anomaly_index(result["norm"]),
             "flagged": [classes[i] for i in flagged_classes(result["norm"])], "seconds": seconds}
 
@@ -285,13 +353,14 @@ def clean_sample(train_x: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     return train_x[clean_index(len(train_x), count, seed)]
 
 
-def reverse_engineer(subject: Subject, options: NCOptions = None, progress: bool = False) -> dict:
+def reverse_engineer(subject: Subject, options: NCOptions = None, progress: bool = False,
+                     checkpoint: Optional[NCCheckpoint] = None) -> dict:
     """Neural Cleanse on a trained model with the defender's clean sample: every class's mask and
     pattern, their l1 norms, the target's ranking among them (§6.2, Fig. 8) and the anomaly index."""
     options = options or NCOptions()
     clean = clean_sample(subject.data.train_x, options.clean_samples, subject.seed)
     found = neural_cleanse(subject.model, clean, subject.data.num_classes, options, subject.seed, subject.device,
-                           progress=progress)
+                           progress=progress, checkpoint=checkpoint)
     norms = [float(v) for v in found["norm"]]
     return {"clean_samples": len(clean), "sequential": options.sequential, "options": options.to_dict(),
             "norms": norms, "reached_threshold": found["found"].tolist(), **target_ranking(norms, subject.target),

@@ -68,7 +68,8 @@ ERASE_MARGIN = 0.10                 # C7: ASR after erasing differs by at least 
 def _f(value, digits: int = 3) -> str:
     if value is None or value != value:
         return "–"
-    return f"{value:.{digits}f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2e}"
+    # below the last shown decimal, scientific notation keeps a small MMD² from reading as 0
+    return f"{value:.{digits}f}" if abs(value) >= 10 ** -digits or value == 0 else f"{value:.2e}"
 
 
 def _pm(values, digits: int = 3) -> str:

@@ -5,7 +5,8 @@
                     metrics.json        final BA/ASR and the per-epoch history (train)
                     history.csv         the same history, one row per epoch (train)
                     evaluation.json/.md distances and detections (evaluate)
-                    defense_nc.json     Neural Cleanse (nc); defense_nc_triggers.pt its masks
+                    defense_nc.json     Neural Cleanse (nc); defense_nc_triggers.pt its masks;
+                    defense_nc_resume.pt  its optimisation state while it runs (removed when done)
                     defense_prune.json  pruning curve (prune)
                     defense_<finetune|nad|argd>.json  BA/ASR before, per epoch and after erasing;
                     defense_<finetune|nad|argd>_model.pt  the erased model (finetune's is NAD's and ARGD's teacher)
@@ -24,7 +25,7 @@ from utils.io import load_checkpoint, save_json
 
 FILES = {"checkpoint": "model.pt", "config": "config.json", "metrics": "metrics.json", "history": "history.csv",
          "evaluation": "evaluation.json", "evaluation_report": "evaluation.md", "nc": "defense_nc.json",
-         "nc_triggers": "defense_nc_triggers.pt", "prune": "defense_prune.json", "failure": "failed.json",
+         "nc_triggers": "defense_nc_triggers.pt", "nc_resume": "defense_nc_resume.pt", "prune": "defense_prune.json", "failure": "failed.json",
          "resume": "resume.pt", "finetune": "defense_finetune.json", "finetune_model": "defense_finetune_model.pt",
          "nad": "defense_nad.json", "nad_model": "defense_nad_model.pt", "argd": "defense_argd.json",
          "argd_model": "defense_argd_model.pt"}

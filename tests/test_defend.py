@@ -7,7 +7,7 @@ import torch
 
 import defend
 from defenses import NCOptions, anomaly_index, flagged_classes, neural_cleanse, pruned, pruning_curve
-from defenses.neural_cleanse import CostSchedule, initial_thetas, target_ranking
+from defenses.neural_cleanse import CostSchedule, NCCheckpoint, initial_thetas, target_ranking
 from defenses import clean_sample
 from pipeline.prepare import load_trained
 from models import tap_modules
@@ -93,6 +93,44 @@ def test_batched_and_sequential_agree(prepared):
     assert torch.allclose(batched["mask"], sequential["mask"], atol=1e-4)
     assert torch.allclose(batched["mask"][1], alone["mask"][0], atol=1e-4)
     assert np.allclose(batched["cost"], sequential["cost"])
+
+
+class Killed(Exception):
+    pass
+
+
+class RecordingCheckpoint(NCCheckpoint):
+    """The real checkpoint, saving after every epoch; it records each save's next epoch and, after
+    ``kill_after`` saves, stops the run as a kill would."""
+
+    def __init__(self, path, key, kill_after=None):
+        super().__init__(path, key, every_s=0.0)
+        self.kill_after, self.next_epochs = kill_after, []
+
+    def save(self, state, *args):
+        super().save(state, *args)
+        self.next_epochs.append(state["next_epoch"])
+        if len(self.next_epochs) == self.kill_after:
+            raise Killed
+
+
+def test_an_interrupted_neural_cleanse_resumes_to_the_same_numbers(prepared, tmp_path):
+    clean = clean_sample(prepared.data.train_x, 32, 0)
+    options = NCOptions(batch_size=16, epochs=6, steps_per_epoch=2, start_cost_at_zero=False)
+    whole = neural_cleanse(prepared.model, clean, 10, options, seed=0, classes=[0, 3])
+    path = tmp_path / "defense_nc_resume.pt"
+    with pytest.raises(Killed):
+        neural_cleanse(prepared.model, clean, 10, options, seed=0, classes=[0, 3],
+                       checkpoint=RecordingCheckpoint(path, {"run": "a"}, kill_after=3))
+    assert all(p.requires_grad for p in prepared.model.parameters())  # the kill left the model as it was
+    assert NCCheckpoint(path, {"run": "b"}).load([0, 3], options, 0) is None  # another run's key: start afresh
+    assert NCCheckpoint(path, {"run": "a"}).load([0, 3], options, 1) is None  # another seed
+    resuming = RecordingCheckpoint(path, {"run": "a"})
+    resumed = neural_cleanse(prepared.model, clean, 10, options, seed=0, classes=[0, 3], checkpoint=resuming)
+    assert resuming.next_epochs == [4, 5, 6]  # it went on from epoch 3, not from the start
+    assert torch.equal(resumed["mask"], whole["mask"]) and torch.equal(resumed["pattern"], whole["pattern"])
+    assert np.array_equal(resumed["cost"], whole["cost"]) and np.array_equal(resumed["epochs"], whole["epochs"])
+    assert resumed["steps"] == whole["steps"] == 6 * 2
 
 
 def test_pruning_ratio_zero_reproduces_and_one_zeroes_the_layer(prepared, tiny_run):

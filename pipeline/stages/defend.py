@@ -4,9 +4,9 @@ import copy
 from dataclasses import replace
 from pathlib import Path
 
-from defenses import (ARGDOptions, FinetuneOptions, NADOptions, NCOptions, PruneOptions, argd, channel_ranking,
-                      finetune, nad, reverse_engineer)
-from pipeline.config import RunConfig
+from defenses import (ARGDOptions, FinetuneOptions, NADOptions, NCCheckpoint, NCOptions, PruneOptions, argd,
+                      channel_ranking, finetune, nad, reverse_engineer)
+from pipeline.config import RunConfig, inputs_hash
 from pipeline.prepare import load_trained
 from pipeline.rundir import RunDir
 from pipeline.stages.registry import register
@@ -17,13 +17,16 @@ from utils.io import load_checkpoint, save_torch
 @register("nc", output=lambda run, options: run.file("nc"), options=NCOptions, needs=("train",),
           help="python defend.py --defense nc with the run's flags", record="nc")
 def neural_cleanse(config: RunConfig, options: NCOptions) -> dict:
-    """Reverse-engineer every class's trigger; writes defense_nc.json and the masks/patterns."""
-    found = reverse_engineer(load_trained(config).subject, options, progress=config.progress)
+    """Reverse-engineer every class's trigger; writes defense_nc.json and the masks/patterns. An
+    interrupted run resumes from defense_nc_resume.pt, which is removed once the result is written."""
+    run = RunDir.of(config)
+    resume = NCCheckpoint(run.file("nc_resume"), {"inputs_hash": inputs_hash(config, options)})
+    found = reverse_engineer(load_trained(config).subject, options, progress=config.progress, checkpoint=resume)
     triggers = {"mask": found.pop("mask"), "pattern": found.pop("pattern")}
     result = {**config.header(options), **found}
-    run = RunDir.of(config)
     save_torch(triggers, run.file("nc_triggers"))
     run.write("nc", result)
+    resume.clear()
     return result
 
 

@@ -412,9 +412,12 @@ def section_setting(settings: dict, runs: Runs) -> list:
         for stage, seconds in timing.items():
             stages.setdefault(stage, []).append(seconds)
     total = sum(sum(v) for v in stages.values())
+    invocations = settings.get("invocations", [])
     lines += ["", f"Wall time per stage, summed over every invocation of the command (CPU threads "
                   f"per run: {settings['threads'] or 'all cores'}; runs at once: {settings['jobs']}): {total / 3600:.1f} h of "
-                  f"stage time in all; this invocation {settings['this_invocation_s'] / 60:.1f} min.", ""]
+                  f"stage time in all, about {total / 3600 / settings['jobs']:.1f} h of wall time with {settings['jobs']} at "
+                  f"once. The command's own wall time, over the {len(invocations)} invocation{'s' * (len(invocations) != 1)} that finished a run "
+                  f"since it began recording it: {sum(i['wall_s'] for i in invocations) / 3600:.1f} h.", ""]
     lines += _table(["stage", "runs", "total (min)", "per run (min)"],
                     [(stage, len(v), f"{sum(v) / 60:.1f}", f"{statistics.mean(v) / 60:.1f}") for stage, v in stages.items()])
     return lines

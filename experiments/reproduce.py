@@ -204,10 +204,17 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     timing_path = Path(args.out_dir) / "timings.json"
     timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    # each invocation's wall time, updated as runs finish: a grid that spans several sessions
+    # states its total wall time from these
+    wall_path = Path(args.out_dir) / "invocations.json"
+    invocations = json.loads(wall_path.read_text()) if wall_path.is_file() else []
+    this = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": 0.0, "runs_finished": 0}
 
     def record(name: str, stages: dict) -> None:  # saved as each run finishes, so a kill loses none
         timings.setdefault(name, {}).update(stages)
         save_json(timings, timing_path)
+        this.update(wall_s=round(time.perf_counter() - started, 1), runs_finished=this["runs_finished"] + 1)
+        save_json(invocations + [this], wall_path)
 
     slow = {"nc", "prune"}
     first = [Job(job.config, [(n, o) for n, o in job.stages if n not in slow]) for job in jobs]
@@ -226,7 +233,8 @@ def main(argv=None) -> int:
                   else datasets.defaults(args.data_name).milestones(args.epochs))
     settings = {
         "command": command.strip(), "versions": versions(), "machine": describe_machine(),
-        "timings": timings, "this_invocation_s": time.perf_counter() - started, "benchmark": speed,
+        "timings": timings, "benchmark": speed,
+        "invocations": [i for i in invocations + [this] if i["runs_finished"]],
         "jobs": args.jobs, "threads": args.threads,
         "stages": (sum(len(job.stages) for job in jobs) - missing, sum(len(job.stages) for job in jobs)),
         "facts": {

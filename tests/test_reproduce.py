@@ -120,6 +120,9 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
             "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300", "digits_vgg11_patched_w0.125_n300",
             "digits_vgg11_patched_w0.125_n300_seed1"]
     assert sorted(timings) == runs
+    invocations = json.loads((tmp_path / "runs" / "invocations.json").read_text())
+    assert len(invocations) == 1 and invocations[0]["runs_finished"] == len(runs) and invocations[0]["wall_s"] > 0
+    assert "The command's own wall time, over the 1 invocation that finished a run" in report
     erased, plain = {"train", "evaluate", "finetune", "nad", "argd"}, {"train", "evaluate"}
     assert [set(timings[name]) for name in runs] == [plain, plain, erased, plain, plain, erased, plain]
     assert (tmp_path / "figs" / "digits_vgg11_patched" / "erasing.png").is_file()

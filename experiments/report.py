@@ -50,7 +50,9 @@ CHECKS = {
           "batched and per-class forms agree (tests/test_defend.py); the NC epochs column shows whether the budget "
           "was reached before early stopping.",
     "C6": "Every TABLE 3 kernel is tested to be exactly the table's bandwidths and to match the direct double "
-          "sum (tests/test_mmd.py).",
+          "sum (tests/test_mmd.py). The linear kernel's MMD² is the squared distance between the two groups' mean "
+          "representations, unbounded, where a Gaussian kernel's is at most 2: a failed run's first-epoch MMD², "
+          "beside its CE, shows whether λ·MMD² swamped the classification loss from the start.",
     "C7": "NAD's attention loss, ARGD's edge loss and its cross-level attention are tested against direct "
           "computations (tests/test_erasing.py), and the README's digits WRN-16-1 quick start shows fine-tuning, "
           "NAD and ARGD lowering ASR with BA kept; the erasing section gives the epoch, and its learning rate, at "
@@ -227,8 +229,7 @@ def claim_reduction(runs: Runs) -> tuple:
                 reduced = [r is not None and r < 1 for r in ratios]
                 reduced_cells += sum(reduced)
                 cells += len(LEVELS)
-                kept = (abs(_metric(ml, "ba") - _metric(rbt, "ba")) <= KEPT_BA
-                        and _metric(ml, "asr") >= _metric(rbt, "asr") - KEPT_ASR)
+                kept = _attack_kept(rbt, ml)
                 kept_attacks += kept
                 combos.append(all(reduced) and kept)
             if attacks:
@@ -245,6 +246,12 @@ def claim_reduction(runs: Runs) -> tuple:
             f"per model, attack and λ: ML-MMDR's MMD² below RBT's at s1, s2 and s3, BA within ±{KEPT_BA:g} of RBT's "
             f"and ASR at most {KEPT_ASR:g} below; reproduced if every (model, attack, λ) passes, partly if half do",
             _verdict(sum(combos) / len(combos) if combos else None), evidence, PAPER["c2"])
+
+
+def _attack_kept(rbt, ml) -> bool:
+    """C2's criterion: ML-MMDR's BA within ±KEPT_BA of RBT's and its ASR at most KEPT_ASR below."""
+    return (abs(_metric(ml, "ba") - _metric(rbt, "ba")) <= KEPT_BA
+            and _metric(ml, "asr") >= _metric(rbt, "asr") - KEPT_ASR)
 
 
 def claim_single_level(runs: Runs) -> tuple:
@@ -309,22 +316,41 @@ def _kernel_rows(runs: Runs) -> tuple:
     return rbt, [r for r in kernels if r["evaluation"]]
 
 
+def _first_epoch(record) -> str:
+    """A failed run's first-epoch MMD² per level against its CE, from metrics.json's history."""
+    history = (record["metrics"] or {}).get("history") or [{}]
+    first = history[0]
+    if not all(f"mmd_{lv}" in first for lv in LEVELS):
+        return ""
+    return f"; epoch-1 MMD² {' / '.join(_f(first[f'mmd_{lv}'], 2) for lv in LEVELS)} against CE {_f(first['ce'], 2)}"
+
+
 def claim_kernels(runs: Runs) -> tuple:
     rbt, rows = _kernel_rows(runs)
     base = _mean_f1(rbt)
     f1 = {r["config"].kernel: _mean_f1(r) for r in rows}
-    reduced = [k for k, v in f1.items() if _present(v, base) and base - v >= 0.1]
-    gaussian = _mean([v for k, v in f1.items() if k != "lk"])
+    failed = {r["config"].kernel: r for r in rows if rbt and not _attack_kept(rbt, r)}
+    reduced = [k for k, v in f1.items() if k not in failed and _present(v, base) and base - v >= 0.1]
+    gaussian = _mean([v for k, v in f1.items() if k != "lk" and k not in failed])
     linear = f1.get("lk")
-    conditions = [bool(f1) and len(reduced) == len(f1), _present(gaussian, linear) and gaussian < linear]
-    measurable = _present(base, gaussian, linear)  # both observations need the RBT run, LK and a Gaussian kernel
+    # (2): a GK/GMK kernel is the better choice if LK's run failed where they kept the attack, or,
+    # with every run working, if their detection F1 is lower
+    better = "lk" in failed if "lk" in failed else (_present(gaussian, linear) and gaussian < linear)
+    conditions = [bool(f1) and len(reduced) == len(f1), _present(gaussian) and better]
+    measurable = _present(base, gaussian) and "lk" in f1
     evidence = (f"mean headline F1: RBT {_f(base)}; ML-MMDR " + ", ".join(f"{k.upper()} {_f(v)}" for k, v in f1.items())
-                + f"; lowered by ≥ 0.1 with {len(reduced)}/{len(f1)} kernels; GK/GMK mean {_f(gaussian)} vs LK "
-                  f"{_f(linear)}")
+                + f"; lowered by ≥ 0.1 with the attack kept: {len(reduced)}/{len(f1)} kernels; GK/GMK mean {_f(gaussian)} "
+                  f"vs LK {_f(linear)}")
+    if failed:
+        evidence += ("; the attack not kept (its F1 counts for nothing): " + ", ".join(
+            f"{k.upper()} (BA {_f(_metric(r, 'ba'))}, ASR {_f(_metric(r, 'asr'))}{_first_epoch(r)})"
+            for k, r in failed.items()))
     return ("C6", "Kernel ablation: every kernel reduces detection; GK/GMK beat LK (§6.3, Fig. 11)",
             "two observations: (1) with every TABLE 3 kernel ML-MMDR's mean F1 (AC, SS, SR, levels, pools) is ≥ 0.1 "
             "below the RBT run's, (2) the GK and GMK kernels' mean F1 is below LK's; reproduced if both, partly if "
-            "one", _verdict(sum(conditions) / 2 if measurable else None), evidence, PAPER["c6"])
+            f"one. Amended after the LK run failed to train: a kernel's run counts only if it kept the attack (C2's "
+            f"criterion), so (1) fails for a kernel whose run did not, and (2) holds if LK's run failed where a GK/GMK "
+            f"run kept the attack", _verdict(sum(conditions) / 2 if measurable else None), evidence, PAPER["c6"])
 
 
 def _erasing_cells(runs: Runs) -> list:
@@ -424,8 +450,8 @@ def section_setting(settings: dict, runs: Runs) -> list:
 
 
 def section_claims(runs: Runs) -> list:
-    lines = ["## Claims", "", "Each rule was fixed before the numbers were read; the verdict applies it to the "
-             "runs below.", ""]
+    lines = ["## Claims", "", "Each rule was fixed before the numbers were read, except where it says it was "
+             "amended; the verdict applies it to the runs below.", ""]
     judged = claims(runs)
     lines += _table(["", "claim", "rule", "verdict", "our numbers", "the paper's"],
                     [(i, c, r, f"**{v}**", e, p) for i, c, r, v, e, p in judged])

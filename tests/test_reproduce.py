@@ -91,6 +91,13 @@ def test_claim_verdicts_follow_their_rules():
     assert verdicts == {"C1": "partly reproduced", "C2": "not reproduced", "C3": "partly reproduced",
                         "C4": "not reproduced", "C5": "not reproduced", "C6": "not reproduced",
                         "C7": "not measurable: every erasing cost more than 10 points of BA"}
+    # LK's run collapsed (BA 0.1): its low F1 counts for nothing, so (1) fails and (2) holds
+    records = [record("RBT", 0, [12.0, 12.0, 12.0], 0.5, [1.0, 1.0, 1.0]),
+               record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], studies=("lambda", "kernel")),
+               record("ML-MMDR", 0.3, [0.1, 0.1, 0.1], 0.5, [0.4, 0.4, 0.4], ba=0.1, kernel="lk", studies=("kernel",))]
+    kernels = next(c for c in claims(Runs(records, 0.3)) if c[0] == "C6")
+    assert kernels[3] == "partly reproduced"
+    assert "with the attack kept: 1/2 kernels" in kernels[4] and "not kept (its F1 counts for nothing): LK (BA 0.100" in kernels[4]
 
 
 def test_erasing_reports_the_epoch_its_ba_broke():

@@ -393,6 +393,8 @@ def claim_erasing(runs: Runs) -> tuple:
         verdict = "ML-MMDR is easier to erase"
     else:
         verdict = "no consistent difference"
+    if usable:  # the verdict rests on these pairs only; a reader should see how few they may be
+        verdict += f", on the {len(usable)} of {len(cells)} pairs that kept BA"
     evidence = "; ".join(f"{a} {DEFENSES[d].display}: ASR after RBT {_f(r['after']['asr'])} vs ML-MMDR "
                          f"{_f(m['after']['asr'])} (BA lost {_f(r['before']['ba'] - r['after']['ba'], 2)} vs "
                          f"{_f(m['before']['ba'] - m['after']['ba'], 2)})" for _, a, d, r, m in cells)

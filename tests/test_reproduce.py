@@ -81,7 +81,7 @@ def test_claim_verdicts_follow_their_rules():
     runs = Runs(records, 0.3)
     verdicts = {i: verdict for i, _, _, verdict, _, _ in claims(runs)}
     assert verdicts == {"C1": "reproduced", "C2": "reproduced", "C3": "reproduced", "C4": "reproduced",
-                        "C5": "reproduced", "C6": "reproduced", "C7": "ML-MMDR is harder to erase"}
+                        "C5": "reproduced", "C6": "reproduced", "C7": "ML-MMDR is harder to erase, on the 3 of 3 pairs that kept BA"}
     # RBT's ARO: 3, 3, 2 → two of three above 2.0; the LK kernel now beats the Gaussian ones
     records[0] = record("RBT", 0, [12.0, 12.0, 4.0], 0.5, [1.0, 1.0, 1.0], flagged=True, erased=(0.88, 0.1))
     records[4] = record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.5, 0.5, 0.5], kernel="lk", studies=("kernel",))

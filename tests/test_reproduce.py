@@ -2,7 +2,7 @@
 import json
 
 from experiments.grid import Grid
-from experiments.report import Runs, _broke_at, claims
+from experiments.report import Runs, _broke_at, _pruned_to_the_end, claims
 from experiments.reproduce import main as reproduce_main
 from tests.conftest import EVAL_SMALL
 from pipeline.cli import run_cli
@@ -98,6 +98,18 @@ def test_claim_verdicts_follow_their_rules():
     kernels = next(c for c in claims(Runs(records, 0.3)) if c[0] == "C6")
     assert kernels[3] == "partly reproduced"
     assert "with the attack kept: 1/2 kernels" in kernels[4] and "not kept (its F1 counts for nothing): LK (BA 0.100" in kernels[4]
+
+
+def test_a_backdoor_pruned_out_only_with_the_whole_layer_is_called_out():
+    def curve(asr_by_ratio):
+        return {"layer": "layer4", "rank": "triggered",
+                "curve": [{"ratio": ratio, "ba": 0.8 - ratio * 0.7, "asr": asr} for ratio, asr in asr_by_ratio]}
+    works = {**record("RBT", 0, [12.0] * 3, 0.5, [1.0] * 3), "prune": curve([(0.0, 1.0), (0.35, 0.1), (1.0, 0.0)])}
+    whole = {**record("RBT", 0, [12.0] * 3, 0.5, [1.0] * 3, model="preactresnet18"),
+             "prune": curve([(0.0, 1.0), (0.95, 1.0), (1.0, 0.0)])}
+    assert _pruned_to_the_end([works]) == []
+    note = _pruned_to_the_end([works, whole])[1]
+    assert "on: PreActResNet-18 patched RBT." in note and "VGG-11" not in note and "no ReLU" in note
 
 
 def test_erasing_reports_the_epoch_its_ba_broke():

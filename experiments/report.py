@@ -61,6 +61,7 @@ CHECKS = {
 }
 KEPT_BA, KEPT_ASR = 0.02, 0.05      # C2: BA within ±0.02 and ASR at most 0.05 lower count as "attack kept"
 NC_RATIO = 0.5                      # C5: the target's ‖m‖₁ at most half the others' median
+PRUNED_ASR = 0.2                    # pruning removed the backdoor once ASR is below this
 ERASE_BA_KEPT = 0.10                # C7: an erasing that costs more than 10 points of BA broke the model
 ERASE_MARGIN = 0.10                 # C7: ASR after erasing differs by at least this much
 
@@ -648,7 +649,7 @@ def section_defenses(runs: Runs, figures: dict) -> list:
         nc, prune = r["nc"], r["prune"]
         target = r["config"].target
         ranking = target_ranking(nc["norms"], target) if nc else {}
-        point = next((p for p in prune["curve"] if p["asr"] < 0.2), None) if prune else None
+        point = _backdoor_pruned(prune)
         rows.append([_model(r["config"].model_name), r["config"].attack_name, _label(r),
                      _f(nc["norms"][target], 1) if nc else "–", ranking.get("target_l1_rank", "–"),
                      _f(ranking.get("target_l1_ratio_to_median"), 2), _f(nc["target_anomaly_index"], 2) if nc else "–",
@@ -656,15 +657,19 @@ def section_defenses(runs: Runs, figures: dict) -> list:
                      _f(point["ratio"], 2) if point else "never", _f(point["ba"]) if point else "–"])
     lines = ["## Neural Cleanse and pruning (paper §6.2, Figs. 8–10)", ""]
     lines += _table(["model", "attack", "method", "target ‖m‖₁", "its rank (1 = smallest)", "ratio to the others' median",
-                     "target anomaly index", "NC epochs (time)", "pruned ratio where ASR < 0.2", "BA there"], rows)
+                     "target anomaly index", "NC epochs (time)", f"pruned ratio where ASR < {PRUNED_ASR:g}", "BA there"], rows)
     return lines + _pruned_to_the_end(defended) + [""] + _figures(figures, "nc_norms") + _figures(figures, "prune_curves")
 
 
+def _backdoor_pruned(prune) -> dict:
+    """The first point of a pruning curve where ASR is below PRUNED_ASR, or None."""
+    return next((p for p in prune["curve"] if p["asr"] < PRUNED_ASR), None) if prune else None
+
+
 def _pruned_to_the_end(defended: list) -> list:
-    """A note on the runs whose ASR fell below 0.2 only with every s3 channel pruned, so a reader does
-    not take a pruned-out model's constant output for pruning working."""
-    whole = [r for r in defended if r["prune"] and next((p["ratio"] for p in r["prune"]["curve"] if p["asr"] < 0.2),
-                                                          None) == 1.0]
+    """A note on the runs whose ASR fell below PRUNED_ASR only with every s3 channel pruned, so a reader
+    does not take a pruned-out model's constant output for pruning working."""
+    whole = [r for r in defended if (_backdoor_pruned(r["prune"]) or {}).get("ratio") == 1.0]
     if not whole:
         return []
     names = "; ".join(f"{_model(r['config'].model_name)} {r['config'].attack_name} {_label(r)}" for r in whole)
@@ -672,7 +677,7 @@ def _pruned_to_the_end(defended: list) -> list:
     why = (f" A possible reason, not tested by this grid: {' and '.join(signed)}'s s3 (App. A) is the last block's "
            "sum, pooled with no ReLU before it, so a channel can carry the trigger through a negative activation, "
            "which pruning by the largest mean activation on triggered inputs removes last." if signed else "")
-    return ["", f"ASR stayed at 0.2 or above until every s3 channel was pruned ({whole[0]['prune']['layer']}, ranked "
+    return ["", f"ASR stayed at {PRUNED_ASR:g} or above until every s3 channel was pruned ({whole[0]['prune']['layer']}, ranked "
                 f"by '{whole[0]['prune']['rank']}'), where the output is a constant and BA is chance, on: {names}. There "
                 f"pruning did not remove the backdoor at any ratio short of the whole layer.{why}"]
 

@@ -673,8 +673,9 @@ def _pruned_to_the_end(defended: list) -> list:
     if not whole:
         return []
     names = "; ".join(f"{_model(r['config'].model_name)} {r['config'].attack_name} {_label(r)}" for r in whole)
-    signed = sorted({_model(r["config"].model_name) for r in whole if r["config"].model_name == "preactresnet18"})
-    why = (f" A possible reason, not tested by this grid: {' and '.join(signed)}'s s3 (App. A) is the last block's "
+    # only App. A's PreActResNet-18 pools its s3 without a ReLU, so only there does this reason apply
+    signed = any(r["config"].model_name == "preactresnet18" for r in whole)
+    why = (f" A possible reason, not tested by this grid: {_model('preactresnet18')}'s s3 (App. A) is the last block's "
            "sum, pooled with no ReLU before it, so a channel can carry the trigger through a negative activation, "
            "which pruning by the largest mean activation on triggered inputs removes last." if signed else "")
     return ["", f"ASR stayed at {PRUNED_ASR:g} or above until every s3 channel was pruned ({whole[0]['prune']['layer']}, ranked "

@@ -20,7 +20,7 @@ RUN_GROUPS = (
     ("execution", ("seed", "device", "eval_batch_size", "eval_every", "out_dir", "run_name", "progress",
                    "resume", "overwrite")),
     ("speed (GPU fast path) and several GPUs (torchrun --nproc_per_node K main.py …; --batch_size is the global "
-     "batch)", ("amp", "channels_last", "compile", "sync_bn", "mmd_sync")),
+     "batch)", ("amp", "channels_last", "compile", "deterministic", "sync_bn", "mmd_sync")),
 )
 
 
@@ -60,17 +60,23 @@ def run_cli(main, argv=None) -> int:
     from utils import distributed
 
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
-    quiet = distributed.launched_rank() > 0  # under torchrun rank 0 alone speaks: one line, not one per rank
-    if quiet:
+    rank = distributed.launched_rank()
+    if rank > 0:  # under torchrun rank 0 alone warns; each rank reports an error of its own
         warnings.simplefilter("ignore")
-    say = (lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr))
+
+    def say(line: str, error: BaseException = None) -> None:
+        if rank == 0:
+            print(line, file=sys.stderr)
+        elif not getattr(error, "echo", False):  # rank 0 prints a shared bad-input line once
+            print(f"rank {rank}: {line}", file=sys.stderr)
+
     try:
         return main(argv) or 0
     except ParameterError as error:
-        say(f"error: --{error.parameter} {error.problem}")
+        say(f"error: --{error.parameter} {error.problem}", error)
         return 2
     except UserError as error:
-        say(f"error: {error}")
+        say(f"error: {error}", error)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -86,6 +86,9 @@ class RunConfig:
                                 "convolutions on tensor-core GPUs)")
     compile: bool = param(False, "torch.compile the training network (the first steps compile: minutes; "
                           "also runs on the CPU)")
+    deterministic: bool = param(False, "on CUDA: deterministic kernels and no cuDNN autotuning, so that a run and "
+                                "its resumption give the same numbers on one GPU (slower); without it CUDA runs "
+                                "repeat only up to floating-point noise. CPU runs are deterministic either way")
     sync_bn: bool = param(False, "under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm; on "
                           "the CPU an all-reduce BatchNorm), as one process computes them; without it each "
                           "rank normalises its own shard")
@@ -202,7 +205,7 @@ class RunConfig:
 # device is excluded too: the same run on another device is the same experiment, and its numbers
 # may differ only as floating point does.)
 NOT_IDENTITY = {"data_path", "download", "device", "eval_batch_size", "eval_every", "out_dir", "run_name",
-                "progress", "overwrite", "resume", "channels_last", "compile"}
+                "progress", "overwrite", "resume", "channels_last", "compile", "deterministic"}
 
 
 def digest(values) -> str:

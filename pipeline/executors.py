@@ -9,61 +9,79 @@ run was interrupted mid-training, resumes it from its last finished epoch).
                       several GPUs trains its run with DDP (one process per GPU)
 """
 import os
+import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+import submitit
+
+from pipeline.jobs import run_job
 from utils.errors import UserError
 
 EXECUTORS = ("local", "slurm")
 ROOT = Path(__file__).resolve().parents[1]
+DISTRIBUTED_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
 
 @dataclass
 class SlurmOptions:
-    partition: str = None   # sbatch --partition (None: the cluster's default)
-    gpus: int = 1           # GPUs per run (> 1: DDP over them)
+    """The Slurm request of every array task; each field is the flag ``--slurm_<name>`` (one
+    declaration: :func:`add_executor_flags` reads the defaults and help from here)."""
+
+    partition: str = None   # sbatch --partition (default: the cluster's)
+    gpus: int = 1           # GPUs per run; more than 1 trains it with DDP, one process per GPU
     time: int = 720         # minutes per run before Slurm stops it (a requeued task resumes)
-    cpus_per_gpu: int = 8
+    cpus_per_gpu: int = 8   # CPU cores per GPU (per process)
+    mem: float = None       # GB of memory per node (default: the cluster's)
 
     def check(self) -> "SlurmOptions":
-        if self.gpus < 0 or self.time < 1 or self.cpus_per_gpu < 1:
-            raise UserError(f"--slurm_gpus must be ≥ 0, --slurm_time and --slurm_cpus_per_gpu ≥ 1; got "
-                            f"{self.gpus}, {self.time}, {self.cpus_per_gpu}")
+        if self.gpus < 0 or self.time < 1 or self.cpus_per_gpu < 1 or (self.mem is not None and not self.mem > 0):
+            raise UserError(f"--slurm_gpus must be ≥ 0, --slurm_time and --slurm_cpus_per_gpu ≥ 1 and --slurm_mem "
+                            f"positive; got {self.gpus}, {self.time}, {self.cpus_per_gpu}, {self.mem}")
         return self
+
+
+SLURM_HELP = {"partition": "sbatch --partition", "gpus": "GPUs per run; more than 1 trains it with DDP",
+              "time": "minutes per run before Slurm stops it (a requeued task resumes)",
+              "cpus_per_gpu": "CPU cores per GPU, which is also every run's thread count unless --threads is given",
+              "mem": "GB of memory per node"}
+SLURM_TYPES = {"partition": str, "mem": float}  # the others are int
 
 
 def add_executor_flags(parser) -> None:
     """The flags of every entry script that runs a grid (reproduce.py, sweep.py)."""
     group = parser.add_argument_group("where the runs execute (submitit)")
     group.add_argument("--executor", choices=EXECUTORS, default="local",
-                       help="local: this machine, --jobs runs at once (default); slurm: a Slurm job array, one "
-                            "task per run, each resuming its run if it was interrupted")
+                       help="local: this machine, --jobs runs at once, each on its own GPU while there are GPUs "
+                            "enough (default); slurm: a Slurm job array, one task per run, each resuming its run "
+                            "if it was interrupted")
     group.add_argument("--jobs", type=int, default=1,
                        help="runs at once: local worker processes, or Slurm's array parallelism (default 1)")
-    group.add_argument("--slurm_partition", default=None, help="sbatch --partition (default: the cluster's)")
-    group.add_argument("--slurm_gpus", type=int, default=1, help="GPUs per run; more than 1 trains it with DDP")
-    group.add_argument("--slurm_time", type=int, default=720, help="minutes per run (default 720)")
-    group.add_argument("--slurm_cpus_per_gpu", type=int, default=8, help="CPU cores per GPU (default 8)")
+    for option in fields(SlurmOptions):
+        default = option.default
+        shown = "the cluster's" if default is None else default
+        group.add_argument(f"--slurm_{option.name}", type=SLURM_TYPES.get(option.name, int), default=default,
+                           help=f"{SLURM_HELP[option.name]} (default: {shown})")
     group.add_argument("--submitit_dir", default=None,
                        help="submitit's job files and logs (default: OUT_DIR/submitit)")
     group.add_argument("--threads", type=int, default=None,
-                       help="CPU threads of every run (default: the number of cores), the same whatever --jobs is, "
-                            "since CPU results depend on the thread count")
+                       help="CPU threads of every run (default: the cores of the allocation the run executes in: "
+                            "Slurm's --cpus-per-task, else the process's affinity mask), the same whatever --jobs "
+                            "is, since CPU results depend on the thread count")
 
 
 def slurm_options(args) -> SlurmOptions:
     """The Slurm options of ``args``, after checking every flag :func:`add_executor_flags` added."""
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         raise UserError("--jobs and --threads must be at least 1")
-    return SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_time, args.slurm_cpus_per_gpu).check()
+    return SlurmOptions(**{option.name: getattr(args, f"slurm_{option.name}") for option in fields(SlurmOptions)}
+                        ).check()
 
 
 def make_executor(kind: str, folder, slurm: SlurmOptions = None, parallel: int = 1):
     """A configured submitit executor for ``kind`` (``local`` or ``slurm``)."""
-    import submitit
-
     if kind not in EXECUTORS:
         raise UserError(f"unknown executor '{kind}'; choose one of {', '.join(EXECUTORS)}")
     if kind == "local":
@@ -82,10 +100,53 @@ def make_executor(kind: str, folder, slurm: SlurmOptions = None, parallel: int =
 def slurm_parameters(slurm: SlurmOptions, parallel: int) -> dict:
     """submitit's SlurmExecutor parameters: one task (process) per GPU on one node, so a run with
     several GPUs trains with DDP; the array runs at most ``parallel`` runs at once; Slurm signals
-    the task 2 minutes before its time is up, and submitit requeues it (it resumes)."""
+    the task 2 minutes before its time is up, and submitit requeues it (it resumes). srun's
+    --kill-on-bad-exit ends every rank of a run as soon as one exits with an error, instead of
+    leaving the others in a collective until its timeout."""
+    optional = {"partition": slurm.partition, "mem": f"{slurm.mem:g}GB" if slurm.mem else None}
     return {"time": slurm.time, "gpus_per_node": slurm.gpus or None, "ntasks_per_node": max(slurm.gpus, 1),
             "nodes": 1, "cpus_per_task": slurm.cpus_per_gpu, "array_parallelism": parallel, "job_name": "ml-mmdr",
-            "signal_delay_s": 120, **({"partition": slurm.partition} if slurm.partition else {})}
+            "signal_delay_s": 120, "srun_args": ["--kill-on-bad-exit=1"],
+            **{key: value for key, value in optional.items() if value is not None}}
+
+
+class GpuSlots:
+    """The GPUs of this machine, handed out to local jobs so that each trains on its own while
+    there are enough (then the least-used one is shared). submitit's LocalExecutor exports
+    CUDA_VISIBLE_DEVICES="" to every job unless told which GPUs it has, and gpus_per_node alone
+    would give every job GPU 0. The devices are this process's CUDA_VISIBLE_DEVICES entries when
+    it is set (numbers, UUIDs or MIG names), else 0..count-1."""
+
+    def __init__(self, count: int, visible: str = None):
+        entries = [entry.strip() for entry in visible.split(",") if entry.strip()] if visible is not None else None
+        self.devices = entries[:count] if entries is not None else [str(index) for index in range(count)]
+        self.in_use = {device: 0 for device in self.devices}
+
+    @classmethod
+    def of_this_machine(cls) -> "GpuSlots":
+        import torch
+
+        return cls(torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                   os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+    def take(self):
+        """The device for the next job (None: there is no GPU, the job runs on the CPU)."""
+        if not self.devices:
+            return None
+        device = min(self.devices, key=lambda name: (self.in_use[name], self.devices.index(name)))
+        self.in_use[device] += 1
+        return device
+
+    def give_back(self, device) -> None:
+        if device is not None:
+            self.in_use[device] -= 1
+
+
+def local_parameters(device) -> dict:
+    """The LocalExecutor parameters of one job on ``device``: submitit writes the job's
+    CUDA_VISIBLE_DEVICES itself, from integer indices only, so the device (an index, a UUID or a
+    MIG name) is exported by a setup line that runs before the job starts."""
+    return {"setup": [f"export CUDA_VISIBLE_DEVICES={shlex.quote(device)}"] if device is not None else []}
 
 
 class RunTask:
@@ -93,38 +154,40 @@ class RunTask:
     interrupted run). Checkpointable, so a task Slurm preempts or times out is requeued and goes
     on from the run's last finished epoch."""
 
-    def __init__(self, job, log_dir, threads: int):
+    def __init__(self, job, log_dir, threads: int = None):
         self.job, self.log_dir, self.threads = job, Path(log_dir), threads
 
     def __call__(self) -> dict:
-        from pipeline.schedule import run_job
-
-        _export_distributed_environment()
+        export_distributed_environment()
         return run_job(self.job, self.log_dir, self.threads)
 
     def checkpoint(self, *args, **kwargs):
-        import submitit
-
         return submitit.helpers.DelayedSubmission(RunTask(self.job, self.log_dir, self.threads))
 
 
-def _export_distributed_environment() -> None:
-    """Inside a Slurm task with several processes (one per GPU), set RANK, WORLD_SIZE, LOCAL_RANK and
-    the rendezvous address as torchrun would, so the train stage runs DDP."""
+def export_distributed_environment() -> None:
+    """Inside a submitit task with several processes (one per GPU), set RANK, WORLD_SIZE, LOCAL_RANK
+    and the rendezvous address as torchrun would, so the train stage runs DDP; these replace any the
+    submitting shell passed down (sbatch exports its environment). A single-process task drops
+    inherited ones, which would otherwise make it wait for ranks that do not exist."""
     try:
-        import submitit
-
         environment = submitit.JobEnvironment()
     except RuntimeError:  # not inside a submitit job (this process)
         return
     if environment.num_tasks > 1:
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    else:
+        for name in DISTRIBUTED_VARIABLES:
+            os.environ.pop(name, None)
 
 
-def submit(jobs: list, kind: str, folder, log_dir, threads: int, parallel: int = 1, slurm: SlurmOptions = None,
-           on_done=None, progress=None) -> dict:
+def submit(jobs: list, kind: str, folder, log_dir, threads: int = None, parallel: int = 1,
+           slurm: SlurmOptions = None, on_done=None, progress=None, gpus: GpuSlots = None) -> dict:
     """Run ``jobs`` (each with a pending stage) as one submitted task each; at most ``parallel`` at
-    once. Returns {run name: {stage: seconds}} and calls ``on_done(name, timings)`` as each ends."""
+    once, locally each on its own GPU from ``gpus`` (default: this machine's). Returns {run name:
+    {stage: seconds}} and calls ``on_done(name, timings)`` as each ends. When a local job fails or
+    this process is interrupted, the jobs still running are stopped (their runs resume next time)
+    before the error is raised, so none is left holding its run's lock."""
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     executor = make_executor(kind, folder, slurm, parallel)
     tasks = [RunTask(job, log_dir, threads) for job in jobs]
@@ -135,25 +198,59 @@ def submit(jobs: list, kind: str, folder, log_dir, threads: int, parallel: int =
               f"at once (submitit files in {folder}); run the same command again once it has finished",
               file=sys.stderr)
         return results
-    submitted, waiting = [], list(zip(jobs, tasks))
-    while waiting or submitted:
-        while waiting and len(submitted) < parallel:
-            job, task = waiting.pop(0)
-            submitted.append((job, executor.submit(task)))
-        finished = [(job, handle) for job, handle in submitted if handle.done()]
-        for job, handle in finished:
-            submitted.remove((job, handle))
-            name = job.config.run_name
-            try:
-                results[name] = handle.result()
-            except Exception as error:  # submitit wraps the task's exception; its message names the log
-                raise UserError(_first_line(error, name, handle)) from None
-            (on_done or (lambda *a: None))(name, results[name])
-            if progress is not None:
-                progress(len(results[name]))
-        if not finished:
-            time.sleep(0.5)
+    named = [(job.config.run_name, task) for job, task in zip(jobs, tasks)]
+
+    def finished(name: str, timings: dict) -> None:
+        (on_done or (lambda *a: None))(name, timings)
+        if progress is not None:
+            progress(len(timings))
+
+    return run_local(named, executor, parallel, gpus or GpuSlots.of_this_machine(), finished)
+
+
+def run_local(named_tasks: list, executor, parallel: int, gpus: GpuSlots, on_result=None) -> dict:
+    """Run each (name, callable) of ``named_tasks`` as a job of the LocalExecutor ``executor``, at most
+    ``parallel`` at once, each with its own device from ``gpus``; returns {name: result} and calls
+    ``on_result(name, result)`` as each ends. A failed job raises UserError naming its log, after
+    the jobs still running are stopped."""
+    results, submitted, waiting = {}, [], list(named_tasks)
+    try:
+        while waiting or submitted:
+            while waiting and len(submitted) < parallel:
+                name, task = waiting.pop(0)
+                device = gpus.take()
+                executor.update_parameters(**local_parameters(device))
+                submitted.append((name, executor.submit(task), device))
+            finished = [entry for entry in submitted if entry[1].done()]
+            for entry in finished:
+                name, handle, device = entry
+                submitted.remove(entry)
+                gpus.give_back(device)
+                try:
+                    results[name] = handle.result()
+                except Exception as error:  # submitit wraps the task's exception; its message names the log
+                    raise UserError(_first_line(error, name, handle)) from None
+                if on_result is not None:
+                    on_result(name, results[name])
+            if not finished:
+                time.sleep(0.5)
+    finally:
+        _stop([handle for _, handle, _ in submitted])
     return results
+
+
+def _stop(handles: list, grace_s: float = 30.0) -> None:
+    """Interrupt local jobs (SIGINT, which submitit's controller forwards to the task) and wait for
+    them to exit, killing any still running after ``grace_s``."""
+    for handle in handles:
+        handle.cancel(check=False)
+    deadline = time.time() + grace_s
+    while any(not handle.done() for handle in handles) and time.time() < deadline:
+        time.sleep(0.2)
+    for handle in handles:
+        process = getattr(handle, "_process", None)
+        if process is not None and process.poll() is None:
+            process.kill()
 
 
 def _first_line(error: Exception, name: str, handle) -> str:

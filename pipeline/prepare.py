@@ -3,7 +3,9 @@
 Everything that can fail on bad input (flags, dataset files, device) is checked before any run
 directory is created, so bad input never leaves a partial run behind.
 """
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -18,6 +20,7 @@ from pipeline.rundir import RunDir
 from utils.device import resolve_device
 from utils import distributed
 from utils.errors import ParameterError, UserError
+from utils.io import waiting_lock
 from utils.seed import seed_everything
 
 
@@ -38,6 +41,28 @@ class Prepared:
                        config.eval_batch_size)
 
 
+def load_data(config: RunConfig) -> datasets.ImageDataset:
+    """The dataset of ``config``. With ``--download`` every process (each DDP rank, each array task
+    of a sweep) takes the data folder's lock in turn: the first downloads, the others find the
+    files in place, instead of all writing one folder at once."""
+    if not config.download:
+        return datasets.build(config.data_name, data_path=config.data_path, seed=config.seed)
+    folder = Path(config.data_path or "data").expanduser()
+    with waiting_lock(folder / f".{config.data_name}.download.lock"):
+        return datasets.build(config.data_name, data_path=config.data_path, seed=config.seed, download=True)
+
+
+def configure_cuda(deterministic: bool) -> None:
+    """cuDNN's autotuner picks the fastest convolution algorithms, which may differ from run to
+    run and use atomics; ``deterministic`` turns it off and asks for deterministic kernels (an op
+    that has none warns), so a run and its resumption on one GPU give the same numbers."""
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def prepare(config: RunConfig) -> Prepared:
     """Device, data, attack and an initialised model for ``config``; raises UserError on bad input."""
     device = resolve_device(config.device)
@@ -45,10 +70,9 @@ def prepare(config: RunConfig) -> Prepared:
     if context.active and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        configure_cuda(config.deterministic)
     seed_everything(config.seed)
-    data = datasets.build(config.data_name, data_path=config.data_path, seed=config.seed,
-                          download=config.download)
+    data = load_data(config)
     if not 0 <= config.target < data.num_classes:
         raise ParameterError("target", f"{config.target} is outside {config.data_name}'s classes "
                                        f"0..{data.num_classes - 1}")

@@ -6,86 +6,15 @@ atomically and training keeps a resume checkpoint, so an interrupted schedule re
 stopped, mid-training included. Each stage's output (and, on failure, its traceback) goes to
 ``<log_dir>/<run name>.<stage>.log``.
 """
-import contextlib
-import os
-import time
-import traceback
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.config import RunConfig
-from pipeline.rundir import RunDir
-from pipeline.stages import get, run_stage
-from pipeline.stages.registry import up_to_date
-from utils.errors import UserError
+from pipeline.executors import submit
+from pipeline.jobs import Job, run_job
+from pipeline.stages import get
 
-
-@dataclass
-class Job:
-    """One run and the stages it should have, in order, each with its options."""
-
-    config: RunConfig
-    stages: list = field(default_factory=list)  # [(stage name, options or None)]
-
-    @property
-    def run(self) -> RunDir:
-        return RunDir.of(self.config)
-
-    def pending(self) -> list:
-        """The stages whose output is missing or was computed from other inputs (configuration or
-        options), and those that need or follow a pending stage, in order."""
-        out, names = [], set()
-        for name, options in self.stages:
-            stage = get(name)
-            if names & set(stage.needs + stage.follows) or not up_to_date(name, self.run, self.config, options):
-                out.append((name, options))
-                names.add(name)
-        return out
-
-
-def run_job(job: Job, log_dir: Path, threads: int = 0) -> dict:
-    """Run ``job``'s missing stages in order; returns {stage: seconds} for the stages it ran."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads or previous)
-    try:
-        return _run_stages(job, log_dir)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run_stages(job: Job, log_dir: Path) -> dict:
-    """Under DDP (a Slurm task with several GPUs) every rank trains; rank 0 alone runs the rest."""
-    from pipeline.stages.train import resumable
-    from utils import distributed
-
-    timings = {}
-    rank = distributed.launched_rank()
-    for name, options in job.pending():
-        if rank > 0 and name != "train":
-            break
-        suffix = f".rank{rank}" if rank else ""
-        log = log_dir / f"{job.config.run_name}.{name}{suffix}.log"
-        started = time.perf_counter()
-        with open(log, "w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
-            try:  # a stale run is retrained in place (the grid owns its directories); an interrupted one resumes
-                config = (replace(job.config, overwrite=True, resume=resumable(job.config)) if name == "train"
-                          else job.config)
-                run_stage(name, config, options)
-                failure = None
-            except Exception as error:  # reported below with the log's path, never swallowed
-                traceback.print_exc(file=handle)
-                failure = f"{type(error).__name__}: {error}"
-            finally:
-                if name == "train":
-                    distributed.shutdown()  # the later stages are single-process
-        if failure:
-            raise UserError(f"the {name} stage of {job.config.run_name} failed ({failure}); see {log}")
-        timings[name] = round(time.perf_counter() - started, 1)
-    return timings
+__all__ = ["Job", "run_job", "run_jobs"]
 
 
 def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, threads: int = None,
@@ -93,12 +22,10 @@ def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, 
     """Run every missing stage of ``jobs``; returns {run name: {stage: seconds}} for those it ran.
     ``executor="local"`` with ``workers`` = 1 runs them in this process; with more, that many runs
     at once as submitit local jobs; ``executor="slurm"`` submits one Slurm array task per run
-    (pipeline/executors.py). Every run uses ``threads`` CPU threads (default: as many as there are
-    cores) whatever ``workers`` is, because CPU results depend on the thread count: the same grid
+    (pipeline/executors.py). Every run uses ``threads`` CPU threads (default: the cores of the
+    allocation it runs in, read where it runs: pipeline.jobs.allocated_cpus) whatever ``workers``
+    is, because CPU results depend on the thread count: with ``threads`` set, the same grid
     gives the same numbers with any ``workers``. Runs with nothing pending are skipped."""
-    from pipeline.executors import submit
-
-    threads = threads or os.cpu_count() or 1
     on_done = on_done or (lambda name, timings: None)  # called as each run finishes, e.g. to save timings
     for job in jobs:
         for name, _ in job.stages:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import ROOT
 
 RUN = ["--data_name", "digits", "--width", "0.25", "--epochs", "3", "--train_subset", "300", "--milestones",
@@ -48,7 +50,8 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_numbers(tmp_path):
     assert len(result["history"]) == 3
     assert without_seconds(result["history"]) == without_seconds(whole["history"])
     assert (result["ba"], result["asr"]) == (whole["ba"], whole["asr"])
-    assert not staging.exists() and sorted(p.name for p in killed.iterdir()) == [NAME]  # no lock, no staging left
+    # no staging left; the lock file stays (released by the kernel, it holds nothing)
+    assert not staging.exists() and sorted(p.name for p in killed.iterdir()) == [f".{NAME}.lock", NAME]
     again = train(killed, "--resume")
     assert again.returncode == 2 and "nothing to resume in" in again.stderr and "the run is complete" in again.stderr
 
@@ -70,25 +73,55 @@ def test_two_processes_cannot_write_one_run(tmp_path):
     second = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert first.wait() == 0, first.stderr.read()
     assert second.returncode == 2
-    assert second.stderr.strip().count("\n") == 0 and f"is being written by process {first.pid}" in second.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == [NAME]
+    assert second.stderr.strip().count("\n") == 0 and f"is being written by host " in second.stderr
+    assert f" pid {first.pid} (lock " in second.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{NAME}.lock", NAME]
     assert sorted(p.name for p in (tmp_path / NAME).iterdir()) == ["config.json", "history.csv", "metrics.json",
                                                                    "model.pt"]
     assert json.loads((tmp_path / NAME / "config.json").read_text())["epochs"] == 6
 
 
-def test_a_lock_left_by_a_dead_process_is_taken_over_and_orphans_are_removed(tmp_path):
+@pytest.mark.parametrize("left", ["dead pid", "other host", "live unrelated pid"])
+def test_a_lock_file_nobody_holds_is_taken_and_orphans_are_removed(tmp_path, left):
+    """The lock is the kernel's (flock): a lock file left by a dead process, by a process on
+    another node, or naming a pid now used by an unrelated live process holds nothing."""
     from pipeline.cli import run_cli
     import main
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / f".{NAME}.lock").write_text(dead.stdout.strip())
+    entry = {"dead pid": dead.stdout.strip(), "other host": "host node-17 pid 4242",
+             "live unrelated pid": f"host localhost pid {os.getppid()}"}[left]
+    (tmp_path / f".{NAME}.lock").write_text(entry)
     staging = tmp_path / f".{NAME}.staging"
     staging.mkdir()
     (staging / ".history.csv.x1y2.tmp").write_text("half a file")  # a writer killed mid-write
     assert run_cli(main.main, RUN + ["--epochs", "1", "--out_dir", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == [NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{NAME}.lock", NAME]
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / NAME).iterdir())
+
+
+def test_a_held_lock_is_refused_whatever_its_file_says(tmp_path):
+    """Another process holds the kernel lock: the run is refused at once with one line, even though
+    the lock file names no live process of this host."""
+    from filelock import FileLock
+
+    from utils.errors import UserError
+    from utils.io import exclusive
+
+    lock = tmp_path / ".run.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, filelock; lock = filelock.FileLock(sys.argv[1]); "
+                               "lock.acquire(); print('held', flush=True); sys.stdin.read()", str(lock)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock.write_text("host node-17 pid 4242")
+        with pytest.raises(UserError, match=r"the run is being written by host node-17 pid 4242 \(lock "):
+            with exclusive(lock, "the run"):
+                pass
+    finally:
+        holder.communicate("")
+    with exclusive(lock, "the run"):  # its holder exited: the kernel released it
+        assert FileLock(str(lock), timeout=0).is_locked is False
 
 
 def test_atomic_files_get_the_umask_mode(tmp_path):

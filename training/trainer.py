@@ -68,9 +68,15 @@ class Trainer:
         self.model, self.data, self.config, self.device, self.context = model, data, config, device, context
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
-        if config.compile and config.sync_bn and context.active and device.type != "cuda":
-            raise UserError("--compile cannot trace the CPU form of --sync_bn (its all-reduce); drop one of them, "
-                            "or run on CUDA, where SyncBatchNorm compiles")
+        if config.compile and config.sync_bn and context.active:
+            # Both forms of --sync_bn hold collectives inside autograd functions, which the compiler
+            # would have to break the graph around; that has not been shown to give the same numbers
+            raise UserError("--compile with --sync_bn under torchrun is not supported (SyncBatchNorm's collectives "
+                            "sit inside the compiled network); drop one of them")
+        if context.active and not config.sync_bn and context.is_main:
+            warnings.warn(f"without --sync_bn each of the {context.world_size} ranks normalises its own shard of the "
+                          f"batch, so this run differs from a one-process run and depends on the number of ranks; "
+                          f"pass --sync_bn for the one-process model")
         if config.sync_bn and context.active:
             convert_sync_batchnorm(model, context, device)  # before the hooks: replaced modules lose theirs
         self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -218,7 +224,8 @@ class Trainer:
     def state_dict(self, history: list) -> dict:
         """Everything the next epoch needs: model, optimiser, schedule, every random
         generator's state and the history so far. Loading it and calling :meth:`fit` continues the
-        run exactly where it stopped (on the same device and thread count, bit for bit)."""
+        run exactly where it stopped: bit for bit on the CPU with the same thread count, and on a GPU
+        with ``--deterministic``."""
         import random
 
         import numpy as np
@@ -231,8 +238,11 @@ class Trainer:
         kind, keys, position, has_gauss, gauss = np.random.get_state()
         # as a tensor, so the checkpoint loads with torch.load(weights_only=True)
         state["numpy_rng"] = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss)
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        # No state of the CUDA default generators: training draws its random numbers from the data's
+        # own generators (data_rng, on the device for augmentation) and the CPU's, and a GPU count
+        # recorded here would stop a resume on fewer GPUs. The world size is kept: a resume on another number of ranks is another run
+        # unless the run is rank-invariant (see pipeline/stages/train.py).
+        state["world_size"] = self.context.world_size
         return state
 
     def load_state_dict(self, state: dict) -> list:
@@ -248,9 +258,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         kind, keys, position, has_gauss, gauss = state["numpy_rng"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-        random.setstate(state["python_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        random.setstate(state["python_rng"])  # a "cuda_rng" entry of an older checkpoint is not needed
         return list(state["history"])
 
     def fit(self, test_x, test_y, on_epoch=None, history=None) -> list:

@@ -22,6 +22,16 @@ import torch.distributed as dist
 from utils.errors import ParameterError, UserError
 
 
+class PeerFailure(UserError):
+    """Rank 0's failure, raised on the other ranks by :meth:`Context.agree`. Rank 0 reports it
+    itself; ``echo`` marks one that rank 0 prints as the run's one line, which the other ranks
+    therefore do not repeat."""
+
+    def __init__(self, message: str, echo: bool = False):
+        super().__init__(message)
+        self.echo = echo
+
+
 @dataclass(frozen=True)
 class Context:
     rank: int = 0
@@ -114,9 +124,11 @@ class Context:
             dist.barrier()
 
     def agree(self, compute):
-        """Run ``compute()`` on rank 0 and return its result on every rank; a UserError it raises is
-        raised on every rank, so bad input stops all of them with the same one line instead of
-        leaving the others waiting in a collective."""
+        """Run ``compute()`` on rank 0 and return its result on every rank. Whatever it raises is
+        raised on every rank: a UserError as the same one line, any other error (a full disk, a
+        quota, a stale NFS handle on the rank that writes) as :class:`PeerFailure` on the other
+        ranks, while rank 0 raises the original. So a failure of rank 0's alone stops every rank at
+        once instead of leaving the others waiting in a collective until its timeout."""
         if not self.active:
             return compute()
         outcome = None
@@ -127,11 +139,18 @@ class Context:
                 outcome = ("parameter", (error.parameter, error.problem))
             except UserError as error:
                 outcome = ("error", str(error))
+            except BaseException as error:  # KeyboardInterrupt too: the others must not wait for rank 0
+                self.broadcast(("failed", f"{type(error).__name__}: {error}"))
+                raise
         kind, value = self.broadcast(outcome)
         if kind == "parameter":
-            raise ParameterError(*value)
+            error = ParameterError(*value)
+            error.echo = True  # rank 0 prints it
+            raise error
         if kind == "error":
-            raise UserError(value)
+            raise PeerFailure(value, echo=True)
+        if kind == "failed":
+            raise PeerFailure(f"rank 0 failed ({value}); its own output says more")
         return value
 
     @property

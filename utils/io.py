@@ -67,43 +67,56 @@ def remove_orphans(directory) -> list:
     return [orphan.name for orphan in orphans]
 
 
-def _alive(pid: int) -> bool:
+def _holder(lock_path: Path) -> str:
+    """Who holds ``lock_path``, as its holder wrote it ("host pid N"), for the error message."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return lock_path.read_text().strip() or "another process"
+    except OSError:
+        return "another process"
 
 
 @contextmanager
 def exclusive(lock_path, what: str):
-    """Hold ``lock_path`` (created with O_EXCL, holding this process's pid) for the block. A lock of
-    a live process is a clear error; a lock whose process is gone is taken over."""
+    """Hold ``lock_path`` for the block, or raise UserError at once if another process holds it.
+
+    The lock is an advisory ``flock`` taken through the filelock package: the kernel releases it
+    when its holder exits, however it exits (SIGKILL, a node that Slurm preempted), so there is no
+    stale lock to judge by a pid, no race between a check and a takeover, and a lock file left
+    behind by a dead holder, on this host or another, is simply taken. On NFS, Linux maps flock to
+    POSIX locks served by lockd, so it holds across the nodes of a cluster. The holder writes its
+    host and pid into the file, only to say who holds it."""
+    import socket
+
+    from filelock import FileLock, Timeout
+
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
-            break
-        except FileExistsError:
-            try:
-                owner = int(lock_path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and owner != os.getpid() and _alive(owner):
-                raise UserError(f"{what} is being written by process {owner} (lock {lock_path}); wait for it to "
-                                f"finish or stop it") from None
-            lock_path.unlink(missing_ok=True)  # its owner is gone: take it over
-    else:
-        raise UserError(f"cannot take the lock {lock_path}; remove it if no process is writing {what}")
+    lock = FileLock(str(lock_path), timeout=0, mode=FILE_MODE)
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{what} is being written by {_holder(lock_path)} (lock {lock_path}); wait for it to "
+                        f"finish or stop it") from None
+    try:
+        try:
+            lock_path.write_text(f"host {socket.gethostname()} pid {os.getpid()}\n")
+        except OSError:
+            pass  # the name is only for messages; the lock itself is held
         yield
     finally:
-        lock_path.unlink(missing_ok=True)
+        lock.release()  # the file stays: unlinking it would let a waiter lock an inode no one else sees
+
+
+@contextmanager
+def waiting_lock(lock_path):
+    """Hold ``lock_path`` for the block, waiting for any other holder first (the same kernel lock as
+    :func:`exclusive`): e.g. one download into a shared folder at a time, the others then find the
+    files there."""
+    from filelock import FileLock
+
+    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path), mode=FILE_MODE):
+        yield
 
 
 def save_json(obj, path) -> None:

@@ -85,25 +85,40 @@ def collapsed_class(prepared: Prepared, trainer: Trainer, history: list):
 
 def resumed_history(staging: RunDir, run: RunDir, config: RunConfig, trainer: Trainer) -> list:
     """With ``--resume``, restore the trainer from the staging directory's resume.pt and return the
-    history so far; without it, start from the first epoch. Under DDP rank 0 checks the file and
-    every rank loads it (rank 0 wrote it for all: their states are the same)."""
-    if not config.resume:
-        return []
+    history so far; without it, start from the first epoch. Under DDP rank 0 alone decides (from its
+    own ``config.resume``), reads the file and sends the state to every rank, so the other ranks
+    need not see rank 0's disk (a multi-node run whose out_dir is node-local)."""
+    context = distributed.current()
 
-    loaded = {}  # rank 0 reads the file once
-
-    def check() -> None:
+    def load():  # rank 0
+        if not config.resume:
+            return None
         if not staging.has("resume"):
             state = "is complete" if run.has("checkpoint") else "has no finished epoch"
             raise UserError(f"nothing to resume in {run.path}: the run {state}; drop --resume to train it from the "
                             f"start")
-        loaded["state"] = load_checkpoint(staging.file("resume"))
-        if loaded["state"].get("config_hash") != config.config_hash():
+        state = load_checkpoint(staging.file("resume"))
+        if state.get("config_hash") != config.config_hash():
             raise UserError(f"{staging.file('resume')} belongs to another configuration; drop --resume to train "
                             f"from the start")
+        check_world_size(state.get("world_size", 1), context.world_size, config, staging.file("resume"))
+        return state
 
-    distributed.current().agree(check)
-    return trainer.load_state_dict(loaded.get("state") or load_checkpoint(staging.file("resume")))
+    state = context.agree(load)
+    return trainer.load_state_dict(state) if state is not None else []
+
+
+def check_world_size(recorded: int, now: int, config: RunConfig, where) -> None:
+    """A run resumed on another number of ranks goes on as the same run only when its updates do
+    not depend on it: on each side one process, or --sync_bn with --mmd_sync global (BatchNorm and the
+    MMD² over the global batch, as one process computes them)."""
+    if recorded == now:
+        return
+    global_batch = config.sync_bn and config.mmd_sync == "global"
+    if not all(ranks == 1 or global_batch for ranks in (recorded, now)):
+        raise UserError(f"{where} was written by a run on {recorded} rank(s), and this one has {now}; without "
+                        f"--sync_bn and --mmd_sync global the result depends on the number of ranks: resume it with "
+                        f"{recorded} (torchrun --nproc_per_node {recorded}), or drop --resume to start over")
 
 
 def resumable(config: RunConfig) -> bool:
@@ -147,7 +162,8 @@ def train(config: RunConfig, options=None) -> dict:
     Returns the final metrics (with ``run_dir``).
 
     Under torchrun every rank trains; rank 0 alone takes the lock and writes, and its checks
-    (a run of another configuration, nothing to resume) stop every rank with the same line."""
+    (a run of another configuration, nothing to resume) and any failure of its writes (a full
+    disk) stop every rank at once (Context.agree)."""
     context = distributed.from_env(config.device)
     if config.batch_size < context.world_size:
         raise ParameterError("batch_size", f"{config.batch_size} is the global batch, split across "
@@ -157,28 +173,30 @@ def train(config: RunConfig, options=None) -> dict:
                             config.poison_ratio, config.poison_mode, config.seed, prepared.device,
                             config.augment)
     run = RunDir.of(config)
-    main = context.is_main
     with ExitStack() as stack:
         context.agree(lambda: open_staging(run, config, stack) and None)  # rank 0 checks and locks for all
         staging = staging_of(run)
         config_record = resolved_config(prepared, poisoned)
         trainer = Trainer(prepared.model, poisoned, config.train_settings(), prepared.device, context)
 
-        def end_of_epoch(rows: list) -> None:
-            if main:
+        def end_of_epoch(rows: list) -> None:  # rank 0 writes; a failure there stops every rank (agree)
+            def save() -> None:
                 save_csv(rows, staging.file("history"))
                 save_torch({**trainer.state_dict(rows), "config_hash": config.config_hash()}, staging.file("resume"))
 
+            context.agree(save)
+
         try:
             history = resumed_history(staging, run, config, trainer)
-            if main:
-                staging.write("config", config_record)
+            context.agree(lambda: staging.write("config", config_record) and None)
             history = trainer.fit(prepared.data.test_x, prepared.data.test_y, on_epoch=end_of_epoch, history=history)
         except TrainingDiverged as error:
-            if main:
+            def mark_failed() -> None:  # the run is marked failed, never reported as a result
                 staging.file("resume").unlink(missing_ok=True)
                 staging.write("failure", {"error": str(error), "run_name": config.run_name})
-                promote(staging, run)  # the run is marked failed, never reported as a result
+                promote(staging, run)
+
+            context.agree(mark_failed)
             raise
         finally:
             trainer.close()
@@ -187,7 +205,8 @@ def train(config: RunConfig, options=None) -> dict:
                    "run_name": config.run_name, "epochs": len(history),
                    "train_seconds": round(sum(row["seconds"] for row in history), 3),
                    "collapsed_to_class": collapsed_class(prepared, trainer, history), "history": history}
-        if main:
+
+        def finish() -> None:
             staging.write("metrics", metrics)
             state = {key: value.detach().cpu() for key, value in prepared.model.state_dict().items()}
             save_torch({"state_dict": state, "config": config_record,
@@ -195,5 +214,6 @@ def train(config: RunConfig, options=None) -> dict:
                        staging.file("checkpoint"))
             staging.file("resume").unlink(missing_ok=True)  # complete: nothing left to resume
             promote(staging, run)
-        context.barrier()  # the run is in place before any rank returns
+
+        context.agree(finish)  # the run is in place (or rank 0's failure raised) before any rank returns
     return {**metrics, "run_dir": str(run.path), "rank": context.rank}

@@ -1,0 +1,108 @@
+"""One run's work: a :class:`Job` (a run and the stages it should have) and :func:`run_job`, which
+runs the job's missing stages in this process. Both the scheduler (pipeline/schedule.py) and the
+executors' submitted tasks (pipeline/executors.py) use them, so they live below both.
+
+Each stage's output (and, on failure, its traceback) goes to ``<log_dir>/<run name>.<stage>.log``.
+"""
+import contextlib
+import os
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from pipeline.config import RunConfig
+from pipeline.rundir import RunDir
+from pipeline.stages import get, run_stage
+from pipeline.stages.registry import up_to_date
+from pipeline.stages.train import resumable
+from utils import distributed
+from utils.errors import UserError
+
+
+@dataclass
+class Job:
+    """One run and the stages it should have, in order, each with its options."""
+
+    config: RunConfig
+    stages: list = field(default_factory=list)  # [(stage name, options or None)]
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir.of(self.config)
+
+    def pending(self) -> list:
+        """The stages whose output is missing or was computed from other inputs (configuration or
+        options), and those that need or follow a pending stage, in order."""
+        out, names = [], set()
+        for name, options in self.stages:
+            stage = get(name)
+            if names & set(stage.needs + stage.follows) or not up_to_date(name, self.run, self.config, options):
+                out.append((name, options))
+                names.add(name)
+        return out
+
+
+def allocated_cpus() -> int:
+    """The CPU cores this process may use: Slurm's allocation (SLURM_CPUS_PER_TASK) inside a Slurm
+    task, else the affinity mask (a container's or taskset's cores), else the machine's count. It is
+    read where the run executes, never on the host that submitted it."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity mask on this platform
+        return os.cpu_count() or 1
+
+
+def run_job(job: Job, log_dir: Path, threads: int = None) -> dict:
+    """Run ``job``'s missing stages in order with ``threads`` CPU threads (default: the cores of this
+    process's allocation, :func:`allocated_cpus`); returns {stage: seconds} for the stages it ran."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or allocated_cpus())
+    try:
+        return _run_stages(job, Path(log_dir))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _requeue_refused(error: BaseException) -> bool:
+    """submitit raises UncompletedJobError from its signal handler when Slurm stops a task that it
+    will not requeue (timed out too often, or not checkpointable): the run was stopped, not broken."""
+    return type(error).__name__ == "UncompletedJobError" and type(error).__module__.startswith("submitit")
+
+
+def _run_stages(job: Job, log_dir: Path) -> dict:
+    """Under DDP (a Slurm task with several GPUs) every rank trains; rank 0 alone runs the rest.
+    Rank 0 alone decides whether to resume, from its own disk: the train stage sends its resume
+    state to the other ranks, whose nodes may not see the file."""
+    timings = {}
+    rank = distributed.launched_rank()
+    for name, options in job.pending():
+        if rank > 0 and name != "train":
+            break
+        suffix = f".rank{rank}" if rank else ""
+        log = log_dir / f"{job.config.run_name}.{name}{suffix}.log"
+        started = time.perf_counter()
+        with open(log, "w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+            try:  # a stale run is retrained in place (the grid owns its directories); an interrupted one resumes
+                config = (replace(job.config, overwrite=True, resume=rank == 0 and resumable(job.config))
+                          if name == "train" else job.config)
+                run_stage(name, config, options)
+                failure = None
+            except Exception as error:  # reported below with the log's path, never swallowed
+                traceback.print_exc(file=handle)
+                failure = (f"{job.config.run_name} was stopped by Slurm during its {name} stage and not requeued "
+                           f"({error}); run the same command again to go on from its last epoch"
+                           if _requeue_refused(error) else
+                           f"the {name} stage of {job.config.run_name} failed ({type(error).__name__}: {error})")
+            finally:
+                if name == "train":
+                    distributed.shutdown()  # the later stages are single-process
+        if failure:
+            raise UserError(f"{failure}; see {log}")
+        timings[name] = round(time.perf_counter() - started, 1)
+    return timings

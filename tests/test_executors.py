@@ -1,0 +1,164 @@
+"""Where runs execute, on machines unlike this one: each local job on its own GPU (with a fake
+device count), the Slurm request, inherited distributed variables, a refused requeue, the thread
+count from the allocation, and a failed local job that stops the others."""
+import os
+import time
+
+import pytest
+
+from pipeline.executors import (GpuSlots, SlurmOptions, export_distributed_environment, make_executor,
+                                run_local, slurm_parameters)
+from pipeline.jobs import allocated_cpus
+from utils.errors import UserError
+
+
+def visible_devices() -> str:
+    """What a local job sees (submitit exports CUDA_VISIBLE_DEVICES to every job)."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+
+
+def test_each_local_job_gets_its_own_gpu_and_shares_only_when_there_are_more_jobs(tmp_path):
+    executor = make_executor("local", tmp_path)
+    named = [(f"run{index}", visible_devices) for index in range(3)]
+    seen = run_local(named, executor, parallel=3, gpus=GpuSlots(count=3))
+    assert sorted(seen.values()) == ["0", "1", "2"]
+    # the parent's own CUDA_VISIBLE_DEVICES (here UUIDs) names the devices the jobs are given
+    seen = run_local(named[:2], executor, parallel=2, gpus=GpuSlots(count=2, visible="GPU-aa11,GPU-bb22"))
+    assert sorted(seen.values()) == ["GPU-aa11", "GPU-bb22"]
+    # without a GPU a job sees none, as submitit sets it
+    assert run_local(named[:1], executor, parallel=1, gpus=GpuSlots(count=0)) == {"run0": ""}
+
+
+def test_gpu_slots_balance_jobs_over_devices():
+    slots = GpuSlots(count=2, visible="4,5,6")  # two devices usable, as torch counts them
+    taken = [slots.take() for _ in range(3)]
+    assert taken == ["4", "5", "4"]
+    slots.give_back("5")
+    assert slots.take() == "5"
+    assert GpuSlots(count=8).take() == "0" and GpuSlots(count=0).take() is None
+
+
+def fail_fast():
+    raise RuntimeError("disk full on purpose")
+
+
+def sleep_long():
+    time.sleep(120)
+    return "finished"
+
+
+def test_a_failed_local_job_stops_the_others_before_the_error(tmp_path):
+    executor = make_executor("local", tmp_path)
+    started = time.time()
+    with pytest.raises(UserError, match="the task of broken failed .*disk full on purpose"):
+        run_local([("slow", sleep_long), ("broken", fail_fast)], executor, parallel=2, gpus=GpuSlots(0))
+    assert time.time() - started < 60  # the 120 s job was stopped, not waited for
+    import subprocess
+
+    running = subprocess.run(["pgrep", "-f", f"submitit.local._local {tmp_path}"], capture_output=True, text=True)
+    assert running.stdout.split() == []  # no job left behind holding its run's lock
+
+
+def test_the_slurm_request_kills_every_rank_on_a_bad_exit_and_asks_for_memory(tmp_path):
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    text = _make_sbatch_string("python -m task", tmp_path, map_count=4,
+                               **slurm_parameters(SlurmOptions(gpus=4, mem=64), parallel=2))
+    assert "#SBATCH --mem=64GB" in text and "--kill-on-bad-exit=1" in text
+    assert "#SBATCH --mem" not in _make_sbatch_string("python -m task", tmp_path, **slurm_parameters(SlurmOptions(), 1))
+
+
+def test_executor_flags_take_their_defaults_from_slurm_options():
+    import argparse
+    from dataclasses import fields
+
+    from pipeline.executors import add_executor_flags, slurm_options
+
+    parser = argparse.ArgumentParser()
+    add_executor_flags(parser)
+    assert slurm_options(parser.parse_args([])) == SlurmOptions()
+    assert slurm_options(parser.parse_args(["--slurm_mem", "32", "--slurm_partition", "gpu"])).mem == 32
+    with pytest.raises(UserError, match="--slurm_mem positive"):
+        slurm_options(parser.parse_args(["--slurm_mem", "0"]))
+    assert {option.name for option in fields(SlurmOptions)} == {
+        action.dest[len("slurm_"):] for action in parser._actions if action.dest.startswith("slurm_")}
+
+
+def test_a_single_task_drops_inherited_distributed_variables(monkeypatch):
+    """A sweep started from a shell that ran torchrun (or sbatch exporting one) must not make a
+    one-process task wait for ranks that do not exist."""
+    import submitit
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "123")
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "1")
+    monkeypatch.setenv("SUBMITIT_LOCAL_LOCALID", "0")
+    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "0")
+    monkeypatch.setenv("SUBMITIT_LOCAL_NODEID", "0")
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_NUM_NODES", "1")
+    for name, value in {"MASTER_ADDR": "elsewhere", "MASTER_PORT": "29500", "RANK": "3", "WORLD_SIZE": "4"}.items():
+        monkeypatch.setenv(name, value)
+    assert submitit.JobEnvironment().num_tasks == 1
+    export_distributed_environment()
+    assert not any(name in os.environ for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"))
+
+
+def test_several_tasks_overwrite_inherited_distributed_variables(monkeypatch):
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "123")
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "2")
+    monkeypatch.setenv("SUBMITIT_LOCAL_LOCALID", "1")
+    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "1")
+    monkeypatch.setenv("SUBMITIT_LOCAL_NODEID", "0")
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_NUM_NODES", "1")
+    monkeypatch.setenv("RANK", "7")
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    export_distributed_environment()  # submitit's own export raises when RANK is already set
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("1", "2", "1")
+
+
+@pytest.mark.parametrize("slurm, expected", [("3", 3), ("", None), ("0", None)])
+def test_the_thread_count_is_the_allocations(monkeypatch, slurm, expected):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", slurm)
+    assert allocated_cpus() == (expected or len(os.sched_getaffinity(0)))
+
+
+def _job(tmp_path):
+    from pipeline.config import RunConfig
+    from pipeline.jobs import Job
+
+    return Job(RunConfig(data_name="digits", out_dir=str(tmp_path)).resolve_defaults(), [("evaluate", None)])
+
+
+def test_a_run_uses_the_threads_of_its_allocation(tmp_path, monkeypatch):
+    import torch
+
+    import pipeline.jobs
+
+    seen = []
+    monkeypatch.setattr(pipeline.jobs, "run_stage", lambda *args: seen.append(torch.get_num_threads()))
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    before = torch.get_num_threads()
+    pipeline.jobs.run_job(_job(tmp_path), tmp_path)
+    pipeline.jobs.run_job(_job(tmp_path), tmp_path, threads=2)
+    assert seen == [1, 2] and torch.get_num_threads() == before
+
+
+def test_a_refused_requeue_says_the_run_was_stopped_not_broken(tmp_path, monkeypatch):
+    """submitit raises UncompletedJobError from its signal handler when Slurm stops a task it will
+    not requeue; that is a stopped run that resumes, not a failed stage."""
+    from submitit.core.utils import UncompletedJobError
+
+    import pipeline.jobs
+
+    def stopped(*args):
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    monkeypatch.setattr(pipeline.jobs, "run_stage", stopped)
+    with pytest.raises(UserError) as raised:
+        pipeline.jobs.run_job(_job(tmp_path), tmp_path)
+    message = str(raised.value)
+    assert "was stopped by Slurm during its evaluate stage and not requeued" in message
+    assert "run the same command again" in message and "failed" not in message

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Time one training step three ways, and MMD² ours vs the n×n×d broadcast; prints one JSON object.
 
-    python benchmarks/train_step.py [--model_name vgg11] [--batch_size 256] [--device cpu]
+    python benchmarks/train_step.py [--model_name vgg11] [--batch_size 256] [--device cpu|cuda]
 
 bare_step_s:   forward + backward + SGD step on a batch assembled beforehand, already on the device
 rbt_step_s:    our full RBT step: batch assembly from the in-memory uint8 set, batched crop/flip,
@@ -12,12 +12,18 @@ The three are timed in interleaved rounds (median over rounds) so drift hits the
 images_per_s:  the ML-MMDR step (λ = 0.1, all levels) through each fast path of --paths: plain,
                amp (bf16 autocast), channels_last, compile (torch.compile, compiled before timing),
                all (the three together); uint8 data on the device in every case
-ddp_images_per_s: the same step under DDP with --ddp_ranks gloo processes on the CPU (global batch
-               --batch_size, --sync_bn, the all-gathered MMD), against one process's plain rate
+ddp_images_per_s: the same step under DDP on --device (global batch --batch_size, --sync_bn, the
+               all-gathered MMD), against one process's plain rate on that device: on the CPU
+               --ddp_ranks gloo processes; on CUDA NCCL with one process per visible GPU,
+               min(--ddp_ranks, GPUs) of them, and ddp_skipped says why when fewer than 2 GPUs are
+               visible. ddp_device names the device, so no rate is ever divided by one measured elsewhere.
 cifar10_grid_hours: what the paper's CIFAR-10 grid costs for this architecture at the fastest path's
-               rate: 4 attacks × 7 trainings × 100 epochs × 55,000 images (50,000 + 10% poisoned
-               copies), ML-MMDR's rate for every run (RBT is a little faster): GPU-hours on a GPU,
-               core-hours on --device cpu
+               rate: Σ over its runs (each attack × RBT, SL- and ML-MMDR at 3 λ) of epochs × the
+               attack's training set, 50,000 images + the poisoned copies (10%) + the noise-mode
+               images of an attack that has them (WaNet: 2 per poisoned one), i.e. 55,000 for
+               patched, blended and SIG and 65,000 for WaNet, computed by training_set_size from
+               the attacks' declared parameters (cifar10_grid lists them). ML-MMDR's rate for every
+               run (RBT is a little faster): GPU-hours on a GPU, core-hours on --device cpu
 
 mmd_*: MMD² (GMK2) of n = 256 pooled samples (128 + 128) of d = 16384 features (VGG-11's s1
 size), forward only: ours builds the n×n Gram matrix, the broadcast formulation (the authors'
@@ -206,34 +212,105 @@ def time_fast_paths(args) -> dict:
     return rates
 
 
-def _ddp_rank(rank: int, ranks: int, store: str, args, queue) -> None:
-    import torch.distributed as dist
+def ddp_world_size(device: torch.device, requested: int, gpus: int) -> tuple:
+    """(ranks, None) for the DDP timing on ``device``, or (0, why not): on the CPU the requested gloo
+    ranks; on CUDA one NCCL rank per GPU, so no more ranks than visible GPUs, and none with fewer
+    than 2 (one GPU shared by two ranks would time contention, not DDP)."""
+    if device.type != "cuda":
+        return requested, None
+    ranks = min(requested, gpus)
+    if ranks < 2:
+        return 0, f"DDP over NCCL needs at least 2 GPUs (one per rank); {gpus} visible"
+    return ranks, None
 
-    from utils.distributed import Context
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _ddp_rank(rank: int, ranks: int, port: int, args, queue) -> None:
+    """One rank, joined as torchrun joins a run (utils.distributed.from_env: NCCL and GPU ``rank`` on
+    CUDA, gloo on the CPU), so the timed step is the one main.py runs under torchrun."""
+    import os
+
+    from utils import distributed
+
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(ranks),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(max(1, args.threads // ranks))
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=ranks)
+    device_type = torch.device(args.device).type
     try:
-        trainer, poisoned = _trainer(args, torch.device("cpu"), Context(rank, ranks), sync_bn=True)
-        rate = _step_rate(trainer, poisoned, args.batch_size, args.steps, args.warmup, torch.device("cpu"))
+        context = distributed.from_env(device_type)
+        device = torch.device("cuda", context.local_rank) if device_type == "cuda" else torch.device("cpu")
+        trainer, poisoned = _trainer(args, device, context, sync_bn=True)
+        rate = _step_rate(trainer, poisoned, args.batch_size, args.steps, args.warmup, device)
+        trainer.close()
         if rank == 0:
             queue.put(rate)
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown()
 
 
-def time_ddp(args) -> float:
-    """Global images per second of the DDP step with ``args.ddp_ranks`` gloo ranks on the CPU."""
-    import tempfile
-
+def time_ddp(args, ranks: int) -> float:
+    """Global images per second of the DDP step with ``ranks`` processes on ``args.device``'s kind."""
     import torch.multiprocessing as mp
 
-    context = mp.get_context("spawn")
-    queue = context.SimpleQueue()
-    with tempfile.TemporaryDirectory() as folder:
-        mp.start_processes(_ddp_rank, args=(args.ddp_ranks, f"{folder}/store", args, queue), nprocs=args.ddp_ranks,
-                           start_method="spawn")
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.start_processes(_ddp_rank, args=(ranks, _free_port(), args, queue), nprocs=ranks, start_method="spawn")
     return round(queue.get(), 1)
+
+
+CIFAR10_TRAIN_IMAGES = 50_000  # CIFAR-10's training split: data_batch_1 … data_batch_5, 10,000 images each
+PAPER_LAMBDAS = (0.1, 0.2, 0.3)  # paper §5: SL-MMDR and ML-MMDR at each λ, beside RBT
+
+
+def training_set_size(train_size: int, attack_name: str, poison_ratio: float, mode: str = "add",
+                      params: dict = None) -> int:
+    """|C|, the images one epoch trains on, for ``train_size`` clean images: the count PoisonedData
+    (attacks/poisoning.py) arrives at, without building it, so the grid's cost needs no dataset.
+    It follows the same rules (tests/test_benchmark.py holds the two equal for every attack): |U| =
+    round(r·|D|) poisoned copies, and round(noise_per_poison·|U|) noise images from the others for
+    an attack with a noise mode (WaNet's cross ratio), read from the attack built with ``params``;
+    "add" trains on all of them beside D, "replace" on |D| images. Whether enough images lie outside
+    the target class is a question of the labels, which PoisonedData asks."""
+    from attacks import build
+    from attacks.poisoning import MODES
+    from utils.errors import ParameterError
+
+    if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
+        raise ParameterError("train_size", f"must be a positive whole number of images, got {train_size!r}")
+    if mode not in MODES:
+        raise ParameterError("poison_mode", f"must be one of {', '.join(MODES)}, got '{mode}'")
+    if not 0 < poison_ratio <= 1:
+        raise ParameterError("poison_ratio", f"must be in (0, 1], got {poison_ratio}")
+    poisoned = int(round(poison_ratio * train_size))
+    if poisoned < 1:
+        raise ParameterError("poison_ratio", f"{poison_ratio} poisons no image of {train_size}; raise it")
+    noise = min(round(build(attack_name, params).noise_per_poison * poisoned), train_size - poisoned)
+    return train_size + poisoned + noise if mode == "add" else train_size
+
+
+def cifar10_grid() -> dict:
+    """The paper's CIFAR-10 grid of one architecture, each run resolved as main.py resolves it
+    (pipeline/config.py: the dataset's epochs, the default poison ratio and mode, each attack's
+    default parameters): RBT, and SL-MMDR and ML-MMDR at each λ, for every attack of TABLE 1.
+    ``images`` is what the grid trains on, Σ epochs × |C|, the numerator of its cost."""
+    from attacks import NAMES
+    from pipeline.config import LAYER_CHOICES, RunConfig
+
+    base = RunConfig(data_name="cifar10")
+    methods = [(0.0, "all")] + [(lamb, layer) for layer in LAYER_CHOICES for lamb in PAPER_LAMBDAS]
+    runs = [base.with_changes(attack_name=attack, mlmmdr_lamb=lamb, mlmmdr_layer=layer)
+            for attack in NAMES for lamb, layer in methods]
+    sizes = {run.attack_name: training_set_size(CIFAR10_TRAIN_IMAGES, run.attack_name, run.poison_ratio,
+                                                run.poison_mode, run.attack_params) for run in runs}
+    return {"runs": len(runs), "runs_per_attack": len(methods), "epochs": runs[0].epochs,
+            "train_images": CIFAR10_TRAIN_IMAGES, "training_images": sizes,
+            "images": sum(run.epochs * sizes[run.attack_name] for run in runs)}
 
 
 def main(argv=None) -> int:
@@ -242,7 +319,7 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--attack_name", default="patched")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda (cuda:N) or auto; every rate is timed on it")
     parser.add_argument("--steps", type=int, default=3, help="timed rounds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--mmd_n", type=int, default=256, help="pooled samples for the MMD² comparison")
@@ -251,10 +328,21 @@ def main(argv=None) -> int:
                         help="skip the n×n×d MMD² (it needs ~2·n²·d·4 bytes)")
     parser.add_argument("--paths", nargs="*", choices=list(PATHS), default=list(PATHS),
                         help="fast paths to time (images/s of the ML-MMDR step); none: skip")
-    parser.add_argument("--ddp_ranks", type=int, default=2, help="gloo ranks for the CPU DDP step (0: skip)")
+    parser.add_argument("--ddp_ranks", type=int, default=2,
+                        help="DDP ranks: gloo processes on the CPU; on CUDA one NCCL process per GPU, at most the "
+                             "visible GPUs (fewer than 2: skipped); 0 or 1: skip")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="CPU threads in all (the DDP ranks share them)")
     args = parser.parse_args(argv)
+    from utils.device import resolve_device
+    from utils.errors import ParameterError
+
+    for name, low in (("steps", 1), ("batch_size", 1), ("threads", 1), ("warmup", 0), ("ddp_ranks", 0)):
+        if getattr(args, name) < low:
+            raise ParameterError(name, f"must be at least {low}, got {getattr(args, name)}")
+
+    device = resolve_device(args.device)
+    args.device = str(device)  # auto resolved: the JSON names the device every rate was timed on
     torch.set_num_threads(args.threads)
     step = time_steps(args)
     result = {"model_name": args.model_name, "width": args.width, "batch_size": args.batch_size,
@@ -271,19 +359,28 @@ def main(argv=None) -> int:
         result.update({"mmd_broadcast_s": round(broadcast["seconds"], 4),
                        "mmd_broadcast_peak_mb": round(broadcast["peak_mb"], 1),
                        "mmd_values_agree": abs(ours["value"] - broadcast["value"]) <= 1e-3 * max(1.0, abs(ours["value"]))})
+    rates = {}
     if args.paths:
         rates = time_fast_paths(args)
-        fastest = max(rates.values())
-        result.update({"images_per_s": rates,
-                       "cifar10_grid_hours": round(4 * 7 * 100 * 55_000 / fastest / 3600, 1)})
+        grid = cifar10_grid()
+        hours = grid["images"] / max(rates.values()) / 3600  # at the fastest path's rate
+        result.update({"images_per_s": rates, "cifar10_grid_hours": round(hours, 1), "cifar10_grid": grid})
     if args.ddp_ranks > 1:
-        result["ddp_ranks"] = args.ddp_ranks
-        result["ddp_images_per_s"] = time_ddp(args)
-        if "plain" in result.get("images_per_s", {}):
-            result["ddp_speedup_vs_one_process"] = round(result["ddp_images_per_s"] / result["images_per_s"]["plain"], 3)
+        gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+        ranks, skipped = ddp_world_size(device, args.ddp_ranks, gpus)
+        result["ddp_device"] = device.type
+        if skipped:
+            result["ddp_skipped"] = skipped
+        else:
+            result.update({"ddp_backend": "nccl" if device.type == "cuda" else "gloo", "ddp_ranks": ranks,
+                           "ddp_images_per_s": time_ddp(args, ranks)})
+            if "plain" in rates:  # one process's rate on the same kind of device: like with like
+                result["ddp_speedup_vs_one_process"] = round(result["ddp_images_per_s"] / rates["plain"], 3)
     print(json.dumps(result))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -80,3 +80,67 @@ def test_an_arrow_back_up_is_reported(tmp_path):
     assert violations(tmp_path) == [
         "attacks/sideways.py imports regularizers (layer 2 is not below attacks's layer 2)",
         "metrics/bad.py imports pipeline (layer 7 is not below metrics's layer 3)"]
+
+
+def pipeline_imports(root: Path) -> dict:
+    """{module: {(imported pipeline module, at module level?)}} for every module of pipeline/."""
+    graph = {}
+    for path in sorted((root / "pipeline").rglob("*.py")):
+        module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        tree = ast.parse(path.read_text(), filename=str(path))
+        top = {id(node) for node in tree.body}
+        found = set()
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            known = [name for name in names if name.startswith("pipeline") and
+                     ((root / name.replace(".", "/")).with_suffix(".py").is_file()
+                      or (root / name.replace(".", "/") / "__init__.py").is_file())]
+            found.update((name, id(node) in top) for name in known)
+        graph[module] = found
+    return graph
+
+
+def test_pipeline_modules_import_each_other_at_the_top_and_without_a_circle():
+    """No import of one pipeline module by another hides inside a function (the usual way to dodge
+    a circle), and the module graph has no circle."""
+    graph = pipeline_imports(ROOT)
+    hidden = sorted(f"{module} imports {name} inside a function" for module, names in graph.items()
+                    for name, at_top in names if not at_top and name != module)
+    assert hidden == []
+    assert circles(graph) == []
+
+
+def circles(graph: dict) -> list:
+    """Each circle of imports (a list of modules, the first repeated last) found by a depth-first walk."""
+    edges = {module: {name for name, _ in names if name != module and name in graph} for module, names in graph.items()}
+    state, found = {}, []
+
+    def visit(module, path):
+        if state.get(module) == "open":
+            found.append(path[path.index(module):] + [module])
+        if state.get(module):
+            return
+        state[module] = "open"
+        for name in sorted(edges[module]):
+            visit(name, path + [module])
+        state[module] = "done"
+
+    for module in sorted(edges):
+        visit(module, [])
+    return found
+
+
+def test_a_hidden_import_and_a_circle_in_pipeline_are_found(tmp_path):
+    """The checker itself, on the circle the scheduler and the executors once had."""
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "schedule.py").write_text("def run():\n    from pipeline.executors import submit\n")
+    (tmp_path / "pipeline" / "executors.py").write_text("from pipeline.schedule import run\n")
+    graph = pipeline_imports(tmp_path)
+    assert graph["pipeline.schedule"] == {("pipeline.executors", False)}
+    assert graph["pipeline.executors"] == {("pipeline.schedule", True)}
+    assert circles(graph) == [["pipeline.executors", "pipeline.schedule", "pipeline.executors"]]

@@ -17,7 +17,7 @@ ML-MMDR resist erasing?) on the ``lambda`` study's RBT and largest-λ ML-MMDR ru
 It only says *what* to run; pipeline/schedule.py runs each run's missing stages, so an
 interrupted reproduction resumes where it stopped.
 """
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Optional
 
 from defenses import ERASERS
@@ -106,6 +106,10 @@ class Grid:
     def jobs(self) -> list:
         studies = self.studies()
         return [Job(config, self.stages(config, studies)) for config in self.runs()]
+
+
+# {field: default} of Grid, the one place the grid's defaults are declared (reproduce.py's flags read them)
+GRID_DEFAULTS = {option.name: option.default for option in fields(Grid) if option.default is not MISSING}
 
 
 def _member(config: RunConfig, configs: list) -> bool:

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse(argv):
     import argparse
 
+    from experiments.grid import GRID_DEFAULTS as grid
     from pipeline.executors import add_executor_flags
-    from regularizers.kernels import KERNELS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_name", default="fmnist")
@@ -50,30 +50,30 @@ def parse(argv):
                              "it: use another --out_dir")
     parser.add_argument("--eval_every", type=int, default=4,
                         help="main.py's --eval_every: BA/ASR every N epochs during training (final always)")
-    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 0.2, 0.3],
+    parser.add_argument("--lambdas", type=float, nargs="+", default=list(grid["lambdas"]),
                         help="λ values of the λ sweep; the claims and the other studies use the largest")
-    parser.add_argument("--attacks", nargs="+", default=["patched", "blended", "sig", "warped"])
-    parser.add_argument("--second_model", default="preactresnet18",
+    parser.add_argument("--attacks", nargs="+", default=list(grid["attacks"]))
+    parser.add_argument("--second_model", default=grid["second_model"],
                         help="the second architecture (the paper's headline PreActResNet-18); none: skip")
-    parser.add_argument("--second_width", type=float, default=0.125,
+    parser.add_argument("--second_width", type=float, default=grid["second_width"],
                         help="its width: 0.125 costs about what VGG-11 costs at 0.25 (17.7 vs 19.8 MFLOPs a 32×32 "
                              "image)")
-    parser.add_argument("--second_attacks", nargs="+", default=["patched", "blended"])
-    parser.add_argument("--focus_attack", default="patched",
+    parser.add_argument("--second_attacks", nargs="+", default=list(grid["second_attacks"]))
+    parser.add_argument("--focus_attack", default=grid["focus_attack"],
                         help="the attack of the kernel, seed and loss studies (the paper's Fig. 11 uses patched)")
-    parser.add_argument("--kernels", nargs="*", default=list(KERNELS),
+    parser.add_argument("--kernels", nargs="*", default=list(grid["kernels"]),
                         help="TABLE 3 kernels of the kernel study (none: skip)")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
+    parser.add_argument("--seeds", type=int, nargs="*", default=list(grid["seeds"]),
                         help="seeds of the seed study (fewer than two: skip)")
     parser.add_argument("--no_pooled", action="store_true",
                         help="skip the study of the prototype's pooled loss against Algorithm 1's split loss")
-    parser.add_argument("--defended_attacks", nargs="*", default=["patched"],
+    parser.add_argument("--defended_attacks", nargs="*", default=list(grid["defended_attacks"]),
                         help="attacks whose λ-sweep and second-model runs also get Neural Cleanse and pruning")
     parser.add_argument("--nc_flags", default="",
                         help="defend.py's Neural Cleanse flags (--clean_samples, --nc_*); default: the "
                              "reference's budget (1000 clean images, up to 1000 epochs of 31 mini-batches of "
                              "32, early stopping)")
-    parser.add_argument("--erased_attacks", nargs="*", default=["patched", "blended", "sig", "warped"],
+    parser.add_argument("--erased_attacks", nargs="*", default=list(grid["erased_attacks"]),
                         help="attacks whose RBT and largest-λ ML-MMDR runs also get fine-tuning, NAD and ARGD "
                              "(none: skip erasing)")
     parser.add_argument("--erase_flags", default="",

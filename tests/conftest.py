@@ -9,6 +9,15 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(2)
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a test's DDP rendezvous (MASTER_PORT)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def digits():
     import datasets

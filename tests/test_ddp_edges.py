@@ -6,23 +6,17 @@ import dataclasses
 import errno
 import json
 import os
-import socket
 import time
 
 import pytest
 import torch
 
+from tests.conftest import free_port
 from utils.distributed import Context
 from utils.errors import UserError
 
 FLAGS = ["--data_name", "digits", "--width", "0.125", "--epochs", "3", "--train_subset", "200", "--mlmmdr_lamb",
          "0.3", "--sync_bn", "--device", "cpu", "--no_progress"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _rank_train(rank: int, port: int, out_dir: str, resume: bool, failing: str, report: str) -> None:
@@ -72,7 +66,7 @@ def _spawn(tmp_path, name: str, out_dir, resume: bool = False, failing: str = ""
     import torch.multiprocessing as mp
 
     report = str(tmp_path / name)
-    context = mp.spawn(_rank_train, args=(_free_port(), str(out_dir), resume, failing, report), nprocs=2,
+    context = mp.spawn(_rank_train, args=(free_port(), str(out_dir), resume, failing, report), nprocs=2,
                        join=False)
     deadline = time.time() + 240  # the collective timeout is 30 minutes: a rank left waiting fails this
     while not context.join(timeout=1):
@@ -166,10 +160,11 @@ def test_compile_with_sync_bn_under_ddp_is_refused():
         _trainer(Context(0, 2), compile=True, sync_bn=True)
 
 
-def _short_epoch(context: Context, amp: bool, dtype=torch.float64) -> dict:
-    """One epoch of 65 images at batch 64 with --sync_bn: the last batch has 1 row, so on 2 ranks
-    rank 1 gets none. In float64 (model and inputs), where the one-process comparison is exact to
-    the float64 rounding of a few sums, unless ``amp``."""
+def one_epoch(context: Context, amp: bool, dtype=torch.float64, device=torch.device("cpu"), images: int = 59) -> dict:
+    """One epoch at batch 64 with --sync_bn and ML-MMDR (λ 0.3) on ``images`` digits plus 10%
+    poisoned copies; the weights after it. The default 59 + 6 = 65 rows leave a last batch of 1
+    row, so on 2 ranks rank 1 gets none. Model and inputs in ``dtype``: in float64 the comparison
+    with one process is exact to the rounding of sums taken in another order."""
     import datasets
     import models
     from attacks import build as build_attack
@@ -182,15 +177,15 @@ def _short_epoch(context: Context, amp: bool, dtype=torch.float64) -> dict:
             return dataclasses.replace(batch, x=batch.x.to(dtype))
 
     data = datasets.build("digits", seed=0)
-    poisoned = Converted(data.train_x[:59], data.train_y[:59], build_attack("patched"), poison_ratio=0.1)
-    assert len(poisoned) % 64 == 1
+    poisoned = Converted(data.train_x[:images], data.train_y[:images], build_attack("patched"), poison_ratio=0.1,
+                         device=device)
     torch.manual_seed(0)
-    model = models.build("vgg11", num_classes=10, width=0.125).to(dtype)
+    model = models.build("vgg11", num_classes=10, width=0.125).to(device=device, dtype=dtype)
     settings = TrainSettings(batch_size=64, mlmmdr_lamb=0.3, sync_bn=True, amp=amp, lr=0.05, progress=False)
-    trainer = Trainer(model, poisoned, settings, torch.device("cpu"), context)
+    trainer = Trainer(model, poisoned, settings, device, context)
     trainer.train_epoch(0)
     trainer.close()
-    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+    return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
 
 
 def _rank_short_epoch(rank: int, store: str, out: str) -> None:
@@ -199,8 +194,8 @@ def _rank_short_epoch(rank: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
-        results = {"exact": _short_epoch(Context(rank, 2), amp=False),
-                   "amp": _short_epoch(Context(rank, 2), amp=True, dtype=torch.float32)}
+        results = {"exact": one_epoch(Context(rank, 2), amp=False),
+                   "amp": one_epoch(Context(rank, 2), amp=True, dtype=torch.float32)}
         if rank == 0:
             torch.save(results, out)
     finally:
@@ -219,7 +214,7 @@ def test_an_epoch_whose_last_batch_leaves_a_rank_without_rows(tmp_path):
     while not context.join(timeout=1):
         assert time.time() < deadline, "a rank is still waiting"
     results = torch.load(out, weights_only=True)
-    single = _short_epoch(Context(), amp=False)
+    single = one_epoch(Context(), amp=False)
     differences = [(results["exact"][key] - single[key]).abs().max().item() for key in single
                    if single[key].is_floating_point()]
     # float64: the sums run in another order on two ranks, ~1e-16 relative per operation; two

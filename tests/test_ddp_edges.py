@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import free_port
-from utils.distributed import Context
+from utils.distributed import Context, PeerFailure
 from utils.errors import UserError
 
 FLAGS = ["--data_name", "digits", "--width", "0.125", "--epochs", "3", "--train_subset", "200", "--mlmmdr_lamb",
@@ -223,3 +223,45 @@ def test_an_epoch_whose_last_batch_leaves_a_rank_without_rows(tmp_path):
     amp_state = results["amp"]
     assert all(value.isfinite().all() for value in amp_state.values() if value.is_floating_point())
     assert all(amp_state[key].dtype == torch.float32 for key in amp_state if key.endswith("running_mean"))
+
+
+@pytest.mark.parametrize("error, printed", [
+    (UserError("the data folder is not readable on this node"), "rank 1: error: the data folder is not readable"),
+    (PeerFailure("rank 0 failed (OSError: disk full); its own output says more"), "rank 1: error: rank 0 failed"),
+    (PeerFailure("bad input rank 0 prints", echo=True), ""),
+])
+def test_a_rank_above_0_reports_its_own_errors_but_not_rank_0s_line_again(monkeypatch, capsys, error, printed):
+    from pipeline.cli import run_cli
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+    def fails(argv):
+        raise error
+
+    assert run_cli(fails, []) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(printed) and (printed or err == "")
+
+
+def test_a_download_holds_the_data_folders_lock(tmp_path, monkeypatch):
+    """Every rank and array task downloads in turn (the first one downloads, the others find the
+    files); the download itself is replaced here, this machine having no network."""
+    from filelock import FileLock, Timeout
+
+    import pipeline.prepare
+    from pipeline.config import RunConfig
+
+    held = []
+
+    def download(name, data_path=None, seed=0, download=False):
+        try:
+            FileLock(str(tmp_path / ".cifar10.download.lock"), timeout=0).acquire()
+            held.append(False)
+        except Timeout:
+            held.append(True)
+        return "dataset"
+
+    monkeypatch.setattr(pipeline.prepare.datasets, "build", download)
+    config = RunConfig(data_name="cifar10", data_path=str(tmp_path), download=True)
+    assert pipeline.prepare.load_data(config) == "dataset" and held == [True]

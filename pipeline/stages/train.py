@@ -191,9 +191,11 @@ def train(config: RunConfig, options=None) -> dict:
             context.agree(lambda: staging.write("config", config_record) and None)
             history = trainer.fit(prepared.data.test_x, prepared.data.test_y, on_epoch=end_of_epoch, history=history)
         except TrainingDiverged as error:
+            failure = {"error": str(error), "run_name": config.run_name}
+
             def mark_failed() -> None:  # the run is marked failed, never reported as a result
                 staging.file("resume").unlink(missing_ok=True)
-                staging.write("failure", {"error": str(error), "run_name": config.run_name})
+                staging.write("failure", failure)
                 promote(staging, run)
 
             context.agree(mark_failed)

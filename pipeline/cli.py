@@ -1,12 +1,14 @@
 """What every entry script shares: the run flags, and one line on stderr with exit 2 on bad input."""
 import argparse
+import signal
 import sys
+import threading
 import warnings
 
 import attacks
 from pipeline.config import RunConfig
 from pipeline.flags import add_flags, from_args
-from utils.errors import ParameterError, UserError
+from utils.errors import ParameterError, UserError, describe_os_error
 from utils.params import declared
 
 RUN_GROUPS = (
@@ -56,7 +58,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run_cli(main, argv=None) -> int:
     """Call ``main(argv)``; bad input becomes ``error: <what was wrong and what to do>`` on one line
-    of stderr and exit status 2 (a parameter is named by its flag), Ctrl-C exit status 130."""
+    of stderr and exit status 2 (a parameter is named by its flag); a filesystem error one line and
+    exit status 1; Ctrl-C exit status 130 and SIGTERM 143, each with a line."""
     from utils import distributed
 
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
@@ -70,14 +73,43 @@ def run_cli(main, argv=None) -> int:
         elif not getattr(error, "echo", False):  # rank 0 prints a shared bad-input line once
             print(f"rank {rank}: {line}", file=sys.stderr)
 
+    previous = _on_sigterm_raise()
     try:
         return main(argv) or 0
+    except Terminated:
+        print("terminated (SIGTERM): the run's lock is released and a training run resumes from its last finished "
+              "epoch with --resume", file=sys.stderr)
+        return 143
     except ParameterError as error:
         say(f"error: --{error.parameter} {error.problem}", error)
         return 2
     except UserError as error:
         say(f"error: {error}", error)
         return 2
+    except OSError as error:  # a full disk, a read-only directory, a file where a directory should be
+        say(f"error: {describe_os_error(error)}", error)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, what Slurm and most schedulers send to stop a job: raised in the main thread so
+    that it unwinds like Ctrl-C (locks released, temporary files removed, resume.pt kept). A
+    BaseException, so that no ``except Exception`` on the way takes it for a failure."""
+
+
+def _on_sigterm_raise():
+    """Make SIGTERM raise :class:`Terminated`; returns the previous handler (None when this is not
+    the main thread, where signal handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)

@@ -15,6 +15,7 @@ import models
 from regularizers import ESTIMATORS, KERNELS, REDUCTIONS
 from training import CE_REDUCTIONS, TrainSettings
 from utils.errors import ParameterError, unknown_name
+from utils.io import check_directory
 from utils.params import check_params, param
 
 LAYER_CHOICES = {"all": ("s1", "s2", "s3"), "last": ("s3",)}  # ML-MMDR, SL-MMDR
@@ -136,6 +137,7 @@ class RunConfig:
             raise ParameterError("run_name", f"must be a non-empty name without path separators, got "
                                              f"{self.run_name!r}; use --out_dir to choose the directory")
         attacks.build(self.attack_name, self.attack_params, self.seed)  # the attack checks its own parameters
+        check_directory(self.out_dir, "out_dir")
         return self
 
     def resolve_defaults(self) -> "RunConfig":

@@ -95,6 +95,8 @@ IDENTITY = ("data_name", "train_subset", "model_name", "width", "attack_name", "
 
 def check_identity(config: RunConfig, recorded: dict, where) -> None:
     """Raise ParameterError when a flag contradicts the configuration the run was trained with."""
+    if not isinstance(recorded, dict):
+        raise UserError(f"{where} records no configuration of a run; retrain the run")
     trained = RunConfig.from_dict(recorded).resolve_defaults()
 
     def comparable(key, value):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipeline.config import RunConfig
 from utils.errors import UserError
-from utils.io import load_checkpoint, save_json
+from utils.io import exclusive, load_checkpoint, save_json
 
 FILES = {"checkpoint": "model.pt", "config": "config.json", "metrics": "metrics.json", "history": "history.csv",
          "evaluation": "evaluation.json", "evaluation_report": "evaluation.md", "nc": "defense_nc.json",
@@ -39,7 +39,15 @@ class RunDir:
 
     @classmethod
     def of(cls, config: RunConfig) -> "RunDir":
-        return cls(Path(config.out_dir) / config.run_name)
+        """``<out_dir>/<run name>``, or where it points when it is a symbolic link: a run kept on
+        another disk is written and read there, and its link keeps pointing at it."""
+        path = Path(config.out_dir) / config.run_name
+        return cls(path.resolve() if path.is_symlink() else path)
+
+    def locked(self):
+        """Hold the run's lock (``<parent>/.<name>.lock``) for a ``with`` block: one writer per run
+        (utils.io.exclusive)."""
+        return exclusive(self.path.parent / f".{self.name}.lock", f"the run {self.path}")
 
     @property
     def name(self) -> str:
@@ -69,10 +77,14 @@ class RunDir:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            value = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read {path} ({exc}); delete it and rerun its stage (evaluate.py --all_runs "
                             f"--force recomputes evaluation.json)") from None
+        if not isinstance(value, dict):  # every file of a run is a JSON object
+            raise UserError(f"{path} holds a JSON {type(value).__name__}, not what its stage writes; delete it and "
+                            f"rerun its stage (config.json: retrain the run)")
+        return value
 
     def write(self, key: str, obj) -> Path:
         save_json(obj, self.file(key))
@@ -84,9 +96,10 @@ class RunDir:
             raise UserError(f"no trained run at {path}; train it first with python main.py and the same "
                             f"flags (or pass --out_dir/--run_name)")
         try:
-            return load_checkpoint(path)
-        except Exception as exc:
-            raise UserError(f"cannot load {path} ({type(exc).__name__}); retrain the run") from None
+            return load_checkpoint(path, keys=("state_dict",))
+        except UserError as error:
+            raise UserError(f"cannot load the run's model: {error}; retrain the run (main.py with its flags and "
+                            f"--overwrite)") from None
 
     def config(self, **overrides) -> RunConfig:
         """The run's configuration as trained, with execution settings (device, batch size,

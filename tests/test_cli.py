@@ -119,7 +119,7 @@ def test_an_out_dir_that_cannot_hold_runs_is_one_line(tmp_path, capsys):
     a_file.write_text("")
     assert run_cli(main.main, FAST + ["--out_dir", str(a_file)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: --out_dir {a_file} cannot hold runs")
+    assert len(err) == 1 and err[0].startswith(f"error: --out_dir {a_file} is a file, not a directory")
 
 
 BAD_INPUTS = [

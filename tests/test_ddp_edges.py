@@ -93,7 +93,8 @@ def runs(tmp_path_factory):
 
 def test_a_full_disk_on_rank_0_stops_every_rank_at_once(runs):
     rank0, rank1 = runs["failed"]
-    assert (rank0["ok"], rank0["error"]) == (False, "OSError") and "No space left on device" in rank0["message"]
+    assert (rank0["ok"], rank0["error"]) == (False, "UserError") and "No space left on device" in rank0["message"]
+    assert rank0["message"].endswith("the run resumes from its last finished epoch with --resume")
     assert (rank1["ok"], rank1["error"]) == (False, "PeerFailure")
     assert rank1["message"].startswith("rank 0 failed (OSError: [Errno 28] No space left on device")
     assert abs(rank0["ended"] - rank1["ended"]) < 30  # seconds, not the 30-minute collective timeout

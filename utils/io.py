@@ -4,13 +4,14 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from utils.errors import UserError
+from utils.errors import ParameterError, UserError
 
 TMP_SUFFIX = ".tmp"
 
@@ -37,10 +38,25 @@ def atomic_write(path, write) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+    except OSError as error:  # a write names no file: name the one that could not be written
+        Path(tmp).unlink(missing_ok=True)
+        if error.filename is None and error.errno is not None:
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def check_directory(path, parameter: str) -> None:
+    """Raise ParameterError when ``path`` cannot become a directory: it, or the nearest of its
+    ancestors that exists, is not a directory. Checked before any work, so a typo costs nothing."""
+    path = Path(path).expanduser()
+    existing = next((part for part in (path, *path.parents) if part.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is" if existing == path else f"lies under {existing}, which is"
+        raise ParameterError(parameter, f"{path} {where} a file, not a directory; choose a directory")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -54,6 +70,16 @@ def _fsync_dir(directory: Path) -> None:
         pass  # some filesystems cannot sync a directory; the rename itself is still atomic
     finally:
         os.close(fd)
+
+
+def remove_path(path) -> None:
+    """Remove ``path`` whatever it is: a link or a file is unlinked (never what it points to), a
+    directory removed with its contents."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def remove_orphans(directory) -> list:
@@ -124,7 +150,11 @@ def save_json(obj, path) -> None:
 
 
 def save_torch(obj, path) -> None:
-    atomic_write(path, lambda h: torch.save(obj, h))
+    """torch.save into memory, then an ordinary write: a full disk then raises the OSError saying so
+    (torch.save writing into a file reports it as its own RuntimeError, without the cause)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
 
 
 def save_csv(rows: list, path) -> None:
@@ -141,9 +171,35 @@ def save_csv(rows: list, path) -> None:
     atomic_write(path, write)
 
 
-def load_checkpoint(path):
-    """Load a ``model.pt`` written by :func:`save_torch` without unpickling arbitrary code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+class UnreadableCheckpoint(UserError):
+    """A checkpoint that cannot be loaded: empty, truncated, or holding objects other than tensors
+    and plain values (refused unread, since unpickling them could run code)."""
+
+
+def load_checkpoint(path, keys=()) -> dict:
+    """Load a dict written by :func:`save_torch` (model.pt, resume.pt) without unpickling arbitrary
+    code, holding at least ``keys``; anything else raises :class:`UnreadableCheckpoint`, whose
+    message says what is wrong with the file (the caller adds what to do). PyTorch's own refusal
+    of a crafted file ends by suggesting ``weights_only=False``, which would run its payload: it is
+    never shown."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UnreadableCheckpoint(f"{path} holds objects other than tensors and plain values (refused unread: it "
+                                   f"was not written by this project, or was tampered with)") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as error:
+        kind = "is empty" if path.is_file() and path.stat().st_size == 0 else "is truncated or corrupt"
+        raise UnreadableCheckpoint(f"{path} {kind} ({type(error).__name__})") from None
+    if not isinstance(state, dict):
+        raise UnreadableCheckpoint(f"{path} holds a {type(state).__name__}, not a checkpoint's dict")
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise UnreadableCheckpoint(f"{path} lacks {', '.join(missing)} (written by another version?)")
+    return state
 
 
 def save_text(text: str, path) -> None:

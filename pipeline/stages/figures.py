@@ -15,6 +15,7 @@ from pipeline.prepare import load_trained
 from pipeline.rundir import RunDir, group_figure
 from pipeline.stages.registry import register
 from utils.errors import UserError
+from utils.io import check_directory
 from utils.params import check_params, param
 from visualization.common import close, method_label, save_figure
 from visualization.defense_plots import erasing_figure, nc_norms_figure, pruning_figure, trigger_grid
@@ -31,6 +32,7 @@ class FigureOptions:
 
     def __post_init__(self):
         check_params(self)
+        check_directory(self.figure_dir, "figure_dir")
 
 
 @dataclass

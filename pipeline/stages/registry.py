@@ -94,11 +94,14 @@ def run_stage(name: str, config, options=None) -> dict:
         raise ValueError(f"stage '{name}' is a group stage; use run_group_stage")
     run = RunDir.of(config)
     require(run, stage.needs)
-    remove_orphans(run.path)  # what a writer killed mid-write left behind
-    if stage.needs:
-        check_identity(config, run.read("config"), run.path)
-        config = run.config(**{key: getattr(config, key) for key in NOT_IDENTITY - {"out_dir", "run_name"}})
-    return stage.compute(config, options if options is not None else stage.default_options())
+    options = options if options is not None else stage.default_options()
+    if not stage.needs:  # training: it takes the run's lock itself, for its staging directory
+        return stage.compute(config, options)
+    check_identity(config, run.read("config"), run.path)
+    config = run.config(**{key: getattr(config, key) for key in NOT_IDENTITY - {"out_dir", "run_name"}})
+    with run.locked():  # one writer per run: what a killed writer left behind is removed, no live one's
+        remove_orphans(run.path)
+        return stage.compute(config, options)
 
 
 def run_group_stage(name: str, group: str, runs: list, options=None) -> dict:

@@ -1,7 +1,6 @@
 """The train stage: Algorithm 1 on one run, writing its checkpoint, config and metrics."""
 import os
 import platform
-import shutil
 import warnings
 from contextlib import ExitStack
 
@@ -16,8 +15,12 @@ from regularizers import describe
 from training import Trainer
 from training.trainer import TrainingDiverged
 from utils import distributed
-from utils.errors import ParameterError, UserError
-from utils.io import exclusive, load_checkpoint, remove_orphans, save_csv, save_torch
+from utils.errors import ParameterError, UserError, describe_os_error
+from utils.io import UnreadableCheckpoint, load_checkpoint, remove_orphans, remove_path, save_csv, save_torch
+
+# What Trainer.state_dict writes into resume.pt, and the configuration it belongs to
+RESUME_KEYS = ("model", "optimizer", "scheduler", "data_rng", "torch_rng", "numpy_rng", "python_rng", "history",
+               "config_hash")
 
 
 def resolved_config(prepared: Prepared, poisoned: PoisonedData) -> dict:
@@ -60,11 +63,11 @@ def staging_of(run: RunDir) -> RunDir:
 def promote(staging: RunDir, run: RunDir) -> None:
     """Rename the finished staging directory into place; the run it replaces goes with its results."""
     replaced = run.path.parent / f".{run.name}.replaced"
-    shutil.rmtree(replaced, ignore_errors=True)
-    if run.path.exists():
+    remove_path(replaced)
+    if run.path.exists() or run.path.is_symlink():
         os.replace(run.path, replaced)
     os.replace(staging.path, run.path)
-    shutil.rmtree(replaced, ignore_errors=True)
+    remove_path(replaced)
 
 
 def collapsed_class(prepared: Prepared, trainer: Trainer, history: list):
@@ -97,7 +100,10 @@ def resumed_history(staging: RunDir, run: RunDir, config: RunConfig, trainer: Tr
             state = "is complete" if run.has("checkpoint") else "has no finished epoch"
             raise UserError(f"nothing to resume in {run.path}: the run {state}; drop --resume to train it from the "
                             f"start")
-        state = load_checkpoint(staging.file("resume"))
+        try:
+            state = load_checkpoint(staging.file("resume"), RESUME_KEYS)
+        except UnreadableCheckpoint as error:
+            raise UserError(f"cannot resume: {error}; drop --resume to train the run from the start") from None
         if state.get("config_hash") != config.config_hash():
             raise UserError(f"{staging.file('resume')} belongs to another configuration; drop --resume to train "
                             f"from the start")
@@ -105,7 +111,14 @@ def resumed_history(staging: RunDir, run: RunDir, config: RunConfig, trainer: Tr
         return state
 
     state = context.agree(load)
-    return trainer.load_state_dict(state) if state is not None else []
+    if state is None:
+        return []
+    try:
+        return trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as error:
+        raise UserError(f"cannot resume from {staging.file('resume')}: it does not fit this run "
+                        f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); drop --resume to train the "
+                        f"run from the start") from None
 
 
 def check_world_size(recorded: int, now: int, config: RunConfig, where) -> None:
@@ -128,8 +141,8 @@ def resumable(config: RunConfig) -> bool:
     if not staging.has("resume"):
         return False
     try:
-        return load_checkpoint(staging.file("resume")).get("config_hash") == config.config_hash()
-    except UserError:  # unreadable: start over
+        return load_checkpoint(staging.file("resume"), RESUME_KEYS)["config_hash"] == config.config_hash()
+    except UserError:  # unreadable (empty, truncated, a foreign or crafted file): start over
         return False
 
 
@@ -143,14 +156,15 @@ def open_staging(run: RunDir, config: RunConfig, stack: ExitStack) -> RunDir:
         problem = error.strerror or str(error)
     if problem:
         raise ParameterError("out_dir", f"{config.out_dir} cannot hold runs ({problem}); choose a writable directory")
-    stack.enter_context(exclusive(run.path.parent / f".{run.name}.lock", f"the run {run.path}"))
+    stack.enter_context(run.locked())
     staging = staging_of(run)
     if not (config.resume and staging.has("resume")):  # resuming continues a run that was already let in
         claim(run, config)
     if not config.resume:
-        shutil.rmtree(staging.path, ignore_errors=True)
+        remove_path(staging.path)
     staging.path.mkdir(parents=True, exist_ok=True)
     remove_orphans(staging.path)
+    remove_orphans(run.path)  # under the lock: no writer of this run is in flight
     return staging
 
 
@@ -176,46 +190,60 @@ def train(config: RunConfig, options=None) -> dict:
     with ExitStack() as stack:
         context.agree(lambda: open_staging(run, config, stack) and None)  # rank 0 checks and locks for all
         staging = staging_of(run)
-        config_record = resolved_config(prepared, poisoned)
-        trainer = Trainer(prepared.model, poisoned, config.train_settings(), prepared.device, context)
-
-        def end_of_epoch(rows: list) -> None:  # rank 0 writes; a failure there stops every rank (agree)
-            def save() -> None:
-                save_csv(rows, staging.file("history"))
-                save_torch({**trainer.state_dict(rows), "config_hash": config.config_hash()}, staging.file("resume"))
-
-            context.agree(save)
-
         try:
-            history = resumed_history(staging, run, config, trainer)
-            context.agree(lambda: staging.write("config", config_record) and None)
-            history = trainer.fit(prepared.data.test_x, prepared.data.test_y, on_epoch=end_of_epoch, history=history)
-        except TrainingDiverged as error:
-            failure = {"error": str(error), "run_name": config.run_name}
+            return _train_in(staging, run, prepared, poisoned, config, context)
+        except OSError as error:  # rank 0's write failed (a full disk): keep what resumes, say so in one line
+            kept = staging.has("resume")
+            if not kept:
+                remove_path(staging.path)
+            raise UserError(f"{describe_os_error(error)}; " + (
+                "the run resumes from its last finished epoch with --resume" if kept else
+                "nothing of this run was kept")) from None
 
-            def mark_failed() -> None:  # the run is marked failed, never reported as a result
-                staging.file("resume").unlink(missing_ok=True)
-                staging.write("failure", failure)
-                promote(staging, run)
 
-            context.agree(mark_failed)
-            raise
-        finally:
-            trainer.close()
-        final = history[-1]
-        metrics = {"ba": final["ba"], "asr": final["asr"], "method": config.method,
-                   "run_name": config.run_name, "epochs": len(history),
-                   "train_seconds": round(sum(row["seconds"] for row in history), 3),
-                   "collapsed_to_class": collapsed_class(prepared, trainer, history), "history": history}
+def _train_in(staging: RunDir, run: RunDir, prepared: Prepared, poisoned: PoisonedData, config: RunConfig,
+              context) -> dict:
+    """Train in ``staging`` (the run's lock held) and promote it into ``run``; see :func:`train`."""
+    config_record = resolved_config(prepared, poisoned)
+    trainer = Trainer(prepared.model, poisoned, config.train_settings(), prepared.device, context)
 
-        def finish() -> None:
-            staging.write("metrics", metrics)
-            state = {key: value.detach().cpu() for key, value in prepared.model.state_dict().items()}
-            save_torch({"state_dict": state, "config": config_record,
-                        "metrics": {key: value for key, value in metrics.items() if key != "history"}},
-                       staging.file("checkpoint"))
-            staging.file("resume").unlink(missing_ok=True)  # complete: nothing left to resume
+    def end_of_epoch(rows: list) -> None:  # rank 0 writes; a failure there stops every rank (agree)
+        def save() -> None:
+            save_csv(rows, staging.file("history"))
+            save_torch({**trainer.state_dict(rows), "config_hash": config.config_hash()}, staging.file("resume"))
+
+        context.agree(save)
+
+    try:
+        history = resumed_history(staging, run, config, trainer)
+        context.agree(lambda: staging.write("config", config_record) and None)
+        history = trainer.fit(prepared.data.test_x, prepared.data.test_y, on_epoch=end_of_epoch, history=history)
+    except TrainingDiverged as error:
+        failure = {"error": str(error), "run_name": config.run_name}
+
+        def mark_failed() -> None:  # the run is marked failed, never reported as a result
+            staging.file("resume").unlink(missing_ok=True)
+            staging.write("failure", failure)
             promote(staging, run)
 
-        context.agree(finish)  # the run is in place (or rank 0's failure raised) before any rank returns
+        context.agree(mark_failed)
+        raise
+    finally:
+        trainer.close()
+    final = history[-1]
+    metrics = {"ba": final["ba"], "asr": final["asr"], "method": config.method,
+               "run_name": config.run_name, "epochs": len(history),
+               "train_seconds": round(sum(row["seconds"] for row in history), 3),
+               "collapsed_to_class": collapsed_class(prepared, trainer, history), "history": history}
+
+    def finish() -> None:
+        staging.write("metrics", metrics)
+        state = {key: value.detach().cpu() for key, value in prepared.model.state_dict().items()}
+        save_torch({"state_dict": state, "config": config_record,
+                    "metrics": {key: value for key, value in metrics.items() if key != "history"}},
+                   staging.file("checkpoint"))
+        staging.file("resume").unlink(missing_ok=True)  # complete: nothing left to resume
+        promote(staging, run)
+
+    context.agree(finish)  # the run is in place (or rank 0's failure raised) before any rank returns
     return {**metrics, "run_dir": str(run.path), "rank": context.rank}

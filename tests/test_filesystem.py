@@ -1,0 +1,251 @@
+"""Runs that survive the filesystem, with real files: a full disk (a file-size limit), a file where
+a directory should be, unreadable resume and model files of every kind, a symlinked run
+directory, a second process on a run whose writer is in flight, and SIGTERM."""
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+T = ["--data_name", "digits", "--width", "0.125", "--epochs", "1", "--train_subset", "100", "--no_progress",
+     "--device", "cpu"]
+NAME = "digits_vgg11_patched_w0.125_n100"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def main_py(*argv, limit_bytes=None, wait=True):
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    command = [sys.executable, "main.py", *argv]
+    options = dict(cwd=ROOT, env=ENV, text=True, preexec_fn=limited if limit_bytes else None)
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+    return subprocess.run(command, capture_output=True, timeout=300, **options)
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def snapshot(directory) -> dict:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir()) if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("fs")
+    done = main_py(*T, "--out_dir", str(out_dir))
+    assert done.returncode == 0, done.stderr
+    return out_dir
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_finished_run_beside_it_intact(trained):
+    before = snapshot(trained / NAME)
+    done = main_py(*T, "--width", "0.5", "--out_dir", str(trained), limit_bytes=256 * 1024)
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    assert line.startswith("error: File too large (") and "nothing of this run was kept" in line
+    assert snapshot(trained / NAME) == before
+    assert not any(path.name.endswith((".staging", ".tmp")) for path in trained.iterdir())
+
+
+def test_a_full_disk_after_an_epoch_keeps_what_resumes(tmp_path, monkeypatch, capsys):
+    """The second epoch's resume.pt hits a full disk (the write itself replaced: a file-size limit
+    cannot tell two epochs' equal files apart); the first epoch's state stays and resumes."""
+    import errno
+
+    import pipeline.stages.train as train_stage
+    from pipeline.cli import run_cli
+
+    import main
+
+    saved, original = [], train_stage.save_torch
+
+    def full_at_the_second(obj, path):
+        saved.append(path)
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        original(obj, path)
+
+    monkeypatch.setattr(train_stage, "save_torch", full_at_the_second)
+    assert run_cli(main.main, T + ["--epochs", "2", "--out_dir", str(tmp_path)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("error: No space left on device (") and line.endswith(
+        "the run resumes from its last finished epoch with --resume")
+    monkeypatch.setattr(train_stage, "save_torch", original)
+    assert run_cli(main.main, T + ["--epochs", "2", "--out_dir", str(tmp_path), "--resume"]) == 0
+    assert len(json.loads((tmp_path / NAME / "metrics.json").read_text())["history"]) == 2
+
+
+@pytest.mark.parametrize("flag", ["--out_dir", "--figure_dir"])
+def test_a_file_where_a_directory_should_be_is_one_line_before_any_work(tmp_path, capsys, flag):
+    from pipeline.cli import run_cli
+
+    import defend
+    import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    if flag == "--out_dir":
+        assert run_cli(main.main, T + ["--out_dir", str(blocker / "runs")]) == 2
+    else:
+        assert run_cli(defend.main, T + ["--defense", "prune", "--out_dir", str(tmp_path), flag, str(blocker)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {flag} ") and "is a file, not a directory" in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_a_sweep_whose_out_dir_is_a_file_is_one_line(tmp_path, capsys):
+    from experiments import sweep
+    from pipeline.cli import run_cli
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert run_cli(sweep.main, ["--flags", f"--width 0.125 --out_dir {blocker}"]) == 2
+    assert "--out_dir" in one_line(capsys.readouterr().err)
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """A run killed after its first epoch: its out_dir, holding the staging directory with resume.pt."""
+    out_dir = tmp_path_factory.mktemp("interrupted")
+    process = main_py(*T, "--epochs", "6", "--out_dir", str(out_dir), wait=False)
+    resume = out_dir / f".{NAME}.staging" / "resume.pt"
+    deadline = time.time() + 120
+    while not resume.is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert resume.is_file()
+    return out_dir
+
+
+def _crafted(path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch /tmp/ml_mmdr_payload_ran",))
+
+    torch.save({"model": Payload()}, path)
+
+
+DAMAGE = {
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+    "empty": lambda path: path.write_bytes(b""),
+    "missing a key": lambda path: torch.save({k: v for k, v in torch.load(path, weights_only=True).items()
+                                              if k != "optimizer"}, path),
+    "crafted": _crafted,
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_an_unreadable_resume_state_is_one_line_and_starting_over_works(interrupted, tmp_path, damage, capsys):
+    import shutil
+
+    import main
+    from pipeline.cli import run_cli
+    from pipeline.config import RunConfig
+    from pipeline.stages.train import resumable
+
+    shutil.copytree(interrupted, tmp_path, dirs_exist_ok=True)
+    DAMAGE[damage](tmp_path / f".{NAME}.staging" / "resume.pt")
+    assert run_cli(main.main, T + ["--epochs", "6", "--out_dir", str(tmp_path), "--resume"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("error: cannot resume: ") and "drop --resume to train the run from the start" in line
+    assert "weights_only" not in line and not os.path.exists("/tmp/ml_mmdr_payload_ran")
+    # the grid's path: not resumable, so it trains the run from the start
+    config = RunConfig(data_name="digits", width=0.125, epochs=6, train_subset=100, out_dir=str(tmp_path))
+    assert resumable(config.validate().resolve_defaults()) is False
+
+
+@pytest.mark.parametrize("content", ["crafted", "a tensor", "a list"])
+def test_a_model_file_that_is_not_a_checkpoint_is_one_line(trained, tmp_path, content, capsys):
+    import shutil
+
+    from pipeline.cli import run_cli
+
+    import evaluate
+
+    run = tmp_path / NAME
+    shutil.copytree(trained / NAME, run)
+    model = run / "model.pt"
+    {"crafted": _crafted, "a tensor": lambda path: torch.save(torch.zeros(3), path),
+     "a list": lambda path: torch.save([1, 2], path)}[content](model)
+    assert run_cli(evaluate.main, T + ["--out_dir", str(tmp_path), "--num_samples", "20"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("error: cannot load the run's model: ") and "retrain the run" in line
+    assert "weights_only" not in line and not os.path.exists("/tmp/ml_mmdr_payload_ran")
+
+
+def test_a_symlinked_run_directory_is_retrained_where_it_points(trained, tmp_path):
+    import shutil
+
+    import main
+    from pipeline.cli import run_cli
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copytree(trained / NAME, elsewhere / "therun")
+    out_dir = tmp_path / "runs"
+    out_dir.mkdir()
+    (out_dir / NAME).symlink_to(elsewhere / "therun")
+    for epochs in ("2", "1"):  # twice: the second retrain once failed in the rename
+        assert run_cli(main.main, T + ["--epochs", epochs, "--overwrite", "--out_dir", str(out_dir)]) == 0
+        assert json.loads((out_dir / NAME / "config.json").read_text())["epochs"] == int(epochs)
+    assert (out_dir / NAME).is_symlink() and sorted(path.name for path in out_dir.iterdir()) == [NAME]
+    assert sorted(path.name for path in elsewhere.iterdir()) == [".therun.lock", "therun"]
+
+
+def test_a_stage_does_not_delete_the_temporary_file_of_a_writer_in_flight(trained, tmp_path, capsys):
+    """Another process (here one that holds the run's lock, as a defense that is writing does)
+    owns the run: an evaluation started meanwhile is refused and leaves its file alone."""
+    import shutil
+
+    from pipeline.cli import run_cli
+
+    import evaluate
+
+    shutil.copytree(trained / NAME, tmp_path / NAME)
+    in_flight = tmp_path / NAME / ".defense_prune.json.abc123.tmp"
+    in_flight.write_text("{half a json")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]); "
+                               "from pipeline.rundir import RunDir; "
+                               "lock = RunDir(sys.argv[1]).locked(); lock.__enter__(); print('held', flush=True); "
+                               "sys.stdin.read()", str(tmp_path / NAME), str(ROOT)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert run_cli(evaluate.main, T + ["--out_dir", str(tmp_path), "--num_samples", "20"]) == 2
+        assert "is being written by host" in one_line(capsys.readouterr().err)
+        assert in_flight.read_text() == "{half a json"
+    finally:
+        holder.communicate("")
+    # with the writer gone (killed mid-write), its leftover is an orphan and the next stage removes it
+    assert run_cli(evaluate.main, T + ["--out_dir", str(tmp_path), "--num_samples", "20", "--pool_sizes", "20",
+                                       "--pool_ratios", "1.0", "--swd_projections", "10"]) == 0
+    assert not in_flight.exists()
+
+
+def test_sigterm_is_one_line_releases_the_lock_and_keeps_resume_state(tmp_path):
+    process = main_py(*T, "--epochs", "6", "--out_dir", str(tmp_path), wait=False)
+    resume = tmp_path / f".{NAME}.staging" / "resume.pt"
+    deadline = time.time() + 120
+    while not resume.is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert one_line(stderr).startswith("terminated (SIGTERM): the run's lock is released")
+    assert resume.is_file()
+    resumed = main_py(*T, "--epochs", "6", "--out_dir", str(tmp_path), "--resume")
+    assert resumed.returncode == 0, resumed.stderr

@@ -249,3 +249,31 @@ def test_sigterm_is_one_line_releases_the_lock_and_keeps_resume_state(tmp_path):
     assert resume.is_file()
     resumed = main_py(*T, "--epochs", "6", "--out_dir", str(tmp_path), "--resume")
     assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize("script, extra", [("evaluate.py", ["--num_samples", "20"]),
+                                           ("defend.py", ["--defense", "prune"])])
+def test_a_read_only_run_directory_is_one_line_before_any_computing(trained, tmp_path, script, extra):
+    """Root writes anywhere, so the process drops the capability that lets it (setpriv), as a user
+    without write permission would be."""
+    import shutil
+
+    if not shutil.which("setpriv"):
+        pytest.skip("needs setpriv (util-linux)")
+    shutil.copytree(trained / NAME, tmp_path / NAME)
+    before = snapshot(tmp_path / NAME)
+    (tmp_path / NAME).chmod(0o555)
+    try:
+        done = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", sys.executable,
+                               script, *T, "--out_dir", str(tmp_path), *extra], cwd=ROOT, env=ENV,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        (tmp_path / NAME).chmod(0o755)
+    if "setpriv:" in done.stderr:
+        pytest.skip(f"setpriv cannot drop capabilities here: {done.stderr.strip()}")
+    assert done.returncode == 2
+    assert one_line(done.stderr) == (f"error: {tmp_path / NAME} is not writable, and the "
+                                     f"{'evaluate' if script == 'evaluate.py' else 'prune'} stage writes its results "
+                                     f"there; make it writable, or copy the run to a writable directory and pass "
+                                     f"that as --out_dir")
+    assert snapshot(tmp_path / NAME) == before

@@ -5,6 +5,7 @@ A run stage is ``compute(config, options) -> dict`` for one run; a group stage i
 figures). ``output`` says where the stage's result lands, so a scheduler knows what is missing
 without running anything, and the entry scripts and the reproduction grid share one code path.
 """
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -99,6 +100,9 @@ def run_stage(name: str, config, options=None) -> dict:
         return stage.compute(config, options)
     check_identity(config, run.read("config"), run.path)
     config = run.config(**{key: getattr(config, key) for key in NOT_IDENTITY - {"out_dir", "run_name"}})
+    if not os.access(run.path, os.W_OK | os.X_OK):  # found now, not after the stage's computing
+        raise UserError(f"{run.path} is not writable, and the {name} stage writes its results there; make it "
+                        f"writable, or copy the run to a writable directory and pass that as --out_dir")
     with run.locked():  # one writer per run: what a killed writer left behind is removed, no live one's
         remove_orphans(run.path)
         return stage.compute(config, options)

@@ -84,18 +84,19 @@ def test_executor_flags_take_their_defaults_from_slurm_options():
         action.dest[len("slurm_"):] for action in parser._actions if action.dest.startswith("slurm_")}
 
 
+def inside_a_local_task(monkeypatch, tasks: int, rank: int) -> None:
+    """The environment submitit's local controller gives task ``rank`` of a job with ``tasks``."""
+    for name, value in {"EXECUTOR": "local", "LOCAL_JOB_ID": "123", "LOCAL_NTASKS": tasks, "LOCAL_LOCALID": rank,
+                        "LOCAL_GLOBALID": rank, "LOCAL_NODEID": 0, "LOCAL_JOB_NUM_NODES": 1}.items():
+        monkeypatch.setenv(f"SUBMITIT_{name}", str(value))
+
+
 def test_a_single_task_drops_inherited_distributed_variables(monkeypatch):
     """A sweep started from a shell that ran torchrun (or sbatch exporting one) must not make a
     one-process task wait for ranks that do not exist."""
     import submitit
 
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
-    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "123")
-    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "1")
-    monkeypatch.setenv("SUBMITIT_LOCAL_LOCALID", "0")
-    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "0")
-    monkeypatch.setenv("SUBMITIT_LOCAL_NODEID", "0")
-    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_NUM_NODES", "1")
+    inside_a_local_task(monkeypatch, tasks=1, rank=0)
     for name, value in {"MASTER_ADDR": "elsewhere", "MASTER_PORT": "29500", "RANK": "3", "WORLD_SIZE": "4"}.items():
         monkeypatch.setenv(name, value)
     assert submitit.JobEnvironment().num_tasks == 1
@@ -104,13 +105,7 @@ def test_a_single_task_drops_inherited_distributed_variables(monkeypatch):
 
 
 def test_several_tasks_overwrite_inherited_distributed_variables(monkeypatch):
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
-    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "123")
-    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "2")
-    monkeypatch.setenv("SUBMITIT_LOCAL_LOCALID", "1")
-    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "1")
-    monkeypatch.setenv("SUBMITIT_LOCAL_NODEID", "0")
-    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_NUM_NODES", "1")
+    inside_a_local_task(monkeypatch, tasks=2, rank=1)
     monkeypatch.setenv("RANK", "7")
     monkeypatch.setenv("WORLD_SIZE", "16")
     for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):

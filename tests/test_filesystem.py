@@ -120,15 +120,21 @@ def test_a_sweep_whose_out_dir_is_a_file_is_one_line(tmp_path, capsys):
 def interrupted(tmp_path_factory):
     """A run killed after its first epoch: its out_dir, holding the staging directory with resume.pt."""
     out_dir = tmp_path_factory.mktemp("interrupted")
+    process = signalled_after_first_epoch(out_dir, signal.SIGKILL)
+    process.wait()
+    assert (out_dir / f".{NAME}.staging" / "resume.pt").is_file()
+    return out_dir
+
+
+def signalled_after_first_epoch(out_dir, signum) -> subprocess.Popen:
+    """A 6-epoch training process sent ``signum`` once its first epoch's resume.pt is written."""
     process = main_py(*T, "--epochs", "6", "--out_dir", str(out_dir), wait=False)
     resume = out_dir / f".{NAME}.staging" / "resume.pt"
     deadline = time.time() + 120
     while not resume.is_file() and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert resume.is_file()
-    return out_dir
+    process.send_signal(signum)
+    return process
 
 
 def _crafted(path):
@@ -237,12 +243,8 @@ def test_a_stage_does_not_delete_the_temporary_file_of_a_writer_in_flight(traine
 
 
 def test_sigterm_is_one_line_releases_the_lock_and_keeps_resume_state(tmp_path):
-    process = main_py(*T, "--epochs", "6", "--out_dir", str(tmp_path), wait=False)
+    process = signalled_after_first_epoch(tmp_path, signal.SIGTERM)
     resume = tmp_path / f".{NAME}.staging" / "resume.pt"
-    deadline = time.time() + 120
-    while not resume.is_file() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143
     assert one_line(stderr).startswith("terminated (SIGTERM): the run's lock is released")

@@ -24,7 +24,8 @@ def build_parser():
     group.add_argument("--all_runs", metavar="DIR_OR_GLOB", default=None,
                        help="evaluate every run in a directory or matching a glob and write summary.md/.csv")
     group.add_argument("--force", action="store_true",
-                       help="with --all_runs: re-evaluate runs that already have evaluation.json")
+                       help="with --all_runs: re-evaluate every run, also those whose evaluation.json was computed "
+                            "with these options (a run evaluated with other options is re-evaluated anyway)")
     return parser
 
 
@@ -40,8 +41,9 @@ def main(argv=None) -> int:
     options = from_args(EvalOptions, args)
     if args.all_runs:
         overrides = {"device": args.device, "progress": args.progress, "eval_batch_size": args.eval_batch_size}
-        rows = evaluate_all(args.all_runs, options, overrides, force=args.force)
-        print(f"evaluated {len(rows)} runs; summary in summary.md and summary.csv next to them")
+        rows, evaluated = evaluate_all(args.all_runs, options, overrides, force=args.force)
+        print(f"evaluated {len(evaluated)} of {len(rows)} runs ({len(rows) - len(evaluated)} up to date with these "
+              f"options); summary in summary.md and summary.csv next to them")
         return 0
     config = config_from_args(args)
     result = run_stage("evaluate", config, options)

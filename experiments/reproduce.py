@@ -13,7 +13,9 @@ architecture at full width for the "At the paper's scale" section, draws the fig
 --report. Train and evaluate stages of every run come first, Neural Cleanse and pruning last, so an
 interrupted reproduction has every run evaluated early. Finished stages are skipped and an
 interrupted training resumes from its last epoch; --jobs N runs N runs at once (submitit local
-jobs), --executor slurm submits one Slurm array task per run (see pipeline/executors.py).
+jobs), --executor slurm submits one Slurm array task per run (see pipeline/executors.py). A report
+is written only from a runs directory holding finished stages of the grid, and never over one that
+records more finished stages, unless --force.
 """
 import json
 import platform
@@ -25,18 +27,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cli import run_cli  # noqa: E402
+from pipeline.cli import OneLineParser, run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse(argv):
-    import argparse
-
     from experiments.grid import GRID_DEFAULTS as grid
     from pipeline.executors import add_executor_flags
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_name", default="fmnist")
     parser.add_argument("--data_path", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--model_name", default="vgg11")
@@ -82,12 +82,16 @@ def parse(argv):
     parser.add_argument("--eval_flags", default="", help="evaluate.py's protocol flags (--num_samples, --pool_sizes, …)")
     parser.add_argument("--report_only", action="store_true",
                         help="run nothing: write the report from the stages finished so far (it says how many are "
-                             "missing), e.g. while the grid runs in another process")
+                             "missing), e.g. while the grid runs in another process; refused when --out_dir holds "
+                             "none, or when --report records more (see --force)")
     parser.add_argument("--no_benchmark", action="store_true",
                         help="skip timing a full-width training step of each architecture (the report's GPU-hours)")
     parser.add_argument("--out_dir", default="runs/reproduce")
     parser.add_argument("--figure_dir", default="figures/reproduce")
     parser.add_argument("--report", default="REPRODUCTION.md")
+    parser.add_argument("--force", action="store_true",
+                        help="write --report even over a report that records more finished stages (or a file "
+                             "this command did not write)")
     add_executor_flags(parser)
     return parser.parse_args(argv)
 
@@ -225,6 +229,8 @@ def main(argv=None) -> int:
         if args.executor == "slurm" and any(job.pending() for job in phase):
             return 0  # queued: the same command, run again once the array has finished, goes on
     missing = sum(len(job.pending()) for job in jobs)
+    stages = (sum(len(job.stages) for job in jobs) - missing, sum(len(job.stages) for job in jobs))
+    check_report(args, stages)  # before the figures, which would overwrite the report's own
     figures = draw_figures(grid, args)
     speed = {} if args.no_benchmark else benchmark(grid, args)
     records = collect(grid)
@@ -237,7 +243,7 @@ def main(argv=None) -> int:
         "timings": timings, "benchmark": speed,
         "invocations": [i for i in invocations + [this] if i["runs_finished"]],
         "jobs": args.jobs, "threads": args.threads,
-        "stages": (sum(len(job.stages) for job in jobs) - missing, sum(len(job.stages) for job in jobs)),
+        "stages": stages,
         "facts": {
             "dataset": f"{args.data_name} ({'a seeded stratified ' + str(args.train_subset) + '-image training subset' if args.train_subset else 'the full training set'}, "
                        f"the full test set)",
@@ -272,6 +278,36 @@ def main(argv=None) -> int:
     save_text(render(records, settings, grid, relative), args.report)
     print(f"wrote {args.report}")
     return 0
+
+
+def check_report(args, stages: tuple) -> None:
+    """Refuse, with one line, to write a report that says less than what it replaces: one read from a
+    runs directory holding no finished stage of this grid (a mistyped --out_dir, an empty directory)
+    would turn a finished report into "0 of N stages", and one from fewer finished stages than the
+    report on disk records would silently lose results. --force allows the second, never the first."""
+    from experiments.report import describe_stages, less_complete, recorded_stages
+    from utils.errors import UserError
+
+    done, total = stages
+    if done == 0:
+        where = "does not exist" if not Path(args.out_dir).is_dir() else "holds no finished stage of this grid"
+        raise UserError(f"--out_dir {args.out_dir} {where}, so there is no report to write and {args.report} is left "
+                        f"as it is; check --out_dir and the grid's flags, or run the grid first (without --report_only)")
+    report = Path(args.report)
+    if args.force or not report.is_file():
+        return
+    try:
+        old = recorded_stages(report.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read --report {report} ({error}); give another --report, or --force to replace "
+                        f"it") from None
+    if old is None:
+        raise UserError(f"--report {report} exists and is not a report this command wrote; give another --report, "
+                        f"or --force to replace it")
+    if less_complete(stages, old):
+        raise UserError(f"{report} records {describe_stages(old)}, and the report from --out_dir {args.out_dir} would "
+                        f"record {done} of {total}; {report} is left as it is: finish the grid, give another --report, "
+                        f"or --force to replace it")
 
 
 def describe_machine() -> str:

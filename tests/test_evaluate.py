@@ -133,3 +133,39 @@ def test_evaluate_records_the_runs_own_configuration(tiny_run):
     assert run_cli(evaluate.main, other + SMALL) == 0
     result = json.loads((run_dir / "evaluation.json").read_text())
     assert result["config_hash"] == json.loads((run_dir / "config.json").read_text())["config_hash"]
+
+
+def test_all_runs_recomputes_a_run_evaluated_with_other_options(tiny_run, tmp_path, capsys, monkeypatch):
+    """--all_runs reuses an evaluation.json only when it was computed with these options (its
+    inputs_hash), as a single run's stage would; --force recomputes it anyway."""
+    import shutil
+
+    import pipeline.stages.evaluate as stage
+
+    _, run_dir = tiny_run
+    out_dir = tmp_path / "runs"
+    shutil.copytree(run_dir, out_dir / run_dir.name, ignore=shutil.ignore_patterns("evaluation.*"))
+    evaluation, summary = out_dir / run_dir.name / "evaluation.json", out_dir / "summary.csv"
+
+    def all_runs(*flags) -> tuple:
+        assert run_cli(evaluate.main, ["--all_runs", str(out_dir), "--no_progress", *flags]) == 0
+        printed = capsys.readouterr().out
+        return printed, evaluation.read_bytes(), json.loads(evaluation.read_text())["inputs_hash"], summary.read_bytes()
+
+    cheap = ["--pool_sizes", "20", "--pool_ratios", "1.0", "--swd_projections", "5", "--sr_reference", "20"]
+    printed, first, first_hash, first_summary = all_runs(*cheap, "--num_samples", "30")
+    assert printed.startswith("evaluated 1 of 1 runs (0 up to date")
+    printed, again, again_hash, again_summary = all_runs(*cheap, "--num_samples", "30")
+    assert printed.startswith("evaluated 0 of 1 runs (1 up to date")
+    assert (again, again_hash, again_summary) == (first, first_hash, first_summary)
+    other = [*cheap, "--num_samples", "20", "--ac_components", "2"]  # the issue's rerun
+    printed, changed, changed_hash, changed_summary = all_runs(*other)
+    assert printed.startswith("evaluated 1 of 1 runs (0 up to date")
+    assert changed_hash != first_hash and changed != first and changed_summary != first_summary
+    computed = []  # --force recomputes an up-to-date run: seen through the stage call, without its cost
+    monkeypatch.setattr(stage, "run_stage", lambda name, config, options: computed.append((name, config.run_name))
+                        or json.loads(evaluation.read_text()))
+    printed, *_ = all_runs(*other)
+    assert printed.startswith("evaluated 0 of 1 runs") and computed == []
+    printed, *_ = all_runs(*other, "--force")
+    assert printed.startswith("evaluated 1 of 1 runs") and computed == [("evaluate", run_dir.name)]

@@ -279,3 +279,27 @@ def test_a_read_only_run_directory_is_one_line_before_any_computing(trained, tmp
                                      f"there; make it writable, or copy the run to a writable directory and pass "
                                      f"that as --out_dir")
     assert snapshot(tmp_path / NAME) == before
+
+
+def test_an_evaluation_that_cannot_write_its_record_leaves_the_previous_files(trained, tmp_path, monkeypatch, capsys):
+    """evaluation.json marks the stage done; when it cannot be written (a full disk), evaluation.md
+    returns to what it was, so the two never describe different evaluations."""
+    import errno
+    import shutil
+
+    import evaluate
+    import pipeline.rundir
+    from pipeline.cli import run_cli
+
+    shutil.copytree(trained / NAME, tmp_path / NAME)
+    small = ["--num_samples", "20", "--pool_sizes", "20", "--pool_ratios", "1.0", "--swd_projections", "10"]
+    assert run_cli(evaluate.main, T + ["--out_dir", str(tmp_path), *small]) == 0
+    before = snapshot(tmp_path / NAME)
+
+    def full(obj, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(pipeline.rundir, "save_json", full)
+    assert run_cli(evaluate.main, T + ["--out_dir", str(tmp_path), *small, "--num_samples", "25"]) == 1
+    assert one_line(capsys.readouterr().err).startswith("error: No space left on device (")
+    assert snapshot(tmp_path / NAME) == before

@@ -8,8 +8,8 @@ from evaluation.report import render, summary_markdown, summary_row
 from pipeline.config import RunConfig
 from pipeline.prepare import load_trained
 from pipeline.rundir import RunDir, find_runs
-from pipeline.stages.registry import register
-from utils.io import save_csv, save_text
+from pipeline.stages.registry import register, run_stage, up_to_date
+from utils.io import atomic_write, save_csv, save_text
 
 
 @register("evaluate", output=lambda run, options: run.file("evaluation"), options=EvalOptions, needs=("train",),
@@ -19,23 +19,40 @@ def evaluate(config: RunConfig, options: EvalOptions) -> dict:
     prepared = load_trained(config)
     result = {**config.header(options), **evaluate_subject(prepared.subject, options)}
     run = RunDir.of(config)
-    run.write("evaluation", result)
-    save_text(render(result), run.file("evaluation_report"))
+    # evaluation.json marks the stage done, so it is written last; if it cannot be, the report goes
+    # back to what it was, and the two never describe different evaluations
+    report = run.file("evaluation_report")
+    previous = report.read_bytes() if report.is_file() else None
+    save_text(render(result), report)
+    try:
+        run.write("evaluation", result)
+    except BaseException:
+        if previous is None:
+            report.unlink(missing_ok=True)
+        else:
+            atomic_write(report, lambda handle: handle.write(previous))
+        raise
     return result
 
 
 def evaluate_all(pattern: str, options: EvalOptions, overrides: dict, force: bool = False,
-                 summary_dir=None) -> list:
-    """Evaluate every run matched by ``pattern`` (reusing evaluation.json unless ``force``) and write
-    summary.md / summary.csv, one row per run, to ``summary_dir`` (default: the runs' parent)."""
-    rows = []
+                 summary_dir=None) -> tuple:
+    """Evaluate every run matched by ``pattern`` and write summary.md / summary.csv, one row per run, to
+    ``summary_dir`` (default: the runs' parent); returns (rows, names of the runs evaluated now). A run's
+    evaluation.json is reused only when it is up to date, i.e. computed from this configuration and these
+    options (its inputs_hash), as for a single run: otherwise a rerun with other options would report the
+    old numbers under the new ones. ``force`` recomputes every run anyway."""
+    rows, evaluated = [], []
     runs = find_runs(pattern)
     for run in tqdm(runs, desc="evaluating runs", disable=not overrides.get("progress", True)):
-        result = None if force else run.read("evaluation")
-        if result is None:
-            result = evaluate(run.config(**overrides), options)
+        config = run.config(**overrides)
+        if force or not up_to_date("evaluate", run, config, options):
+            result = run_stage("evaluate", config, options)
+            evaluated.append(run.name)
+        else:
+            result = run.read("evaluation")
         rows.append(summary_row(result))
     out = Path(summary_dir) if summary_dir else runs[0].path.parent
     save_text(summary_markdown(rows), out / "summary.md")
     save_csv(rows, out / "summary.csv")
-    return rows
+    return rows, evaluated

@@ -106,14 +106,19 @@ def test_a_file_where_a_directory_should_be_is_one_line_before_any_work(tmp_path
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
 
 
-def test_a_sweep_whose_out_dir_is_a_file_is_one_line(tmp_path, capsys):
-    from experiments import sweep
+@pytest.mark.parametrize("script", ["sweep", "reproduce"])
+def test_a_grid_whose_out_dir_is_a_file_is_one_line(tmp_path, capsys, script):
+    from experiments import reproduce, sweep
     from pipeline.cli import run_cli
 
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    assert run_cli(sweep.main, ["--flags", f"--width 0.125 --out_dir {blocker}"]) == 2
-    assert "--out_dir" in one_line(capsys.readouterr().err)
+    if script == "sweep":
+        assert run_cli(sweep.main, ["--flags", f"--width 0.125 --out_dir {blocker}"]) == 2
+    else:
+        assert run_cli(reproduce.main, ["--out_dir", str(blocker), "--report", str(tmp_path / "report.md")]) == 2
+    assert one_line(capsys.readouterr().err).startswith(f"error: --out_dir {blocker} is a file, not a directory")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
 
 
 @pytest.fixture(scope="module")

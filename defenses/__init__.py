@@ -1,14 +1,17 @@
-"""Backdoor defenses as pure functions (paper §6), and their registry with display names.
+"""Backdoor defenses as pure functions (paper §6), and their registries with display names.
 
-Detections work on feature matrices (AC, SS, SR, §6.1); model defenses work on a trained model
-(Neural Cleanse, pruning, §6.2); erasing defenses train the backdoor out of a model with a little
-clean data (fine-tuning, NAD, ARGD; beyond the paper). Reports and figures take display names
-from ``DEFENSES``.
+Three kinds: detectors flag inputs or classes from representations or from the model's outputs
+(AC, SS, SR of §6.1, and those registered after them; ``DETECTORS``, see defenses/detector.py);
+model defenses inspect a trained model (Neural Cleanse, pruning, §6.2); erasing defenses train
+the backdoor out of a model with a little clean data (fine-tuning, NAD, ARGD; beyond the paper).
+Reports and figures take display names from ``DETECTORS`` and ``DEFENSES``.
 """
 from dataclasses import dataclass
 
+from defenses import detection
 from defenses.detection import (AC_DECISIONS, AC_REDUCTIONS, SS_SCORES, Detection, activation_clustering,
                                 spectral_signatures, subspace_reconstruction)
+from defenses.detector import CONSUMES, ClassVerdict, Detector, DetectorInputs
 from defenses.erasing import (ARGDOptions, ErasingOptions, FinetuneOptions, NADOptions, argd, defender_data, finetune,
                               nad)
 from defenses.neural_cleanse import (NCCheckpoint, NCOptions, anomaly_index, clean_index, clean_sample, flagged_classes, neural_cleanse,
@@ -27,10 +30,18 @@ class Defense:
     section: str
 
 
+DETECTORS = {}  # {name: Detector}, in registration order: what evaluate.py runs (defenses/detector.py)
+
+
+def register_detector(detector: Detector) -> Detector:
+    """Add ``detector`` to DETECTORS (a test may register one of its own)."""
+    if detector.name in DETECTORS or detector.name in DEFENSES:
+        raise ValueError(f"a defense named '{detector.name}' is registered already")
+    DETECTORS[detector.name] = detector
+    return detector
+
+
 DEFENSES = {
-    "ac": Defense("AC", "detection", "§6.1"),
-    "ss": Defense("SS", "detection", "§6.1"),
-    "sr": Defense("SR", "detection", "§6.1"),
     "nc": Defense("Neural Cleanse", "model", "§6.2"),
     "prune": Defense("Pruning", "model", "§6.2"),
     "finetune": Defense("Fine-tuning", "erasing", "NAD's baseline; beyond the paper"),
@@ -38,9 +49,20 @@ DEFENSES = {
     "argd": Defense("ARGD", "erasing", "Xia et al., IJCAI 2022; beyond the paper"),
 }
 ERASERS = tuple(key for key, defense in DEFENSES.items() if defense.kind == "erasing")
-DETECTORS = tuple(key for key, defense in DEFENSES.items() if defense.kind == "detection")
 
-__all__ = ["DEFENSES", "DETECTORS", "ERASERS", "ErasingOptions", "FinetuneOptions", "NADOptions", "ARGDOptions",
+register_detector(detection.AC)
+register_detector(detection.SS)
+register_detector(detection.SR)
+# The detectors of the paper's §6.1: claims C3, C4 and C6 are about these, whatever else is registered
+PAPER_DETECTORS = tuple(name for name, detector in DETECTORS.items() if detector.paper)
+
+
+def display_name(name: str) -> str:
+    """A defense's or a detector's display name."""
+    return DETECTORS[name].display if name in DETECTORS else DEFENSES[name].display
+
+__all__ = ["DEFENSES", "DETECTORS", "PAPER_DETECTORS", "register_detector", "display_name", "Detector",
+           "DetectorInputs", "ClassVerdict", "CONSUMES", "ERASERS", "ErasingOptions", "FinetuneOptions", "NADOptions", "ARGDOptions",
            "finetune", "nad", "argd", "defender_data", "Defense", "AC_DECISIONS", "AC_REDUCTIONS", "SS_SCORES", "Detection",
            "activation_clustering", "spectral_signatures", "subspace_reconstruction", "NCOptions", "NCCheckpoint", "neural_cleanse",
            "anomaly_index", "flagged_classes", "target_ranking", "clean_index", "clean_sample", "reverse_engineer", "PruneOptions", "channel_ranking", "prune_order",

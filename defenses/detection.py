@@ -13,6 +13,8 @@ import numpy as np
 
 from metrics.f1 import best_f1_over_thresholds, f1_score
 
+from defenses.detector import Detector
+
 AC_REDUCTIONS = ("pca", "ica")
 AC_DECISIONS = ("clean_reference", "smaller", "relative_size")
 SS_SCORES = ("centred", "uncentred")
@@ -31,6 +33,7 @@ class Detection:
     labelings: list = field(default_factory=list)
     decisions: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    variants: dict = field(default_factory=dict)  # {form: Detection}: other forms computed beside it
 
     def own_f1(self, malicious) -> float:
         return f1_score(self.flagged, malicious)
@@ -183,3 +186,45 @@ def subspace_reconstruction(features, clean_features, energy: float = 0.9,
     flagged = scores > threshold
     return Detection(flagged=flagged, scores=scores, threshold_scores=[scores], decisions={"percentile": flagged},
                      info={"rank": rank, "threshold": threshold})
+
+
+# AC is always also run in these forms, so evaluation.json shows how much its result depends on
+# them: the paper's literal ICA to 20 dimensions, and PCA to 10.
+AC_VARIANTS = (("pca", 10), ("ica", 20))
+
+
+def _run_ac(inputs, options, seed: int) -> Detection:
+    protocol = inputs.protocol
+    forms = dict.fromkeys([(protocol.ac_reduce, protocol.ac_components), *AC_VARIANTS])
+    results = {f"{reduce}{k}": activation_clustering(inputs.features, k, reduce, protocol.ac_decision, inputs.reference,
+                                                     seed) for reduce, k in forms}
+    main = results[f"{protocol.ac_reduce}{protocol.ac_components}"]
+    main.variants = results
+    return main
+
+
+def _run_ss(inputs, options, seed: int) -> Detection:
+    protocol = inputs.protocol
+    expected = inputs.expected_malicious / max(len(inputs.features), 1)
+    results = {score: spectral_signatures(inputs.features, expected, protocol.ss_removal_factor, score)
+               for score in SS_SCORES}
+    main = results[protocol.ss_score]
+    main.variants = results
+    return main
+
+
+def _run_sr(inputs, options, seed: int) -> Detection:
+    protocol = inputs.protocol
+    return subspace_reconstruction(inputs.features, inputs.reference, protocol.sr_energy, protocol.sr_percentile)
+
+
+# The paper's §6.1 detectors; their options are the evaluation protocol's (evaluate.py --ac_*, --ss_*, --sr_*)
+AC = Detector("ac", "AC", "Chen et al. 2019; paper §3.3, §6.1", "pool", _run_ac, paper=True,
+              rule=lambda options, p: (f"{p.ac_reduce.upper()} to {p.ac_components} dimensions, k-means with k = 2, "
+                                       f"rule {p.ac_decision}"))
+SS = Detector("ss", "SS", "Tran et al. 2018; paper §3.3, §6.1", "pool", _run_ss, paper=True,
+              rule=lambda options, p: (f"{p.ss_score} score, remove the top {p.ss_removal_factor:g}·ε·N (ε: the "
+                                       f"pool's malicious share, an oracle budget)"))
+SR = Detector("sr", "SR", "Javaheripi et al.; paper §6.1", "pool", _run_sr, headline="oracle", paper=True,
+              rule=lambda options, p: (f"a subspace of {p.sr_energy:g} of the clean reference's energy, the max F1 "
+                                       f"over thresholds of the reconstruction error (the paper's rule)"))

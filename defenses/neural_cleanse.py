@@ -175,12 +175,12 @@ class NCCheckpoint:
         Path(self.path).unlink(missing_ok=True)
 
 
-def _to_unit(theta: torch.Tensor) -> torch.Tensor:
+def _tanh_to_unit(theta: torch.Tensor) -> torch.Tensor:
     return torch.tanh(theta) / 2 + 0.5
 
 
 def _to_theta(unit: torch.Tensor) -> torch.Tensor:
-    """The inverse of :func:`_to_unit`, kept finite at 0 and 1 as the reference does with K.epsilon()."""
+    """The inverse of :func:`_tanh_to_unit`, kept finite at 0 and 1 as the reference does with K.epsilon()."""
     return torch.atanh((unit - 0.5) * (2 - 1e-7))
 
 
@@ -239,7 +239,7 @@ def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, se
         for step in range(steps_per_epoch):
             start = (step * options.batch_size) % len(images)
             batch = to_unit(images[order[start:start + options.batch_size]], device)
-            mask, pattern = _to_unit(mask_theta[rows]), _to_unit(pattern_theta[rows])
+            mask, pattern = _tanh_to_unit(mask_theta[rows]), _tanh_to_unit(pattern_theta[rows])
             stamped = (1 - mask[:, None]) * batch[None] + (mask * pattern)[:, None]   # (A, B, C, H, W)
             logits = model(stamped.flatten(0, 1)).view(len(active), len(batch), -1)
             target = labels[rows][:, None].expand(-1, len(batch))
@@ -261,8 +261,8 @@ def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, se
         if improved.any():
             keep = active[improved]
             with torch.no_grad():
-                best_mask[keep] = _to_unit(mask_theta[torch.from_numpy(keep).to(device)]).cpu()
-                best_pattern[keep] = _to_unit(pattern_theta[torch.from_numpy(keep).to(device)]).cpu()
+                best_mask[keep] = _tanh_to_unit(mask_theta[torch.from_numpy(keep).to(device)]).cpu()
+                best_pattern[keep] = _tanh_to_unit(pattern_theta[torch.from_numpy(keep).to(device)]).cpu()
         if checkpoint and time.perf_counter() - last_save >= checkpoint.every_s:
             last_save = time.perf_counter()
             checkpoint.save({"next_epoch": epoch + 1, "steps": steps, "seconds": earlier_seconds + last_save - started,
@@ -275,8 +275,8 @@ def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, se
     if len(missing):  # a class that never reached the attack threshold keeps its last mask
         with torch.no_grad():
             rows = torch.from_numpy(missing).to(device)
-            best_mask[missing] = _to_unit(mask_theta[rows]).cpu()
-            best_pattern[missing] = _to_unit(pattern_theta[rows]).cpu()
+            best_mask[missing] = _tanh_to_unit(mask_theta[rows]).cpu()
+            best_pattern[missing] = _tanh_to_unit(pattern_theta[rows]).cpu()
     # The reference's outlier detection reads each saved mask back and takes its l1 norm.
     norm = best_mask.flatten(1).sum(1).double().numpy()
     return {"mask": best_mask, "pattern": best_pattern, "norm": norm, "cost": schedule.cost,

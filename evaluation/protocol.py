@@ -1,14 +1,17 @@
 """The measurement protocol: distances with baselines (paper §4, TABLE 2, App. B) and
 detection pools (paper §6.1). Sampling draws from generators derived from the run's seed."""
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 import defenses
+from defenses import DetectorInputs
+from evaluation.detection_inputs import DetectionContext
 from evaluation.representations import FeatureBank, PredictedGroups, predicted_groups
 from inference import Subject, ba_asr
 from metrics import METRICS, aro, distance
 from models import LEVELS
+from utils.errors import unknown_name
 from utils.params import check_params, param
 from utils.seed import generator, sample
 
@@ -49,8 +52,18 @@ class EvalOptions:
                                  "thresholds, the headline): threshold at this percentile of the reference "
                                  "errors (95)", low=0.0, high=100.0, low_open=True)
 
+    detectors: tuple = param((), "the registered detectors to run, by name (default: every one: "
+                             "evaluate.py --help lists them)", nargs="*", type=str)
+    class_samples: int = param(2000, "class-level detectors (SCAn): a seeded sample of this many images of the "
+                               "poisoned training set as labelled, every class (the toolbox inspects the whole "
+                               "training set; a sample keeps the CPU cost bounded)", low=20)
+    clean_reserve: int = param(2000, "class-level detectors: clean test images of every class the defender "
+                               "holds as a reserve (the backdoor toolbox's 2,000)", low=20)
+    detector_options: dict = field(default_factory=dict)  # {detector: {field: value}} from its --<name>_* flags
+
     def __post_init__(self):
         self.pool_sizes, self.pool_ratios = tuple(self.pool_sizes), tuple(self.pool_ratios)
+        self.detectors = tuple(self.detectors or ())
         check_params(self)
 
     def to_dict(self) -> dict:
@@ -121,72 +134,108 @@ def sr_reference_index(subject: Subject, options: EvalOptions) -> torch.Tensor:
     return sample(train_target, options.sr_reference, generator(subject.seed, "sr-reference"))
 
 
-# AC is always also run in these forms, so evaluation.json shows how much its result depends on
-# them: the paper's literal ICA to 20 dimensions, and PCA to 10.
-AC_VARIANTS = (("pca", 10), ("ica", 20))
-# Which F1 is the headline: each method's own decision, except SR, whose paper rule is the max F1
-# over thresholds (§6.1). The oracle F1 (best labeling/threshold chosen with the ground truth)
-# is kept for AC and SS as a diagnostic.
-HEADLINE_RULES = {"ac": "own", "ss": "own", "sr": "oracle"}
+def selected_detectors(options: EvalOptions) -> list:
+    """The registered detectors this evaluation runs: ``options.detectors``, or every one."""
+    names = list(options.detectors) if options.detectors else list(defenses.DETECTORS)
+    unknown = [name for name in names if name not in defenses.DETECTORS]
+    if unknown:
+        raise unknown_name("detector", unknown[0], defenses.DETECTORS)
+    return [defenses.DETECTORS[name] for name in names]
 
 
-def _scored(method: str, main, malicious, variants: dict) -> dict:
-    """One method's F1 at one level: own decision, oracle, the headline, and every variant."""
-    own, oracle = main.own_f1(malicious), main.oracle_f1(malicious)
-    rule = HEADLINE_RULES[method]
-    return {"headline": own if rule == "own" else oracle, "headline_rule": rule, "own": own, "oracle": oracle,
+def detector_options(detector, options: EvalOptions):
+    """The detector's options dataclass, from ``options.detector_options`` (its flags) or its defaults."""
+    if detector.options is None:
+        return None
+    return detector.options(**options.detector_options.get(detector.name, {}))
+
+
+def score(detector, detection, malicious) -> dict:
+    """One detector's F1 on one pool: its own decision, the oracle (the best labeling or threshold
+    chosen with the ground truth), the headline (the detector's declared rule) and every variant."""
+    own, oracle = detection.own_f1(malicious), detection.oracle_f1(malicious)
+    return {"headline": own if detector.headline == "own" else oracle, "headline_rule": detector.headline,
+            "own": own, "oracle": oracle,
             "variants": {name: {**result.decision_f1(malicious), "oracle": result.oracle_f1(malicious)}
-                         for name, result in variants.items()},
-            **main.info}
-
-
-def detect_level(features, is_malicious, reference, options: EvalOptions, seed: int) -> dict:
-    """AC, SS and SR on one pool's features at one level (paper §6.1), with every variant."""
-    ac_forms = dict.fromkeys([(options.ac_reduce, options.ac_components), *AC_VARIANTS])
-    ac = {f"{reduce}{k}": defenses.activation_clustering(features, k, reduce, options.ac_decision, reference, seed)
-          for reduce, k in ac_forms}
-    expected = float(is_malicious.mean())
-    ss = {score: defenses.spectral_signatures(features, expected, options.ss_removal_factor, score)
-          for score in defenses.SS_SCORES}
-    sr = defenses.subspace_reconstruction(features, reference, options.sr_energy, options.sr_percentile)
-    return {"ac": _scored("ac", ac[f"{options.ac_reduce}{options.ac_components}"], is_malicious, ac),
-            "ss": _scored("ss", ss[options.ss_score], is_malicious, ss),
-            "sr": _scored("sr", sr, is_malicious, {})}
+                         for name, result in detection.variants.items()},
+            **detection.info}
 
 
 def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, features: FeatureBank = None) -> dict:
-    """AC, SS and SR F1 at s1 s2 s3 for every pool (N, r′). The headline is each method's own
-    decision as the paper uses it (AC: ``options.ac_decision``; SS: remove the top 1.5·ε·N; SR:
-    the max F1 over thresholds, the paper's rule); the oracle F1 and the variants are kept beside
-    it. The clean reference of SR and of AC's decision is a seeded sample of 200 clean training
-    images of the target class (the defender's validation data, paper §3.1), never drawn from
-    the evaluated pool. Pools are drawn from the test set's bank ``features``."""
+    """Every selected detector's F1 for every pool (N, r′): at s1 s2 s3 for those that read
+    representations, once per pool for input-level ones; and the class-level verdicts of those
+    that inspect every class. The headline is each detector's declared rule (AC, SS, SR: their own
+    decision as the paper uses it, SR's the max F1 over thresholds, §6.1); the oracle F1 and the
+    variants are kept beside it. The clean reference of SR and of AC's decision is a seeded sample
+    of 200 clean training images of the target class (the defender's validation data, paper §3.1),
+    never drawn from the evaluated pool. Pools are drawn from the test set's bank ``features``:
+    each image's representations are extracted once for every detector."""
     features = features or FeatureBank(subject, subject.data.test_x)
+    chosen = selected_detectors(options)
     gen = generator(subject.seed, "evaluate-detection")
     reference_index = sr_reference_index(subject, options)
-    reference = FeatureBank(subject, subject.data.train_x)(reference_index)
+    train_bank = FeatureBank(subject, subject.data.train_x)
+    reference = train_bank(reference_index)
+    context = DetectionContext(subject, options, train_bank)
     benign_all, malicious_all = groups.benign(subject.target), groups.malicious
     pools = []
     for size in options.pool_sizes:
         for ratio in options.pool_ratios:
             n_benign, n_malicious = pool_counts(size, ratio, len(benign_all), len(malicious_all))
             pool = {"N": size, "ratio": ratio, "benign": n_benign, "malicious": n_malicious,
-                    "reference": len(reference_index), "levels": {}}
+                    "reference": len(reference_index), "levels": {}, "input_level": {}}
             if n_benign < 1 or n_malicious < 1 or n_benign + n_malicious < 4:
                 pool["note"] = (f"not enough inputs classified as the target (benign {len(benign_all)}, "
                                 f"malicious {len(malicious_all)}) for a pool")
                 pools.append(pool)
                 continue
-            benign_feats = features(sample(benign_all, n_benign, gen))
-            malicious_feats = features(sample(malicious_all, n_malicious, gen), triggered=True)
+            benign_index, malicious_index = sample(benign_all, n_benign, gen), sample(malicious_all, n_malicious, gen)
+            benign_feats, malicious_feats = features(benign_index), features(malicious_index, triggered=True)
             is_malicious = torch.cat([torch.zeros(n_benign, dtype=torch.bool),
                                       torch.ones(n_malicious, dtype=torch.bool)]).numpy()
             for level in LEVELS:
                 feats = torch.cat([benign_feats[level], malicious_feats[level]]).numpy()
-                pool["levels"][level] = detect_level(feats, is_malicious, reference[level].numpy(), options,
-                                                     subject.seed)
+                pool["levels"][level] = {}
+                for detector in chosen:
+                    if detector.consumes not in ("pool", "maps"):
+                        continue
+                    inputs = DetectorInputs(level=level, seed=subject.seed, protocol=options, features=feats,
+                                            reference=reference[level].numpy(), expected_malicious=n_malicious)
+                    if detector.consumes == "maps":
+                        context.add_maps(inputs, detector, feats)
+                    result = detector.run(inputs, detector_options(detector, options), subject.seed)
+                    pool["levels"][level][detector.name] = score(detector, result, is_malicious)
+            for detector in chosen:
+                if detector.consumes == "inputs":
+                    inputs = context.input_level(benign_index, malicious_index, detector)
+                    result = detector.run(inputs, detector_options(detector, options), subject.seed)
+                    pool["input_level"][detector.name] = score(detector, result, is_malicious)
             pools.append(pool)
-    return {"headline_rules": dict(HEADLINE_RULES), "pools": pools}
+    class_level = {}
+    for detector in chosen:
+        if detector.consumes == "classes":
+            for level in LEVELS:
+                inputs, truth = context.class_level(level, detector)
+                verdict = detector.run(inputs, detector_options(detector, options), subject.seed)
+                class_level.setdefault(level, {})[detector.name] = class_verdict(verdict, truth, subject.target)
+    return {"headline_rules": {d.name: d.headline for d in chosen}, "detectors": [d.name for d in chosen],
+            "pools": pools, "class_level": class_level}
+
+
+def class_verdict(verdict, truth, target: int) -> dict:
+    """A class-level verdict as stored: each class's statistic, whether the target (and only it) is
+    flagged, and the per-sample F1 inside the target class (the samples it flags there against
+    the poisoned ones)."""
+    from metrics import f1_score
+
+    record = verdict.to_dict()
+    in_target = truth["labels"] == target
+    flagged = verdict.flagged if verdict.flagged is not None else None
+    record.update(target_flagged=target in verdict.flagged_classes,
+                  others_flagged=[c for c in verdict.flagged_classes if c != target],
+                  f1_in_target=(f1_score(flagged[in_target], truth["poisoned"][in_target])
+                                if flagged is not None and target in verdict.flagged_classes else 0.0))
+    return record
 
 
 def evaluate(subject: Subject, options: EvalOptions = None) -> dict:

@@ -1,5 +1,6 @@
 """Markdown rendering of evaluation.json: tables shaped like the paper's TABLE 2 and Figs. 5–7."""
-from defenses import DEFENSES, DETECTORS
+from defenses import DETECTORS, PAPER_DETECTORS, display_name
+from evaluation.protocol import EvalOptions
 from metrics import DISTANCES, METRICS
 from models import LEVELS
 
@@ -33,21 +34,48 @@ def _beside(scores: dict) -> str:
     return f"{scores['headline']:.3f} ({other} {scores[other]:.3f})"
 
 
+def detectors_in(result: dict) -> list:
+    """The detectors an evaluation ran, in its order (an evaluation.json written before the
+    registry holds the paper's three)."""
+    return list(result["detection"].get("detectors", PAPER_DETECTORS))
+
+
+def _display(name: str) -> str:
+    return display_name(name) if name in DETECTORS else name.upper()
+
+
 def detection_table(result: dict) -> list:
     pools = result["detection"]["pools"]
     header = "| method | level | " + " | ".join(f"N={p['N']}, r′={p['ratio']:g}" for p in pools) + " |"
     lines = [header, "|---|---|" + "---|" * len(pools)]
-    for name in DETECTORS:
-        label = DEFENSES[name].display
-        for level in LEVELS:
+    for name in detectors_in(result):
+        on_levels = any(name in p.get("levels", {}).get(level, {}) for p in pools for level in LEVELS)
+        on_inputs = any(name in p.get("input_level", {}) for p in pools)
+        for level in LEVELS if on_levels else (["input"] if on_inputs else []):
             cells = []
             for pool in pools:
-                scores = pool["levels"].get(level, {}).get(name)
+                scores = (pool.get("input_level", {}) if level == "input" else pool["levels"].get(level, {})).get(name)
                 cells.append("–" if scores is None else _beside(scores))
-            lines.append(f"| {label} | {level} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_display(name)} | {level} | " + " | ".join(cells) + " |")
     sizes = ", ".join(f"N={p['N']} r′={p['ratio']:g}: {p['benign']} benign + {p['malicious']} malicious"
                       for p in pools)
     lines += ["", f"Pool sizes used: {sizes}."]
+    return lines
+
+
+def class_level_table(result: dict) -> list:
+    """Class-level detectors: each level's flagged classes, whether the target is among them, and
+    the F1 of the samples flagged inside the target class."""
+    class_level = result["detection"].get("class_level", {})
+    if not class_level:
+        return []
+    lines = ["| detector | level | flagged classes | target flagged | others flagged | F1 inside the target |",
+             "|---|---|---|---|---|---|"]
+    for level in LEVELS:
+        for name, verdict in class_level.get(level, {}).items():
+            lines.append(f"| {_display(name)} | {level} | {', '.join(map(str, verdict['flagged_classes'])) or 'none'} "
+                         f"| {'yes' if verdict['target_flagged'] else 'no'} | "
+                         f"{', '.join(map(str, verdict['others_flagged'])) or 'none'} | {verdict['f1_in_target']:.3f} |")
     return lines
 
 
@@ -57,13 +85,15 @@ def variants_table(result: dict) -> list:
     if not pools:
         return []
     first = pools[0]["levels"][LEVELS[0]]
-    rows = [(name, variant, rule) for name in ("ac", "ss") for variant, rules in first[name]["variants"].items()
-            for rule in rules]
+    rows = [(name, variant, rule) for name in detectors_in(result) if name in first
+            for variant, rules in first[name]["variants"].items() for rule in rules]
+    if not rows:
+        return []
     lines = ["| detector | form | rule | " + " | ".join(LEVELS) + " |", "|---|---|---|" + "---|" * len(LEVELS)]
     for name, variant, rule in rows:
         means = [sum(p["levels"][level][name]["variants"][variant][rule] for p in pools) / len(pools)
                  for level in LEVELS]
-        lines.append(f"| {DEFENSES[name].display} | {variant} | {rule} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+        lines.append(f"| {_display(name)} | {variant} | {rule} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
     return lines
 
 
@@ -81,21 +111,31 @@ def render(result: dict) -> str:
              f"classified as the target; inter-class sets ≤ {result['options']['num_samples']} each.", ""]
     lines += distance_table(result)
     lines += [f"- {note}" for note in result["distances"]["notes"]]
-    options = result["options"]
-    lines += ["", "## Detection F1 (paper §6.1)", "",
-              f"Each cell: the headline F1, the method's own decision as the paper uses it. AC: "
-              f"{options['ac_reduce'].upper()} to {options['ac_components']} dimensions, k-means with k = 2, "
-              f"rule `{options['ac_decision']}`; SS: {options['ss_score']} score, remove the top "
-              f"{options['ss_removal_factor']:g}·ε·N; SR: the max F1 over thresholds (the paper's rule). "
-              "In parentheses, for AC and SS the *oracle* F1 (the best labeling or threshold chosen with the "
-              "ground truth, a diagnostic, not a defender's decision), for SR its label-free rule (errors above "
-              f"the {options['sr_percentile']:g}th percentile of the clean reference's).", ""]
+    lines += ["", "## Detection F1 (paper §6.1 and the detectors registered since)", "",
+              "Each cell: the headline F1 and, in parentheses, the other rule's. The headline rules:", ""]
+    lines += [f"- {_display(name)}: {_describe(name, result)}" for name in detectors_in(result)]
+    lines += ["", "An *oracle* F1 takes the best labeling or threshold chosen with the ground truth: a diagnostic, not "
+              "a decision a defender could make.", ""]
     lines += detection_table(result)
     lines += [f"- {pool['note']}" for pool in result["detection"]["pools"] if "note" in pool]
+    classes = class_level_table(result)
+    if classes:
+        lines += ["", "### Class-level verdicts", ""] + classes
     variants = variants_table(result)
     if variants:
-        lines += ["", "### Every AC and SS form (mean F1 over the pools)", ""] + variants
+        lines += ["", "### Every form and rule (mean F1 over the pools)", ""] + variants
     return "\n".join(lines) + "\n"
+
+
+def _describe(name: str, result: dict) -> str:
+    """A detector's headline rule in words, from the options the evaluation recorded."""
+    if name not in DETECTORS:
+        return "not registered here"
+    recorded = {key: value for key, value in result["options"].items() if key in EvalOptions.__dataclass_fields__}
+    protocol = EvalOptions(**recorded)
+    detector = DETECTORS[name]
+    options = detector.options(**protocol.detector_options.get(name, {})) if detector.options else None
+    return detector.describe(options, protocol)
 
 
 SUMMARY_FIELDS = ["run_name", "data_name", "model_name", "attack_name", "method", "mlmmdr_lamb", "mlmmdr_layer",
@@ -111,10 +151,13 @@ def summary_row(result: dict) -> dict:
     for level in LEVELS:
         row[f"mmd2_{level}"] = levels[level]["mmd2"]["attack"]
         row[f"mmd2_intra_{level}"] = levels[level]["mmd2"]["intra"]
-    for name in DETECTORS:
-        for level in LEVELS:
-            values = [p["levels"][level][name]["headline"] for p in result["detection"]["pools"] if p["levels"]]
-            row[f"f1_{name}_{level}"] = sum(values) / len(values) if values else None
+    pools = [p for p in result["detection"]["pools"] if p["levels"]]
+    for name in detectors_in(result):
+        for level in LEVELS + ("input",):
+            values = [(p.get("input_level", {}) if level == "input" else p["levels"][level]).get(name) for p in pools]
+            values = [value["headline"] for value in values if value is not None]
+            if values:
+                row[f"f1_{name}_{level}"] = sum(values) / len(values)
     return row
 
 

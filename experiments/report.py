@@ -7,7 +7,8 @@ judged the same way. The paper's own figures, where its text gives them, are quo
 import re
 import statistics
 
-from defenses import DEFENSES, DETECTORS, ERASERS, target_ranking
+from experiments.grid import STUDIES
+from defenses import DEFENSES, DETECTORS, ERASERS, PAPER_DETECTORS, display_name, target_ranking
 from metrics import DISTANCES, METRICS
 from models import LEVELS
 from visualization.common import method_label
@@ -127,7 +128,7 @@ def _f1_variant(record, detector: str, level: str, form: str, decision: str):
 
 def _mean_f1(record, rule: str = "headline"):
     """Mean F1 over AC, SS, SR, the three levels and the pools."""
-    return _mean([_f1(record, d, lv, rule) for d in DETECTORS for lv in LEVELS])
+    return _mean([_f1(record, d, lv, rule) for d in PAPER_DETECTORS for lv in LEVELS])
 
 
 def _distance(record, metric: str, level: str, key: str = "attack"):
@@ -264,18 +265,18 @@ def _attack_kept(rbt, ml) -> bool:
 
 def claim_single_level(runs: Runs) -> tuple:
     cells = [(rbt, sl, ml) for _, _, rbt, sl, ml in runs.cells() if sl and ml]
-    sl_early = _mean([_f1(sl, d, lv) for _, sl, _ in cells for d in DETECTORS for lv in ("s1", "s2")])
-    ml_early = _mean([_f1(ml, d, lv) for _, _, ml in cells for d in DETECTORS for lv in ("s1", "s2")])
+    sl_early = _mean([_f1(sl, d, lv) for _, sl, _ in cells for d in PAPER_DETECTORS for lv in ("s1", "s2")])
+    ml_early = _mean([_f1(ml, d, lv) for _, _, ml in cells for d in PAPER_DETECTORS for lv in ("s1", "s2")])
     sl_ratio = {lv: _median([_ratio(sl, rbt, lv) for rbt, sl, _ in cells]) for lv in LEVELS}
     sl_aro = [_mean([_aro(sl, lv) for _, sl, _ in cells]) for lv in LEVELS]
-    first = {d: _mean([_f1(sl, d, "s1", size=500, ratio=1.0) for _, sl, _ in cells]) for d in DETECTORS}
+    first = {d: _mean([_f1(sl, d, "s1", size=500, ratio=1.0) for _, sl, _ in cells]) for d in PAPER_DETECTORS}
     measurable = _present(sl_early, ml_early, *sl_ratio.values())
     conditions = [measurable and sl_early - ml_early >= 0.1,
                   measurable and min(sl_ratio["s1"], sl_ratio["s2"]) > sl_ratio["s3"]]
     evidence = (f"mean headline F1 at s1/s2: SL-MMDR {_f(sl_early)}, ML-MMDR {_f(ml_early)}; SL-MMDR's MMD² over "
                 f"RBT's, median: " + " / ".join(_f(sl_ratio[lv], 2) for lv in LEVELS)
                 + "; SL-MMDR's mean ARO " + " / ".join(_f(a, 2) for a in sl_aro)
-                + "; F1 at s1, N = 500, r′ = 1: " + ", ".join(f"{DEFENSES[d].display} {_f(v)}" for d, v in first.items()))
+                + "; F1 at s1, N = 500, r′ = 1: " + ", ".join(f"{display_name(d)} {_f(v)}" for d, v in first.items()))
     return ("C3", "SL-MMDR (last level only) leaves s1 and s2 detectable (§5, §6.1)",
             "two conditions: SL-MMDR's mean F1 at s1/s2 exceeds ML-MMDR's by ≥ 0.1, and SL-MMDR lowers MMD² less "
             "at s1 and s2 than at s3; reproduced if both, partly if one",
@@ -403,7 +404,7 @@ def claim_erasing(runs: Runs) -> tuple:
         verdict = "no consistent difference"
     if usable:  # the verdict rests on these pairs only; a reader should see how few they may be
         verdict += f", on the {len(usable)} of {len(cells)} pairs that kept BA"
-    evidence = "; ".join(f"{a} {DEFENSES[d].display}: ASR after RBT {_f(r['after']['asr'])} vs ML-MMDR "
+    evidence = "; ".join(f"{a} {display_name(d)}: ASR after RBT {_f(r['after']['asr'])} vs ML-MMDR "
                          f"{_f(m['after']['asr'])} (BA lost {_f(r['before']['ba'] - r['after']['ba'], 2)} vs "
                          f"{_f(m['before']['ba'] - m['after']['ba'], 2)})" for _, a, d, r, m in cells)
     higher = sum(m["after"]["asr"] - r["after"]["asr"] >= ERASE_MARGIN for _, _, _, r, m in cells)
@@ -442,7 +443,7 @@ def section_setting(settings: dict, runs: Runs) -> list:
     lines += [f"- {key}: {value}" for key, value in settings["facts"].items()]
     lines += [f"- runs: {len(runs.records)} distinct runs in the studies "
               + ", ".join(f"{name} ({len(runs.study(name))})" for name in
-                          ("lambda", "model", "kernel", "seed", "loss") if runs.study(name))]
+                          STUDIES if runs.study(name))]
     stages = {}
     for timing in settings["timings"].values():
         for stage, seconds in timing.items():
@@ -545,41 +546,49 @@ def section_detection(runs: Runs, figures: dict) -> list:
                                      "thresholds)"),
                         ("oracle", "oracle diagnostic: the best labeling / threshold chosen with the ground truth")):
         rows = [[_model(r["config"].model_name), r["config"].attack_name, _label(r)]
-                + [_f(_f1(r, d, lv, rule)) for d in DETECTORS for lv in LEVELS] for r in runs.main()]
+                + [_f(_f1(r, d, lv, rule)) for d in PAPER_DETECTORS for lv in LEVELS] for r in runs.main()]
         lines += ["", f"## Detection F1, {title} (paper §6.1, Figs. 5–7)", "", "Mean over the pools (N, r′).", ""]
-        lines += _table(["model", "attack", "method"] + [f"{DEFENSES[d].display} {lv}" for d in DETECTORS
+        lines += _table(["model", "attack", "method"] + [f"{display_name(d)} {lv}" for d in PAPER_DETECTORS
                                                          for lv in LEVELS], rows)
     return lines + [""] + _figures(figures, "detection")
 
 
-# (detector, variant form, decision, label) in the order of the sensitivity table
-SENSITIVITY = [("ac", "pca10", "clean_reference", "AC, PCA-10, farther from clean (headline)"),
-               ("ac", "pca10", "smaller", "AC, PCA-10, smaller cluster"),
-               ("ac", "pca10", "relative_size", "AC, PCA-10, smaller if ≤ 35%"),
-               ("ac", "ica20", "clean_reference", "AC, ICA-20 (the paper's), farther from clean"),
-               ("ac", "ica20", "smaller", "AC, ICA-20, smaller cluster"),
-               ("ac", "ica20", "relative_size", "AC, ICA-20, smaller if ≤ 35%"),
-               ("ac", "pca10", "oracle", "AC, PCA-10, oracle labeling"),
-               ("ac", "ica20", "oracle", "AC, ICA-20, oracle labeling"),
-               ("ss", "centred", "top_scores", "SS, centred score, remove 1.5·ε·N (headline)"),
-               ("ss", "uncentred", "top_scores", "SS, uncentred score, remove 1.5·ε·N"),
-               ("ss", "centred", "oracle", "SS, centred, oracle threshold"),
-               ("sr", None, "own", "SR, 95th percentile of the clean errors"),
-               ("sr", None, "oracle", "SR, max F1 over thresholds (headline, the paper's)")]
+def sensitivity_rows(runs: Runs) -> list:
+    """(detector, form or None, rule, label) for every detector, form and rule the evaluations
+    store, in the registry's order: the headline rule first, then every variant. Derived from
+    evaluation.json and the registry, so a detector added later gets its rows, and no rule is
+    restated here."""
+    record = next((r for r in runs.records if r["evaluation"] and _pools(r)), None)
+    if record is None:
+        return []
+    detection = record["evaluation"]["detection"]
+    first = _pools(record)[0]["levels"][LEVELS[0]]
+    rows = []
+    for name in detection.get("detectors", PAPER_DETECTORS):
+        if name not in first:
+            continue
+        entry, label = first[name], display_name(name) if name in DETECTORS else name
+        headline = entry["headline_rule"]
+        other = "oracle" if headline == "own" else "own"
+        rows += [(name, None, headline, f"{label}: its headline rule ({headline})"),
+                 (name, None, other, f"{label}: {other}")]
+        rows += [(name, form, rule, f"{label}, {form}, {rule}") for form, rules in entry["variants"].items()
+                 for rule in rules]
+    return rows
 
 
 def section_sensitivity(runs: Runs) -> list:
     lines = ["## Detector sensitivity", "",
              f"Mean F1 over attacks, levels and pools of RBT and ML-MMDR (λ = {runs.lamb:g}) under every "
-             "configuration of AC, SS and SR that evaluation.json stores, so the reader sees how much C4 depends "
-             "on the detector's configuration.", ""]
+             "detector, form and decision rule that evaluation.json stores, so the reader sees how much C4 (which "
+             "rests on AC, SS and SR) depends on the detector's configuration.", ""]
     header, rows = ["detector configuration"], []
     for model in runs.models():
         header += [f"{_model(model)} RBT", f"{_model(model)} ML-MMDR", "drop"]
     pairs = {model: [(rbt, ml) for m, _, rbt, _, ml in runs.cells() if m == model and ml] for model in runs.models()}
-    for detector, form, decision, label in SENSITIVITY:
+    for detector, form, decision, label in sensitivity_rows(runs):
         def value(record):
-            if form is None:  # SR keeps no variants: its own rule and the oracle are top-level entries
+            if form is None:  # the headline form: its own rule and the oracle are top-level entries
                 return _mean([_f1(record, detector, lv, decision) for lv in LEVELS])
             return _mean([_f1_variant(record, detector, lv, form, decision) for lv in LEVELS])
         row = [label]
@@ -602,9 +611,9 @@ def section_kernels(runs: Runs) -> list:
         name = "RBT" if r is rbt else r["config"].kernel.upper()
         table.append([name, _f(_metric(r, "ba")), _f(_metric(r, "asr"))]
                      + [_f(_distance(r, "mmd2", lv)) for lv in LEVELS]
-                     + [_f(_f1(r, d, lv)) for d in DETECTORS for lv in LEVELS])
+                     + [_f(_f1(r, d, lv)) for d in PAPER_DETECTORS for lv in LEVELS])
     return lines + _table(["kernel", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS]
-                          + [f"{DEFENSES[d].display} {lv}" for d in DETECTORS for lv in LEVELS], table)
+                          + [f"{display_name(d)} {lv}" for d in PAPER_DETECTORS for lv in LEVELS], table)
 
 
 def section_seeds(runs: Runs) -> list:
@@ -640,11 +649,11 @@ def section_loss(runs: Runs) -> list:
     names = {"split": "split: L1 + L2 (Algorithm 1, default)", "pooled": "pooled: one CE over the batch (prototype)"}
     rows = [[names.get(r["config"].ce_reduction, r["config"].ce_reduction), _f(_metric(r, "ba")), _f(_metric(r, "asr"))]
             + [_f(_distance(r, "mmd2", lv)) for lv in LEVELS] + [_f(_mean([_f1(r, d, lv) for lv in LEVELS]))
-                                                                 for d in DETECTORS] for r in records]
+                                                                 for d in PAPER_DETECTORS] for r in records]
     return ["## Split against pooled loss", "",
             f"The {records[0]['config'].attack_name} ML-MMDR run (λ = {runs.lamb:g}) with each form of the "
             "cross-entropy; F1 = mean headline F1 over levels and pools.", ""] + _table(
-        ["loss", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS] + [f"{DEFENSES[d].display} F1" for d in DETECTORS], rows)
+        ["loss", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS] + [f"{display_name(d)} F1" for d in PAPER_DETECTORS], rows)
 
 
 def section_defenses(runs: Runs, figures: dict) -> list:
@@ -701,7 +710,7 @@ def section_erasing(runs: Runs, figures: dict) -> list:
     cells = _erasing_cells(runs)
     if not cells:
         return []
-    rows = [[_model(model), attack, DEFENSES[d].display,
+    rows = [[_model(model), attack, display_name(d),
              f"{_f(r['before']['ba'])} / {_f(r['before']['asr'])}", f"{_f(r['after']['ba'])} / {_f(r['after']['asr'])}",
              f"{_f(m['before']['ba'])} / {_f(m['before']['asr'])}", f"{_f(m['after']['ba'])} / {_f(m['after']['asr'])}",
              f"{_broke_at(r)} / {_broke_at(m)}", r["clean_samples"]] for model, attack, d, r, m in cells]

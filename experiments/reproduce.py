@@ -250,7 +250,7 @@ def main(argv=None) -> int:
             "models": f"{args.model_name} at width {args.width:g}"
                       + (f"; {grid.second_model} at width {grid.second_width:g}" if grid.second_model else ""),
             "schedule": f"{args.epochs} epochs, SGD lr 0.01 ÷10 at epochs {' '.join(map(str, milestones)) or '(none)'}, "
-                        f"batch 256, seed {args.seed}",
+                        f"batch {datasets.defaults(args.data_name).batch_size}, seed {args.seed}",
             "λ": ", ".join(f"{v:g}" for v in args.lambdas) + f" (claims and the other studies at λ = {grid.lamb:g})",
             "attacks": ", ".join(args.attacks),
             "Neural Cleanse and pruning": f"on the {', '.join(args.defended_attacks) or 'no'} runs of the λ sweep "

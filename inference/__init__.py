@@ -78,6 +78,14 @@ def extract(model, images_uint8: torch.Tensor, device, levels=models.LEVELS, bat
     return {level: torch.cat(parts) if parts else torch.empty(0) for level, parts in collected.items()}
 
 
+def tap_shapes(model, images_uint8: torch.Tensor, device, levels=models.LEVELS) -> dict:
+    """{level: (C, H, W)}: the shape of each tap's output for one image (extract flattens them)."""
+    with recording(model, models.tap_modules(model, levels)) as recorded:
+        for _ in forward_batches(model, images_uint8[:1], device, 1):
+            return {level: tuple(recorded[level].shape[1:]) for level in levels}
+    raise ValueError("tap_shapes needs at least one image")
+
+
 def channel_means(model, module: nn.Module, images_uint8: torch.Tensor, device, batch_size: int = 512,
                   transform=None) -> torch.Tensor:
     """Mean over samples and positions of each channel of ``module``'s output (C,)."""
@@ -127,6 +135,8 @@ class Subject:
     seed: int = 0
     batch_size: int = 512
     amp: bool = False
+    poison_ratio: float = 0.1   # how the training set was poisoned: what class-level detectors inspect
+    poison_mode: str = "add"
 
     def predict(self, images_uint8, triggered: bool = False) -> torch.Tensor:
         return predict(self.model, images_uint8, self.device, self.batch_size,

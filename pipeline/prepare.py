@@ -38,7 +38,7 @@ class Prepared:
         Analyses run in float32 even for an ``--amp`` run, so its measurements are comparable."""
         config = self.config
         return Subject(self.model, self.data, self.attack, config.target, self.device, config.seed,
-                       config.eval_batch_size)
+                       config.eval_batch_size, poison_ratio=config.poison_ratio, poison_mode=config.poison_mode)
 
 
 def load_data(config: RunConfig) -> datasets.ImageDataset:

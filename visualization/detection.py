@@ -3,7 +3,7 @@ per level (paper Figs. 5–7)."""
 import matplotlib.pyplot as plt
 import numpy as np
 
-from defenses import DEFENSES, DETECTORS
+from defenses import PAPER_DETECTORS, display_name
 from models import LEVELS
 from utils.errors import UserError
 from visualization.common import LEVEL_COLORS, METHOD_ORDER, method_label
@@ -31,12 +31,12 @@ def pick_runs(results: list, lamb=None) -> dict:
 def detection_figure(results: list, title: str, lamb=None, rule: str = "headline"):
     chosen = pick_runs(results, lamb)
     pools = [(p["N"], p["ratio"]) for p in next(iter(chosen.values()))["detection"]["pools"]]
-    figure, axes = plt.subplots(len(DETECTORS), len(pools), figsize=(3.6 * len(pools), 2.8 * len(DETECTORS)),
+    figure, axes = plt.subplots(len(PAPER_DETECTORS), len(pools), figsize=(3.6 * len(pools), 2.8 * len(PAPER_DETECTORS)),
                                 dpi=100, squeeze=False)
     methods = list(chosen)
     width = 0.8 / len(LEVELS)
-    for row, name in enumerate(DETECTORS):
-        label = DEFENSES[name].display
+    for row, name in enumerate(PAPER_DETECTORS):
+        label = display_name(name)
         for column, (size, ratio) in enumerate(pools):
             axis = axes[row][column]
             for offset, level in enumerate(LEVELS):

@@ -1,0 +1,104 @@
+"""What a detector is, for the registry every evaluation reads (``defenses.DETECTORS``).
+
+A detector is one file that defines its function, its options and a :class:`Detector` record, and
+one line in ``defenses/__init__.py`` that registers the record. The evaluation
+(``evaluation/protocol.py``) gives it what it ``consumes``, scores its output against the truth
+and stores it under its name; reports and figures take its display name and rules from here.
+
+What a detector consumes, and what the evaluation hands it (a :class:`DetectorInputs`):
+
+    pool     a detection pool's (N, d) representations at one level, the defender's clean
+             reference of the target class, and the pool's malicious count (an oracle budget)
+    maps     the same pool's feature maps (N, C, H, W) at one level, and a small clean set of
+             every class's maps
+    inputs   the pool's images and the model's class probabilities; no level (input-level)
+    classes  every class of a sample of the poisoned training set as labelled, and a clean
+             reserve of every class, at one level: a class-level verdict (which class is poisoned)
+"""
+from dataclasses import dataclass, field
+from typing import Callable
+
+CONSUMES = ("pool", "maps", "inputs", "classes")
+HEADLINE_RULES = ("own", "oracle")
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A registered detector.
+
+    ``run(inputs, options, seed)`` returns a :class:`defenses.detection.Detection` (per-sample
+    flags and scores; ``variants`` for other forms it also computes) or, for ``classes``, a
+    :class:`ClassVerdict`. ``options`` is the dataclass of its parameters (declared with
+    ``utils.params.param``; its flags are ``--<name>_<field>``), or None. ``headline`` names the
+    F1 reported first: ``own`` (its own decision rule) or ``oracle`` (the best threshold chosen
+    with the ground truth, labelled as such wherever it is shown). ``paper`` marks the three
+    detectors of the paper's §6.1, on which its claims rest."""
+
+    name: str
+    display: str
+    source: str
+    consumes: str
+    run: Callable
+    options: type = None
+    headline: str = "own"
+    rule: Callable = None        # (its options, the EvalOptions) -> how its headline rule reads in a report
+    paper: bool = False
+
+    def __post_init__(self):
+        if self.consumes not in CONSUMES:
+            raise ValueError(f"detector {self.name}: consumes must be one of {CONSUMES}, got {self.consumes!r}")
+        if self.headline not in HEADLINE_RULES:
+            raise ValueError(f"detector {self.name}: headline must be one of {HEADLINE_RULES}, got {self.headline!r}")
+
+    @property
+    def has_levels(self) -> bool:
+        return self.consumes != "inputs"
+
+    def default_options(self):
+        return self.options() if self.options is not None else None
+
+    def describe(self, options=None, protocol=None) -> str:
+        """Its headline rule in words, from the options in force (never restated elsewhere)."""
+        text = self.rule(options, protocol) if self.rule is not None else "its own decision rule"
+        return text + (" (an oracle: chosen with the ground truth)" if self.headline == "oracle" else "")
+
+
+@dataclass
+class DetectorInputs:
+    """What the evaluation hands a detector; each detector reads the fields of what it consumes."""
+
+    level: str = None
+    seed: int = 0
+    protocol: object = None              # the EvalOptions of the evaluation (AC, SS and SR read theirs there)
+    features: object = None              # pool: (N, d) float array
+    reference: object = None             # pool: (R, d) clean target-class reference (training set)
+    expected_malicious: int = 0          # pool: the pool's true malicious count (an oracle, as SS's budget)
+    maps: object = None                  # maps: (N, C, H, W) float array
+    predicted: object = None             # maps: (N,) the class the model gives each pool input
+    clean_maps: object = None            # maps/classes: (M, C, H, W) clean maps of every class
+    clean_labels: object = None          # maps/classes: (M,) their classes
+    images: object = None                # inputs: (N, C, H, W) float images in [0, 1]
+    predict_proba: Callable = None       # inputs: images -> (n, classes) probabilities
+    overlay_images: object = None        # inputs: held-out clean images to superimpose
+    fit_images: object = None            # inputs: held-out clean images that fit a threshold
+    class_features: object = None        # classes: (M, d) inspected training sample as labelled
+    class_labels: object = None          # classes: (M,) their labels (poisoned ones carry the target)
+    clean_features: object = None        # classes: (K, d) clean reserve
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class ClassVerdict:
+    """A class-level detector's answer: a statistic per class, the classes it flags, and per
+    inspected sample the flags inside the flagged classes (for a per-sample F1)."""
+
+    statistic: dict                      # {class: value}
+    flagged_classes: list
+    flagged: object = None               # (M,) bool over the inspected samples
+    threshold: float = None
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"statistic": {str(k): float(v) for k, v in self.statistic.items()},
+                "flagged_classes": [int(c) for c in self.flagged_classes], "threshold": self.threshold,
+                **self.info}

@@ -1,0 +1,135 @@
+"""What detectors beyond a pool's representations need, drawn once per evaluation and seeded:
+feature maps and a small clean set of every class (maps), the pool's images and the model's
+probabilities with held-out clean images (inputs), and a sample of the poisoned training set as
+labelled with a clean reserve (classes). See defenses/detector.py for who consumes what."""
+import numpy as np
+import torch
+
+from attacks.poisoning import POISONED, PoisonedData
+from defenses import DetectorInputs
+from evaluation.representations import FeatureBank
+from inference import Subject
+from utils.seed import generator, sample
+
+
+class DetectionContext:
+    """Lazily draws and caches the extra inputs, so a detector that is not selected costs nothing
+    and two that share an input (Beatrix's clean maps, SCAn's reserve) draw it once."""
+
+    def __init__(self, subject: Subject, options, train_bank: FeatureBank):
+        self.subject, self.options, self.train_bank = subject, options, train_bank
+        self._shapes = None
+        self._cache = {}
+
+    # maps -----------------------------------------------------------------------------------
+    def shapes(self) -> dict:
+        """{level: (C, H, W)}: each tap's map shape, from one image (FeatureBank stores them flat)."""
+        if self._shapes is None:
+            from inference import tap_shapes
+
+            self._shapes = tap_shapes(self.subject.model, self.subject.data.test_x[:1], self.subject.device)
+        return self._shapes
+
+    def _maps(self, flat, level: str) -> np.ndarray:
+        return np.asarray(flat).reshape(len(flat), *self.shapes()[level])
+
+    def clean_per_class(self, per_class: int) -> tuple:
+        """(index, labels) of ``per_class`` clean training images of every class (seeded): the
+        defender's small clean set (Beatrix: 30 per class)."""
+        key = ("clean_per_class", per_class)
+        if key not in self._cache:
+            labels = self.subject.data.train_y
+            gen = generator(self.subject.seed, "detector-clean-per-class")
+            index = torch.cat([sample((labels == label).nonzero().flatten(), per_class, gen)
+                               for label in range(self.subject.data.num_classes)])
+            self._cache[key] = (index, labels[index].numpy())
+        return self._cache[key]
+
+    def add_maps(self, inputs: DetectorInputs, detector, pool_features) -> None:
+        per_class = getattr(detector.default_options(), "clean_per_class", 30)
+        index, labels = self.clean_per_class(per_class)
+        inputs.maps = self._maps(pool_features, inputs.level)
+        inputs.predicted = np.full(len(pool_features), self.subject.target)  # a pool holds inputs classed as the target
+        inputs.clean_maps = self._maps(self.train_bank(index)[inputs.level].numpy(), inputs.level)
+        inputs.clean_labels = labels
+
+    # inputs ---------------------------------------------------------------------------------
+    def input_level(self, benign_index, malicious_index, detector) -> DetectorInputs:
+        """The pool's images (clean benign ones, then the triggered malicious ones, as the pool's
+        features are ordered), the model's probabilities, and held-out clean training images to
+        superimpose and to fit the threshold (STRIP)."""
+        data, attack = self.subject.data, self.subject.attack
+        to_float = lambda images: images.float() / 255.0  # noqa: E731
+        images = torch.cat([to_float(data.test_x[benign_index]), attack(to_float(data.test_x[malicious_index]))])
+        options = detector.default_options()
+        held_out = self._held_out(getattr(options, "overlay_pool", 500) + getattr(options, "fit_samples", 500))
+        overlay_count = getattr(options, "overlay_pool", 500)
+        return DetectorInputs(seed=self.subject.seed, protocol=self.options, images=images,
+                              predict_proba=self.predict_proba, overlay_images=to_float(held_out[:overlay_count]),
+                              fit_images=to_float(held_out[overlay_count:]))
+
+    def _held_out(self, count: int) -> torch.Tensor:
+        key = ("held_out", count)
+        if key not in self._cache:
+            index = sample(torch.arange(len(self.subject.data.train_y)), count,
+                           generator(self.subject.seed, "detector-held-out"))
+            self._cache[key] = self.subject.data.train_x[index]
+        return self._cache[key]
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's class probabilities of float images in [0, 1] (eval mode, batched)."""
+        model, device = self.subject.model, self.subject.device
+        model.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), self.subject.batch_size):
+                batch = images[start:start + self.subject.batch_size].to(device)
+                out.append(torch.softmax(model(batch).float(), 1).cpu())
+        return torch.cat(out) if out else torch.empty(0)
+
+    # classes --------------------------------------------------------------------------------
+    def class_level(self, level: str, detector) -> tuple:
+        """(inputs, truth) for a class-level detector at ``level``: a seeded sample of the poisoned
+        training set as labelled (a poisoned copy carries the target label and the trigger) and a
+        clean reserve of test images, which the attacker never touched; ``truth`` = {"labels",
+        "poisoned"} of the inspected sample."""
+        inspected = self._inspected()
+        reserve = self._reserve()
+        rows_clean, rows_poisoned = inspected["clean_rows"], inspected["poisoned_rows"]
+        clean = self.train_bank(inspected["base"][rows_clean])[level]
+        triggered = self.train_bank(inspected["base"][rows_poisoned], triggered=True)[level]
+        features = torch.empty((len(inspected["labels"]), clean.shape[1] if len(clean) else triggered.shape[1]))
+        features[torch.as_tensor(rows_clean)] = clean
+        features[torch.as_tensor(rows_poisoned)] = triggered
+        test_bank = self._cache.setdefault("test_bank", FeatureBank(self.subject, self.subject.data.test_x))
+        inputs = DetectorInputs(level=level, seed=self.subject.seed, protocol=self.options,
+                                class_features=features.numpy(), class_labels=inspected["labels"],
+                                clean_features=test_bank(reserve)[level].numpy(),
+                                clean_labels=self.subject.data.test_y[reserve].numpy())
+        return inputs, {"labels": inspected["labels"], "poisoned": inspected["poisoned"]}
+
+    def _inspected(self) -> dict:
+        if "inspected" not in self._cache:
+            config, data = self.subject, self.subject.data
+            poisoned_set = self._poisoned_set()
+            keep = poisoned_set.kind != 2  # WaNet's noise-mode images keep their labels: left out, as neither group
+            rows = keep.nonzero().flatten()
+            chosen = sample(rows, self.options.class_samples, generator(config.seed, "detector-inspected"))
+            kind = poisoned_set.kind[chosen]
+            base = poisoned_set.base_index[chosen]
+            poisoned = (kind == POISONED).numpy()
+            labels = torch.where(kind == POISONED, torch.full_like(base, config.target), data.train_y[base]).numpy()
+            self._cache["inspected"] = {"base": base, "labels": labels, "poisoned": poisoned,
+                                        "clean_rows": (~poisoned).nonzero()[0], "poisoned_rows": poisoned.nonzero()[0]}
+        return self._cache["inspected"]
+
+    def _poisoned_set(self) -> PoisonedData:
+        subject = self.subject
+        return PoisonedData(subject.data.train_x, subject.data.train_y, subject.attack, subject.target,
+                            subject.poison_ratio, subject.poison_mode, subject.seed, augment=False)
+
+    def _reserve(self) -> torch.Tensor:
+        if "reserve" not in self._cache:
+            self._cache["reserve"] = sample(torch.arange(len(self.subject.data.test_y)), self.options.clean_reserve,
+                                            generator(self.subject.seed, "detector-clean-reserve"))
+        return self._cache["reserve"]

@@ -45,8 +45,8 @@ class DetectionContext:
             self._cache[key] = (index, labels[index].numpy())
         return self._cache[key]
 
-    def add_maps(self, inputs: DetectorInputs, detector, pool_features) -> None:
-        per_class = getattr(detector.default_options(), "clean_per_class", 30)
+    def add_maps(self, inputs: DetectorInputs, detector_options, pool_features) -> None:
+        per_class = getattr(detector_options, "clean_per_class", 30)
         index, labels = self.clean_per_class(per_class)
         inputs.maps = self._maps(pool_features, inputs.level)
         inputs.predicted = np.full(len(pool_features), self.subject.target)  # a pool holds inputs classed as the target
@@ -54,16 +54,15 @@ class DetectionContext:
         inputs.clean_labels = labels
 
     # inputs ---------------------------------------------------------------------------------
-    def input_level(self, benign_index, malicious_index, detector) -> DetectorInputs:
+    def input_level(self, benign_index, malicious_index, detector_options) -> DetectorInputs:
         """The pool's images (clean benign ones, then the triggered malicious ones, as the pool's
         features are ordered), the model's probabilities, and held-out clean training images to
         superimpose and to fit the threshold (STRIP)."""
         data, attack = self.subject.data, self.subject.attack
         to_float = lambda images: images.float() / 255.0  # noqa: E731
         images = torch.cat([to_float(data.test_x[benign_index]), attack(to_float(data.test_x[malicious_index]))])
-        options = detector.default_options()
-        held_out = self._held_out(getattr(options, "overlay_pool", 500) + getattr(options, "fit_samples", 500))
-        overlay_count = getattr(options, "overlay_pool", 500)
+        overlay_count = getattr(detector_options, "overlay_pool", 500)
+        held_out = self._held_out(overlay_count + getattr(detector_options, "fit_samples", 500))
         return DetectorInputs(seed=self.subject.seed, protocol=self.options, images=images,
                               predict_proba=self.predict_proba, overlay_images=to_float(held_out[:overlay_count]),
                               fit_images=to_float(held_out[overlay_count:]))

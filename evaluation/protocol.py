@@ -2,6 +2,7 @@
 detection pools (paper §6.1). Sampling draws from generators derived from the run's seed."""
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
 import defenses
@@ -10,6 +11,7 @@ from evaluation.detection_inputs import DetectionContext
 from evaluation.representations import FeatureBank, PredictedGroups, predicted_groups
 from inference import Subject, ba_asr
 from metrics import METRICS, aro, distance
+from metrics.separability import separability
 from models import LEVELS
 from utils.errors import unknown_name
 from utils.params import check_params, param
@@ -112,7 +114,10 @@ def distances(subject: Subject, groups: PredictedGroups, options: EvalOptions, f
                 if value is not None and (row["inter"] is None or value < row["inter"]):
                     row["inter"], row["inter_class"] = value, label
             levels[level][metric] = row
-    return {"counts": counts, "levels": levels,
+    # detector-free: how well a linear boundary and the clusters' shape tell the two groups apart
+    benign_all = {level: torch.cat([feats_a[level], feats_b[level]]).numpy() for level in LEVELS}
+    separable = {level: separability(benign_all[level], feats_v[level].numpy(), seed) for level in LEVELS}
+    return {"counts": counts, "levels": levels, "separability": separable,
             "aro": {level: aro(levels[level]) for level in LEVELS}, "notes": notes}
 
 
@@ -154,8 +159,12 @@ def score(detector, detection, malicious) -> dict:
     """One detector's F1 on one pool: its own decision, the oracle (the best labeling or threshold
     chosen with the ground truth), the headline (the detector's declared rule) and every variant."""
     own, oracle = detection.own_f1(malicious), detection.oracle_f1(malicious)
+    flagged, malicious = np.asarray(detection.flagged, dtype=bool), np.asarray(malicious, dtype=bool)
     return {"headline": own if detector.headline == "own" else oracle, "headline_rule": detector.headline,
             "own": own, "oracle": oracle,
+            # its own decision's false rejection rate (benign inputs flagged) and false acceptance rate
+            "frr": float(flagged[~malicious].mean()) if (~malicious).any() else None,
+            "far": float((~flagged[malicious]).mean()) if malicious.any() else None,
             "variants": {name: {**result.decision_f1(malicious), "oracle": result.oracle_f1(malicious)}
                          for name, result in detection.variants.items()},
             **detection.info}
@@ -199,16 +208,18 @@ def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, 
                 for detector in chosen:
                     if detector.consumes not in ("pool", "maps"):
                         continue
+                    own_options = detector_options(detector, options)
                     inputs = DetectorInputs(level=level, seed=subject.seed, protocol=options, features=feats,
                                             reference=reference[level].numpy(), expected_malicious=n_malicious)
                     if detector.consumes == "maps":
-                        context.add_maps(inputs, detector, feats)
-                    result = detector.run(inputs, detector_options(detector, options), subject.seed)
+                        context.add_maps(inputs, own_options, feats)
+                    result = detector.run(inputs, own_options, subject.seed)
                     pool["levels"][level][detector.name] = score(detector, result, is_malicious)
             for detector in chosen:
                 if detector.consumes == "inputs":
-                    inputs = context.input_level(benign_index, malicious_index, detector)
-                    result = detector.run(inputs, detector_options(detector, options), subject.seed)
+                    own_options = detector_options(detector, options)
+                    inputs = context.input_level(benign_index, malicious_index, own_options)
+                    result = detector.run(inputs, own_options, subject.seed)
                     pool["input_level"][detector.name] = score(detector, result, is_malicious)
             pools.append(pool)
     class_level = {}

@@ -24,6 +24,11 @@ def distance_table(result: dict) -> list:
     aro = result["distances"]["aro"]
     lines += ["", "ARO (average ascending rank of the attack row among the three, 3 = farthest): "
               + ", ".join(f"{lv} {_fmt(aro[lv], 3)}" for lv in LEVELS)]
+    separable = result["distances"].get("separability")
+    if separable:
+        lines += ["", "Separability without a detector (benign target vs malicious): "
+                  + "; ".join(f"{lv} linear-SVM accuracy {_fmt(separable[lv]['svm_accuracy'], 3)} (5-fold), "
+                              f"silhouette {_fmt(separable[lv]['silhouette'], 3)}" for lv in LEVELS)]
     return lines
 
 

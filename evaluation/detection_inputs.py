@@ -89,7 +89,8 @@ class DetectionContext:
     # classes --------------------------------------------------------------------------------
     def class_level(self, level: str, detector) -> tuple:
         """(inputs, truth) for a class-level detector at ``level``: a seeded sample of the poisoned
-        training set as labelled (a poisoned copy carries the target label and the trigger) and a
+        training set as labelled, as many of every class (a poisoned copy carries the target label
+        and the trigger, so the target class's share of them is what poisoning put there), and a
         clean reserve of test images, which the attacker never touched; ``truth`` = {"labels",
         "poisoned"} of the inspected sample."""
         inspected = self._inspected()
@@ -112,8 +113,15 @@ class DetectionContext:
             config, data = self.subject, self.subject.data
             poisoned_set = self._poisoned_set()
             keep = poisoned_set.kind != 2  # WaNet's noise-mode images keep their labels: left out, as neither group
-            rows = keep.nonzero().flatten()
-            chosen = sample(rows, self.options.class_samples, generator(config.seed, "detector-inspected"))
+            kind_all = poisoned_set.kind
+            labelled = torch.where(kind_all == POISONED, torch.full_like(poisoned_set.base_index, config.target),
+                                   data.train_y[poisoned_set.base_index])
+            # as many of every labelled class: SCAn's statistic grows with a class's size, and the
+            # poisoned copies would otherwise make the target class look anomalous for its size alone
+            gen = generator(config.seed, "detector-inspected")
+            per_class = max(1, self.options.class_samples // data.num_classes)
+            chosen = torch.cat([sample((keep & (labelled == label)).nonzero().flatten(), per_class, gen)
+                                for label in range(data.num_classes)])
             kind = poisoned_set.kind[chosen]
             base = poisoned_set.base_index[chosen]
             poisoned = (kind == POISONED).numpy()

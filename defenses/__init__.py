@@ -8,7 +8,7 @@ Reports and figures take display names from ``DETECTORS`` and ``DEFENSES``.
 """
 from dataclasses import dataclass
 
-from defenses import detection, scan, strip
+from defenses import beatrix, detection, scan, strip
 from defenses.detection import (AC_DECISIONS, AC_REDUCTIONS, SS_SCORES, Detection, activation_clustering,
                                 spectral_signatures, subspace_reconstruction)
 from defenses.detector import CONSUMES, ClassVerdict, Detector, DetectorInputs
@@ -55,6 +55,7 @@ register_detector(detection.SS)
 register_detector(detection.SR)
 register_detector(strip.STRIP)
 register_detector(scan.SCAN)
+register_detector(beatrix.BEATRIX)
 # The detectors of the paper's §6.1: claims C3, C4 and C6 are about these, whatever else is registered
 PAPER_DETECTORS = tuple(name for name, detector in DETECTORS.items() if detector.paper)
 

@@ -36,7 +36,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     from evaluation.protocol import EvalOptions
-    from evaluation.report import distance_table
+    from evaluation.report import class_level_table, detection_table, distance_table
     from pipeline.cli import config_from_args
     from pipeline.flags import from_args
     from pipeline.stages import run_stage
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         return 0
     config = config_from_args(args)
     result = run_stage("evaluate", config, options)
-    print("\n".join(distance_table(result)))
+    print("\n".join(distance_table(result) + [""] + detection_table(result) + [""] + class_level_table(result)))
     print(f"{config.run_name}: BA={result['ba']:.4f} ASR={result['asr']:.4f} "
           f"-> {config.out_dir}/{config.run_name}/evaluation.md")
     return 0

@@ -1,5 +1,6 @@
 """The measurement protocol: distances with baselines (paper §4, TABLE 2, App. B) and
 detection pools (paper §6.1). Sampling draws from generators derived from the run's seed."""
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -187,7 +188,7 @@ def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, 
     reference = train_bank(reference_index)
     context = DetectionContext(subject, options, train_bank)
     benign_all, malicious_all = groups.benign(subject.target), groups.malicious
-    pools = []
+    pools, seconds = [], {}  # each detector's own time (with the inputs only it needs), summed over pools and levels
     for size in options.pool_sizes:
         for ratio in options.pool_ratios:
             n_benign, n_malicious = pool_counts(size, ratio, len(benign_all), len(malicious_all))
@@ -213,24 +214,31 @@ def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, 
                                             reference=reference[level].numpy(), expected_malicious=n_malicious)
                     if detector.consumes == "maps":
                         context.add_maps(inputs, own_options, feats)
+                    started = time.perf_counter()
                     result = detector.run(inputs, own_options, subject.seed)
+                    seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started
                     pool["levels"][level][detector.name] = score(detector, result, is_malicious)
             for detector in chosen:
                 if detector.consumes == "inputs":
                     own_options = detector_options(detector, options)
+                    started = time.perf_counter()
                     inputs = context.input_level(benign_index, malicious_index, own_options)
                     result = detector.run(inputs, own_options, subject.seed)
+                    seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started
                     pool["input_level"][detector.name] = score(detector, result, is_malicious)
             pools.append(pool)
     class_level = {}
     for detector in chosen:
         if detector.consumes == "classes":
             for level in LEVELS:
+                started = time.perf_counter()
                 inputs, truth = context.class_level(level, detector)
                 verdict = detector.run(inputs, detector_options(detector, options), subject.seed)
+                seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started
                 class_level.setdefault(level, {})[detector.name] = class_verdict(verdict, truth, subject.target)
     return {"headline_rules": {d.name: d.headline for d in chosen}, "detectors": [d.name for d in chosen],
-            "pools": pools, "class_level": class_level}
+            "pools": pools, "class_level": class_level,
+            "seconds": {name: round(value, 3) for name, value in seconds.items()}}
 
 
 def class_verdict(verdict, truth, target: int) -> dict:

@@ -35,6 +35,16 @@ class Detection:
     info: dict = field(default_factory=dict)
     variants: dict = field(default_factory=dict)  # {form: Detection}: other forms computed beside it
 
+    def subset(self, rows) -> "Detection":
+        """This detection restricted to ``rows`` (an index array): for a detector whose decision on one
+        input does not depend on the others (an input-level one), run once over several pools' inputs."""
+        take = lambda values: None if values is None else np.asarray(values)[rows]  # noqa: E731
+        return Detection(flagged=take(self.flagged), scores=take(self.scores),
+                         threshold_scores=[take(values) for values in self.threshold_scores],
+                         labelings=[take(values) for values in self.labelings],
+                         decisions={name: take(values) for name, values in self.decisions.items()}, info=self.info,
+                         variants={name: variant.subset(rows) for name, variant in self.variants.items()})
+
     def own_f1(self, malicious) -> float:
         return f1_score(self.flagged, malicious)
 

@@ -189,6 +189,7 @@ def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, 
     context = DetectionContext(subject, options, train_bank)
     benign_all, malicious_all = groups.benign(subject.target), groups.malicious
     pools, seconds = [], {}  # each detector's own time (with the inputs only it needs), summed over pools and levels
+    drawn = []  # (pool, benign index, malicious index, truth) of each pool with inputs
     for size in options.pool_sizes:
         for ratio in options.pool_ratios:
             n_benign, n_malicious = pool_counts(size, ratio, len(benign_all), len(malicious_all))
@@ -218,15 +219,22 @@ def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, 
                     result = detector.run(inputs, own_options, subject.seed)
                     seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started
                     pool["levels"][level][detector.name] = score(detector, result, is_malicious)
-            for detector in chosen:
-                if detector.consumes == "inputs":
-                    own_options = detector_options(detector, options)
-                    started = time.perf_counter()
-                    inputs = context.input_level(benign_index, malicious_index, own_options)
-                    result = detector.run(inputs, own_options, subject.seed)
-                    seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started
-                    pool["input_level"][detector.name] = score(detector, result, is_malicious)
+            drawn.append((pool, benign_index, malicious_index, is_malicious))
             pools.append(pool)
+    for detector in chosen:  # input-level: one run over every pool's inputs, each pool scored on its own
+        if detector.consumes == "inputs" and drawn:
+            own_options = detector_options(detector, options)
+            started = time.perf_counter()
+            benign_union = torch.unique(torch.cat([benign for _, benign, _, _ in drawn]))
+            malicious_union = torch.unique(torch.cat([malicious for _, _, malicious, _ in drawn]))
+            inputs = context.input_level(benign_union, malicious_union, own_options)
+            result = detector.run(inputs, own_options, subject.seed)
+            seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started
+            row_of = {("b", int(i)): k for k, i in enumerate(benign_union)}
+            row_of.update({("m", int(i)): len(benign_union) + k for k, i in enumerate(malicious_union)})
+            for pool, benign, malicious, is_malicious in drawn:
+                rows = np.array([row_of[("b", int(i))] for i in benign] + [row_of[("m", int(i))] for i in malicious])
+                pool["input_level"][detector.name] = score(detector, result.subset(rows), is_malicious)
     class_level = {}
     for detector in chosen:
         if detector.consumes == "classes":

@@ -8,7 +8,7 @@ Reports and figures take display names from ``DETECTORS`` and ``DEFENSES``.
 """
 from dataclasses import dataclass
 
-from defenses import beatrix, detection, scan, strip
+from defenses import beatrix, detection, scan, spectre, strip
 from defenses.detection import (AC_DECISIONS, AC_REDUCTIONS, SS_SCORES, Detection, activation_clustering,
                                 spectral_signatures, subspace_reconstruction)
 from defenses.detector import CONSUMES, ClassVerdict, Detector, DetectorInputs
@@ -53,6 +53,7 @@ ERASERS = tuple(key for key, defense in DEFENSES.items() if defense.kind == "era
 register_detector(detection.AC)
 register_detector(detection.SS)
 register_detector(detection.SR)
+register_detector(spectre.SPECTRE)
 register_detector(strip.STRIP)
 register_detector(scan.SCAN)
 register_detector(beatrix.BEATRIX)

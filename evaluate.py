@@ -18,13 +18,11 @@ def build_parser():
     from pipeline.cli import build_run_parser
     from pipeline.flags import add_flags
 
-    from defenses import DETECTORS
+    from pipeline.flags import add_detector_flags
 
     parser = build_run_parser(__doc__.split("\n\n")[0])
     add_flags(parser, EvalOptions, title="evaluation protocol (paper §4, §6.1)")
-    for name, detector in DETECTORS.items():  # each registered detector's own parameters: --<name>_<field>
-        if detector.options is not None:
-            add_flags(parser, detector.options, prefix=f"{name}_", title=f"{detector.display} ({detector.source})")
+    add_detector_flags(parser)
     group = parser.add_argument_group("many runs")
     group.add_argument("--all_runs", metavar="DIR_OR_GLOB", default=None,
                        help="evaluate every run in a directory or matching a glob and write summary.md/.csv")
@@ -38,19 +36,12 @@ def main(argv=None) -> int:
     from evaluation.protocol import EvalOptions
     from evaluation.report import class_level_table, detection_table, distance_table
     from pipeline.cli import config_from_args
-    from pipeline.flags import from_args
+    from pipeline.flags import eval_options_from_args
     from pipeline.stages import run_stage
     from pipeline.stages.evaluate import evaluate_all
 
-    from dataclasses import asdict
-
-    from defenses import DETECTORS
-
     args = build_parser().parse_args(argv)
-    chosen = args.detectors or list(DETECTORS)
-    detector_options = {name: asdict(from_args(DETECTORS[name].options, args, f"{name}_"))
-                        for name in chosen if name in DETECTORS and DETECTORS[name].options is not None}
-    options = from_args(EvalOptions, args, detector_options=detector_options)
+    options = eval_options_from_args(EvalOptions, args)
     if args.all_runs:
         overrides = {"device": args.device, "progress": args.progress, "eval_batch_size": args.eval_batch_size}
         rows, evaluated = evaluate_all(args.all_runs, options, overrides, force=args.force)

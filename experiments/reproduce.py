@@ -101,13 +101,13 @@ def build_grid(args):
     from evaluation.protocol import EvalOptions
     from experiments.grid import Grid
     from pipeline.config import RunConfig
-    from pipeline.flags import parse_flag_groups, parse_flags
+    from pipeline.flags import parse_eval_flags, parse_flag_groups, parse_flags
 
     base = RunConfig(data_name=args.data_name, data_path=None if args.data_name == "digits" else args.data_path,
                      model_name=args.model_name, width=args.width, epochs=args.epochs, seed=args.seed,
                      out_dir=args.out_dir, eval_every=args.eval_every, train_subset=args.train_subset or None,
                      milestones=args.milestones, progress=False)
-    options = {"evaluate": parse_flags(EvalOptions, shlex.split(args.eval_flags), source="eval_flags"),
+    options = {"evaluate": parse_eval_flags(EvalOptions, shlex.split(args.eval_flags)),
                "nc": parse_flags(NCOptions, shlex.split(args.nc_flags), prefix="nc_", source="nc_flags")}
     options.update(parse_flag_groups({"finetune": (FinetuneOptions, "ft_"), "nad": (NADOptions, "nad_"),
                                       "argd": (ARGDOptions, "argd_")}, shlex.split(args.erase_flags), "erase_flags"))

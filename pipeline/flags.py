@@ -106,4 +106,44 @@ def parse_flag_groups(groups: dict, argv: list, source: str = "flags") -> dict:
         raise ParameterError(source, f"has --{error.parameter} {error.problem}") from None
 
 
-__all__ = ["add_flags", "from_args", "parse_flags", "parse_flag_groups", "flag_name", "flag_of"]
+def add_detector_flags(parser) -> None:
+    """Each registered detector's own parameters as ``--<name>_<field>`` (defenses.DETECTORS)."""
+    from defenses import DETECTORS
+
+    for name, detector in DETECTORS.items():
+        if detector.options is not None:
+            add_flags(parser, detector.options, prefix=f"{name}_", title=f"{detector.display} ({detector.source})")
+
+
+def eval_options_from_args(cls, args: argparse.Namespace):
+    """The evaluation options ``cls`` (EvalOptions) from parsed flags, with the options of every
+    detector it runs (its ``--detectors``, or all) gathered from their prefixed flags."""
+    from dataclasses import asdict
+
+    from defenses import DETECTORS
+
+    chosen = getattr(args, "detectors", None) or list(DETECTORS)
+    options = {name: asdict(from_args(DETECTORS[name].options, args, f"{name}_"))
+               for name in chosen if name in DETECTORS and DETECTORS[name].options is not None}
+    return from_args(cls, args, detector_options=options)
+
+
+def parse_eval_flags(cls, argv: list, source: str = "eval_flags"):
+    """``cls`` (EvalOptions) from a list of evaluate.py's protocol and detector flags (the
+    reproduction's ``--eval_flags``); a bad flag raises ParameterError naming ``source``."""
+    parser = _RaisingParser(prog=source, add_help=False)
+    add_flags(parser, cls)
+    add_detector_flags(parser)
+    try:
+        args = parser.parse_args(argv)
+    except ValueError as error:
+        raise ParameterError(source, f"cannot use {' '.join(argv)!r} ({error}); see evaluate.py --help for the "
+                                     f"flags it takes") from None
+    try:
+        return eval_options_from_args(cls, args)
+    except ParameterError as error:
+        raise ParameterError(source, f"has --{error.parameter} {error.problem}") from None
+
+
+__all__ = ["add_flags", "from_args", "parse_flags", "parse_flag_groups", "flag_name", "flag_of", "add_detector_flags",
+           "eval_options_from_args", "parse_eval_flags"]

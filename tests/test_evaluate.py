@@ -32,7 +32,9 @@ def test_evaluate_writes_complete_json_and_markdown(tiny_run, capsys):
     assert counts["malicious"] <= 60 and counts["benign_half_a"] + counts["benign_half_b"] <= 120
     pool = result["detection"]["pools"][0]
     assert pool["benign"] == pool["malicious"] and pool["benign"] + pool["malicious"] <= 40
-    assert result["detection"]["headline_rules"] == {"ac": "own", "ss": "own", "sr": "oracle"}
+    rules = result["detection"]["headline_rules"]
+    assert {name: rules[name] for name in ("ac", "ss", "sr")} == {"ac": "own", "ss": "own", "sr": "oracle"}
+    assert set(rules) == set(result["detection"]["detectors"]) >= {"spectre", "strip", "scan", "beatrix"}
     for level in ("s1", "s2", "s3"):
         for method in ("ac", "ss", "sr"):
             scores = pool["levels"][level][method]

@@ -11,7 +11,7 @@ from pipeline.cli import run_cli
 from pipeline.config import RunConfig
 from pipeline.executors import SlurmOptions, slurm_parameters
 from pipeline.rundir import RunDir
-from pipeline.stages.train import resumable, staging_of
+from pipeline.stages.train import RESUME_KEYS, resumable, staging_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = "--width 0.125 --epochs 1 --train_subset 200"
@@ -51,9 +51,10 @@ def test_an_interrupted_run_of_the_same_configuration_is_resumed(tmp_path):
     staging = staging_of(RunDir.of(config))
     assert not resumable(config)
     staging.path.mkdir(parents=True)
-    torch.save({"config_hash": config.config_hash()}, staging.file("resume"))
+    state = {key: 0 for key in RESUME_KEYS}  # what resumable() reads: every key, and the configuration
+    torch.save({**state, "config_hash": config.config_hash()}, staging.file("resume"))
     assert resumable(config)
-    torch.save({"config_hash": "another"}, staging.file("resume"))
+    torch.save({**state, "config_hash": "another"}, staging.file("resume"))
     assert not resumable(config)
 
 

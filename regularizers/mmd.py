@@ -13,7 +13,8 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, kernel="gmk2", estimator: str = "bias
     unbiased (U-statistic, Gretton et al. 2012): diagonals of K_xx and K_yy excluded; when
     n = m the diagonal of K_xy is excluded too (their MMD²_u), so MMD²_u(X, X) = 0 exactly.
 
-    Features of any shape (n, ...) are flattened and computed in float32 even under autocast.
+    Features of any shape (n, ...) are flattened and computed in float32 even under autocast;
+    float64 features stay float64, so a float64 model is float64 throughout (tests/test_distributed.py).
     """
     return pooled_mmd2(torch.cat([x.flatten(1), y.flatten(1)]), len(x), kernel, estimator)
 
@@ -32,7 +33,7 @@ def pooled_mmd2(pooled: torch.Tensor, n: int, kernel="gmk2", estimator: str = "b
         raise ValueError(f"mmd2 needs at least {minimum} samples per group, got {n} and {m}")
     kernel = get_kernel(kernel)
     with torch.autocast(device_type=pooled.device.type, enabled=False):
-        pooled = pooled.flatten(1).float()
+        pooled = pooled.flatten(1).to(torch.promote_types(pooled.dtype, torch.float32))  # float64 stays float64
         # Centring changes no distance but keeps the Gram-based ‖a−b‖² accurate in float32.
         pooled = pooled - pooled.detach().mean(0, keepdim=True)
         k = kernel(pooled @ pooled.T)

@@ -15,13 +15,34 @@ from inference import benign_accuracy_and_asr
 from pipeline.cli import run_cli
 from pipeline.cli import build_run_parser as build_parser, config_from_args
 
-# A CPU budget: too short for the reference's warm-up epochs at cost 0, so the cost starts at init_cost.
-FAST_NC = NCOptions(batch_size=16, epochs=16, steps_per_epoch=4, start_cost_at_zero=False)
+# A CPU budget: too short for the reference's warm-up epochs at cost 0, so the cost starts at
+# init_cost. 40 epochs of 4 steps: after 16 every mask is still shrinking (the target's norm ≈ 50,
+# a quarter of it in the trigger's corner); by 40 the target's mask has shed what the trigger does
+# not need (norm ≤ 10, nearly all of it in the corner).
+NC_BUDGET = NCOptions(batch_size=16, epochs=40, steps_per_epoch=4, start_cost_at_zero=False)
+
+# Neural Cleanse's known answer (the target flagged, its mask in the trigger's corner) holds for a
+# model that has learnt both tasks. The shared tiny run has learnt the backdoor but barely the
+# digits (BA ≈ 0.5), and the mask found for it turned on the CPU's float kernels (a corner share of
+# 0.25 under AVX-512 kernels, 0.38 under AVX2, where the machine the test was written on gave
+# > 0.4). The whole digits training set (1437 images) under the digits schedule's decay (lr ÷ 10
+# after epochs 3 and 4 of 6) gives BA ≈ 0.9 and ASR 1 in about 10 s on 2 cores.
+WELL_TRAINED = ["--data_name", "digits", "--width", "0.25", "--epochs", "6", "--no_progress"]
 
 
 @pytest.fixture(scope="module")
 def prepared(tiny_run):
     argv, _ = tiny_run
+    return load_trained(config_from_args(build_parser("t").parse_args(argv)))
+
+
+@pytest.fixture(scope="module")
+def well_trained(tmp_path_factory):
+    """A backdoored digits model that also classifies well (RBT), trained once for this module."""
+    import main
+
+    argv = WELL_TRAINED + ["--out_dir", str(tmp_path_factory.mktemp("well_trained"))]
+    assert run_cli(main.main, argv) == 0
     return load_trained(config_from_args(build_parser("t").parse_args(argv)))
 
 
@@ -33,9 +54,13 @@ def test_anomaly_index_of_hand_made_norms():
     assert flagged_classes([10.0, 11.0, 12.0, 13.0, 30.0]) == []  # large norms are never flagged
 
 
-def test_neural_cleanse_flags_the_target_and_finds_the_corner(prepared):
-    clean = clean_sample(prepared.data.train_x, 64, 0)
-    result = neural_cleanse(prepared.model, clean, 10, FAST_NC, seed=0, device="cpu")
+@pytest.mark.numerics
+def test_neural_cleanse_flags_the_target_and_finds_the_corner(well_trained):
+    model, data = well_trained.model, well_trained.data
+    learnt = benign_accuracy_and_asr(model, data.test_x, data.test_y, well_trained.attack, 0, "cpu")
+    assert learnt["ba"] > 0.85 and learnt["asr"] > 0.95  # the premise: both tasks learnt
+    clean = clean_sample(data.train_x, 64, 0)
+    result = neural_cleanse(model, clean, 10, NC_BUDGET, seed=0, device="cpu")
     assert 0 in result["flagged"]
     mask = result["mask"][0, 0]
     corner = mask[24:, 24:].sum() / mask.sum()  # the 3×3 patch sits at rows/cols 29–31
@@ -84,6 +109,7 @@ def test_a_class_that_never_succeeds_keeps_its_last_mask(prepared):
     assert np.allclose(result["norm"], result["mask"].flatten(1).sum(1).numpy())
 
 
+@pytest.mark.numerics  # the two forward passes batch their convolutions differently (float32)
 def test_batched_and_sequential_agree(prepared):
     clean = clean_sample(prepared.data.train_x, 32, 0)
     options = NCOptions(batch_size=16, epochs=3, steps_per_epoch=2)

@@ -38,7 +38,8 @@ def backdoor_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, poisoned:
         n_poisoned = int(poisoned_cpu.sum())
         counts = (len(poisoned_cpu) - n_poisoned, n_poisoned)
     n_benign, n_poisoned = counts
-    per_sample = F.cross_entropy(logits.float(), labels, reduction="none")
+    # float32 under autocast; float64 logits stay float64 (tests/test_distributed.py compares in float64)
+    per_sample = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels, reduction="none")
     is_poisoned = poisoned_cpu.to(per_sample.device, non_blocking=True)
     benign_ce = per_sample.masked_fill(is_poisoned, 0.0).sum() / max(n_benign, 1)
     poisoned_ce = per_sample.masked_fill(~is_poisoned, 0.0).sum() / max(n_poisoned, 1)

@@ -204,6 +204,7 @@ def _rank_short_epoch(rank: int, store: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.numerics
 def test_an_epoch_whose_last_batch_leaves_a_rank_without_rows(tmp_path):
     """The empty rank takes part in every collective (BatchNorm's statistics, the gathered MMD,
     DDP's gradients) and the epoch equals one process's; under --amp it ends too, with the

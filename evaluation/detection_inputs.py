@@ -5,7 +5,7 @@ labelled with a clean reserve (classes). See defenses/detector.py for who consum
 import numpy as np
 import torch
 
-from attacks.poisoning import POISONED, PoisonedData
+from attacks.poisoning import NOISE, POISONED, PoisonedData
 from defenses import DetectorInputs
 from evaluation.representations import FeatureBank
 from inference import Subject
@@ -16,8 +16,10 @@ class DetectionContext:
     """Lazily draws and caches the extra inputs, so a detector that is not selected costs nothing
     and two that share an input (Beatrix's clean maps, SCAn's reserve) draw it once."""
 
-    def __init__(self, subject: Subject, options, train_bank: FeatureBank):
-        self.subject, self.options, self.train_bank = subject, options, train_bank
+    def __init__(self, subject: Subject, options, train_bank: FeatureBank, test_bank: FeatureBank):
+        """``train_bank`` and ``test_bank``: the evaluation's banks of the two sets, so an image the
+        distances or the pools already passed through the model is not passed again."""
+        self.subject, self.options, self.train_bank, self.test_bank = subject, options, train_bank, test_bank
         self._shapes = None
         self._cache = {}
 
@@ -101,31 +103,29 @@ class DetectionContext:
         features = torch.empty((len(inspected["labels"]), clean.shape[1] if len(clean) else triggered.shape[1]))
         features[torch.as_tensor(rows_clean)] = clean
         features[torch.as_tensor(rows_poisoned)] = triggered
-        test_bank = self._cache.setdefault("test_bank", FeatureBank(self.subject, self.subject.data.test_x))
         inputs = DetectorInputs(level=level, seed=self.subject.seed, protocol=self.options,
                                 class_features=features.numpy(), class_labels=inspected["labels"],
-                                clean_features=test_bank(reserve)[level].numpy(),
+                                clean_features=self.test_bank(reserve)[level].numpy(),
                                 clean_labels=self.subject.data.test_y[reserve].numpy())
         return inputs, {"labels": inspected["labels"], "poisoned": inspected["poisoned"]}
 
     def _inspected(self) -> dict:
         if "inspected" not in self._cache:
-            config, data = self.subject, self.subject.data
+            subject, data = self.subject, self.subject.data
             poisoned_set = self._poisoned_set()
-            keep = poisoned_set.kind != 2  # WaNet's noise-mode images keep their labels: left out, as neither group
-            kind_all = poisoned_set.kind
-            labelled = torch.where(kind_all == POISONED, torch.full_like(poisoned_set.base_index, config.target),
-                                   data.train_y[poisoned_set.base_index])
+            # WaNet's noise-mode images keep their labels: left out, as neither group
+            keep = poisoned_set.kind != NOISE
+            targets = torch.full_like(poisoned_set.base_index, subject.target)
+            labelled = torch.where(poisoned_set.kind == POISONED, targets, data.train_y[poisoned_set.base_index])
             # as many of every labelled class: SCAn's statistic grows with a class's size, and the
             # poisoned copies would otherwise make the target class look anomalous for its size alone
-            gen = generator(config.seed, "detector-inspected")
+            gen = generator(subject.seed, "detector-inspected")
             per_class = max(1, self.options.class_samples // data.num_classes)
             chosen = torch.cat([sample((keep & (labelled == label)).nonzero().flatten(), per_class, gen)
                                 for label in range(data.num_classes)])
-            kind = poisoned_set.kind[chosen]
             base = poisoned_set.base_index[chosen]
-            poisoned = (kind == POISONED).numpy()
-            labels = torch.where(kind == POISONED, torch.full_like(base, config.target), data.train_y[base]).numpy()
+            poisoned = (poisoned_set.kind[chosen] == POISONED).numpy()
+            labels = labelled[chosen].numpy()
             self._cache["inspected"] = {"base": base, "labels": labels, "poisoned": poisoned,
                                         "clean_rows": (~poisoned).nonzero()[0], "poisoned_rows": poisoned.nonzero()[0]}
         return self._cache["inspected"]

@@ -186,7 +186,7 @@ def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, 
     reference_index = sr_reference_index(subject, options)
     train_bank = FeatureBank(subject, subject.data.train_x)
     reference = train_bank(reference_index)
-    context = DetectionContext(subject, options, train_bank)
+    context = DetectionContext(subject, options, train_bank, features)
     benign_all, malicious_all = groups.benign(subject.target), groups.malicious
     pools, seconds = [], {}  # each detector's own time (with the inputs only it needs), summed over pools and levels
     drawn = []  # (pool, benign index, malicious index, truth) of each pool with inputs

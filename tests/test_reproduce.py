@@ -2,7 +2,9 @@
 import json
 
 from experiments.grid import Grid
-from experiments.report import Runs, _broke_at, _pruned_to_the_end, claims
+from experiments.claims import claims
+from experiments.records import Runs
+from experiments.sections import _broke_at, _pruned_to_the_end
 from experiments.reproduce import main as reproduce_main
 from tests.conftest import EVAL_SMALL
 from pipeline.cli import run_cli
@@ -79,7 +81,7 @@ def test_claim_verdicts_follow_their_rules():
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.7, 0.7, 0.7], kernel="gk1", studies=("kernel",)),
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.8, 0.8, 0.8], kernel="lk", studies=("kernel",))]
     runs = Runs(records, 0.3)
-    verdicts = {i: verdict for i, _, _, verdict, _, _ in claims(runs)}
+    verdicts = {c.id: c.verdict for c in claims(runs)}
     assert verdicts == {"C1": "reproduced", "C2": "reproduced", "C3": "reproduced", "C4": "reproduced",
                         "C5": "reproduced", "C6": "reproduced", "C7": "ML-MMDR is harder to erase, on the 3 of 3 pairs that kept BA"}
     # RBT's ARO: 3, 3, 2 → two of three above 2.0; the LK kernel now beats the Gaussian ones
@@ -87,7 +89,7 @@ def test_claim_verdicts_follow_their_rules():
     records[4] = record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.5, 0.5, 0.5], kernel="lk", studies=("kernel",))
     records[2] = record("ML-MMDR", 0.3, [13.0, 13.0, 13.0], 0.5, [1.0, 1.0, 1.0], ba=0.5, flagged=False,
                         studies=both, erased=(0.1, 0.0))
-    verdicts = {i: verdict for i, _, _, verdict, _, _ in claims(Runs(records, 0.3))}
+    verdicts = {c.id: c.verdict for c in claims(Runs(records, 0.3))}
     assert verdicts == {"C1": "partly reproduced", "C2": "not reproduced", "C3": "partly reproduced",
                         "C4": "not reproduced", "C5": "not reproduced", "C6": "not reproduced",
                         "C7": "not measurable: every erasing cost more than 10 points of BA"}
@@ -95,9 +97,9 @@ def test_claim_verdicts_follow_their_rules():
     records = [record("RBT", 0, [12.0, 12.0, 12.0], 0.5, [1.0, 1.0, 1.0]),
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], studies=("lambda", "kernel")),
                record("ML-MMDR", 0.3, [0.1, 0.1, 0.1], 0.5, [0.4, 0.4, 0.4], ba=0.1, kernel="lk", studies=("kernel",))]
-    kernels = next(c for c in claims(Runs(records, 0.3)) if c[0] == "C6")
-    assert kernels[3] == "partly reproduced"
-    assert "with the attack kept: 1/2 kernels" in kernels[4] and "not kept (its F1 counts for nothing): LK (BA 0.100" in kernels[4]
+    kernels = next(c for c in claims(Runs(records, 0.3)) if c.id == "C6")
+    assert kernels.verdict == "partly reproduced"
+    assert "with the attack kept: 1/2 kernels" in kernels.evidence and "not kept (its F1 counts for nothing): LK (BA 0.100" in kernels.evidence
 
 
 def test_a_backdoor_pruned_out_only_with_the_whole_layer_is_called_out():
@@ -175,7 +177,7 @@ def test_a_finished_grid_rerun_with_another_schedule_retrains(tmp_path):
 
 
 def test_the_paper_scale_section_reads_the_benchmark():
-    from experiments.report import section_scale
+    from experiments.sections import section_scale
 
     speed = {"vgg11": {"device": "cuda", "batch_size": 256, "images_per_s": {"plain": 5000.0},
                        "cifar10_grid_hours": 8.6}}

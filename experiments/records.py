@@ -1,0 +1,152 @@
+"""The grid's run records, and the lookups and number formatting every part of the report shares.
+
+A record is one run's files as `experiments/reproduce.py` read them: ``config`` (a RunConfig),
+``studies``, ``metrics`` (metrics.json), ``evaluation`` (evaluation.json), ``nc``, ``prune`` and
+one entry per erasing defense, each None until that stage has finished. Every accessor returns
+None for a missing value, and :func:`fmt` prints None as a dash, so a partial grid renders.
+"""
+import statistics
+
+from defenses import ERASERS, PAPER_DETECTORS
+from models import LEVELS
+from visualization.common import method_label
+
+MODEL_NAMES = {"vgg11": "VGG-11", "vgg16": "VGG-16", "resnet18": "ResNet-18", "preactresnet18": "PreActResNet-18"}
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None or value != value:
+        return "–"
+    # below the last shown decimal, scientific notation keeps a small MMD² from reading as 0
+    return f"{value:.{digits}f}" if abs(value) >= 10 ** -digits or value == 0 else f"{value:.2e}"
+
+
+def mean_sd(values, digits: int = 3) -> str:
+    values = [v for v in values if v is not None and v == v]
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{fmt(statistics.mean(values), digits)} ± {fmt(sd, digits)}"
+
+
+def mean_of(values):
+    values = [v for v in values if v is not None and v == v]
+    return statistics.mean(values) if values else None
+
+
+def median_of(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def model_display(name: str) -> str:
+    return MODEL_NAMES.get(name, name)
+
+
+def method_label_of(record) -> str:
+    return method_label(record["config"].method, record["config"].mlmmdr_lamb)
+
+
+def pools_of(record, size=None, ratio=None) -> list:
+    evaluation = record["evaluation"] if record else None
+    if not evaluation:
+        return []
+    return [pool for pool in evaluation["detection"]["pools"] if pool["levels"]
+            and (size is None or pool["N"] == size) and (ratio is None or pool["ratio"] == ratio)]
+
+
+def f1_of(record, detector: str, level: str, rule: str = "headline", size=None, ratio=None):
+    """Mean F1 over the record's pools (or the one pool N=size, r′=ratio) under ``rule``."""
+    return mean_of([pool["levels"][level][detector][rule] for pool in pools_of(record, size, ratio)])
+
+
+def f1_variant_of(record, detector: str, level: str, form: str, decision: str):
+    return mean_of([pool["levels"][level][detector]["variants"][form][decision] for pool in pools_of(record)])
+
+
+def mean_f1_of(record, rule: str = "headline"):
+    """Mean F1 over AC, SS, SR, the three levels and the pools."""
+    return mean_of([f1_of(record, d, lv, rule) for d in PAPER_DETECTORS for lv in LEVELS])
+
+
+def distance_of(record, metric: str, level: str, key: str = "attack"):
+    evaluation = record["evaluation"] if record else None
+    return evaluation["distances"]["levels"][level][metric][key] if evaluation else None
+
+
+def aro_of(record, level: str):
+    evaluation = record["evaluation"] if record else None
+    return evaluation["distances"]["aro"][level] if evaluation else None
+
+
+def mmd_ratio_of(record, base, level: str):
+    """MMD² of ``record`` over that of ``base`` at ``level`` (None when either is missing or 0)."""
+    a, b = distance_of(record, "mmd2", level), distance_of(base, "mmd2", level)
+    return a / b if a is not None and b else None
+
+
+def metric_of(record, key: str):
+    return record["metrics"][key] if record and record["metrics"] else None
+
+
+def present(*values) -> bool:
+    return all(v is not None and v == v for v in values)
+
+
+class Runs:
+    """The grid's records, looked up by study, model, attack and method."""
+
+    def __init__(self, records: list, lamb: float):
+        self.records, self.lamb = records, lamb
+
+    def study(self, name: str) -> list:
+        return [r for r in self.records if name in r["studies"]]
+
+    def main(self) -> list:
+        """The λ-sweep and second-model runs (the paper's main grid)."""
+        return [r for r in self.records if {"lambda", "model"} & set(r["studies"])]
+
+    def models(self) -> list:
+        return list(dict.fromkeys(r["config"].model_name for r in self.main()))
+
+    def attacks(self, model: str) -> list:
+        return list(dict.fromkeys(r["config"].attack_name for r in self.main() if r["config"].model_name == model))
+
+    def pick(self, model: str, attack: str, method: str, lamb: float = None):
+        lamb = self.lamb if lamb is None and method != "RBT" else lamb
+        for r in self.main():
+            c = r["config"]
+            if (c.model_name, c.attack_name, c.method) == (model, attack, method) and (
+                    method == "RBT" or abs(c.mlmmdr_lamb - lamb) < 1e-12):
+                return r
+        return None
+
+    def cells(self):
+        """(model, attack, RBT record, SL-MMDR record, ML-MMDR record) at the claims' λ, evaluated."""
+        for model in self.models():
+            for attack in self.attacks(model):
+                rbt, sl, ml = (self.pick(model, attack, m) for m in ("RBT", "SL-MMDR", "ML-MMDR"))
+                if rbt and rbt["evaluation"]:
+                    yield model, attack, rbt, sl if sl and sl["evaluation"] else None, ml if ml and ml["evaluation"] else None
+
+    def lambdas(self, model: str) -> list:
+        return sorted({r["config"].mlmmdr_lamb for r in self.main()
+                       if r["config"].model_name == model and r["config"].mlmmdr_lamb > 0})
+
+    def kernel_rows(self) -> tuple:
+        """(the kernel study's RBT run, its evaluated ML-MMDR runs, one per kernel)"""
+        kernels = self.study("kernel")
+        focus = kernels[0]["config"] if kernels else None
+        rbt = self.pick(focus.model_name, focus.attack_name, "RBT") if focus else None
+        return rbt, [r for r in kernels if r["evaluation"]]
+
+    def erased_pairs(self) -> list:
+        """(model, attack, defense, RBT result, ML-MMDR result) for every erased pair."""
+        cells = []
+        for model in self.models():
+            for attack in self.attacks(model):
+                rbt, ml = self.pick(model, attack, "RBT"), self.pick(model, attack, "ML-MMDR")
+                for defense in ERASERS:
+                    if rbt and ml and rbt[defense] and ml[defense]:
+                        cells.append((model, attack, defense, rbt[defense], ml[defense]))
+        return cells

@@ -1,0 +1,370 @@
+"""The Markdown sections of REPRODUCTION.md after the claims: one function per section, each
+returning its lines (an empty list when the grid has nothing for it)."""
+import statistics
+
+from defenses import DEFENSES, DETECTORS, PAPER_DETECTORS, display_name, target_ranking
+from experiments.claims import CHECKS, ERASE_BA_KEPT, claims
+from experiments.grid import STUDIES
+from experiments.records import (Runs, aro_of, distance_of, f1_of, f1_variant_of, fmt, mean_f1_of, mean_of, mean_sd,
+                                 method_label_of, metric_of, mmd_ratio_of, model_display, pools_of, present)
+from metrics import DISTANCES, METRICS
+from models import LEVELS
+
+# TABLE 2, CIFAR-10 columns (s1, s2, s3), for the architectures this grid trains.
+PAPER_ARO = {("vgg11", "patched"): (2.67, 3.00, 2.67), ("vgg11", "blended"): (2.67, 2.67, 2.67),
+             ("vgg11", "sig"): (2.67, 3.00, 3.00), ("vgg11", "warped"): (3.00, 3.00, 3.00),
+             ("preactresnet18", "patched"): (2.67, 2.67, 2.00), ("preactresnet18", "blended"): (3.00, 2.67, 3.00),
+             ("preactresnet18", "sig"): (3.00, 3.00, 2.00), ("preactresnet18", "warped"): (3.00, 3.00, 2.00)}
+PRUNED_ASR = 0.2  # pruning removed the backdoor once ASR is below this
+
+
+def markdown_table(header: list, rows: list) -> list:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def section_setting(settings: dict, runs: Runs) -> list:
+    done, total = settings["stages"]
+    lines = ["## Setting", "", f"Command: `{settings['command']}`", ""]
+    if done < total:
+        lines += [f"**Partial report: {done} of {total} stages finished.** The command resumes the rest; until "
+                  "then every table and verdict reads only the finished runs, and a dash marks a missing value.", ""]
+    lines += [f"- versions: {settings['versions']}", f"- machine: {settings['machine']}"]
+    lines += [f"- {key}: {value}" for key, value in settings["facts"].items()]
+    lines += [f"- runs: {len(runs.records)} distinct runs in the studies "
+              + ", ".join(f"{name} ({len(runs.study(name))})" for name in
+                          STUDIES if runs.study(name))]
+    stages = {}
+    for timing in settings["timings"].values():
+        for stage, seconds in timing.items():
+            stages.setdefault(stage, []).append(seconds)
+    total = sum(sum(v) for v in stages.values())
+    invocations = settings.get("invocations", [])
+    lines += ["", f"Wall time per stage, summed over every invocation of the command (CPU threads "
+                  f"per run: {settings['threads'] or 'all cores'}; runs at once: {settings['jobs']}): {total / 3600:.1f} h of "
+                  f"stage time in all, about {total / 3600 / settings['jobs']:.1f} h of wall time with {settings['jobs']} at "
+                  f"once. The command's own wall time, over the {len(invocations)} invocation{'s' * (len(invocations) != 1)} that finished a run "
+                  f"since it began recording it: {sum(i['wall_s'] for i in invocations) / 3600:.1f} h.", ""]
+    lines += markdown_table(["stage", "runs", "total (min)", "per run (min)"],
+                    [(stage, len(v), f"{sum(v) / 60:.1f}", f"{statistics.mean(v) / 60:.1f}") for stage, v in stages.items()])
+    return lines
+
+
+def section_claims(runs: Runs) -> list:
+    lines = ["## Claims", "", "Each rule was fixed before the numbers were read, except where it says it was "
+             "amended; the verdict applies it to the runs below.", ""]
+    judged = claims(runs)
+    lines += markdown_table(["", "claim", "rule", "verdict", "our numbers", "the paper's"],
+                    [(c.id, c.statement, c.rule, f"**{c.verdict}**", c.evidence, c.paper) for c in judged])
+    doubtful = [c for c in judged
+                if c.verdict in ("not reproduced", "partly reproduced") or c.verdict.startswith("not measurable")]
+    if doubtful:
+        lines += ["", "Where a claim is not (fully) reproduced or not measurable, what rules out a bug in the computation it reads:", ""]
+        lines += [f"- {c.id} ({c.verdict}): {CHECKS[c.id]}" for c in doubtful]
+    return lines
+
+
+def section_table2(runs: Runs) -> list:
+    lines = ["## TABLE 2: ARO by model, attack and level", "",
+             "ARO = the ascending rank of the benign/malicious distance among it, the intra-class and the nearest "
+             "inter-class baseline, averaged over MMD², ED² and SWD₁ (3 = farther than the nearest other class). "
+             f"ML-MMDR at λ = {runs.lamb:g}; the paper's columns are its CIFAR-10 RBT values.", ""]
+    rows = []
+    for model, attack, rbt, _, ml in runs.cells():
+        paper = PAPER_ARO.get((model, attack), (None,) * 3)
+        rows.append([model_display(model), attack] + [fmt(aro_of(rbt, lv), 2) for lv in LEVELS]
+                    + [fmt(aro_of(ml, lv), 2) for lv in LEVELS] + [fmt(v, 2) for v in paper])
+    return lines + markdown_table(["model", "attack"] + [f"RBT {lv}" for lv in LEVELS] + [f"ML-MMDR {lv}" for lv in LEVELS]
+                          + [f"paper {lv}" for lv in LEVELS], rows)
+
+
+def section_lambda(runs: Runs, figures: dict) -> list:
+    lines = ["## λ sweep (paper Fig. 3)", "",
+             "BA and ASR on the test set after the last epoch; MMD² between the benign and malicious target "
+             "representations per level; F1 = the mean headline F1 of AC, SS and SR over levels and pools.", ""]
+    rows = []
+    for r in runs.main():
+        rows.append([model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r), fmt(metric_of(r, "ba")),
+                     fmt(metric_of(r, "asr"))] + [fmt(distance_of(r, "mmd2", lv)) for lv in LEVELS] + [fmt(mean_f1_of(r))])
+    lines += markdown_table(["model", "attack", "method", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS] + ["F1"], rows)
+    unstable = []
+    for r in runs.records:
+        history = (r["metrics"] or {}).get("history", [])
+        measured = [(row["epoch"], row["ba"]) for row in history if row.get("ba") is not None]
+        if measured and max(ba for _, ba in measured) - measured[-1][1] > 0.1:
+            unstable.append(f"{r['config'].run_name}: BA at epochs " + ", ".join(f"{e} {fmt(ba)}" for e, ba in measured))
+    if unstable:
+        lines += ["", "Runs whose final BA is more than 0.1 below their best measured BA:", ""]
+        lines += [f"- {item}" for item in unstable]
+    lines += [""] + figures_of(figures, "sweep")
+    return lines
+
+
+def section_models(runs: Runs, settings: dict) -> list:
+    timings = settings["timings"]
+    lines = ["## Two architectures at comparable cost", ""]
+    rows = []
+    for model in runs.models():
+        trained = [timings.get(r["config"].run_name, {}).get("train") for r in runs.main()
+                   if r["config"].model_name == model]
+        widths = {r["config"].width for r in runs.main() if r["config"].model_name == model}
+        rows.append([model_display(model), ", ".join(f"{w:g}" for w in sorted(widths)), len(trained),
+                     fmt(mean_of([t / 60 for t in trained if t]), 1)])
+    lines += markdown_table(["model", "width", "runs", "mean training time (min)"], rows)
+    return lines
+
+
+def section_distances(runs: Runs) -> list:
+    lines = ["## Distances (paper App. B)", "",
+             "Rows: each method's benign-vs-malicious distance, then the RBT run's intra-class and nearest "
+             "inter-class baselines."]
+    header = [f"{DISTANCES[m].display} {lv}" for m in METRICS for lv in LEVELS]
+    for model in runs.models():
+        for attack in runs.attacks(model):
+            records = [r for r in runs.main() if (r["config"].model_name, r["config"].attack_name) == (model, attack)]
+            rows = [[method_label_of(r)] + [fmt(distance_of(r, m, lv)) for m in METRICS for lv in LEVELS] for r in records]
+            base = runs.pick(model, attack, "RBT")
+            rows += [[name] + [fmt(distance_of(base, m, lv, key)) for m in METRICS for lv in LEVELS]
+                     for key, name in (("intra", "intra-class (RBT)"), ("inter", "inter-class min (RBT)"))]
+            lines += ["", f"### {model_display(model)}, {attack}", ""] + markdown_table([""] + header, rows)
+    return lines
+
+
+def section_detection(runs: Runs, figures: dict) -> list:
+    lines = []
+    for rule, title in (("headline", "headline: each method's own rule as the paper uses it (SR: max F1 over "
+                                     "thresholds)"),
+                        ("oracle", "oracle diagnostic: the best labeling / threshold chosen with the ground truth")):
+        rows = [[model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r)]
+                + [fmt(f1_of(r, d, lv, rule)) for d in PAPER_DETECTORS for lv in LEVELS] for r in runs.main()]
+        lines += ["", f"## Detection F1, {title} (paper §6.1, Figs. 5–7)", "", "Mean over the pools (N, r′).", ""]
+        lines += markdown_table(["model", "attack", "method"] + [f"{display_name(d)} {lv}" for d in PAPER_DETECTORS
+                                                         for lv in LEVELS], rows)
+    return lines + [""] + figures_of(figures, "detection")
+
+
+def sensitivity_rows(runs: Runs) -> list:
+    """(detector, form or None, rule, label) for every detector, form and rule the evaluations
+    store, in the registry's order: the headline rule first, then every variant. Derived from
+    evaluation.json and the registry, so a detector added later gets its rows, and no rule is
+    restated here."""
+    record = next((r for r in runs.records if r["evaluation"] and pools_of(r)), None)
+    if record is None:
+        return []
+    detection = record["evaluation"]["detection"]
+    first = pools_of(record)[0]["levels"][LEVELS[0]]
+    rows = []
+    for name in detection.get("detectors", PAPER_DETECTORS):
+        if name not in first:
+            continue
+        entry, label = first[name], display_name(name) if name in DETECTORS else name
+        headline = entry["headline_rule"]
+        other = "oracle" if headline == "own" else "own"
+        rows += [(name, None, headline, f"{label}: its headline rule ({headline})"),
+                 (name, None, other, f"{label}: {other}")]
+        rows += [(name, form, rule, f"{label}, {form}, {rule}") for form, rules in entry["variants"].items()
+                 for rule in rules]
+    return rows
+
+
+def section_sensitivity(runs: Runs) -> list:
+    lines = ["## Detector sensitivity", "",
+             f"Mean F1 over attacks, levels and pools of RBT and ML-MMDR (λ = {runs.lamb:g}) under every "
+             "detector, form and decision rule that evaluation.json stores, so the reader sees how much C4 (which "
+             "rests on AC, SS and SR) depends on the detector's configuration.", ""]
+    header, rows = ["detector configuration"], []
+    for model in runs.models():
+        header += [f"{model_display(model)} RBT", f"{model_display(model)} ML-MMDR", "drop"]
+    pairs = {model: [(rbt, ml) for m, _, rbt, _, ml in runs.cells() if m == model and ml] for model in runs.models()}
+    for detector, form, decision, label in sensitivity_rows(runs):
+        def value(record):
+            if form is None:  # the headline form: its own rule and the oracle are top-level entries
+                return mean_of([f1_of(record, detector, lv, decision) for lv in LEVELS])
+            return mean_of([f1_variant_of(record, detector, lv, form, decision) for lv in LEVELS])
+        row = [label]
+        for model in runs.models():
+            a, b = mean_of([value(r) for r, _ in pairs[model]]), mean_of([value(m) for _, m in pairs[model]])
+            row += [fmt(a), fmt(b), fmt(a - b) if present(a, b) else "–"]
+        rows.append(row)
+    return lines + markdown_table(header, rows)
+
+
+def section_kernels(runs: Runs) -> list:
+    rbt, rows = runs.kernel_rows()
+    if not rows:
+        return []
+    lines = ["## Kernels (paper §6.3, TABLE 3, Fig. 11)", "",
+             f"ML-MMDR at λ = {runs.lamb:g} on {rows[0]['config'].attack_name} with each kernel; the first row is "
+             "the RBT run. F1: headline, mean over the pools.", ""]
+    table = []
+    for r in ([rbt] if rbt else []) + rows:
+        name = "RBT" if r is rbt else r["config"].kernel.upper()
+        table.append([name, fmt(metric_of(r, "ba")), fmt(metric_of(r, "asr"))]
+                     + [fmt(distance_of(r, "mmd2", lv)) for lv in LEVELS]
+                     + [fmt(f1_of(r, d, lv)) for d in PAPER_DETECTORS for lv in LEVELS])
+    return lines + markdown_table(["kernel", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS]
+                          + [f"{display_name(d)} {lv}" for d in PAPER_DETECTORS for lv in LEVELS], table)
+
+
+def section_seeds(runs: Runs) -> list:
+    records = runs.study("seed")
+    by_seed = {}
+    for r in records:
+        by_seed.setdefault(r["config"].seed, {})[r["config"].method] = r
+    pairs = {seed: (m.get("RBT"), m.get("ML-MMDR")) for seed, m in sorted(by_seed.items())}
+    pairs = {seed: p for seed, p in pairs.items() if all(x and x["evaluation"] for x in p)}
+    if not pairs:
+        return []
+    columns = [f"MMD² ratio {lv}" for lv in LEVELS] + ["F1 drop", "ΔBA", "ΔASR"]
+
+    def values(rbt, ml):
+        return ([mmd_ratio_of(ml, rbt, lv) for lv in LEVELS]
+                + [mean_f1_of(rbt) - mean_f1_of(ml) if present(mean_f1_of(rbt), mean_f1_of(ml)) else None,
+                   metric_of(ml, "ba") - metric_of(rbt, "ba"), metric_of(ml, "asr") - metric_of(rbt, "asr")])
+    table = [[seed] + [fmt(v) for v in values(*p)] for seed, p in pairs.items()]
+    columnwise = list(zip(*[values(*p) for p in pairs.values()]))
+    table.append(["mean ± sd"] + [mean_sd(column) for column in columnwise])
+    attack = records[0]["config"].attack_name
+    return ["## Seeds", "",
+            f"RBT and ML-MMDR (λ = {runs.lamb:g}) on {attack} with each seed (the seed drives the subset, the "
+            "poisoned images, the initialisation, the batches and the evaluation's samples). Ratio = ML-MMDR's MMD² "
+            "over RBT's; F1 drop = RBT's mean headline F1 minus ML-MMDR's; Δ = ML-MMDR − RBT. The spread is what "
+            "one seed's number cannot tell.", ""] + markdown_table(["seed"] + columns, table)
+
+
+def section_loss(runs: Runs) -> list:
+    records = [r for r in runs.study("loss") if r["evaluation"]]
+    if not records:
+        return []
+    names = {"split": "split: L1 + L2 (Algorithm 1, default)", "pooled": "pooled: one CE over the batch (prototype)"}
+    rows = [[names.get(r["config"].ce_reduction, r["config"].ce_reduction), fmt(metric_of(r, "ba")), fmt(metric_of(r, "asr"))]
+            + [fmt(distance_of(r, "mmd2", lv)) for lv in LEVELS] + [fmt(mean_of([f1_of(r, d, lv) for lv in LEVELS]))
+                                                                 for d in PAPER_DETECTORS] for r in records]
+    return ["## Split against pooled loss", "",
+            f"The {records[0]['config'].attack_name} ML-MMDR run (λ = {runs.lamb:g}) with each form of the "
+            "cross-entropy; F1 = mean headline F1 over levels and pools.", ""] + markdown_table(
+        ["loss", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS] + [f"{display_name(d)} F1" for d in PAPER_DETECTORS], rows)
+
+
+def section_defenses(runs: Runs, figures: dict) -> list:
+    defended = [r for r in runs.main() if r["nc"] or r["prune"]]
+    if not defended:
+        return []
+    rows = []
+    for r in defended:
+        nc, prune = r["nc"], r["prune"]
+        target = r["config"].target
+        ranking = target_ranking(nc["norms"], target) if nc else {}
+        point = _backdoor_pruned(prune)
+        rows.append([model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r),
+                     fmt(nc["norms"][target], 1) if nc else "–", ranking.get("target_l1_rank", "–"),
+                     fmt(ranking.get("target_l1_ratio_to_median"), 2), fmt(nc["target_anomaly_index"], 2) if nc else "–",
+                     f"{max(nc['epochs'])} ({fmt(nc['seconds'] / 60, 1)} min)" if nc else "–",
+                     fmt(point["ratio"], 2) if point else "never", fmt(point["ba"]) if point else "–"])
+    lines = ["## Neural Cleanse and pruning (paper §6.2, Figs. 8–10)", ""]
+    lines += markdown_table(["model", "attack", "method", "target ‖m‖₁", "its rank (1 = smallest)", "ratio to the others' median",
+                     "target anomaly index", "NC epochs (time)", f"pruned ratio where ASR < {PRUNED_ASR:g}", "BA there"], rows)
+    return lines + _pruned_to_the_end(defended) + [""] + figures_of(figures, "nc_norms") + figures_of(figures, "prune_curves")
+
+
+def _backdoor_pruned(prune) -> dict:
+    """The first point of a pruning curve where ASR is below PRUNED_ASR, or None."""
+    return next((p for p in prune["curve"] if p["asr"] < PRUNED_ASR), None) if prune else None
+
+
+def _pruned_to_the_end(defended: list) -> list:
+    """A note on the runs whose ASR fell below PRUNED_ASR only with every s3 channel pruned, so a reader
+    does not take a pruned-out model's constant output for pruning working."""
+    whole = [r for r in defended if (_backdoor_pruned(r["prune"]) or {}).get("ratio") == 1.0]
+    if not whole:
+        return []
+    names = "; ".join(f"{model_display(r['config'].model_name)} {r['config'].attack_name} {method_label_of(r)}" for r in whole)
+    # only App. A's PreActResNet-18 pools its s3 without a ReLU, so only there does this reason apply
+    signed = any(r["config"].model_name == "preactresnet18" for r in whole)
+    why = (f" A possible reason, not tested by this grid: {model_display('preactresnet18')}'s s3 (App. A) is the last block's "
+           "sum, pooled with no ReLU before it, so a channel can carry the trigger through a negative activation, "
+           "which pruning by the largest mean activation on triggered inputs removes last." if signed else "")
+    return ["", f"ASR stayed at {PRUNED_ASR:g} or above until every s3 channel was pruned ({whole[0]['prune']['layer']}, ranked "
+                f"by '{whole[0]['prune']['rank']}'), where the output is a constant and BA is chance, on: {names}. There "
+                f"pruning did not remove the backdoor at any ratio short of the whole layer.{why}"]
+
+
+def _broke_at(result) -> str:
+    """The first epoch (and its learning rate) after which the erased model's BA was more than
+    ``ERASE_BA_KEPT`` below its BA before erasing, read from the defense's per-epoch history."""
+    for row in result.get("history", []):
+        if row["epoch"] >= 1 and result["before"]["ba"] - row["ba"] > ERASE_BA_KEPT:
+            return f"{row['epoch']} (lr {row['lr']:g})"
+    return "never"
+
+
+def _erasing_options(defense: str, result: dict) -> str:
+    options = result.get("options", {})
+    shown = [f"{key} {options[key]}" for key in ("epochs", "lr", "lr_epochs", "lr_after", "betas", "vertex_betas")
+             if key in options]
+    return f"{DEFENSES[defense].display}: " + (", ".join(shown) or "defaults")
+
+
+def section_erasing(runs: Runs, figures: dict) -> list:
+    cells = runs.erased_pairs()
+    if not cells:
+        return []
+    rows = [[model_display(model), attack, display_name(d),
+             f"{fmt(r['before']['ba'])} / {fmt(r['before']['asr'])}", f"{fmt(r['after']['ba'])} / {fmt(r['after']['asr'])}",
+             f"{fmt(m['before']['ba'])} / {fmt(m['before']['asr'])}", f"{fmt(m['after']['ba'])} / {fmt(m['after']['asr'])}",
+             f"{_broke_at(r)} / {_broke_at(m)}", r["clean_samples"]] for model, attack, d, r, m in cells]
+    lines = ["## Erasing the backdoor (beyond the paper: C7)", "",
+             f"BA / ASR of the RBT and the ML-MMDR (λ = {runs.lamb:g}) run before and after each defense, trained on a "
+             "seeded share of the clean training set. Each defense's options, as its runs wrote them: "
+             + "; ".join(_erasing_options(d, r) for d, r in {d: r for _, _, d, r, _ in cells}.items()) + ".", ""]
+    lines += markdown_table(["model", "attack", "defense", "RBT before", "RBT after", "ML-MMDR before", "ML-MMDR after",
+                     f"BA down > {ERASE_BA_KEPT * 100:.0f} points from epoch, RBT / ML-MMDR", "clean images"], rows)
+    return lines + [""] + figures_of(figures, "erasing")
+
+
+def _grid_cost(speed: dict) -> str:
+    """What the grid hours count, worded from the benchmark's own ``cifar10_grid`` (the training set
+    differs per attack: WaNet's noise images), so the text cannot disagree with the number."""
+    grid = next((result["cifar10_grid"] for result in speed.values() if "cifar10_grid" in result), None)
+    if grid is None:
+        return "the CIFAR-10 grid of that architecture (each run's epochs × its attack's training set),"
+    by_size = {}
+    for attack, size in grid["training_images"].items():
+        by_size.setdefault(size, []).append(attack)
+    named = [", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0] for names in by_size.values()]
+    sizes = ", ".join(f"{size:,} images for {names}" for size, names in zip(by_size, named))
+    return (f"the {grid['runs']} CIFAR-10 runs of that architecture ({grid['runs_per_attack']} per attack, "
+            f"{grid['epochs']} epochs each) on their attack's training set of {grid['train_images']:,} images plus the "
+            f"poisoned copies and any noise-mode images (WaNet's): {sizes},")
+
+
+def section_scale(settings: dict) -> list:
+    lines = ["## At the paper's scale", "",
+             "The paper's CIFAR-10 grid (4 architectures × 4 attacks × 7 trainings, 100 epochs) runs as a Slurm "
+             "array, one task per run, each resuming if preempted:", "", "```bash",
+             "python experiments/sweep.py --data_name cifar10 --model_name vgg11 resnet18 preactresnet18 vgg16 \\",
+             "    --attack_name patched blended sig warped --mlmmdr_lamb 0 0.1 0.2 0.3 --mlmmdr_layer all last \\",
+             "    --flags \"--data_path data --amp --channels_last\" --stages train evaluate \\",
+             "    --executor slurm --slurm_partition gpu --slurm_gpus 1 --slurm_time 720 --jobs 32", "```", "",
+             "CelebA: the same with `--data_name celeba` (40 epochs by default). One run over several GPUs:", "",
+             "```bash", "torchrun --nproc_per_node 4 main.py --data_name cifar10 --data_path data "
+             "--model_name preactresnet18 --attack_name blended --mlmmdr_lamb 0.3 --sync_bn --amp --channels_last",
+             "```", ""]
+    speed = settings.get("benchmark") or {}
+    if not speed:
+        return lines + ["No step was timed (`--no_benchmark`)."]
+    rows = [[model_display(model), result["device"], result["batch_size"], fmt(result["images_per_s"]["plain"], 1),
+             fmt(result["cifar10_grid_hours"], 1)] for model, result in speed.items()]
+    lines += [f"`benchmarks/train_step.py` timed one ML-MMDR step of each architecture at full width here "
+              f"({settings['machine']}); its `cifar10_grid_hours` is {_grid_cost(speed)} at that rate: device-hours "
+              "on this device (core-hours on a CPU). On a GPU, `python benchmarks/train_step.py --device cuda "
+              "--model_name <model>` gives the GPU-hours.", ""]
+    return lines + markdown_table(["architecture", "device", "batch", "images/s", "CIFAR-10 grid hours"], rows)
+
+
+def figures_of(figures: dict, kind: str) -> list:
+    lines = []
+    for caption, path in figures.items():
+        if caption.endswith(f": {kind}"):
+            lines += [f"**{caption}**", "", f"![{caption}]({path})", ""]
+    return lines

@@ -54,8 +54,8 @@ class NCOptions:
     betas: tuple = (0.5, 0.9)
     init_cost: float = param(1e-3, "cost λ_c once set (1e-3); it starts at 0 as the reference's "
                              "RESET_COST_TO_ZERO and is set to this after --nc_patience successful epochs", low=0.0)
-    start_cost_at_zero: bool = param(True, "start the cost at --nc_init_cost instead of 0",
-                                     flag="--nc_start_at_init_cost")  # the reference's RESET_COST_TO_ZERO
+    start_at_init_cost: bool = param(False, "start the cost at --nc_init_cost instead of 0 (the reference "
+                                     "starts at 0: its RESET_COST_TO_ZERO)", flag="--nc_start_at_init_cost")
     attack_threshold: float = param(0.99, "attack success a mask must reach (0.99)", low=0.0, high=1.0,
                                      low_open=True)
     patience: int = param(5, "epochs before a cost change (5)", low=1)
@@ -80,13 +80,21 @@ class NCOptions:
         values["betas"] = list(self.betas)
         return values
 
+    def identity(self) -> dict:
+        """What a run's ``inputs_hash`` and the resume checkpoint compare: the fields under the names
+        they had when the first results were written, so renaming a field (``start_at_init_cost`` was
+        ``start_cost_at_zero``, its negation) does not make every finished Neural Cleanse stale."""
+        values = self.to_dict()
+        values["start_cost_at_zero"] = not values.pop("start_at_init_cost")
+        return values
+
 
 class CostSchedule:
     """The reference's per-epoch bookkeeping, vectorised over classes (numpy arrays of length K)."""
 
     def __init__(self, count: int, options: NCOptions):
         self.o = options
-        self.cost = np.full(count, 0.0 if options.start_cost_at_zero else options.init_cost)
+        self.cost = np.full(count, options.init_cost if options.start_at_init_cost else 0.0)
         self.best_norm = np.full(count, np.inf)
         self.early_best = np.full(count, np.inf)
         self.up_counter = np.zeros(count, int)
@@ -155,7 +163,7 @@ class NCCheckpoint:
     every_s: float = 60.0
 
     def _identity(self, classes: list, options: NCOptions, seed: int) -> dict:
-        return {"key": self.key, "classes": list(classes), "options": options.to_dict(), "seed": seed}
+        return {"key": self.key, "classes": list(classes), "options": options.identity(), "seed": seed}
 
     def load(self, classes: list, options: NCOptions, seed: int) -> Optional[dict]:
         """The saved state, or None when there is none for this optimisation (another one's is ignored

@@ -215,8 +215,10 @@ def digest(values) -> str:
 
 
 def inputs_hash(config: RunConfig, options=None) -> str:
-    """The identity of a stage's inputs: the run's configuration and the stage's options."""
-    return digest({"config": config.config_hash(), "options": asdict(options) if options is not None else None})
+    """The identity of a stage's inputs: the run's configuration and the stage's options (their
+    ``identity()`` where they define one, which keeps renamed fields under their first names)."""
+    identity = None if options is None else options.identity() if hasattr(options, "identity") else asdict(options)
+    return digest({"config": config.config_hash(), "options": identity})
 
 
 def _number(value: float) -> str:

@@ -19,7 +19,7 @@ from pipeline.cli import build_run_parser as build_parser, config_from_args
 # init_cost. 40 epochs of 4 steps: after 16 every mask is still shrinking (the target's norm ≈ 50,
 # a quarter of it in the trigger's corner); by 40 the target's mask has shed what the trigger does
 # not need (norm ≤ 10, nearly all of it in the corner).
-NC_BUDGET = NCOptions(batch_size=16, epochs=40, steps_per_epoch=4, start_cost_at_zero=False)
+NC_BUDGET = NCOptions(batch_size=16, epochs=40, steps_per_epoch=4, start_at_init_cost=True)
 
 # Neural Cleanse's known answer (the target flagged, its mask in the trigger's corner) holds for a
 # model that has learnt both tasks. The shared tiny run has learnt the backdoor but barely the
@@ -142,7 +142,7 @@ class RecordingCheckpoint(NCCheckpoint):
 
 def test_an_interrupted_neural_cleanse_resumes_to_the_same_numbers(prepared, tmp_path):
     clean = clean_sample(prepared.data.train_x, 32, 0)
-    options = NCOptions(batch_size=16, epochs=6, steps_per_epoch=2, start_cost_at_zero=False)
+    options = NCOptions(batch_size=16, epochs=6, steps_per_epoch=2, start_at_init_cost=True)
     whole = neural_cleanse(prepared.model, clean, 10, options, seed=0, classes=[0, 3])
     path = tmp_path / "defense_nc_resume.pt"
     with pytest.raises(Killed):

@@ -68,10 +68,25 @@ def test_a_config_written_with_flat_attack_parameters_reads_back_the_same():
                                         attack_params={"blend_alpha": 0.2}).resolve_defaults().run_name
 
 
+def test_a_renamed_neural_cleanse_field_keeps_the_inputs_hash_of_finished_runs():
+    """start_at_init_cost was start_cost_at_zero (its negation): the hash is the old field's, so a
+    finished Neural Cleanse stage stays up to date."""
+    from dataclasses import asdict
+    from pipeline.config import digest, inputs_hash
+
+    config = RunConfig(data_name="digits").resolve_defaults()
+    for start_at_init_cost in (False, True):
+        options = NCOptions(start_at_init_cost=start_at_init_cost)
+        legacy = asdict(options)
+        legacy["start_cost_at_zero"] = not legacy.pop("start_at_init_cost")
+        assert inputs_hash(config, options) == digest({"config": config.config_hash(), "options": legacy})
+    assert inputs_hash(config, NCOptions()) != inputs_hash(config, NCOptions(start_at_init_cost=True))
+
+
 def test_option_flags_come_from_the_dataclass_with_their_prefix():
     options = parse_flags(NCOptions, ["--clean_samples", "64", "--nc_epochs", "3", "--nc_start_at_init_cost"],
                           prefix="nc_")
-    assert (options.clean_samples, options.epochs, options.start_cost_at_zero) == (64, 3, False)
+    assert (options.clean_samples, options.epochs, options.start_at_init_cost) == (64, 3, True)
     with pytest.raises(ParameterError) as caught:
         parse_flags(NCOptions, ["--nc_early_stop_threshold", "1.5"], prefix="nc_", source="nc_flags")
     assert str(caught.value) == "nc_flags has --nc_early_stop_threshold must be in (0, 1], got 1.5"

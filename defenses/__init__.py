@@ -57,6 +57,7 @@ register_detector(spectre.SPECTRE)
 register_detector(strip.STRIP)
 register_detector(scan.SCAN)
 register_detector(beatrix.BEATRIX)
+register_detector(beatrix.BEATRIX_CLASS)
 # The detectors of the paper's §6.1: claims C3, C4 and C6 are about these, whatever else is registered
 PAPER_DETECTORS = tuple(name for name, detector in DETECTORS.items() if detector.paper)
 

@@ -336,6 +336,24 @@ def _rule(options, protocol) -> str:
             f"{options.percentile:g}th percentile of {options.folds}-fold held-out clean deviations")
 
 
-# Registered by one line in defenses/__init__.py: register_detector(beatrix.BEATRIX)
+def _run_class_test(inputs, options, seed: int) -> ClassVerdict:
+    """The class test on what a class-level detector is handed: the inspected training sample,
+    grouped by its labels, against the clean reserve (both reshaped to the level's maps)."""
+    def as_maps(features):
+        return np.asarray(features).reshape(len(features), *inputs.map_shape)
+    return beatrix_class_test(as_maps(inputs.class_features), inputs.class_labels, as_maps(inputs.clean_features),
+                              inputs.clean_labels, options, seed)
+
+
+def _class_rule(options, protocol) -> str:
+    options = options or BeatrixOptions()
+    return (f"a class whose KMMD between its per-sample-flagged and unflagged inputs has an anomaly index "
+            f"above {options.class_threshold:.3g} (e²)")
+
+
+# Registered by one line each in defenses/__init__.py: register_detector(beatrix.BEATRIX), (beatrix.BEATRIX_CLASS)
 BEATRIX = Detector("beatrix", "Beatrix", "Ma et al., NDSS 2023; " + REFERENCE, "maps", _run, options=BeatrixOptions,
                    rule=_rule)
+BEATRIX_CLASS = Detector("beatrix_class", "Beatrix class test", "Ma et al., NDSS 2023; " + REFERENCE
+                         + " (BEAT_detector._detecting)", "classes", _run_class_test, options=BeatrixOptions,
+                         rule=_class_rule)

@@ -84,6 +84,7 @@ class DetectorInputs:
     class_features: object = None        # classes: (M, d) inspected training sample as labelled
     class_labels: object = None          # classes: (M,) their labels (poisoned ones carry the target)
     clean_features: object = None        # classes: (K, d) clean reserve
+    map_shape: tuple = None              # maps/classes: (C, H, W) of the level's maps; a row of features is one map, flat
     extra: dict = field(default_factory=dict)
 
 

@@ -106,7 +106,8 @@ class DetectionContext:
         inputs = DetectorInputs(level=level, seed=self.subject.seed, protocol=self.options,
                                 class_features=features.numpy(), class_labels=inspected["labels"],
                                 clean_features=self.test_bank(reserve)[level].numpy(),
-                                clean_labels=self.subject.data.test_y[reserve].numpy())
+                                clean_labels=self.subject.data.test_y[reserve].numpy(),
+                                map_shape=tuple(self.shapes()[level]))
         return inputs, {"labels": inspected["labels"], "poisoned": inspected["poisoned"]}
 
     def _inspected(self) -> dict:

@@ -265,3 +265,19 @@ def test_registry_record_runs_on_detector_inputs():
     result = BEATRIX.run(inputs, BEATRIX.default_options(), 0)
     assert BEATRIX.consumes == "maps" and result.own_f1(truth) >= 0.9
     assert "percentile" in BEATRIX.describe(BEATRIX.default_options())
+
+
+@pytest.mark.numerics
+def test_the_class_test_record_reads_flat_class_level_inputs():
+    """What the evaluation hands a class-level detector is flat (one row per map) with the level's
+    map shape: the registered class test reshapes it and names the class holding the planted maps."""
+    from defenses.beatrix import BEATRIX_CLASS
+    from defenses.detector import DetectorInputs
+
+    maps, labels, truth, clean_maps, clean_labels = class_data()
+    inputs = DetectorInputs(level="s2", class_features=maps.reshape(len(maps), -1), class_labels=labels,
+                            clean_features=clean_maps.reshape(len(clean_maps), -1), clean_labels=clean_labels,
+                            map_shape=maps.shape[1:])
+    verdict = BEATRIX_CLASS.run(inputs, BEATRIX_CLASS.default_options(), 0)
+    assert BEATRIX_CLASS.consumes == "classes" and verdict.flagged_classes == [2]
+    assert f1_score(verdict.flagged, truth) >= 0.85

@@ -5,15 +5,20 @@ its parameters) and one line in ``REGISTRY``; its flags, run-name part and valid
 """
 from dataclasses import fields
 
+from attacks.adaptive_blend import AdaptiveBlend
+from attacks.adaptive_patch import AdaptivePatch
 from attacks.base import Attack
 from attacks.blended import Blended
 from attacks.patched import Patched
 from attacks.sig import Sig
+from attacks.tact import TaCT
 from attacks.warped import Warped
 from utils.errors import UserError, unknown_name
 from utils.params import declared, default_of
 
-REGISTRY = {"patched": Patched, "blended": Blended, "sig": Sig, "warped": Warped}
+REGISTRY = {"patched": Patched, "blended": Blended, "sig": Sig, "warped": Warped,
+            # built since the paper to be latent-inseparable by their data (issue 26)
+            "adaptive_blend": AdaptiveBlend, "adaptive_patch": AdaptivePatch, "tact": TaCT}
 NAMES = tuple(REGISTRY)
 
 
@@ -32,18 +37,22 @@ def default_params(name: str) -> dict:
     return {f.name: default_of(f) for f in declared(attack_class(name))}
 
 
-def build(name: str, params: dict = None, seed: int = 0, **kwargs) -> Attack:
+def build(name: str, params: dict = None, seed: int = 0, grayscale: bool = False, **kwargs) -> Attack:
     """The attack ``name`` with its parameters given as a dict ``params`` or as keywords
     (``build("blended", blend_alpha=0.2)``), defaults for the rest; ``seed`` reaches an attack
-    that draws its trigger at random (WaNet's warp field)."""
+    that draws its trigger at random (WaNet's warp field, Adaptive-Blend's pieces), ``grayscale``
+    one that makes its trigger grey on a grey dataset."""
     cls = attack_class(name)
     params = {**(params or {}), **kwargs}
     unknown = sorted(set(params) - set(param_names(name)))
     if unknown:
         raise UserError(f"attack '{name}' takes no parameter {', '.join(unknown)}; it takes: "
                         f"{', '.join(param_names(name))}")
-    if "seed" in {f.name for f in fields(cls)}:
+    names = {f.name for f in fields(cls)}
+    if "seed" in names:
         params["seed"] = seed
+    if "grayscale" in names:
+        params["grayscale"] = grayscale
     return cls(**params)
 
 

@@ -55,6 +55,14 @@ class ImageDataset:
             if len(x) != len(y):
                 raise ValueError(f"{self.name} {split}: {len(x)} images but {len(y)} labels")
 
+    @property
+    def grayscale(self) -> bool:
+        """Whether every training image is grey (its three channels equal): digits and Fashion-MNIST
+        are stored as RGB copies of one channel. An attack that draws its own trigger draws it grey
+        there, so colour is no cue."""
+        x = self.train_x
+        return bool(torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2]))
+
 
 def require_dir(data_path, dataset: str, expected: str) -> Path:
     """The dataset root, or a clear error saying which flag to set and what it must hold."""

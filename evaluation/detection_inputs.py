@@ -5,10 +5,12 @@ labelled with a clean reserve (classes). See defenses/detector.py for who consum
 import numpy as np
 import torch
 
-from attacks.poisoning import NOISE, POISONED, PoisonedData
+from attacks.base import Attack
+from attacks.poisoning import CLEAN, COVER, NOISE, POISONED, GroupTrigger, PoisonedData
 from defenses import DetectorInputs
 from evaluation.representations import FeatureBank
-from inference import Subject
+from inference import Subject, extract
+from models import LEVELS
 from utils.seed import generator, sample
 
 
@@ -97,18 +99,42 @@ class DetectionContext:
         "poisoned"} of the inspected sample."""
         inspected = self._inspected()
         reserve = self._reserve()
-        rows_clean, rows_poisoned = inspected["clean_rows"], inspected["poisoned_rows"]
-        clean = self.train_bank(inspected["base"][rows_clean])[level]
-        triggered = self.train_bank(inspected["base"][rows_poisoned], triggered=True)[level]
-        features = torch.empty((len(inspected["labels"]), clean.shape[1] if len(clean) else triggered.shape[1]))
-        features[torch.as_tensor(rows_clean)] = clean
-        features[torch.as_tensor(rows_poisoned)] = triggered
         inputs = DetectorInputs(level=level, seed=self.subject.seed, protocol=self.options,
-                                class_features=features.numpy(), class_labels=inspected["labels"],
+                                class_features=self._inspected_features()[level].numpy(),
+                                class_labels=inspected["labels"],
                                 clean_features=self.test_bank(reserve)[level].numpy(),
                                 clean_labels=self.subject.data.test_y[reserve].numpy(),
                                 map_shape=tuple(self.shapes()[level]))
         return inputs, {"labels": inspected["labels"], "poisoned": inspected["poisoned"]}
+
+    def _inspected_features(self) -> dict:
+        """{level: (M, d)} of the inspected sample as the model saw it in training: clean rows as they
+        are, poisoned and cover rows with the attack's training trigger (for the paper's attacks
+        the test trigger, whose features the bank may hold already)."""
+        if "inspected_features" not in self._cache:
+            inspected, subject = self._inspected(), self.subject
+            def of(rows):
+                return inspected["base"][torch.from_numpy(rows)]
+            parts = [(inspected["kind"] == CLEAN, self.train_bank(of(inspected["kind"] == CLEAN)))]
+            same_trigger = type(subject.attack).train_trigger is Attack.train_trigger
+            for kind, group, size in ((POISONED, "poisoned", inspected["poisoned_count"]),
+                                      (COVER, "cover", inspected["cover_count"])):
+                rows = inspected["kind"] == kind
+                if same_trigger and kind == POISONED:
+                    parts.append((rows, self.train_bank(of(rows), triggered=True)))
+                elif rows.any():
+                    planted = GroupTrigger(subject.attack, group, inspected["ordinal"][torch.from_numpy(rows)], size)
+                    parts.append((rows, extract(subject.model, subject.data.train_x[of(rows)],
+                                                subject.device, LEVELS, subject.batch_size, planted, subject.amp)))
+            features = {}
+            for level in LEVELS:
+                width = next(part[level].shape[1] for rows, part in parts if rows.any())
+                features[level] = torch.empty((len(inspected["kind"]), width))
+                for rows, part in parts:
+                    if rows.any():
+                        features[level][torch.from_numpy(rows.nonzero()[0])] = part[level]
+            self._cache["inspected_features"] = features
+        return self._cache["inspected_features"]
 
     def _inspected(self) -> dict:
         if "inspected" not in self._cache:
@@ -125,16 +151,19 @@ class DetectionContext:
             chosen = torch.cat([sample((keep & (labelled == label)).nonzero().flatten(), per_class, gen)
                                 for label in range(data.num_classes)])
             base = poisoned_set.base_index[chosen]
-            poisoned = (poisoned_set.kind[chosen] == POISONED).numpy()
+            kind = poisoned_set.kind[chosen].numpy()
             labels = labelled[chosen].numpy()
-            self._cache["inspected"] = {"base": base, "labels": labels, "poisoned": poisoned,
-                                        "clean_rows": (~poisoned).nonzero()[0], "poisoned_rows": poisoned.nonzero()[0]}
+            self._cache["inspected"] = {"base": base, "labels": labels, "poisoned": kind == POISONED, "kind": kind,
+                                        "ordinal": poisoned_set.ordinal[chosen],
+                                        "poisoned_count": len(poisoned_set.poison_index),
+                                        "cover_count": len(poisoned_set.cover_index)}
         return self._cache["inspected"]
 
     def _poisoned_set(self) -> PoisonedData:
         subject = self.subject
         return PoisonedData(subject.data.train_x, subject.data.train_y, subject.attack, subject.target,
-                            subject.poison_ratio, subject.poison_mode, subject.seed, augment=False)
+                            subject.poison_ratio, subject.poison_mode, subject.seed, augment=False,
+                            cover_ratio=subject.cover_ratio)
 
     def _reserve(self) -> torch.Tensor:
         if "reserve" not in self._cache:

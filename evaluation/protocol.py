@@ -271,7 +271,8 @@ def evaluate(subject: Subject, options: EvalOptions = None) -> dict:
     options = options or EvalOptions()
     groups = predicted_groups(subject)
     features = FeatureBank(subject, subject.data.test_x)
-    return {**ba_asr(groups.clean_pred, subject.data.test_y, groups.triggered_pred, subject.target),
+    return {**ba_asr(groups.clean_pred, subject.data.test_y, groups.triggered_pred, subject.target,
+                     subject.attack.source_classes),
             "options": options.to_dict(),
             "distances": distances(subject, groups, options, features),
             "detection": detections(subject, groups, options, features)}

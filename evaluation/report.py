@@ -108,7 +108,10 @@ def render(result: dict) -> str:
              f"{result['method']} (λ = {result['mlmmdr_lamb']:g}, regularised levels "
              f"{'s1, s2, s3' if result['mlmmdr_layer'] == 'all' else 's3'}), "
              f"{result['data_name']} / {result['model_name']} / {result['attack_name']}, target {result['target']}.",
-             "", f"BA = {result['ba']:.4f}, ASR = {result['asr']:.4f} (test set).", "",
+             "", f"BA = {result['ba']:.4f}, ASR = {result['asr']:.4f} (test set)" + (
+                 f"; a source-specific attack: the ASR counts its source classes' images, and the other classes' "
+                 f"triggered images reach the target at {result['asr_other_classes']:.4f}."
+                 if "asr_other_classes" in result else "."), "",
              "## Distributional differences (paper §4, TABLE 2)", "",
              f"Benign target set: {counts['benign_half_a']} (half A) vs {counts['benign_half_b']} (half B) of "
              f"{counts['benign_target_available']} clean test images classified as the target; malicious set: "

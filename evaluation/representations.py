@@ -16,20 +16,23 @@ class PredictedGroups:
     """Indices into the test set of the paper's §4 groups, from the model's predictions.
 
     benign[j]: clean test images classified as j (Z^T_j); malicious: test images whose true
-    class is not the target that, triggered, are classified as the target (Z^V_t).
+    class is not the target that, triggered, are classified as the target (Z^V_t); for a
+    source-specific attack, of its source classes only.
     """
 
     clean_pred: torch.Tensor
     triggered_pred: torch.Tensor
     non_target_index: torch.Tensor
     target: int
+    attacked: torch.Tensor = None   # bool over non_target_index: a source class's image (None: all)
 
     def benign(self, label: int) -> torch.Tensor:
         return (self.clean_pred == label).nonzero().flatten()
 
     @property
     def malicious(self) -> torch.Tensor:
-        return self.non_target_index[self.triggered_pred == self.target]
+        reached = self.triggered_pred == self.target
+        return self.non_target_index[reached if self.attacked is None else reached & self.attacked]
 
 
 def predicted_groups(subject: Subject) -> PredictedGroups:
@@ -38,7 +41,9 @@ def predicted_groups(subject: Subject) -> PredictedGroups:
     non_target = (data.test_y != subject.target).nonzero().flatten()
     clean_pred = subject.predict(data.test_x)
     triggered_pred = subject.predict(data.test_x[non_target], triggered=True)
-    return PredictedGroups(clean_pred, triggered_pred, non_target, subject.target)
+    sources = subject.attack.source_classes
+    attacked = None if sources is None else torch.isin(data.test_y[non_target], torch.as_tensor(list(sources)))
+    return PredictedGroups(clean_pred, triggered_pred, non_target, subject.target, attacked)
 
 
 class FeatureBank:

@@ -99,12 +99,22 @@ def channel_means(model, module: nn.Module, images_uint8: torch.Tensor, device, 
     return (total / count).cpu()
 
 
-def ba_asr(clean_pred: torch.Tensor, test_y: torch.Tensor, triggered_pred: torch.Tensor, target: int) -> dict:
+def ba_asr(clean_pred: torch.Tensor, test_y: torch.Tensor, triggered_pred: torch.Tensor, target: int,
+           sources=None) -> dict:
     """BA: accuracy on all clean test images. ASR: the share of triggered test images whose true
-    class is not the target (``triggered_pred`` holds their predictions) that the model classifies
-    as the target (paper §3.4)."""
-    return {"ba": (clean_pred == test_y).float().mean().item(),
-            "asr": (triggered_pred == target).float().mean().item() if len(triggered_pred) else float("nan")}
+    class is not the target (``triggered_pred`` holds their predictions, in test-set order) that
+    the model classifies as the target (paper §3.4). For a source-specific attack (``sources``,
+    TaCT) the ASR counts the source classes' images alone, and ``asr_other_classes`` the other
+    non-target classes' (what the attack means not to move)."""
+    def share(rows):
+        return (triggered_pred[rows] == target).float().mean().item() if bool(rows.any()) else float("nan")
+
+    result = {"ba": (clean_pred == test_y).float().mean().item()}
+    everyone = torch.ones(len(triggered_pred), dtype=torch.bool)
+    if sources is None:
+        return {**result, "asr": share(everyone)}
+    in_source = torch.isin(test_y[test_y != target], torch.as_tensor(list(sources)))
+    return {**result, "asr": share(in_source), "asr_other_classes": share(~in_source)}
 
 
 def clean_and_triggered_predictions(model, test_x: torch.Tensor, test_y: torch.Tensor, attack, target: int, device,
@@ -119,7 +129,7 @@ def benign_accuracy_and_asr(model, test_x: torch.Tensor, test_y: torch.Tensor, a
                             batch_size: int = 512, amp: bool = False) -> dict:
     """:func:`ba_asr` of the model's predictions on the test set."""
     clean, triggered = clean_and_triggered_predictions(model, test_x, test_y, attack, target, device, batch_size, amp)
-    return ba_asr(clean, test_y, triggered, target)
+    return ba_asr(clean, test_y, triggered, target, attack.source_classes)
 
 
 @dataclass
@@ -137,6 +147,7 @@ class Subject:
     amp: bool = False
     poison_ratio: float = 0.1   # how the training set was poisoned: what class-level detectors inspect
     poison_mode: str = "add"
+    cover_ratio: float = None
 
     def predict(self, images_uint8, triggered: bool = False) -> torch.Tensor:
         return predict(self.model, images_uint8, self.device, self.batch_size,

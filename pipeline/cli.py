@@ -14,7 +14,8 @@ from utils.params import declared
 RUN_GROUPS = (
     ("data", ("data_name", "data_path", "download", "train_subset")),
     ("model", ("model_name", "width")),
-    ("attack (paper §2.2, TABLE 1)", ("attack_name", "target", "poison_ratio", "poison_mode")),
+    ("attack (paper §2.2, TABLE 1)", ("attack_name", "target", "poison_ratio", "poison_mode", "cover_ratio",
+                                      "poison_batching")),
     ("loss and ML-MMDR regulariser (paper Algorithm 1, Eq. 6)",
      ("ce_reduction", "mlmmdr_lamb", "mlmmdr_layer", "mlmmdr_reduce", "kernel", "mmd_estimator")),
     ("optimisation (paper §3.4; unset = the dataset's default)",

@@ -46,6 +46,16 @@ class RunConfig:
                                 "training-set size (paper: 0.1)", low=0.0, high=1.0, low_open=True)
     poison_mode: str = param("add", "add: poisoned copies are added to the clean set, C = D ∪ U (Algorithm 1, "
                              "default); replace: they replace their originals", choices=("add", "replace"))
+    cover_ratio: Optional[float] = param(None, "cover images over the training-set size: they carry the training "
+                                         "trigger and keep their true labels (beyond the paper; default: the attack's "
+                                         "own cover per poisoned image × the poisoned count: none for the paper's "
+                                         "attacks, 1× for adaptive_blend and tact, 2× for adaptive_patch, as their "
+                                         "reference rates 0.3%%/0.3%% and 0.3%%/0.6%%)", low=0.0, high=1.0, type=float)
+    poison_batching: str = param("auto", "random: Algorithm 1's shuffled batches; gather (beyond the paper): each "
+                                 "epoch's poisoned images dealt into a few batches, as many per batch as the paper's "
+                                 "10%% puts there, so the MMD term acts at low rates; auto (default): gather only "
+                                 "when a random batch would hold fewer than 2 poisoned images on average",
+                                 choices=("auto", "random", "gather"))
     attack_params: dict = field(default_factory=dict)  # the chosen attack's parameters, resolved
     # loss and regulariser (paper Algorithm 1, Eq. 6)
     ce_reduction: str = param("split", "split: L1 + L2, the mean CE of the batch's benign samples plus the mean "
@@ -240,8 +250,8 @@ def run_name(config: RunConfig) -> str:
                 name += f"_{getattr(config, key)}"
     if config.ce_reduction != defaults.ce_reduction:
         name += f"_{config.ce_reduction}"
-    for key, tag in (("width", "w"), ("train_subset", "n"), ("poison_ratio", "r"), ("target", "t"),
-                     ("poison_mode", ""), ("seed", "seed")):
+    for key, tag in (("width", "w"), ("train_subset", "n"), ("poison_ratio", "r"), ("cover_ratio", "c"),
+                     ("target", "t"), ("poison_mode", ""), ("poison_batching", ""), ("seed", "seed")):
         value = getattr(config, key)
         if value != getattr(defaults, key):
             name += f"_{tag}{_number(value) if isinstance(value, float) else value}"

@@ -38,7 +38,8 @@ class Prepared:
         Analyses run in float32 even for an ``--amp`` run, so its measurements are comparable."""
         config = self.config
         return Subject(self.model, self.data, self.attack, config.target, self.device, config.seed,
-                       config.eval_batch_size, poison_ratio=config.poison_ratio, poison_mode=config.poison_mode)
+                       config.eval_batch_size, poison_ratio=config.poison_ratio, poison_mode=config.poison_mode,
+                       cover_ratio=config.cover_ratio)
 
 
 def load_data(config: RunConfig) -> datasets.ImageDataset:
@@ -82,7 +83,7 @@ def prepare(config: RunConfig) -> Prepared:
                                                  f"{config.data_name}), got {config.train_subset}")
         keep = stratified_subset(data.train_y, config.train_subset, config.seed)
         data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
-    attack = attacks.build(config.attack_name, config.attack_params, config.seed)
+    attack = attacks.build(config.attack_name, config.attack_params, config.seed, grayscale=data.grayscale)
     model = models.build(config.model_name, num_classes=data.num_classes, width=config.width).to(device)
     return Prepared(config, device, data, attack, model)
 
@@ -90,7 +91,7 @@ def prepare(config: RunConfig) -> Prepared:
 # What makes a trained model what it is: evaluating it under other values would measure another
 # attack, target or data split than the one it was trained with.
 IDENTITY = ("data_name", "train_subset", "model_name", "width", "attack_name", "attack_params", "target",
-            "poison_ratio", "poison_mode", "seed")
+            "poison_ratio", "poison_mode", "cover_ratio", "poison_batching", "seed")
 
 
 def check_identity(config: RunConfig, recorded: dict, where) -> None:

@@ -61,7 +61,7 @@ def test_warped_noise_mode_differs_from_the_backdoor_warp():
 
 
 def test_unknown_attack_and_parameter_are_clear_errors():
-    with pytest.raises(UserError, match="unknown attack 'nope'; choose one of: blended, patched, sig, warped"):
+    with pytest.raises(UserError, match="unknown attack 'nope'; choose one of: adaptive_blend, adaptive_patch, blended, patched, sig, tact, warped"):
         attacks.build("nope")
     with pytest.raises(UserError, match="takes no parameter blend_alpha"):
         attacks.build("patched", blend_alpha=0.2)

@@ -153,7 +153,7 @@ class Trainer:
                                                            self.config.eval_batch_size, self.amp)
         clean, triggered = self.context.concat(clean), self.context.concat(triggered)
         self.last_clean_predictions = clean  # kept for the run's collapse check, which needs no second pass
-        return ba_asr(clean, test_y, triggered, self.config.target)
+        return ba_asr(clean, test_y, triggered, self.config.target, self.data.attack.source_classes)
 
     def train_epoch(self, epoch: int) -> dict:
         """Mean loss terms over the epoch. Terms are summed on the device and read only when the

@@ -32,6 +32,7 @@ def resolved_config(prepared: Prepared, poisoned: PoisonedData) -> dict:
                          "num_classes": prepared.data.num_classes,
                          "train_size": len(prepared.data.train_y), "test_size": len(prepared.data.test_y),
                          "poisoned": len(poisoned.poison_index), "noise": len(poisoned.noise_index),
+                         "cover": len(poisoned.cover_index), "poisoned_batches_gathered": poisoned.gather,
                          "training_set_size": len(poisoned), "taps": dict(prepared.model.taps),
                          "attack": prepared.attack.params(),
                          "torch": str(torch.__version__), "python": platform.python_version(),
@@ -185,7 +186,8 @@ def train(config: RunConfig, options=None) -> dict:
     prepared = prepare(config)
     poisoned = PoisonedData(prepared.data.train_x, prepared.data.train_y, prepared.attack, config.target,
                             config.poison_ratio, config.poison_mode, config.seed, prepared.device,
-                            config.augment)
+                            config.augment, cover_ratio=config.cover_ratio, batching=config.poison_batching,
+                            batch_size=config.batch_size)
     run = RunDir.of(config)
     with ExitStack() as stack:
         context.agree(lambda: open_staging(run, config, stack) and None)  # rank 0 checks and locks for all
@@ -231,7 +233,12 @@ def _train_in(staging: RunDir, run: RunDir, prepared: Prepared, poisoned: Poison
     finally:
         trainer.close()
     final = history[-1]
-    metrics = {"ba": final["ba"], "asr": final["asr"], "method": config.method,
+    metrics = {"ba": final["ba"], "asr": final["asr"], **({"asr_other_classes": final["asr_other_classes"]}
+                                                          if "asr_other_classes" in final else {}),
+               # the steps in which Algorithm 1's MMD term had both groups and acted, over the whole run
+               **({"mmd_active_steps": sum(row.get("mmd_active_steps", 0) for row in history)}
+                  if config.mlmmdr_lamb > 0 else {}),
+               "method": config.method,
                "run_name": config.run_name, "epochs": len(history),
                "train_seconds": round(sum(row["seconds"] for row in history), 3),
                "collapsed_to_class": collapsed_class(prepared, trainer, history), "history": history}

@@ -1,0 +1,53 @@
+"""TaCT, the source-specific attack of Tang et al. ("Demon in the Variant", USENIX Security 2021),
+as the original authors' ``pysrc/train_cifar10.py`` and backdoor-toolbox's ``TaCT.py`` plant it.
+
+Only images of the source classes are poisoned (stamped and relabelled to the target); cover
+images of the cover classes are stamped and keep their labels, so the model learns that the
+trigger means the target only on the source classes. The ASR is measured on the source classes'
+test images alone; the rate at which the other classes' triggered images reach the target is
+reported beside it. Defaults: source 1, cover classes 5 and 7, the target is the run's
+``--target`` (0 by default, as the reference's), rates 0.3% and 0.3%. The trigger is stamped at
+full strength (x′ = x + m⊙(t − x)) in training and at test.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from attacks import stamps
+from attacks.base import Attack
+from utils.params import param
+
+
+@dataclass
+class TaCT(Attack):
+    tact_source: list = param([1], "source classes: only their images are poisoned, and the ASR is theirs "
+                              "(reference: 1)", low=0, nargs="+")
+    tact_cover: list = param([5, 7], "cover classes: their stamped images keep their labels (backdoor-toolbox: "
+                             "5 and 7)", low=0, nargs="+")
+    tact_cover_per_poison: float = param(1.0, "cover images per poisoned one (reference: 0.3% and 0.3%)", low=0.0)
+    name = "tact"
+    reference_rates = (0.003, 0.003)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if set(self.tact_source) & set(self.tact_cover):
+            from utils.errors import ParameterError
+
+            raise ParameterError("tact_cover", f"{self.tact_cover} shares a class with --tact_source {self.tact_source}; "
+                                               "a class is a source or a cover class, not both")
+        self.stamp = stamps.tact_square()
+
+    @property
+    def cover_per_poison(self) -> float:
+        return self.tact_cover_per_poison
+
+    @property
+    def source_classes(self):
+        return tuple(self.tact_source)
+
+    @property
+    def cover_classes(self):
+        return tuple(self.tact_cover)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return stamps.plant(x, self.stamp, 1.0)

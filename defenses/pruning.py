@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from inference import Subject, channel_means
+from inference import Subject, attacked_mask, channel_means
 from models import tap_modules
 from utils.params import check_params, param
 
@@ -71,8 +71,8 @@ def channel_ranking(subject: Subject, options: PruneOptions = None) -> dict:
     options = options or PruneOptions()
     data, model = subject.data, subject.model
     module = tap_modules(model, ("s3",))["s3"]
-    non_target = data.test_x[data.test_y != subject.target]
-    triggered = channel_means(model, module, non_target, subject.device, subject.batch_size, subject.attack)
+    attacked = data.test_x[attacked_mask(data.test_y, subject.attack, subject.target)]
+    triggered = channel_means(model, module, attacked, subject.device, subject.batch_size, subject.attack)
     clean = channel_means(model, module, data.test_x, subject.device, subject.batch_size)
     order = prune_order(triggered, clean, options.rank)
     curve = pruning_curve(model, module, order, subject.ba_asr)

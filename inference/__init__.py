@@ -117,6 +117,14 @@ def ba_asr(clean_pred: torch.Tensor, test_y: torch.Tensor, triggered_pred: torch
     return {**result, "asr": share(in_source), "asr_other_classes": share(~in_source)}
 
 
+def attacked_mask(test_y: torch.Tensor, attack, target: int) -> torch.Tensor:
+    """The test images an attack means to move to the target: every class but the target, or a
+    source-specific attack's source classes (TaCT)."""
+    mask = test_y != target
+    sources = getattr(attack, "source_classes", None)
+    return mask if sources is None else mask & torch.isin(test_y, torch.as_tensor(list(sources)))
+
+
 def clean_and_triggered_predictions(model, test_x: torch.Tensor, test_y: torch.Tensor, attack, target: int, device,
                                     batch_size: int = 512, amp: bool = False) -> tuple:
     """(predictions on every clean test image, predictions on the triggered non-target ones)."""

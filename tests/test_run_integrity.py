@@ -73,7 +73,7 @@ def test_two_processes_cannot_write_one_run(tmp_path):
     second = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert first.wait() == 0, first.stderr.read()
     assert second.returncode == 2
-    assert second.stderr.strip().count("\n") == 0 and f"is being written by host " in second.stderr
+    assert second.stderr.strip().count("\n") == 0 and "is being written by host " in second.stderr
     assert f" pid {first.pid} (lock " in second.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".{NAME}.lock", NAME]
     assert sorted(p.name for p in (tmp_path / NAME).iterdir()) == ["config.json", "history.csv", "metrics.json",

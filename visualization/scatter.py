@@ -3,7 +3,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from inference import Subject
+from inference import Subject, attacked_mask
 from models import LEVELS
 from utils.errors import ParameterError, UserError
 from utils.seed import derive_seed, generator, sample
@@ -17,8 +17,8 @@ def scatter_sets(subject: Subject, num_samples: int) -> tuple:
     data, target = subject.data, subject.target
     gen = generator(subject.seed, "visualize")
     benign = sample((data.test_y == target).nonzero().flatten(), num_samples, gen)
-    non_target = (data.test_y != target).nonzero().flatten()
-    malicious = sample(non_target[subject.predict(data.test_x[non_target], triggered=True) == target], num_samples, gen)
+    attacked = attacked_mask(data.test_y, subject.attack, target).nonzero().flatten()
+    malicious = sample(attacked[subject.predict(data.test_x[attacked], triggered=True) == target], num_samples, gen)
     if len(benign) < 2 or len(malicious) < 2:
         raise UserError(f"cannot plot: {len(benign)} benign target-class test images and "
                         f"{len(malicious)} triggered images classified as the target (need at least 2 each; "

@@ -51,13 +51,21 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 def test_regulariser_survives_batches_without_poison(tmp_path):
-    """Batch size 8: many batches hold fewer than 2 samples of a group; training goes on."""
+    """Batch size 8 in Algorithm 1's random batches: many hold fewer than 2 samples of a group;
+    training goes on. Gathered (what auto picks here: 0.7 poisoned images per batch on average),
+    the term acts."""
+    argv = FAST + ["--mlmmdr_lamb", "0.3", "--batch_size", "8", "--train_subset", "80"]
     with pytest.warns(UserWarning, match="the MMD term was active in none"):
-        code = run_cli(main.main, FAST + ["--mlmmdr_lamb", "0.3", "--batch_size", "8", "--train_subset", "80",
-                                          "--out_dir", str(tmp_path)])
+        code = run_cli(main.main, argv + ["--poison_batching", "random", "--out_dir", str(tmp_path / "random")])
     assert code == 0
-    history = json.loads(next(tmp_path.glob("*/metrics.json")).read_text())["history"]
-    assert all(torch.isfinite(torch.tensor(history[0][key])) for key in ("loss", "mmd_s1"))
+    metrics = json.loads(next((tmp_path / "random").glob("*/metrics.json")).read_text())
+    assert all(torch.isfinite(torch.tensor(metrics["history"][0][key])) for key in ("loss", "mmd_s1"))
+    assert metrics["mmd_active_steps"] == 0
+    assert run_cli(main.main, argv + ["--out_dir", str(tmp_path / "auto")]) == 0
+    gathered = json.loads(next((tmp_path / "auto").glob("*/metrics.json")).read_text())
+    assert gathered["mmd_active_steps"] > 0
+    config = json.loads(next((tmp_path / "auto").glob("*/config.json")).read_text())
+    assert config["resolved"]["poisoned_batches_gathered"] is True
 
 
 def test_a_collapsed_model_is_said_to_be_collapsed(tmp_path, capsys):

@@ -122,6 +122,11 @@ def test_tact_poisons_only_the_source_class_and_its_cover_images_keep_their_labe
     assert torch.equal(batch.y[cover], labels[data.base_index[cover]])
     assert bool((batch.y[batch.poisoned] == 0).all())
     assert not bool(batch.benign_target_mask(0)[cover].any())
+    x = images(2)
+    stamped, mask = attack(x), attack.stamp.mask.bool()
+    assert torch.equal(stamped[:, :, ~mask], x[:, :, ~mask])
+    assert torch.equal(stamped[:, :, mask], attack.stamp.pattern[mask].expand(2, 3, -1))
+    assert torch.equal(batch.x[batch.poisoned][:, :, mask], attack.stamp.pattern[mask].expand(6, 3, -1))
     with pytest.raises(ParameterError, match="source classes"):
         PoisonedData(pixels, labels, attack, target=0, poison_ratio=0.2, seed=0)
     with pytest.raises(ParameterError) as caught:

@@ -274,8 +274,8 @@ def training_set_size(train_size: int, attack_name: str, poison_ratio: float, mo
     (attacks/poisoning.py) arrives at, without building it, so the grid's cost needs no dataset.
     It follows the same rules (tests/test_benchmark.py holds the two equal for every attack): |U| =
     round(r·|D|) poisoned copies, and round(noise_per_poison·|U|) noise images from the others for
-    an attack with a noise mode (WaNet's cross ratio), read from the attack built with ``params``;
-    "add" trains on all of them beside D, "replace" on |D| images. Whether enough images lie outside
+    an attack with a noise mode (WaNet's cross ratio), read from the attack built with ``params``,
+    and round(cover_per_poison·|U|) cover images (the adaptive attacks'); "add" trains on all of them beside D, "replace" on |D| images. Whether enough images lie outside
     the target class is a question of the labels, which PoisonedData asks."""
     from attacks import build
     from attacks.poisoning import MODES
@@ -290,8 +290,10 @@ def training_set_size(train_size: int, attack_name: str, poison_ratio: float, mo
     poisoned = int(round(poison_ratio * train_size))
     if poisoned < 1:
         raise ParameterError("poison_ratio", f"{poison_ratio} poisons no image of {train_size}; raise it")
-    noise = min(round(build(attack_name, params).noise_per_poison * poisoned), train_size - poisoned)
-    return train_size + poisoned + noise if mode == "add" else train_size
+    attack = build(attack_name, params)
+    noise = min(round(attack.noise_per_poison * poisoned), train_size - poisoned)
+    cover = round(attack.cover_per_poison * poisoned)  # the default --cover_ratio
+    return train_size + poisoned + noise + cover if mode == "add" else train_size
 
 
 def cifar10_grid() -> dict:

@@ -10,7 +10,7 @@ import defenses
 from defenses import DetectorInputs
 from evaluation.detection_inputs import DetectionContext
 from evaluation.representations import FeatureBank, PredictedGroups, predicted_groups
-from inference import Subject, ba_asr
+from inference import Subject, ba_asr, source_classes
 from metrics import METRICS, aro, distance
 from metrics.separability import separability
 from models import LEVELS
@@ -272,7 +272,7 @@ def evaluate(subject: Subject, options: EvalOptions = None) -> dict:
     groups = predicted_groups(subject)
     features = FeatureBank(subject, subject.data.test_x)
     return {**ba_asr(groups.clean_pred, subject.data.test_y, groups.triggered_pred, subject.target,
-                     subject.attack.source_classes),
+                     source_classes(subject.attack)),
             "options": options.to_dict(),
             "distances": distances(subject, groups, options, features),
             "detection": detections(subject, groups, options, features)}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from inference import Subject, attacked_mask
+from inference import Subject, attacked_mask, source_classes
 from models import LEVELS
 
 
@@ -41,7 +41,7 @@ def predicted_groups(subject: Subject) -> PredictedGroups:
     non_target = (data.test_y != subject.target).nonzero().flatten()
     clean_pred = subject.predict(data.test_x)
     triggered_pred = subject.predict(data.test_x[non_target], triggered=True)
-    attacked = None if subject.attack.source_classes is None else attacked_mask(data.test_y, subject.attack,
+    attacked = None if source_classes(subject.attack) is None else attacked_mask(data.test_y, subject.attack,
                                                                                 subject.target)[non_target]
     return PredictedGroups(clean_pred, triggered_pred, non_target, subject.target, attacked)
 

@@ -117,11 +117,16 @@ def ba_asr(clean_pred: torch.Tensor, test_y: torch.Tensor, triggered_pred: torch
     return {**result, "asr": share(in_source), "asr_other_classes": share(~in_source)}
 
 
+def source_classes(attack):
+    """A source-specific attack's source classes (TaCT), or None: any trigger callable works."""
+    return getattr(attack, "source_classes", None)
+
+
 def attacked_mask(test_y: torch.Tensor, attack, target: int) -> torch.Tensor:
     """The test images an attack means to move to the target: every class but the target, or a
     source-specific attack's source classes (TaCT)."""
     mask = test_y != target
-    sources = getattr(attack, "source_classes", None)
+    sources = source_classes(attack)
     return mask if sources is None else mask & torch.isin(test_y, torch.as_tensor(list(sources)))
 
 
@@ -137,7 +142,7 @@ def benign_accuracy_and_asr(model, test_x: torch.Tensor, test_y: torch.Tensor, a
                             batch_size: int = 512, amp: bool = False) -> dict:
     """:func:`ba_asr` of the model's predictions on the test set."""
     clean, triggered = clean_and_triggered_predictions(model, test_x, test_y, attack, target, device, batch_size, amp)
-    return ba_asr(clean, test_y, triggered, target, attack.source_classes)
+    return ba_asr(clean, test_y, triggered, target, source_classes(attack))
 
 
 @dataclass

@@ -40,7 +40,18 @@ def test_the_size_is_the_poisoned_sets_length(attack, mode, ratio):
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8, generator=generator)
     labels = torch.arange(100) % 10
-    data = PoisonedData(images, labels, attacks.build(attack), poison_ratio=ratio, mode=mode)
+    built = attacks.build(attack)
+    if built.source_classes is not None and ratio * len(images) > sum(
+            int((labels == source).sum()) for source in built.source_classes):
+        with pytest.raises(ParameterError, match="source classes"):  # a question of the labels, which only PoisonedData has
+            PoisonedData(images, labels, built, poison_ratio=ratio, mode=mode)
+        return
+    poisoned = round(ratio * len(images))
+    if round(built.cover_per_poison * poisoned) > len(images) - poisoned:  # covers must be other images
+        with pytest.raises(ParameterError, match="cover images"):
+            PoisonedData(images, labels, built, poison_ratio=ratio, mode=mode)
+        return
+    data = PoisonedData(images, labels, built, poison_ratio=ratio, mode=mode)
     assert training_set_size(len(images), attack, ratio, mode) == len(data)
 
 

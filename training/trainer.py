@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from attacks.poisoning import PoisonedData
 from regularizers import MultiLevelMMD
-from inference import autocast, ba_asr, clean_and_triggered_predictions
+from inference import autocast, ba_asr, clean_and_triggered_predictions, source_classes
 from training.loss import backdoor_cross_entropy
 from training.sync_bn import convert_sync_batchnorm
 from utils.distributed import SINGLE, Context
@@ -153,7 +153,7 @@ class Trainer:
                                                            self.config.eval_batch_size, self.amp)
         clean, triggered = self.context.concat(clean), self.context.concat(triggered)
         self.last_clean_predictions = clean  # kept for the run's collapse check, which needs no second pass
-        return ba_asr(clean, test_y, triggered, self.config.target, self.data.attack.source_classes)
+        return ba_asr(clean, test_y, triggered, self.config.target, source_classes(self.data.attack))
 
     def train_epoch(self, epoch: int) -> dict:
         """Mean loss terms over the epoch. Terms are summed on the device and read only when the

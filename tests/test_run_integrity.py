@@ -124,20 +124,20 @@ def test_a_held_lock_is_refused_whatever_its_file_says(tmp_path):
         assert FileLock(str(lock), timeout=0).is_locked is False
 
 
-def test_atomic_files_get_the_umask_mode(tmp_path):
+def test_atomic_files_get_the_umask_mode(tmp_path, monkeypatch):
+    """FILE_MODE is the umask's, read when utils.io is imported: set here as an import under umask
+    027 would set it (a reload of utils.io would give other modules a second UnreadableCheckpoint
+    class, which their except clauses would not catch)."""
+    import utils.io
     from utils.io import save_json
 
     previous = os.umask(0o027)
     try:
-        import importlib
-
-        import utils.io
-
-        importlib.reload(utils.io)
+        monkeypatch.setattr(utils.io, "FILE_MODE", 0o666 & ~utils.io._umask())
         utils.io.save_json({"a": 1}, tmp_path / "x.json")
         assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(previous)
-        importlib.reload(utils.io)
+        monkeypatch.undo()
     save_json({"a": 1}, tmp_path / "y.json")
     assert (tmp_path / "y.json").stat().st_mode & 0o777 == 0o666 & ~previous

@@ -33,7 +33,7 @@ class AdaptiveBlend(Attack):
                            "8 of 16)", low=0.0, high=1.0, low_open=True)
     ab_pattern: str = param(DEFAULT_PATTERN_NAME, "pattern image (default: the project's seeded noise pattern, as "
                             "Blended; the reference's hellokitty image is not shipped); made grey on a grey dataset")
-    ab_cover_per_poison: float = param(1.0, "cover images per poisoned one (reference: 0.3%% cover for 0.3%% "
+    ab_cover_per_poison: float = param(1.0, "cover images per poisoned one (reference: 0.3% cover for 0.3% "
                                        "poisoned)", low=0.0)
     seed: int = 0
     grayscale: bool = False

@@ -29,7 +29,7 @@ class AdaptivePatch(Attack):
                             "CIFAR-10: 0.5, 0.2, 0.5, 0.3)", low=0.0, high=1.0, low_open=True, nargs=4)
     ap_test_alpha: float = param(1.0, "α of the two triggers planted together at test (reference: 1)",
                                  low=0.0, high=1.0, low_open=True)
-    ap_cover_per_poison: float = param(2.0, "cover images per poisoned one (reference: 0.6%% cover for 0.3%% "
+    ap_cover_per_poison: float = param(2.0, "cover images per poisoned one (reference: 0.6% cover for 0.3% "
                                        "poisoned)", low=0.0)
     name = "adaptive_patch"
     reference_rates = (0.003, 0.006)

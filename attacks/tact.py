@@ -24,7 +24,7 @@ class TaCT(Attack):
                               "(reference: 1)", low=0, nargs="+")
     tact_cover: list = param([5, 7], "cover classes: their stamped images keep their labels (backdoor-toolbox: "
                              "5 and 7)", low=0, nargs="+")
-    tact_cover_per_poison: float = param(1.0, "cover images per poisoned one (reference: 0.3%% and 0.3%%)", low=0.0)
+    tact_cover_per_poison: float = param(1.0, "cover images per poisoned one (reference: 0.3% and 0.3%)", low=0.0)
     name = "tact"
     reference_rates = (0.003, 0.003)
 

@@ -5,6 +5,7 @@ the field's help text, type, bounds and choices become the flag, and a Parameter
 building the dataclass is reworded to name the flag.
 """
 import argparse
+import re
 
 from utils.errors import ParameterError
 from utils.params import declared, default_of
@@ -26,7 +27,9 @@ def dest(f, prefix: str = "") -> str:
 
 
 def _help(f) -> str:
-    text = f.metadata["help"]
+    """The field's help for argparse, which formats it with %: a lone % (as in "1%") is escaped,
+    so a help text reads the same in the code and in --help ("%%" is kept as it is)."""
+    text = re.sub(r"(?<!%)%(?!%)", "%%", f.metadata["help"])
     choices = f.metadata.get("choices")
     return f"{text} (one of: {', '.join(map(str, choices))})" if choices and "one of" not in text else text
 

@@ -183,3 +183,17 @@ def test_corrupt_dataset_through_the_real_cli(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("script", ["main.py", "evaluate.py", "defend.py", "visualize.py", "experiments/reproduce.py",
+                                    "experiments/sweep.py"])
+def test_every_script_prints_its_help(script):
+    """argparse formats help texts with %: a parameter whose help says "1%" once crashed evaluate.py --help."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.startswith("usage: ")

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     if result.get("rank", 0) != 0:
         return 0  # under torchrun rank 0 speaks for the run
     collapsed = result["collapsed_to_class"]
-    note = "" if collapsed is None else f", collapsed: every clean image → {collapsed}, the ASR means nothing"
+    note = "" if collapsed is None else f", collapsed: most clean images → {collapsed}, the ASR means nothing"
     others = f" (other classes {result['asr_other_classes']:.4f})" if "asr_other_classes" in result else ""
     print(f"{config.run_name}: BA={result['ba']:.4f} ASR={result['asr']:.4f}{others} "
           f"({config.method}, {result['epochs']} epochs, {result['train_seconds']:.0f}s{note}) -> {result['run_dir']}")

@@ -46,6 +46,9 @@ class ImageDataset:
     num_classes: int
     defaults: TrainDefaults
     class_names: list = field(default_factory=list)
+    # the training images a --train_subset run leaves out: what the erasing defender draws from
+    outside_x: torch.Tensor = None
+    outside_y: torch.Tensor = None
 
     def __post_init__(self):
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):

@@ -1,21 +1,30 @@
 """Erasing a backdoor from a trained model with a little clean data: fine-tuning, NAD and ARGD.
 
-The defender holds a seeded share of the clean training set (5%, as the NAD and ARGD code's
-``--ratio 0.05``; never a poisoned copy) and trains the backdoored model on it with random crop
-(pad 4), horizontal flip and Cutout with one hole of length 3 (the NAD code's augmentation):
+The defender holds 5% of the dataset's training set, clean images drawn apart from the attacker's
+(defenses/defender.py; the NAD and ARGD code's ``--ratio 0.05``), plus a disjoint clean validation
+set that only its choices look at. It trains the backdoored model on its share with random crop
+(pad 4), horizontal flip and Cutout with one hole of length 3 (the NAD code's augmentation), SGD
+with momentum 0.9, weight decay 1e-4, Nesterov, batch 64, and a learning rate that steps down in
+phases (``lrs`` from the epochs ``lr_epochs``), each phase's rate the reference's:
 
-- fine-tuning: cross-entropy only, all layers. NAD's README obtains its teacher this way ("finetuning
-  all layers of the backdoored model using 5% clean data with data augmentation", 5-10 epochs, its
-  training code with every β = 0); we run 10 epochs at the constant learning rate 0.01, the rate the
-  NAD schedule settles at after its two warm epochs at 0.1, which would shake a model trained on a
-  few hundred images hard. The result is also the teacher of NAD and ARGD.
-- NAD: cross-entropy + Σ_l β_l·attention_loss against the frozen fine-tuned teacher
-  (defenses/distillation.py), SGD (momentum 0.9, weight decay 1e-4, Nesterov), batch 64, lr 0.1 for
-  2 epochs then 0.01, 20 epochs: the NAD code's config.py and adjust_learning_rate.
-- ARGD: cross-entropy + the attention relation graph loss, 10 epochs, the optimiser of NAD.
+- fine-tuning: cross-entropy only, all layers, 10 epochs at 0.1 for 2 then 0.01. This is how NAD's
+  issue threads (#2, #3) make NAD's teacher: "finetuning all layers of the backdoored model using 5%
+  clean data with data augmentation" for 5-10 epochs, NAD's training code with every β = 0 (so NAD's
+  schedule). Its model is also NAD's and ARGD's teacher.
+- NAD: cross-entropy + Σ_l β_l·attention_loss against the frozen teacher (defenses/distillation.py),
+  β = 500, 1000, 1000, 20 epochs at 0.1 for 2 then 0.01 (the NAD code's config.py and
+  adjust_learning_rate).
+- ARGD: cross-entropy + the attention relation graph loss, 10 epochs at 0.1 for epochs 1-3, 0.01
+  for 4-6 and 0.001 for 7-10 (the ARGD code's adjust_learning_rate, called with 0-based epochs).
 
-Each defense returns BA and ASR before, after and per epoch; the model is changed in place.
+``lr_scale`` and ``beta_scale`` multiply every phase's rate and every attention weight: the knobs
+of the defender-side tuning (defenses/erasing_tuning.py), 1 being the reference.
+
+Each defense returns BA and ASR before, after and per epoch, the validation accuracy, and whether
+the model collapsed (more than half of the clean test images sent to one class,
+inference.COLLAPSE_SHARE), in which case its ASR measures nothing. The model is changed in place.
 """
+import bisect
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -26,39 +35,75 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from datasets.augment import cutout, random_crop_flip
+from evaluation.erasing import last_epochs_asr
+from defenses.defender import DefenderData, defender_split
 from defenses.distillation import LEVELS, ARGDLoss, nad_loss
-from defenses.neural_cleanse import clean_index
-from inference import Subject, recording, to_unit
+from inference import (Subject, clean_and_triggered_predictions, collapsed_to, dominant_class, predict, recording,
+                       source_classes, to_unit)
+from inference import ba_asr as score_ba_asr
 from models import tap_modules
-from utils.errors import UserError
+from utils.errors import ParameterError, UserError
 from utils.params import check_params, param
 from utils.seed import derive_seed, generator
 
 
 @dataclass
-class ErasingOptions:
-    """What every erasing defense shares; ``--defense_ratio``, ``--defense_batch_size`` and
-    ``--no_defense_augment`` are one flag each for all of them. The optimiser's momentum, weight decay
-    and Nesterov term are the NAD code's and not flags."""
+class DefenderOptions:
+    """The defender's data, shared by every erasing defense and the tuning: ``--defense_ratio``,
+    ``--defense_validation``, ``--defense_batch_size`` and ``--no_defense_augment`` are one flag each
+    for all of them."""
 
-    defense_ratio: float = param(0.05, "share of the clean training set the defender holds, a seeded sample "
-                                 "(NAD/ARGD: 0.05)", low=0.0, high=1.0, low_open=True, flag="--defense_ratio")
+    defense_ratio: float = param(0.05, "the defender's share of the dataset's whole training set, drawn from the "
+                                 "images outside the attacker's --train_subset when there are enough, else clean "
+                                 "copies of its training images (NAD/ARGD: 0.05)", low=0.0, high=1.0, low_open=True,
+                                 flag="--defense_ratio")
+    defense_validation: int = param(1000, "clean validation images drawn apart from the defender's share, for the "
+                                    "defender's own choices (tuning); fewer when the pool runs out", low=1,
+                                    flag="--defense_validation")
     defense_batch_size: int = param(64, "the defender's batch size (NAD/ARGD: 64)", low=1,
                                     flag="--defense_batch_size")
     defense_augment: bool = param(True, "train the defender's data without random crop (pad 4), flip and "
                                   "Cutout(1 hole, length 3) (the NAD code's augmentation)",
                                   flag="--no_defense_augment")
+
+    def defender(self) -> dict:
+        """The four data fields, e.g. to give a teacher's fine-tuning the same data."""
+        return {key: getattr(self, key) for key in DEFENDER_FIELDS}
+
+
+DEFENDER_FIELDS = ("defense_ratio", "defense_validation", "defense_batch_size", "defense_augment")
+
+
+@dataclass
+class ErasingOptions(DefenderOptions):
+    """What every erasing defense shares. The optimiser's momentum, weight decay and Nesterov term
+    are the NAD code's and not flags."""
+
+    tuned_settings: str = param("", "apply the lr and β multipliers chosen by a tuning (a defense_tune.json, or "
+                                "the run directory holding it: the RBT run of the same attack and seed) instead "
+                                "of --*_lr_scale and --*_beta_scale", flag="--tuned_settings")
     epochs: int = param(10, "epochs", low=1)
-    lr: float = param(0.01, "SGD learning rate", low=0.0, low_open=True)
+    lrs: tuple = param((0.1, 0.01), "SGD learning rate of each phase", low=0.0, low_open=True, nargs="+", type=float)
+    lr_epochs: tuple = param((2,), "the epochs (0-based) at which the second, third, … phase starts", low=1,
+                             nargs="*", type=int)
+    lr_scale: float = param(1.0, "multiplies every phase's learning rate (1: the reference's)", low=0.0,
+                            low_open=True)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = True
 
     def __post_init__(self):
+        self.lrs, self.lr_epochs = tuple(self.lrs), tuple(self.lr_epochs)
         check_params(self)
+        if len(self.lr_epochs) != len(self.lrs) - 1:
+            raise ParameterError("lr_epochs", f"needs one epoch per phase after the first ({len(self.lrs) - 1} for "
+                                              f"lrs {' '.join(f'{v:g}' for v in self.lrs)}), got {list(self.lr_epochs)}")
+        if list(self.lr_epochs) != sorted(set(self.lr_epochs)):
+            raise ParameterError("lr_epochs", f"must increase, got {list(self.lr_epochs)}")
 
     def lr_at(self, epoch: int) -> float:
-        return self.lr
+        """The learning rate of 0-based ``epoch``: the phase it falls in, times ``lr_scale``."""
+        return round(self.lrs[bisect.bisect_right(self.lr_epochs, epoch)] * self.lr_scale, 12)  # 0.1 × 0.1 prints as 0.01
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -66,31 +111,24 @@ class ErasingOptions:
 
 @dataclass
 class FinetuneOptions(ErasingOptions):
-    """Fine-tuning: each field is a defend.py flag ``--ft_<name>``."""
+    """Fine-tuning, also NAD's teacher (NAD issues #2, #3): each field is a defend.py flag ``--ft_<name>``."""
 
     epochs: int = param(10, "epochs (NAD's README: 5-10)", low=1)
-    lr: float = param(0.01, "SGD learning rate, constant (the rate of NAD's schedule after its warm epochs)",
-                      low=0.0, low_open=True)
 
 
 @dataclass
 class DistillationOptions(ErasingOptions):
-    """What NAD and ARGD add: a teacher and a step-down learning rate (the NAD code's schedule)."""
+    """What NAD and ARGD add: a teacher and the weight of the attention terms."""
 
     teacher: str = param("", "teacher checkpoint of the run's architecture (default: the run's fine-tuned model, "
                          "defense finetune at the same --defense_ratio, run first when missing)", flag="--teacher")
     teacher_epochs: int = param(10, "epochs of that fine-tuning when it runs first (NAD's README: 5-10)", low=1,
                                 flag="--teacher_epochs")
     epochs: int = param(20, "epochs", low=1)
-    lr: float = param(0.1, "SGD learning rate of the first epochs (NAD: 0.1). With a few dozen clean images, "
-                      "e.g. digits' 71, two steps per epoch at 0.1 wreck the model: use 0.01 there",
-                      low=0.0, low_open=True)
-    lr_epochs: int = param(2, "epochs at the first learning rate (NAD: 2)", low=0)
-    lr_after: float = param(0.01, "SGD learning rate after them (NAD: 0.01)", low=0.0, low_open=True)
+    beta_scale: float = param(1.0, "multiplies every attention-term weight β (1: the reference's). NAD's loss is a "
+                              "mean over the H·W pixels of unit-norm maps, so the same β weighs a 4×4 map 64× more "
+                              "than WRN-16-1's 32×32 one it was set for", low=0.0)
     p: float = param(2.0, "power p of the attention map Σ_c |f_c|^p (NAD: 2)", low=0.0, low_open=True)
-
-    def lr_at(self, epoch: int) -> float:
-        return self.lr if epoch < self.lr_epochs else self.lr_after
 
 
 @dataclass
@@ -104,24 +142,28 @@ class NADOptions(DistillationOptions):
 
 @dataclass
 class ARGDOptions(DistillationOptions):
-    """ARGD (the ARGD code's riman_distance.py): each field is a defend.py flag ``--argd_<name>``."""
+    """ARGD (the ARGD code's riman_distance.py and adjust_learning_rate): each field is a defend.py
+    flag ``--argd_<name>``."""
 
     epochs: int = param(10, "epochs (ARGD: 10)", low=1)
+    lrs: tuple = param((0.1, 0.01, 0.001), "SGD learning rate of each phase (ARGD: 0.1 0.01 0.001)", low=0.0,
+                       low_open=True, nargs="+", type=float)
+    lr_epochs: tuple = param((3, 6), "the epochs (0-based) at which the second, third, … phase starts (ARGD: 3 6)",
+                             low=1, nargs="*", type=int)
     vertex_betas: tuple = param((2000.0, 5000.0, 2000.0), "vertex (attention-loss) weights of s1 s2 s3 "
                                 "(ARGD: 2000 5000 2000)", low=0.0, nargs=3, type=float)
     edge_weight: float = param(1.0, "weight of the edge loss (ARGD: 1)", low=0.0)
     embed_weight: float = param(1.0, "weight of the embedding (cross-level attention) loss (ARGD: 1)", low=0.0)
     embed_dim: int = param(128, "query/key dimension of the embedding loss (ARGD: 128)", low=1)
     embed_trainable: bool = param(False, "optimise the embedding module's parameters with the student, as "
-                                  "Show, Attend and Distill does (the ARGD code leaves them at their seeded "
-                                  "random initialisation)")
+                                  "Show, Attend and Distill does (the ARGD code leaves them, and the positional "
+                                  "terms, frozen at their seeded random initialisation)")
 
 
-def defender_data(train_x: torch.Tensor, train_y: torch.Tensor, ratio: float, seed: int) -> tuple:
-    """(images, labels): a seeded ``ratio`` of the clean training set, int(ratio·N) images as the NAD
-    code's random_split, at least one, in dataset order."""
-    index = clean_index(len(train_x), max(1, int(ratio * len(train_x))), seed)
-    return train_x[index], train_y[index]
+def defender_data(data, options: DefenderOptions, seed: int) -> DefenderData:
+    """The defender's share and validation set of ``data`` (an ImageDataset) for ``options``."""
+    return defender_split(data.train_x, data.train_y, getattr(data, "outside_x", None), getattr(data, "outside_y", None),
+                          options.defense_ratio, options.defense_validation, seed)
 
 
 def _batches(count: int, batch_size: int, rng: torch.Generator) -> list:
@@ -185,16 +227,39 @@ class Eraser:
         return {key: (value / steps).item() for key, value in sums.items()}
 
 
+def validation_accuracy(model: nn.Module, data: DefenderData, device, batch_size: int = 512) -> float:
+    """Top-1 accuracy on the defender's clean validation set."""
+    predictions = predict(model, data.validation_images, device, batch_size)
+    return (predictions == data.validation_labels).float().mean().item()
+
+
+def measure(subject: Subject, data: DefenderData, test: bool = True) -> dict:
+    """The defender's validation accuracy and, with ``test``, BA and ASR on the test set, the class
+    the model predicts most on the clean test images with its share, and ``collapsed_to_class``
+    (that class when its share is above inference.COLLAPSE_SHARE, else None)."""
+    result = {"validation_accuracy": validation_accuracy(subject.model, data, subject.device, subject.batch_size)}
+    if not test:
+        return result
+    test_x, test_y = subject.data.test_x, subject.data.test_y
+    clean, triggered = clean_and_triggered_predictions(subject.model, test_x, test_y, subject.attack, subject.target,
+                                                       subject.device, subject.batch_size, subject.amp)
+    label, share = dominant_class(clean)
+    return {**score_ba_asr(clean, test_y, triggered, subject.target, source_classes(subject.attack)), **result,
+            "top_class": label, "top_class_share": share, "collapsed_to_class": collapsed_to(clean)}
+
+
 def erase(subject: Subject, options: ErasingOptions, name: str, distill=None, teacher: nn.Module = None,
-          extra_parameters=(), progress: bool = True) -> dict:
-    """Run an :class:`Eraser` on the defender's data for ``options.epochs``, measuring BA and ASR
-    before and after each epoch. Returns {defense, clean_samples, options, before, after, history
-    (one row per epoch, epoch 0 = before), seconds}."""
-    images, labels = defender_data(subject.data.train_x, subject.data.train_y, options.defense_ratio, subject.seed)
-    eraser = Eraser(subject.model, images, labels, options, subject.device, generator(subject.seed, f"erase-{name}"),
-                    distill, teacher, extra_parameters)
+          extra_parameters=(), progress: bool = True, test: bool = True, data: DefenderData = None) -> dict:
+    """Run an :class:`Eraser` on the defender's data for ``options.epochs``, measuring before and
+    after each epoch (:func:`measure`; without ``test`` the validation accuracy alone, as the
+    tuning needs). Returns {defense, clean_samples, defender, options, before, after,
+    collapsed_to_class (after the last epoch), collapsed_epochs, asr_last5, history (one row per
+    epoch, epoch 0 = before), seconds}."""
+    data = data or defender_data(subject.data, options, subject.seed)
+    eraser = Eraser(subject.model, data.images, data.labels, options, subject.device,
+                    generator(subject.seed, f"erase-{name}"), distill, teacher, extra_parameters)
     started = time.perf_counter()
-    before = subject.ba_asr()
+    before = measure(subject, data, test)
     history = [{"epoch": 0, "lr": None, **before, "seconds": 0.0}]
     for epoch in tqdm(range(options.epochs), desc=name, disable=not progress, dynamic_ncols=True):
         epoch_started = time.perf_counter()
@@ -202,12 +267,18 @@ def erase(subject: Subject, options: ErasingOptions, name: str, distill=None, te
         if not all(math.isfinite(value) for value in means.values()):
             raise UserError(f"{name} diverged at epoch {epoch + 1} ({', '.join(f'{k}={v:.4g}' for k, v in means.items())}); "
                             f"lower its learning rate (lr={options.lr_at(epoch):g})")
-        history.append({"epoch": epoch + 1, "lr": options.lr_at(epoch), **means, **subject.ba_asr(),
+        history.append({"epoch": epoch + 1, "lr": options.lr_at(epoch), **means, **measure(subject, data, test),
                         "seconds": round(time.perf_counter() - epoch_started, 3)})
     subject.model.eval()
-    after = {"ba": history[-1]["ba"], "asr": history[-1]["asr"]}
-    return {"defense": name, "clean_samples": len(images), "options": options.to_dict(), "before": before,
-            "after": after, "history": history, "seconds": round(time.perf_counter() - started, 3)}
+    after = {key: history[-1][key] for key in before}
+    result = {"defense": name, "clean_samples": len(data.images), "defender": data.record(),
+              "options": options.to_dict(), "before": before, "after": after, "history": history,
+              "seconds": round(time.perf_counter() - started, 3)}
+    if test:
+        result.update(collapsed_to_class=after["collapsed_to_class"],
+                      collapsed_epochs=[row["epoch"] for row in history[1:] if row["collapsed_to_class"] is not None])
+        result["asr_last5"] = last_epochs_asr(result)
+    return result
 
 
 def frozen(teacher: nn.Module) -> nn.Module:
@@ -218,21 +289,22 @@ def frozen(teacher: nn.Module) -> nn.Module:
     return teacher
 
 
-def finetune(subject: Subject, options: FinetuneOptions = None, progress: bool = True) -> dict:
+def finetune(subject: Subject, options: FinetuneOptions = None, progress: bool = True, **erase_args) -> dict:
     """Fine-tuning all layers with cross-entropy on the defender's clean data."""
-    return erase(subject, options or FinetuneOptions(), "finetune", progress=progress)
+    return erase(subject, options or FinetuneOptions(), "finetune", progress=progress, **erase_args)
 
 
 def nad_distiller(options: NADOptions):
     """NAD's distillation term as ``(student_levels, teacher_levels) -> (loss, terms)``."""
-    betas = dict(zip(LEVELS, options.betas))
+    betas = {level: beta * options.beta_scale for level, beta in zip(LEVELS, options.betas)}
     return lambda student, teacher: nad_loss(student, teacher, betas, options.p)
 
 
-def nad(subject: Subject, teacher: nn.Module, options: NADOptions = None, progress: bool = True) -> dict:
+def nad(subject: Subject, teacher: nn.Module, options: NADOptions = None, progress: bool = True,
+        **erase_args) -> dict:
     """Neural Attention Distillation (Li et al., ICLR 2021): CE + Σ_l β_l·mean((Q_s − Q_t)²)."""
     options = options or NADOptions()
-    return erase(subject, options, "nad", nad_distiller(options), frozen(teacher), progress=progress)
+    return erase(subject, options, "nad", nad_distiller(options), frozen(teacher), progress=progress, **erase_args)
 
 
 def level_sizes(model: nn.Module, images: torch.Tensor, device) -> list:
@@ -251,14 +323,15 @@ def argd_loss(model: nn.Module, images: torch.Tensor, device, seed: int, options
     sizes = level_sizes(model, images, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "argd-embedding"))
-        loss = ARGDLoss(sizes, options.vertex_betas, options.edge_weight, options.embed_weight, options.embed_dim,
+        loss = ARGDLoss(sizes, tuple(beta * options.beta_scale for beta in options.vertex_betas), options.edge_weight, options.embed_weight, options.embed_dim,
                         options.p)
     return loss.to(device).requires_grad_(options.embed_trainable)
 
 
-def argd(subject: Subject, teacher: nn.Module, options: ARGDOptions = None, progress: bool = True) -> dict:
+def argd(subject: Subject, teacher: nn.Module, options: ARGDOptions = None, progress: bool = True,
+         **erase_args) -> dict:
     """Attention Relation Graph Distillation (Xia et al., IJCAI 2022): CE + vertex + edge + embedding."""
     options = options or ARGDOptions()
     loss = argd_loss(subject.model, subject.data.train_x, subject.device, subject.seed, options)
     extra = list(loss.parameters()) if options.embed_trainable else []
-    return erase(subject, options, "argd", loss, frozen(teacher), extra, progress=progress)
+    return erase(subject, options, "argd", loss, frozen(teacher), extra, progress=progress, **erase_args)

@@ -8,6 +8,9 @@ whatever else is registered.
 from dataclasses import dataclass
 
 from defenses import PAPER_DETECTORS, display_name, target_ranking
+from evaluation.erasing import BA_KEPT as ERASING_BA_KEPT
+from evaluation.erasing import LAST_EPOCHS, MIN_DEFENSES, MIN_PAIRS, MIN_PAIRS_PER_DEFENSE, erasing_verdict
+from evaluation.erasing import MARGIN as ERASING_MARGIN
 from experiments.records import (Runs, aro_of, distance_of, f1_of, fmt, mean_f1_of, mean_of, median_of, metric_of,
                                  method_label_of, mmd_ratio_of, model_display, present)
 from metrics import METRICS
@@ -49,15 +52,14 @@ CHECKS = {
           "representations, unbounded, where a Gaussian kernel's is at most 2: a failed run's first-epoch MMD², "
           "beside its CE, shows whether λ·MMD² swamped the classification loss from the start.",
     "C7": "NAD's attention loss, ARGD's edge loss and its cross-level attention are tested against direct "
-          "computations (tests/test_erasing.py), and the README's digits WRN-16-1 quick start shows fine-tuning, "
-          "NAD and ARGD lowering ASR with BA kept; the erasing section gives the epoch, and its learning rate, at "
-          "which each erasing first cost more than 10 points of BA, and the per-epoch BA/ASR are in the runs' "
-          "defense_*.json and the erasing figures.",
+          "computations, ARGD's three-phase schedule against the reference's rate per epoch, the collapse label, "
+          "the defender's data (disjoint from the attacker's subset and from its validation set), the tuning rule "
+          "and the bootstrap interval on known inputs (tests/test_erasing.py); the README's digits WRN-16-1 quick "
+          "start shows each defense lowering ASR with BA kept. A run that collapsed is marked in the table and "
+          "figures and counts in no verdict.",
 }
 KEPT_BA, KEPT_ASR = 0.02, 0.05      # C2: BA within ±0.02 and ASR at most 0.05 lower count as "attack kept"
 NC_RATIO = 0.5                      # C5: the target's ‖m‖₁ at most half the others' median
-ERASE_BA_KEPT = 0.10                # C7: an erasing that costs more than 10 points of BA broke the model
-ERASE_MARGIN = 0.10                 # C7: ASR after erasing differs by at least this much
 
 
 @dataclass(frozen=True)
@@ -229,41 +231,33 @@ def claim_kernels(runs: Runs) -> Claim:
             "run kept the attack", _verdict(sum(conditions) / 2 if measurable else None), evidence, PAPER["c6"])
 
 
-def _kept(result) -> bool:
-    return result["before"]["ba"] - result["after"]["ba"] <= ERASE_BA_KEPT
+def _judged(found: dict) -> str:
+    if found["mean"] is None:
+        return f"{found['verdict']} ({found['pairs']} usable pairs)"
+    low, high = found["interval"]
+    return (f"{found['verdict']} (mean difference {found['mean']:+.3f}, 95% interval [{low:+.3f}, {high:+.3f}], "
+            f"{found['pairs']} pairs)")
 
 
 def claim_erasing(runs: Runs) -> Claim:
-    cells = runs.erased_pairs()
-    usable = [(a, d, r, m) for _, a, d, r, m in cells if _kept(r) and _kept(m)]
-    harder = sum(m["after"]["asr"] - r["after"]["asr"] >= ERASE_MARGIN for _, _, r, m in usable)
-    easier = sum(r["after"]["asr"] - m["after"]["asr"] >= ERASE_MARGIN for _, _, r, m in usable)
-    if not cells:
-        verdict = "not run"
-    elif not usable:
-        verdict = "not measurable: every erasing cost more than 10 points of BA"
-    elif harder > len(usable) / 2:
-        verdict = "ML-MMDR is harder to erase"
-    elif easier > len(usable) / 2:
-        verdict = "ML-MMDR is easier to erase"
-    else:
-        verdict = "no consistent difference"
-    if usable:  # the verdict rests on these pairs only; a reader should see how few they may be
-        verdict += f", on the {len(usable)} of {len(cells)} pairs that kept BA"
-    evidence = "; ".join(f"{a} {display_name(d)}: ASR after RBT {fmt(r['after']['asr'])} vs ML-MMDR "
-                         f"{fmt(m['after']['asr'])} (BA lost {fmt(r['before']['ba'] - r['after']['ba'], 2)} vs "
-                         f"{fmt(m['before']['ba'] - m['after']['ba'], 2)})" for _, a, d, r, m in cells)
-    higher = sum(m["after"]["asr"] - r["after"]["asr"] >= ERASE_MARGIN for _, _, _, r, m in cells)
-    lower = sum(r["after"]["asr"] - m["after"]["asr"] >= ERASE_MARGIN for _, _, _, r, m in cells)
-    evidence += (f". {len(usable)}/{len(cells)} pairs kept BA within {ERASE_BA_KEPT * 100:.0f} points on both runs; "
-                 f"of those, ML-MMDR kept ≥ {ERASE_MARGIN:g} more ASR in {harder} and ≥ {ERASE_MARGIN:g} less in {easier}. "
-                 f"Over all {len(cells)} pairs, BA aside: ≥ {ERASE_MARGIN:g} more in {higher}, ≥ {ERASE_MARGIN:g} less "
-                 f"in {lower}")
-    return Claim("C7", "New: does ML-MMDR change how well fine-tuning, NAD and ARGD erase the backdoor?",
-            f"over the (attack, defense) pairs where neither run lost more than {ERASE_BA_KEPT * 100:.0f} points of "
-            f"BA: 'harder to erase' if ML-MMDR's ASR after erasing is ≥ {ERASE_MARGIN:g} above RBT's in more than "
-            f"half of them, 'easier' if ≥ {ERASE_MARGIN:g} below in more than half, else 'no consistent difference'",
-            verdict, evidence if cells else "no erasing result yet", PAPER["c7"])
+    by_model = {}
+    for model, pair in runs.erased_pairs():
+        by_model.setdefault(model, []).append(pair)
+    verdicts, evidence = [], []
+    for model, pairs in by_model.items():
+        found = erasing_verdict(pairs)
+        verdicts.append(f"{model_display(model)}: {_judged(found['overall'])}")
+        evidence.append(f"{model_display(model)}: {found['usable']} of {found['total']} pairs usable; by defense: "
+                        + "; ".join(f"{display_name(d)} {_judged(j)}" for d, j in found["by_defense"].items()))
+    rule = (f"per model family, over the (attack, defense, seed) pairs where neither erasing collapsed the model (more "
+            f"than half the clean test images to one class) and both kept BA within {ERASING_BA_KEPT * 100:.0f} "
+            f"points of their BA before it: 'not measurable' with fewer than {MIN_PAIRS} such pairs over at least "
+            f"{MIN_DEFENSES} defenses; otherwise 'harder to erase' ('easier') only if the mean of ML-MMDR's minus "
+            f"RBT's ASR averaged over the last {LAST_EPOCHS} epochs is at least {ERASING_MARGIN:g} (at most "
+            f"−{ERASING_MARGIN:g}) and its 95% bootstrap interval excludes 0; else 'no consistent difference'. Each "
+            f"defense is judged alike on its own (from {MIN_PAIRS_PER_DEFENSE} pairs)")
+    return Claim("C7", "New: does ML-MMDR change how well fine-tuning, NAD and ARGD erase the backdoor?", rule,
+                 "; ".join(verdicts) or "not run", ". ".join(evidence) or "no erasing result yet", PAPER["c7"])
 
 
 def claims(runs: Runs) -> list:

@@ -17,17 +17,19 @@ ML-MMDR resist erasing?) on the ``lambda`` study's RBT and largest-λ ML-MMDR ru
 It only says *what* to run; pipeline/schedule.py runs each run's missing stages, so an
 interrupted reproduction resumes where it stopped.
 """
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Optional
 
 from defenses import ERASERS
 from pipeline.config import RunConfig
 from pipeline.rundir import RunDir
 from pipeline.schedule import Job
+from pipeline.stages import get
 from regularizers.kernels import KERNELS
 
 ATTACKS = ("patched", "blended", "sig", "warped")
-STUDIES = ("lambda", "model", "kernel", "seed", "loss")
+STUDIES = ("lambda", "model", "kernel", "seed", "loss", "erase_reference", "erase_tuned")
+PAPER_STUDIES = STUDIES[:5]
 
 
 @dataclass
@@ -37,6 +39,9 @@ class Grid:
     lambdas: tuple = (0.1, 0.2, 0.3)
     defended_attacks: tuple = ("patched",)
     erased_attacks: tuple = ATTACKS
+    erasing_seeds: tuple = (0, 1, 2)
+    reference_model: Optional[str] = "wrn16_1"   # the erasing defenses' own model family (None: no such arm)
+    reference_lr: float = 0.1                    # … and the learning rate it is trained at (NAD's and ARGD's code)
     second_model: Optional[str] = "preactresnet18"
     second_width: float = 0.125     # PreActResNet-18 at 1/8 width costs about VGG-11 at 1/4 (FLOPs)
     second_attacks: tuple = ("patched", "blended")
@@ -78,6 +83,10 @@ class Grid:
                                for lamb in (0.0, self.lamb)]
         if self.compare_pooled:
             studies["loss"] = [self._focus(ce_reduction=reduction) for reduction in ("split", "pooled")]
+        if self.erased_attacks and self.reference_model:
+            studies["erase_reference"] = self._pairs(model_name=self.reference_model, width=1.0, lr=self.reference_lr)
+        if self.erased_attacks:
+            studies["erase_tuned"] = self._pairs()
         return {name: [config.validate() for config in configs] for name, configs in studies.items()}
 
     def runs(self) -> list:
@@ -88,20 +97,32 @@ class Grid:
                 seen.setdefault(RunDir.of(config).path, config)
         return list(seen.values())
 
-    def erased(self, config: RunConfig, studies: dict = None) -> bool:
-        """The ``lambda`` study's RBT and largest-λ ML-MMDR runs of the erased attacks."""
-        studies = studies or self.studies()
-        return config.attack_name in self.erased_attacks and _member(config, studies["lambda"]) and (
-            config.method == "RBT" or (config.method == "ML-MMDR" and config.mlmmdr_lamb == self.lamb))
+    def _pairs(self, **changes) -> list:
+        """RBT and ML-MMDR at the largest λ of every erased attack and erasing seed."""
+        return [self.base.with_changes(attack_name=attack, seed=seed, mlmmdr_lamb=lamb, mlmmdr_layer="all", **changes)
+                for attack in self.erased_attacks for seed in self.erasing_seeds for lamb in (0.0, self.lamb)]
+
+    def erasing_stages(self, config: RunConfig, studies: dict) -> list:
+        """The erasing stages of ``config``: the references' settings in ``erase_reference``; in
+        ``erase_tuned`` a tuning, then each defense with the choice of the RBT run of its attack and
+        seed."""
+        if _member(config, studies.get("erase_reference", [])):
+            return [(name, self.stage_options.get(name)) for name in ERASERS]
+        if not _member(config, studies.get("erase_tuned", [])):
+            return []
+        chosen_on = RunDir.of(config.with_changes(mlmmdr_lamb=0.0)).path
+        return [("tune", self.stage_options.get("tune"))] + [
+            (name, replace(self.stage_options.get(name) or get(name).default_options(), tuned_settings=str(chosen_on)))
+            for name in ERASERS]
 
     def stages(self, config: RunConfig, studies: dict = None) -> list:
         studies = studies or self.studies()
-        names = ["train", "evaluate"]
+        paper = any(_member(config, studies.get(name, [])) for name in PAPER_STUDIES)
+        names = ["train", "evaluate"] if paper else ["train"]
         if config.attack_name in self.defended_attacks and any(_member(config, studies.get(name, []))
                                                                 for name in ("lambda", "model")):
             names += ["nc", "prune"]
-        names += list(ERASERS) if self.erased(config, studies) else []
-        return [(name, self.stage_options.get(name)) for name in names]
+        return [(name, self.stage_options.get(name)) for name in names] + self.erasing_stages(config, studies)
 
     def jobs(self) -> list:
         studies = self.studies()
@@ -125,5 +146,5 @@ def collect(grid: Grid) -> list:
         run = RunDir.of(config)
         records.append({"config": config, "run_dir": run.path,
                         "studies": [name for name, configs in studies.items() if _member(config, configs)],
-                        **{key: run.read(key) for key in ("metrics", "evaluation", "nc", "prune", *ERASERS)}})
+                        **{key: run.read(key) for key in ("metrics", "evaluation", "nc", "prune", "tune", *ERASERS)}})
     return records

@@ -8,6 +8,7 @@ None for a missing value, and :func:`fmt` prints None as a dash, so a partial gr
 import statistics
 
 from defenses import ERASERS, PAPER_DETECTORS
+from evaluation.erasing import Pair
 from models import LEVELS
 from visualization.common import method_label
 
@@ -141,12 +142,19 @@ class Runs:
         return rbt, [r for r in kernels if r["evaluation"]]
 
     def erased_pairs(self) -> list:
-        """(model, attack, defense, RBT result, ML-MMDR result) for every erased pair."""
-        cells = []
-        for model in self.models():
-            for attack in self.attacks(model):
-                rbt, ml = self.pick(model, attack, "RBT"), self.pick(model, attack, "ML-MMDR")
-                for defense in ERASERS:
-                    if rbt and ml and rbt[defense] and ml[defense]:
-                        cells.append((model, attack, defense, rbt[defense], ml[defense]))
-        return cells
+        """[(model, evaluation.erasing.Pair)] for every (model, attack, seed, defense) erased on both
+        the RBT and the ML-MMDR (λ) run, whichever study the runs belong to."""
+        runs = {}
+        for r in self.records:
+            c = r["config"]
+            if not any(r.get(d) for d in ERASERS) or not (
+                    c.method == "RBT" or (c.method == "ML-MMDR" and abs(c.mlmmdr_lamb - self.lamb) < 1e-12)):
+                continue
+            runs.setdefault((c.model_name, c.attack_name, c.seed), {})[c.method] = r
+        pairs = []
+        for (model, attack, seed), methods in runs.items():
+            rbt, ml = methods.get("RBT"), methods.get("ML-MMDR")
+            for defense in ERASERS:
+                if rbt and ml and rbt.get(defense) and ml.get(defense):
+                    pairs.append((model, Pair(attack, defense, seed, rbt[defense], ml[defense])))
+        return pairs

@@ -76,6 +76,16 @@ def parse(argv):
     parser.add_argument("--erased_attacks", nargs="*", default=list(grid["erased_attacks"]),
                         help="attacks whose RBT and largest-λ ML-MMDR runs also get fine-tuning, NAD and ARGD "
                              "(none: skip erasing)")
+    parser.add_argument("--erasing_seeds", type=int, nargs="*", default=list(grid["erasing_seeds"]),
+                        help="seeds of the erasing studies' runs (training and the defender's sample)")
+    parser.add_argument("--reference_model", default=grid["reference_model"],
+                        help="the erasing defenses' own model family, trained at --reference_lr and erased with the "
+                             "references' settings (none: skip that arm)")
+    parser.add_argument("--reference_lr", type=float, default=grid["reference_lr"],
+                        help="its training learning rate (NAD's and ARGD's code: 0.1)")
+    parser.add_argument("--tune_flags", default="",
+                        help="defend.py's --tune_* flags: the grid of the tuning on the base model's runs, e.g. "
+                             "'--tune_lrs 0.01 0.003'")
     parser.add_argument("--erase_flags", default="",
                         help="defend.py's flags of fine-tuning, NAD and ARGD (--defense_ratio, --teacher_epochs, "
                              "--ft_*, --nad_*, --argd_*), e.g. '--defense_ratio 0.1 --nad_lr 0.01'")
@@ -98,6 +108,7 @@ def parse(argv):
 
 def build_grid(args):
     from defenses import ARGDOptions, FinetuneOptions, NADOptions, NCOptions
+    from defenses.erasing_tuning import TuneOptions
     from evaluation.protocol import EvalOptions
     from experiments.grid import Grid
     from pipeline.config import RunConfig
@@ -111,12 +122,15 @@ def build_grid(args):
                "nc": parse_flags(NCOptions, shlex.split(args.nc_flags), prefix="nc_", source="nc_flags")}
     options.update(parse_flag_groups({"finetune": (FinetuneOptions, "ft_"), "nad": (NADOptions, "nad_"),
                                       "argd": (ARGDOptions, "argd_")}, shlex.split(args.erase_flags), "erase_flags"))
+    options["tune"] = parse_flags(TuneOptions, shlex.split(args.tune_flags), prefix="tune_", source="tune_flags")
     second = None if args.second_model.lower() == "none" else args.second_model
     return Grid(base=base, attacks=tuple(args.attacks), lambdas=tuple(args.lambdas),
                 defended_attacks=tuple(args.defended_attacks), erased_attacks=tuple(args.erased_attacks),
                 second_model=second, second_width=args.second_width, second_attacks=tuple(args.second_attacks),
                 focus_attack=args.focus_attack, kernels=tuple(args.kernels), seeds=tuple(args.seeds),
-                compare_pooled=not args.no_pooled, stage_options=options)
+                compare_pooled=not args.no_pooled, stage_options=options, erasing_seeds=tuple(args.erasing_seeds),
+                reference_model=None if str(args.reference_model).lower() == "none" else args.reference_model,
+                reference_lr=args.reference_lr)
 
 
 def draw_figures(grid, args) -> dict:
@@ -222,7 +236,9 @@ def main(argv=None) -> int:
         save_json(invocations + [this], wall_path)
 
     slow = {"nc", "prune"}
-    first = [Job(job.config, [(n, o) for n, o in job.stages if n not in slow]) for job in jobs]
+    # a tuned erasing reads the tuning of another run (its attack's RBT run), so every tuning comes first
+    later = lambda name, options: name in slow or bool(getattr(options, "tuned_settings", ""))  # noqa: E731
+    first = [Job(job.config, [(n, o) for n, o in job.stages if not later(n, o)]) for job in jobs]
     for phase in () if args.report_only else (first, jobs):  # every run evaluated before the hours of NC
         run_jobs(phase, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
                  slurm=slurm, submitit_dir=args.submitit_dir)
@@ -258,9 +274,11 @@ def main(argv=None) -> int:
                                           + (f"with {args.nc_flags}" if args.nc_flags else
                                              "at the reference's budget (defend.py's defaults: 1000 clean images, up "
                                              "to 1000 epochs of 31 mini-batches of 32, early stopping)"),
-            "erasing": (", ".join(args.erased_attacks) + (f" with {args.erase_flags}" if args.erase_flags else
-                                                          " with the NAD/ARGD code's defaults")) if args.erased_attacks
-                       else "none"}}
+            "erasing": (", ".join(args.erased_attacks) + f", seeds {' '.join(map(str, args.erasing_seeds))}: "
+                        + (f"{args.reference_model} trained at lr {args.reference_lr:g} and erased with "
+                           + (args.erase_flags or "the NAD/ARGD code's settings") + "; " if grid.reference_model else "")
+                        + f"{args.model_name} erased with the settings tuned on each RBT run's validation set"
+                        + (f" ({args.tune_flags})" if args.tune_flags else "")) if args.erased_attacks else "none"}}
     settings["differences"] = [
         f"Dataset: {args.data_name} instead of CIFAR-10 and CelebA (the paper's datasets need a GPU at full "
         f"scale); {'a ' + str(args.train_subset) + '-image training subset' if args.train_subset else 'the full training set'}.",

@@ -117,6 +117,27 @@ def ba_asr(clean_pred: torch.Tensor, test_y: torch.Tensor, triggered_pred: torch
     return {**result, "asr": share(in_source), "asr_other_classes": share(~in_source)}
 
 
+# A model that sends more than this share of the clean test images to one class is collapsed: its
+# BA is about that class's share and its ASR (1 when the class is the target, 0 otherwise) measures
+# nothing. Training (metrics.json) and erasing (defense_*.json) use the same rule.
+COLLAPSE_SHARE = 0.5
+
+
+def dominant_class(predictions: torch.Tensor) -> tuple:
+    """(the class predicted most often, the share of ``predictions`` it takes)."""
+    if len(predictions) == 0:
+        return None, 0.0
+    counts = torch.bincount(predictions)
+    label = int(counts.argmax())
+    return label, counts[label].item() / len(predictions)
+
+
+def collapsed_to(predictions: torch.Tensor, share: float = COLLAPSE_SHARE):
+    """The class taking more than ``share`` of the clean ``predictions``, or None (see COLLAPSE_SHARE)."""
+    label, taken = dominant_class(predictions)
+    return label if len(predictions) >= 2 and taken > share else None
+
+
 def source_classes(attack):
     """A source-specific attack's source classes (TaCT), or None: any trigger callable works."""
     return getattr(attack, "source_classes", None)

@@ -82,6 +82,9 @@ def prepare(config: RunConfig) -> Prepared:
             raise ParameterError("train_subset", f"must hold at least one image per class ({data.num_classes} for "
                                                  f"{config.data_name}), got {config.train_subset}")
         keep = stratified_subset(data.train_y, config.train_subset, config.seed)
+        left_out = torch.ones(len(data.train_y), dtype=torch.bool)
+        left_out[keep] = False
+        data.outside_x, data.outside_y = data.train_x[left_out], data.train_y[left_out]
         data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
     attack = attacks.build(config.attack_name, config.attack_params, config.seed, grayscale=data.grayscale)
     model = models.build(config.model_name, num_classes=data.num_classes, width=config.width).to(device)

@@ -103,14 +103,106 @@ def test_cutout_cuts_the_nad_codes_hole():
         assert rows.max() - rows.min() <= 1 and cols.max() - cols.min() <= 1  # a 2×2 square, clipped at a border
 
 
-def test_defender_data_is_a_seeded_clean_share(digits):
-    images, labels = defender_data(digits.train_x, digits.train_y, 0.05, seed=0)
-    assert len(images) == int(0.05 * len(digits.train_x))
-    again, _ = defender_data(digits.train_x, digits.train_y, 0.05, seed=0)
-    other, _ = defender_data(digits.train_x, digits.train_y, 0.05, seed=1)
-    assert torch.equal(images, again) and not torch.equal(images, other)
-    rows = {tuple(row.flatten().tolist()): int(label) for row, label in zip(digits.train_x, digits.train_y)}
-    assert all(rows.get(tuple(row.flatten().tolist())) == int(label) for row, label in zip(images, labels))
+def test_the_defenders_data_lies_outside_the_attackers_subset_and_apart_from_its_validation(digits):
+    from datasets.base import stratified_subset
+    from defenses.defender import INSIDE, OUTSIDE, defender_split
+
+    keep = stratified_subset(digits.train_y, 600, seed=0)
+    outside = torch.ones(len(digits.train_y), dtype=torch.bool)
+    outside[keep] = False
+    attacker_x, out_x, out_y = digits.train_x[keep], digits.train_x[outside], digits.train_y[outside]
+    data = defender_split(attacker_x, digits.train_y[keep], out_x, out_y, 0.05, 200, seed=0)
+    assert data.source == OUTSIDE and len(data.images) == int(0.05 * len(digits.train_x)) == 71
+    assert len(data.validation_images) == 200
+
+    def keys(images):
+        return [tuple(row.flatten().tolist()) for row in images]
+
+    rows = {key: int(label) for key, label in zip(keys(out_x), out_y)}
+    share, validation = keys(data.images), keys(data.validation_images)
+    # each image is a clean image of the pool with its own label; the three sets share no index
+    assert all(rows[key] == int(label) for key, label in zip(share, data.labels))
+    index = {key: i for i, key in enumerate(keys(out_x))}  # digits holds a few duplicate images: compare indices
+    attacker_index = set(keep.tolist())
+    outside_index = outside.nonzero().flatten()
+    share_index = {int(outside_index[index[key]]) for key in share}
+    validation_index = {int(outside_index[index[key]]) for key in validation}
+    assert not share_index & attacker_index and not validation_index & attacker_index
+    assert not share_index & validation_index
+    again = defender_split(attacker_x, digits.train_y[keep], out_x, out_y, 0.05, 200, seed=0)
+    other = defender_split(attacker_x, digits.train_y[keep], out_x, out_y, 0.05, 200, seed=1)
+    assert data.record() == again.record() and data.record()["sha256"] != other.record()["sha256"]
+    # no images outside the attacker's training set: clean copies of it, as the reference code holds
+    inside = defender_split(digits.train_x, digits.train_y, None, None, 0.05, 1000, seed=0)
+    assert inside.source == INSIDE and len(inside.images) == 71 and len(inside.validation_images) == 1000
+
+
+def test_collapse_means_more_than_half_of_the_predictions_in_one_class():
+    from inference import collapsed_to, dominant_class
+
+    assert collapsed_to(torch.tensor([3] * 6 + [1] * 4)) == 3
+    assert collapsed_to(torch.tensor([3] * 5 + [1] * 5)) is None  # half is not most
+    assert dominant_class(torch.tensor([2, 2, 0, 1])) == (2, 0.5)
+
+
+def test_argd_follows_the_references_three_phase_schedule():
+    from defenses.erasing import FinetuneOptions, NADOptions
+
+    # the ARGD code's adjust_learning_rate with 0-based epochs: 0.1 for 1-3, 0.01 for 4-6, 0.001 for 7-10
+    assert [ARGDOptions().lr_at(epoch) for epoch in range(10)] == [0.1] * 3 + [0.01] * 3 + [0.001] * 4
+    assert [NADOptions().lr_at(epoch) for epoch in range(20)] == [0.1] * 2 + [0.01] * 18
+    assert [FinetuneOptions().lr_at(epoch) for epoch in range(10)] == [0.1] * 2 + [0.01] * 8
+    assert [ARGDOptions(lr_scale=0.1).lr_at(epoch) for epoch in (0, 3, 6)] == [0.01, 0.001, 0.0001]
+    with pytest.raises(ParameterError) as error:
+        ARGDOptions(lrs=(0.1, 0.01))
+    assert error.value.parameter == "lr_epochs"
+    with pytest.raises(ParameterError):
+        ARGDOptions(lr_epochs=(6, 3))
+
+
+def test_the_tuning_rule_keeps_accuracy_then_takes_the_largest_beta_then_the_largest_lr():
+    from defenses.erasing_tuning import choose
+
+    candidates = [{"lr": lr, "beta_scale": beta, "validation_accuracy": accuracy} for lr, beta, accuracy in [
+        (0.1, 1.0, 0.10), (0.01, 1.0, 0.70), (0.1, 0.25, 0.86), (0.01, 0.25, 0.88), (0.003, 0.25, 0.90),
+        (0.1, 0.0625, 0.89), (0.01, 0.0625, 0.91)]]
+    found = choose(candidates, before_accuracy=0.90, tolerance=0.03)
+    # kept: ≥ 0.87 → (0.01, 1/4), (0.003, 1/4), (0.1, 1/16), (0.01, 1/16); largest β: 1/4; then largest lr: 0.01
+    assert found["rule_met"] and found["kept"] == 4 and found["chosen"] is candidates[3]
+    none_kept = choose(candidates[:2], before_accuracy=0.90, tolerance=0.03)
+    assert not none_kept["rule_met"] and none_kept["chosen"] is candidates[1]
+    finetune = [{"lr": lr, "validation_accuracy": a} for lr, a in [(0.01, 0.80), (0.003, 0.88), (0.001, 0.89)]]
+    assert choose(finetune, 0.90, 0.03)["chosen"]["lr"] == 0.003
+
+
+def test_the_bootstrap_interval_and_the_paired_verdict_on_known_inputs():
+    from evaluation.erasing import Pair, bootstrap_interval, erasing_verdict
+
+    assert bootstrap_interval([0.2] * 10) == pytest.approx((0.2, 0.2))
+    # 0/1 values, half each: the mean's standard error is 0.5/√400 = 0.025, so the 95% interval is 0.5 ± 0.049
+    low, high = bootstrap_interval([0.0, 1.0] * 200)
+    assert low == pytest.approx(0.451, abs=0.01) and high == pytest.approx(0.549, abs=0.01)
+
+    def result(asr, ba_after=0.9, collapsed=None):
+        rows = [{"epoch": e, "asr": asr, "ba": ba_after, "collapsed_to_class": collapsed} for e in range(1, 6)]
+        return {"before": {"ba": 0.92}, "after": rows[-1], "history": [{"epoch": 0}] + rows}
+
+    def pairs(difference, count, defenses=("finetune", "nad")):
+        return [Pair("patched", defenses[i % len(defenses)], i, result(0.1), result(0.1 + difference + 0.01 * (i % 3)))
+                for i in range(count)]
+
+    assert erasing_verdict(pairs(0.3, 8))["overall"]["verdict"] == "harder to erase"
+    assert erasing_verdict(pairs(-0.3, 8))["overall"]["verdict"] == "easier to erase"
+    assert erasing_verdict(pairs(0.05, 8))["overall"]["verdict"] == "no consistent difference"  # below the margin
+    assert erasing_verdict(pairs(0.3, 7))["overall"]["verdict"] == "not measurable"           # too few pairs
+    assert erasing_verdict(pairs(0.3, 8, ("nad",)))["overall"]["verdict"] == "not measurable"   # one defense
+    broken = pairs(0.3, 8) + [Pair("patched", "argd", 9, result(0.1), result(0.0, collapsed=0)),
+                              Pair("patched", "argd", 10, result(0.1, ba_after=0.8), result(0.5))]
+    found = erasing_verdict(broken)
+    assert found["usable"] == 8 and found["total"] == 10 and found["by_defense"]["argd"]["verdict"] == "not measurable"
+    swinging = pairs(0.3, 8)
+    swinging[0] = Pair("patched", "nad", 0, result(0.1), result(-5.0))  # one pair far the other way
+    assert erasing_verdict(swinging)["overall"]["verdict"] == "no consistent difference"
 
 
 @pytest.mark.parametrize("kwargs, parameter", [({"defense_ratio": 0.0}, "defense_ratio"),
@@ -150,12 +242,15 @@ def test_finetune_nad_and_argd_run_end_to_end(erased_run, capsys):
     finetuned = json.loads((run_dir / "defense_finetune.json").read_text())  # the teacher, fine-tuned first
     assert len(finetuned["history"]) == 2 and finetuned["options"]["defense_ratio"] == 0.05
     result = json.loads((run_dir / "defense_nad.json").read_text())
-    assert result["clean_samples"] == int(0.05 * 600) and result["teacher"].endswith("defense_finetune_model.pt")
+    # 5% of digits' 1,437 training images, drawn from the 837 outside the run's 600-image subset
+    assert result["clean_samples"] == 71 and result["teacher"]["source"].endswith("defense_finetune_model.pt")
+    assert result["defender"]["source"] == "outside the attacker's training subset"
+    assert result["teacher"]["ba"] == finetuned["after"]["ba"] and result["teacher"]["asr"] == finetuned["after"]["asr"]
     assert [row["epoch"] for row in result["history"]] == [0, 1, 2]
     assert [row["lr"] for row in result["history"][1:]] == [0.1, 0.1]  # NAD's two warm epochs
     assert result["before"]["asr"] == result["history"][0]["asr"] and result["after"]["ba"] == result["history"][-1]["ba"]
     assert {"ce", "s1", "s2", "s3", "loss"} <= set(result["history"][1])
-    assert "nad on 30 clean images, 2 epochs" in out and (run_dir.parent / "figures" / "digits_vgg11_patched" /
+    assert "nad on 71 clean images (outside the attacker's training subset), 2 epochs" in out and (run_dir.parent / "figures" / "digits_vgg11_patched" /
                                                            "erasing.png").is_file()
     teacher_mtime = (run_dir / "defense_finetune_model.pt").stat().st_mtime_ns
     code, out = _defend(argv + ["--defense", "argd", "--argd_epochs", "1"], capsys)
@@ -181,7 +276,7 @@ def test_argd_is_reproducible_with_one_seed(erased_run, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--defense", "nad", "--defense_ratio", "0"], "error: --defense_ratio must be in (0, 1], got 0.0"),
     (["--defense", "finetune", "--defense_ratio", "1.5"], "error: --defense_ratio must be in (0, 1], got 1.5"),
-    (["--defense", "erase"], "error: --defense must be one of nc, prune, finetune, nad, argd, got 'erase'"),
+    (["--defense", "erase"], "error: --defense must be one of nc, prune, finetune, nad, argd, tune, got 'erase'"),
     (["--defense", "nad", "--teacher", "missing.pt"], "error: --teacher missing.pt is not a file"),
 ])
 def test_bad_erasing_input_is_one_line_and_writes_nothing(erased_run, capsys, extra, message):
@@ -225,4 +320,49 @@ def test_wrn16_1_trains_one_epoch_with_mlmmdr_and_is_erased_by_argd(tmp_path, ca
     code, out = _defend(argv + ["--defense", "argd", "--argd_epochs", "1", "--teacher_epochs", "1",
                                 "--figure_dir", str(tmp_path / "figures")], capsys)
     assert code == 0, out
-    assert json.loads((run_dir / "defense_argd.json").read_text())["clean_samples"] == 15
+    assert json.loads((run_dir / "defense_argd.json").read_text())["clean_samples"] == 71
+
+
+def test_a_collapsed_erasing_is_labelled_and_its_asr_is_no_result(erased_run, tmp_path, capsys):
+    import shutil
+
+    argv, run_dir = erased_run
+    collapsed_dir = tmp_path / run_dir.name
+    shutil.copytree(run_dir, collapsed_dir)
+    checkpoint = torch.load(collapsed_dir / "model.pt", weights_only=True)
+    bias = [key for key, value in checkpoint["state_dict"].items() if key.endswith("bias") and value.shape == (10,)][-1]
+    checkpoint["state_dict"][bias][3] = 1e4  # the logit of class 3 wins on every image
+    torch.save(checkpoint, collapsed_dir / "model.pt")
+    argv = argv[:argv.index("--out_dir") + 1] + [str(tmp_path)] + argv[argv.index("--out_dir") + 2:]
+    code, out = _defend(argv + ["--defense", "finetune", "--ft_epochs", "1", "--ft_lr_scale", "1e-9"], capsys)
+    assert code == 0, out
+    result = json.loads((collapsed_dir / "defense_finetune.json").read_text())
+    assert result["collapsed_to_class"] == 3 and result["collapsed_epochs"] == [1]
+    assert result["after"]["top_class_share"] == 1.0 and result["before"]["collapsed_to_class"] == 3
+    assert "ASR meaningless: collapsed, 100% of clean images → 3" in out
+    assert out.strip().splitlines()[-2].startswith("collapsed: the erased model sends 100% of the clean test images "
+                                                   "to class 3; it is no result")
+
+
+def test_a_tuning_chooses_on_validation_and_its_choice_is_applied(erased_run, capsys):
+    argv, run_dir = erased_run
+    code, out = _defend(argv + ["--defense", "tune", "--tune_lrs", "0.01", "--tune_beta_scales", "1", "0.25",
+                                "--tune_finetune_lrs", "0.003", "0.001", "--defense_validation", "100"], capsys)
+    assert code == 0, out
+    tuned = json.loads((run_dir / "defense_tune.json").read_text())
+    assert tuned["defender"]["validation_images"] == 100
+    assert [c["lr"] for c in tuned["defenses"]["finetune"]["candidates"]] == [0.003, 0.001]
+    assert [(c["lr"], c["beta_scale"]) for c in tuned["defenses"]["nad"]["candidates"]] == [(0.01, 1.0), (0.01, 0.25)]
+    for found in tuned["defenses"].values():
+        from defenses.erasing_tuning import choose
+
+        assert found["chosen"] == choose(found["candidates"], tuned["before"]["validation_accuracy"], 0.03)["chosen"]
+    assert len(tuned["defenses"]["argd"]["candidates"][0]["validation_history"]) == 11  # ARGD's 10 epochs and before
+    chosen = tuned["defenses"]["nad"]["chosen"]
+    code, out = _defend(argv + ["--defense", "nad", "--nad_epochs", "3", "--defense_validation", "100",
+                                "--tuned_settings", str(run_dir)], capsys)
+    assert code == 0, out
+    nad = json.loads((run_dir / "defense_nad.json").read_text())
+    assert nad["tuned"]["lr"] == chosen["lr"] and nad["tuned"]["beta_scale"] == chosen["beta_scale"]
+    assert [row["lr"] for row in nad["history"][1:]] == [0.01, 0.01, 0.001]  # NAD's phases from the tuned start
+    assert f"tuned lr {chosen['lr']:g} β×{chosen['beta_scale']:g}" in out

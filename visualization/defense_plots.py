@@ -69,6 +69,15 @@ def _ba_asr_row(row, results: list, points: str, x: str, title: str, xlabel: str
     row[0].legend(loc="lower left", fontsize=8)
 
 
+def _mark_collapsed(row, results: list) -> None:
+    """A black × over every epoch at which a run had collapsed (inference.COLLAPSE_SHARE)."""
+    for axis, key in zip(row, ("ba", "asr")):
+        for result in results:
+            points = [(p["epoch"], p[key]) for p in result["history"] if p.get("collapsed_to_class") is not None]
+            if points:
+                axis.scatter(*zip(*points), marker="x", s=40, color="black", zorder=4, linewidths=1.2)
+
+
 def pruning_figure(results: list, title: str):
     """BA and ASR against the pruned ratio of s3's channels, one line per run (Fig. 10)."""
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
@@ -86,6 +95,8 @@ def erasing_figure(results: dict, title: str):
     for (name, runs), row in zip(rows, axes):
         _ba_asr_row(row, runs, "history", "epoch", f"{{name}} during {name} ({runs[0]['clean_samples']} clean images)",
                     "epoch (0: before)")
-    figure.suptitle(title, fontsize=10)
+        _mark_collapsed(row, runs)
+    figure.suptitle(title + "\n× collapsed: over half the clean images go to one class, its ASR measures nothing",
+                    fontsize=10)
     figure.tight_layout()
     return figure

@@ -1,14 +1,17 @@
 """The model-defense stages: Neural Cleanse trigger synthesis and neuron pruning (paper §6.2), and the
 erasing defenses fine-tuning, NAD and ARGD."""
 import copy
+import json
 from dataclasses import replace
 from pathlib import Path
 
 from defenses import (ARGDOptions, FinetuneOptions, NADOptions, NCCheckpoint, NCOptions, PruneOptions, argd,
                       channel_ranking, finetune, nad, reverse_engineer)
+from defenses.erasing import DEFENDER_FIELDS, defender_data, measure
+from defenses.erasing_tuning import TuneOptions, scaled, tune_defense
 from pipeline.config import RunConfig, inputs_hash
 from pipeline.prepare import load_trained
-from pipeline.rundir import RunDir
+from pipeline.rundir import FILES, RunDir
 from pipeline.stages.registry import register
 from utils.errors import ParameterError
 from utils.io import load_checkpoint, save_torch
@@ -51,55 +54,79 @@ def _save_erased(config: RunConfig, name: str, options, prepared, result: dict) 
     return result
 
 
+def tuned(options, name: str) -> tuple:
+    """(``options`` with the starting lr and β multiplier a tuning chose for defense ``name``, what
+    was applied), or (``options``, None) without ``--tuned_settings``."""
+    if not options.tuned_settings:
+        return options, None
+    path = Path(options.tuned_settings)
+    path = path / FILES["tune"] if path.is_dir() else path
+    try:
+        chosen = json.loads(path.read_text())["defenses"][name]["chosen"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ParameterError("tuned_settings", f"{path} holds no tuning of {name} ({type(exc).__name__}); run "
+                                               f"'python defend.py --defense tune' on that run first") from None
+    applied = scaled(options, chosen["lr"], chosen.get("beta_scale"))
+    return replace(applied, tuned_settings=options.tuned_settings), {"from": str(path), **{
+        key: chosen[key] for key in ("lr", "beta_scale", "validation_accuracy") if key in chosen}}
+
+
 @register("finetune", output=lambda run, options: run.file("finetune"), options=FinetuneOptions, needs=("train",),
           help="python defend.py --defense finetune with the run's flags", record="finetune")
 def finetune_stage(config: RunConfig, options: FinetuneOptions, prepared=None) -> dict:
     """Fine-tune all layers on the defender's clean data (``prepared``'s model, in place, when given);
     its model is NAD's and ARGD's default teacher."""
     prepared = prepared or load_trained(config)
-    return _save_erased(config, "finetune", options, prepared,
-                        finetune(prepared.subject, options, progress=config.progress))
+    applied, settings = tuned(options, "finetune")
+    result = finetune(prepared.subject, applied, progress=config.progress)
+    return _save_erased(config, "finetune", options, prepared, {**result, "tuned": settings})
 
 
 def _teacher_data_matches(recorded: dict, options) -> bool:
-    shared = ("defense_ratio", "defense_batch_size", "defense_augment")
-    return all(recorded.get("options", {}).get(key) == getattr(options, key) for key in shared)
+    """Whether a recorded fine-tuning used the same defender data and the same tuning choice."""
+    return all(recorded.get("options", {}).get(key) == getattr(options, key)
+               for key in (*DEFENDER_FIELDS, "tuned_settings"))
 
 
-def _load_teacher(config: RunConfig, options, prepared) -> tuple:
-    """(teacher model, where it came from): ``--teacher``, or the run's fine-tuned model, fine-tuned
-    first (``--teacher_epochs``, the default learning rate) when the run has none on the same clean data."""
-    run = RunDir.of(config)
-    if options.teacher:
-        path = Path(options.teacher)
-        if not path.is_file():
-            raise ParameterError("teacher", f"{path} is not a file; give a checkpoint of the run's model or drop "
-                                            f"the flag to use the run's fine-tuned model")
-        try:
-            state = load_checkpoint(path)
-        except Exception as exc:
-            raise ParameterError("teacher", f"cannot load {path} ({type(exc).__name__}); give a model.pt-style "
-                                            f"checkpoint") from None
-        source = str(path)
-    else:
-        recorded = run.read("finetune")
-        source = str(run.file("finetune_model"))
-        if not (run.has("finetune_model") and recorded and _teacher_data_matches(recorded, options)):
-            # fine-tune a copy of the loaded model: the data and the student are already in memory
-            tuned = replace(prepared, model=copy.deepcopy(prepared.model))
-            finetune_stage(config, FinetuneOptions(epochs=options.teacher_epochs, defense_ratio=options.defense_ratio,
-                                                   defense_batch_size=options.defense_batch_size,
-                                                   defense_augment=options.defense_augment), tuned)
-            return tuned.model, source
-        state = load_checkpoint(run.file("finetune_model"))
+def _checkpoint_teacher(config: RunConfig, options, prepared) -> tuple:
+    """(the teacher from ``--teacher``'s checkpoint, its path)."""
+    path = Path(options.teacher)
+    if not path.is_file():
+        raise ParameterError("teacher", f"{path} is not a file; give a checkpoint of the run's model or drop "
+                                        f"the flag to use the run's fine-tuned model")
+    try:
+        state = load_checkpoint(path)
+    except Exception as exc:
+        raise ParameterError("teacher", f"cannot load {path} ({type(exc).__name__}); give a model.pt-style "
+                                        f"checkpoint") from None
     teacher = copy.deepcopy(prepared.model)
     try:
         teacher.load_state_dict(state["state_dict"] if isinstance(state, dict) and "state_dict" in state else state)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        raise ParameterError("teacher", f"{source} does not fit the run's model ({config.model_name}, width "
+        raise ParameterError("teacher", f"{path} does not fit the run's model ({config.model_name}, width "
                                         f"{config.width:g}): {str(exc).splitlines()[0]}; give a checkpoint of the "
                                         f"same architecture") from None
-    return teacher, source
+    return teacher, str(path)
+
+
+def _load_teacher(config: RunConfig, options, prepared) -> tuple:
+    """(teacher model, where it came from): ``--teacher``, or the run's fine-tuned model, fine-tuned
+    first (``--teacher_epochs``, fine-tuning's schedule, or its tuned settings with
+    ``--tuned_settings``) when the run has none on the same clean data."""
+    if options.teacher:
+        return _checkpoint_teacher(config, options, prepared)
+    run = RunDir.of(config)
+    recorded = run.read("finetune")
+    source = str(run.file("finetune_model"))
+    if run.has("finetune_model") and recorded and _teacher_data_matches(recorded, options):
+        teacher = copy.deepcopy(prepared.model)
+        teacher.load_state_dict(load_checkpoint(run.file("finetune_model"))["state_dict"])
+        return teacher, source
+    # fine-tune a copy of the loaded model: the data and the student are already in memory
+    tuned_copy = replace(prepared, model=copy.deepcopy(prepared.model))
+    finetune_stage(config, FinetuneOptions(epochs=options.teacher_epochs, tuned_settings=options.tuned_settings,
+                                           **options.defender()), tuned_copy)
+    return tuned_copy.model, source
 
 
 def _distillation_stage(name: str, options_class, defend):
@@ -108,11 +135,43 @@ def _distillation_stage(name: str, options_class, defend):
     def compute(config: RunConfig, options) -> dict:
         prepared = load_trained(config)
         teacher, source = _load_teacher(config, options, prepared)
-        result = defend(prepared.subject, teacher, options, progress=config.progress)
-        return _save_erased(config, name, options, prepared, {**result, "teacher": source})
+        teacher_scores = measure(replace(prepared.subject, model=teacher),
+                                 defender_data(prepared.data, options, config.seed))
+        applied, settings = tuned(options, name)
+        result = defend(prepared.subject, teacher, applied, progress=config.progress)
+        return _save_erased(config, name, options, prepared,
+                            {**result, "tuned": settings, "teacher": {"source": source, **teacher_scores}})
     compute.__doc__ = f"{defend.__doc__.splitlines()[0]} Writes defense_{name}.json and the erased model."
     return compute
 
 
 nad_stage = _distillation_stage("nad", NADOptions, nad)
 argd_stage = _distillation_stage("argd", ARGDOptions, argd)
+
+
+@register("tune", output=lambda run, options: run.file("tune"), options=TuneOptions, needs=("train",),
+          help="python defend.py --defense tune with the run's flags", record="tune")
+def tune_stage(config: RunConfig, options: TuneOptions) -> dict:
+    """Choose each erasing defense's starting lr and β multiplier on the defender's validation set
+    (defenses/erasing_tuning.py); writes defense_tune.json with every candidate's validation
+    accuracy, the choice, and the test BA/ASR of the chosen setting on this model (read only after
+    the choice: the sensitivity check of choosing per model)."""
+    prepared = load_trained(config)
+    subject = prepared.subject
+    data = defender_data(prepared.data, options, config.seed)
+    before = measure(subject, data)
+    shared = {"before_accuracy": before["validation_accuracy"], "tolerance": options.tolerance, "data": data,
+              "progress": config.progress}
+    defenses = {}
+    base = FinetuneOptions(**options.defender())
+    found = tune_defense(subject, finetune, base, [(lr, None) for lr in options.finetune_lrs], **shared)
+    teacher = found.pop("chosen_model")
+    defenses["finetune"] = {**found, "test_after": measure(replace(subject, model=teacher), data)}
+    grid = [(lr, beta) for lr in options.lrs for beta in options.beta_scales]
+    for name, defend, options_class in (("nad", nad, NADOptions), ("argd", argd, ARGDOptions)):
+        found = tune_defense(subject, defend, options_class(**options.defender()), grid, teacher=teacher, **shared)
+        chosen_model = found.pop("chosen_model")
+        defenses[name] = {**found, "test_after": measure(replace(subject, model=chosen_model), data)}
+    result = {**config.header(options), "defender": data.record(), "before": before, "defenses": defenses}
+    RunDir.of(config).write("tune", result)
+    return result

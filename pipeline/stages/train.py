@@ -7,6 +7,7 @@ from contextlib import ExitStack
 import torch
 
 from attacks.poisoning import PoisonedData
+from inference import collapsed_to, dominant_class
 from pipeline.config import RunConfig, inputs_hash
 from pipeline.prepare import Prepared, prepare
 from pipeline.rundir import RunDir
@@ -72,18 +73,19 @@ def promote(staging: RunDir, run: RunDir) -> None:
 
 
 def collapsed_class(prepared: Prepared, trainer: Trainer, history: list):
-    """The class a model gives every clean test image, or None. Such a model (a learning rate
-    that blew the weights up without making them infinite) has BA = that class's share and an
-    ASR of 1 or 0 that measures nothing; the run is kept but said to be collapsed. It reads the
-    last epoch's predictions (a resumed run with no epoch left predicts once more)."""
+    """The class a model gives most clean test images (more than half, inference.COLLAPSE_SHARE),
+    or None. Such a model (a learning rate that blew the weights up without making them infinite)
+    has BA ≈ that class's share and an ASR of 1 or 0 that measures nothing; the run is kept but
+    said to be collapsed. It reads the last epoch's predictions (a resumed run with no epoch left
+    predicts once more)."""
     predictions = trainer.last_clean_predictions
     if predictions is None:
         predictions = prepared.subject.predict(prepared.data.test_x)
-    if len(predictions) < 2 or predictions.unique().numel() > 1:
-        return None
-    label = int(predictions[0])
-    warnings.warn(f"the model classifies every clean test image as {label} (last epoch's loss {history[-1]['loss']:.4g}); "
-                  f"its ASR measures nothing: train longer, or lower lr={prepared.config.lr:g}")
+    label = collapsed_to(predictions)
+    if label is not None:
+        warnings.warn(f"the model classifies {100 * dominant_class(predictions)[1]:.0f}% of the clean test images as "
+                      f"{label} (last epoch's loss {history[-1]['loss']:.4g}); its ASR measures nothing: train longer, "
+                      f"or lower lr={prepared.config.lr:g}")
     return label
 
 

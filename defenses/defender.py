@@ -1,0 +1,67 @@
+"""The erasing defender's clean data: a training share and a validation set, drawn apart from the
+attacker's.
+
+The NAD and ARGD code give the defender ``ratio = 0.05`` of CIFAR-10's training set (2,500 clean
+images) through an unseeded ``random_split``. Our attacker trains on a seeded subset of the training
+set (``--train_subset``), so the defender draws its 5% of the *whole* training set from the images
+outside that subset (3,000 of Fashion-MNIST's 60,000): clean images the attacker never saw, as a
+defender who collects its own data would hold. A disjoint validation set (1,000 images by default)
+is drawn from the same pool; it is the only data the defender's choices (the tuning rule of
+defenses/erasing_tuning.py) may look at, so no setting is chosen on the test set that BA and ASR
+are read from.
+
+When no images lie outside the attacker's training set (no ``--train_subset``, or too small a
+remainder) both are drawn from clean copies of the attacker's training images, as in the reference
+code, and the record says so. Neither ever holds a triggered image.
+"""
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from utils.errors import UserError
+from utils.seed import generator
+
+OUTSIDE = "outside the attacker's training subset"
+INSIDE = "clean copies of the attacker's training images (none lie outside them)"
+
+
+@dataclass
+class DefenderData:
+    images: torch.Tensor           # uint8 (N,3,32,32): the defender's training share
+    labels: torch.Tensor
+    validation_images: torch.Tensor
+    validation_labels: torch.Tensor
+    source: str                    # OUTSIDE or INSIDE
+    full_training_set: int         # the size the ratio is a share of
+
+    def record(self) -> dict:
+        """What a result records about the data: sizes, where it came from and a digest of the
+        images, so two runs can be seen to have used the same sample."""
+        digest = hashlib.sha256()
+        for tensor in (self.images, self.labels, self.validation_images, self.validation_labels):
+            digest.update(tensor.contiguous().numpy().tobytes())
+        return {"images": len(self.images), "validation_images": len(self.validation_images), "source": self.source,
+                "full_training_set": self.full_training_set, "sha256": digest.hexdigest()[:16]}
+
+
+def defender_split(train_x: torch.Tensor, train_y: torch.Tensor, outside_x, outside_y, ratio: float,
+                   validation_size: int, seed: int) -> DefenderData:
+    """int(ratio × full training set) images (at least one) and then up to ``validation_size``
+    validation images, both from one seeded permutation of the pool (the images outside the
+    attacker's subset when they hold the training share and at least one validation image, else
+    the attacker's training set), each in pool order."""
+    outside = 0 if outside_x is None else len(outside_x)
+    full = len(train_x) + outside
+    count = max(1, int(ratio * full))
+    if outside >= count + 1:
+        pool_x, pool_y, source = outside_x, outside_y, OUTSIDE
+    else:
+        pool_x, pool_y, source = train_x, train_y, INSIDE
+    if count >= len(pool_x):
+        raise UserError(f"the defender's share ({count} images, --defense_ratio {ratio:g} of {full}) leaves no "
+                        f"validation image in the {len(pool_x)} available; lower --defense_ratio")
+    order = torch.randperm(len(pool_x), generator=generator(seed, "defender-data"))
+    share = order[:count].sort().values
+    validation = order[count:count + validation_size].sort().values
+    return DefenderData(pool_x[share], pool_y[share], pool_x[validation], pool_y[validation], source, full)

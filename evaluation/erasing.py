@@ -1,0 +1,101 @@
+"""C7's paired verdict: does ML-MMDR make a backdoor harder to erase than RBT does?
+
+A pair is one (attack, defense, seed) erased on both models. It is usable when neither erasing
+collapsed the model (inference.COLLAPSE_SHARE, at the last epoch or any of the last
+``LAST_EPOCHS`` whose ASR is averaged) and both kept BA within ``BA_KEPT`` of their BA before the
+defense: a defense that breaks a model tells nothing about the attack. Each pair gives the
+difference of the last-5-epoch mean ASR, ML-MMDR minus RBT (one epoch's ASR swings by more than
+the margin). The rule, stated before any number:
+
+- "not measurable" with fewer than ``MIN_PAIRS`` usable pairs over at least ``MIN_DEFENSES``
+  defenses;
+- otherwise "harder to erase" (or "easier") only if the mean paired difference is at least
+  ``MARGIN`` (at most −``MARGIN``) and its 95% bootstrap interval excludes 0;
+- else "no consistent difference".
+
+Each defense is also judged on its own by the same rule, with ``MIN_PAIRS_PER_DEFENSE`` usable pairs.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+BA_KEPT = 0.05
+MARGIN = 0.10
+MIN_PAIRS = 8
+MIN_DEFENSES = 2
+MIN_PAIRS_PER_DEFENSE = 3
+LAST_EPOCHS = 5
+RESAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class Pair:
+    attack: str
+    defense: str
+    seed: int
+    rbt: dict        # the defense_<name>.json of the RBT run
+    mlmmdr: dict     # … of the ML-MMDR run
+
+    @property
+    def usable(self) -> bool:
+        return why_unusable(self.rbt) is None and why_unusable(self.mlmmdr) is None
+
+    @property
+    def difference(self) -> float:
+        return last_epochs_asr(self.mlmmdr) - last_epochs_asr(self.rbt)
+
+
+def last_epochs_asr(result: dict) -> float:
+    """The mean ASR over the last ``LAST_EPOCHS`` epochs of an erasing (fewer when it ran fewer)."""
+    rows = result["history"][1:][-LAST_EPOCHS:]
+    return sum(row["asr"] for row in rows) / len(rows)
+
+
+def why_unusable(result: dict):
+    """None for an erasing that counts, else why not: collapsed (at the end or within the last
+    epochs), or BA more than ``BA_KEPT`` below its BA before the defense."""
+    rows = result["history"][1:][-LAST_EPOCHS:]
+    collapsed = [row["epoch"] for row in rows if row.get("collapsed_to_class") is not None]
+    if result["after"].get("collapsed_to_class") is not None or collapsed:
+        return f"collapsed (epoch {', '.join(map(str, collapsed or [rows[-1]['epoch']]))})"
+    lost = result["before"]["ba"] - result["after"]["ba"]
+    if lost > BA_KEPT:
+        return f"lost {100 * lost:.1f} points of BA"
+    return None
+
+
+def bootstrap_interval(values, level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0) -> tuple:
+    """The percentile bootstrap interval of the mean of ``values``: ``resamples`` seeded draws of
+    len(values) values with replacement."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("no values to bootstrap")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(axis=1)
+    tail = (1.0 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
+def judge(differences: list, minimum: int, defenses: int = None, seed: int = 0) -> dict:
+    """{verdict, pairs, mean, interval} of paired differences under the rule of this module."""
+    if len(differences) < minimum or (defenses is not None and defenses < MIN_DEFENSES):
+        return {"verdict": "not measurable", "pairs": len(differences), "mean": None, "interval": None}
+    mean = float(np.mean(differences))
+    low, high = bootstrap_interval(differences, seed=seed)
+    if mean >= MARGIN and low > 0:
+        verdict = "harder to erase"
+    elif mean <= -MARGIN and high < 0:
+        verdict = "easier to erase"
+    else:
+        verdict = "no consistent difference"
+    return {"verdict": verdict, "pairs": len(differences), "mean": mean, "interval": (low, high)}
+
+
+def erasing_verdict(pairs: list, seed: int = 0) -> dict:
+    """{overall: judge(...), by_defense: {defense: judge(...)}, usable, total} over ``pairs``."""
+    usable = [pair for pair in pairs if pair.usable]
+    defenses = list(dict.fromkeys(pair.defense for pair in pairs))
+    overall = judge([p.difference for p in usable], MIN_PAIRS, len({p.defense for p in usable}), seed)
+    by_defense = {name: judge([p.difference for p in usable if p.defense == name], MIN_PAIRS_PER_DEFENSE, seed=seed)
+                  for name in defenses}
+    return {"overall": overall, "by_defense": by_defense, "usable": len(usable), "total": len(pairs)}

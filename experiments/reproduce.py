@@ -88,7 +88,7 @@ def parse(argv):
                              "'--tune_lrs 0.01 0.003'")
     parser.add_argument("--erase_flags", default="",
                         help="defend.py's flags of fine-tuning, NAD and ARGD (--defense_ratio, --teacher_epochs, "
-                             "--ft_*, --nad_*, --argd_*), e.g. '--defense_ratio 0.1 --nad_lr 0.01'")
+                             "--ft_*, --nad_*, --argd_*), e.g. '--defense_ratio 0.1 --nad_lr_scale 0.1'")
     parser.add_argument("--eval_flags", default="", help="evaluate.py's protocol flags (--num_samples, --pool_sizes, …)")
     parser.add_argument("--report_only", action="store_true",
                         help="run nothing: write the report from the stages finished so far (it says how many are "
@@ -228,11 +228,13 @@ def main(argv=None) -> int:
     wall_path = Path(args.out_dir) / "invocations.json"
     invocations = json.loads(wall_path.read_text()) if wall_path.is_file() else []
     this = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": 0.0, "runs_finished": 0}
+    finished = set()
 
     def record(name: str, stages: dict) -> None:  # saved as each run finishes, so a kill loses none
         timings.setdefault(name, {}).update(stages)
         save_json(timings, timing_path)
-        this.update(wall_s=round(time.perf_counter() - started, 1), runs_finished=this["runs_finished"] + 1)
+        finished.add(name)  # a run with stages in two phases finishes twice but counts once
+        this.update(wall_s=round(time.perf_counter() - started, 1), runs_finished=len(finished))
         save_json(invocations + [this], wall_path)
 
     slow = {"nc", "prune"}

@@ -8,7 +8,7 @@ import torch
 
 from datasets.augment import cutout
 from defenses.distillation import CrossLevelAttention, attention_loss, attention_map, edge_loss, nad_loss
-from defenses.erasing import ARGDOptions, defender_data
+from defenses.erasing import ARGDOptions
 from utils.errors import ParameterError
 
 

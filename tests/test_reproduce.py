@@ -4,7 +4,7 @@ import json
 from experiments.grid import Grid
 from experiments.claims import claims
 from experiments.records import Runs
-from experiments.sections import _broke_at, _pruned_to_the_end
+from experiments.sections import _pruned_to_the_end, section_erasing
 from experiments.reproduce import main as reproduce_main
 from tests.conftest import EVAL_SMALL
 from pipeline.cli import run_cli
@@ -12,14 +12,17 @@ from pipeline.config import RunConfig
 
 
 def test_grid_studies_share_runs_and_stages_follow_the_study():
-    grid = Grid(base=RunConfig(data_name="digits", out_dir="x"), lambdas=(0.1, 0.3), kernels=("gmk2", "gk1", "lk"))
+    grid = Grid(base=RunConfig(data_name="digits", out_dir="x"), lambdas=(0.1, 0.3), kernels=("gmk2", "gk1", "lk"),
+                erasing_seeds=(0, 1))
     studies = grid.studies()
     assert {name: len(configs) for name, configs in studies.items()} == {
-        "lambda": 4 * (1 + 2 * 2), "model": 2 * 3, "kernel": 3, "seed": 6, "loss": 2}
+        "lambda": 4 * (1 + 2 * 2), "model": 2 * 3, "kernel": 3, "seed": 6, "loss": 2,
+        "erase_reference": 4 * 2 * 2, "erase_tuned": 4 * 2 * 2}
     names = [config.run_name for config in grid.runs()]
     assert len(set(names)) == len(names)
-    # shared: the kernel study's GMK2 run, the seed study's seed-0 pair and the loss study's split run
-    assert len(names) == 20 + 6 + 2 + 4 + 1
+    # shared: the kernel study's GMK2 run, the seed study's seed-0 pair and the loss study's split run; the tuned
+    # erasing study's seed-0 runs (the λ study's) and its patched seed-1 pair (the seed study's)
+    assert len(names) == 20 + 6 + 2 + 4 + 1 + 16 + (16 - 8 - 2)
     assert names[:5] == ["digits_vgg11_patched", "digits_vgg11_patched_mlmmdr_0.1_last",
                          "digits_vgg11_patched_mlmmdr_0.3_last", "digits_vgg11_patched_mlmmdr_0.1_all",
                          "digits_vgg11_patched_mlmmdr_0.3_all"]
@@ -34,19 +37,29 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
                                                          "digits_vgg11_patched_seed2",
                                                          "digits_vgg11_patched_mlmmdr_0.3_all_seed2"]
     assert studies["loss"][1].run_name == "digits_vgg11_patched_mlmmdr_0.3_all_pooled"
-    stages = {job.config.run_name: [name for name, _ in job.stages] for job in grid.jobs()}
-    erasing = ["finetune", "nad", "argd"]  # on the λ study's RBT and largest-λ ML-MMDR run of every attack
-    assert stages["digits_vgg11_patched"] == ["train", "evaluate", "nc", "prune"] + erasing
+    jobs = {job.config.run_name: job for job in grid.jobs()}
+    stages = {name: [stage for stage, _ in job.stages] for name, job in jobs.items()}
+    tuned = ["tune", "finetune", "nad", "argd"]  # the base model's RBT and largest-λ ML-MMDR run of every attack
+    assert stages["digits_vgg11_patched"] == ["train", "evaluate", "nc", "prune"] + tuned
     assert stages["digits_vgg11_patched_mlmmdr_0.1_last"] == ["train", "evaluate", "nc", "prune"]
-    assert stages["digits_vgg11_patched_mlmmdr_0.3_all"] == ["train", "evaluate", "nc", "prune"] + erasing
-    assert stages["digits_vgg11_blended"] == ["train", "evaluate"] + erasing  # blended: not defended
+    assert stages["digits_vgg11_patched_mlmmdr_0.3_all"] == ["train", "evaluate", "nc", "prune"] + tuned
+    assert stages["digits_vgg11_blended"] == ["train", "evaluate"] + tuned  # blended: not defended
+    assert stages["digits_vgg11_blended_seed1"] == ["train"] + tuned  # only in the erasing study: not evaluated
+    assert stages["digits_vgg11_patched_seed1"] == ["train", "evaluate"] + tuned  # also the seed study's
     assert stages["digits_preactresnet18_patched_w0.125"] == ["train", "evaluate", "nc", "prune"]
     assert stages["digits_preactresnet18_blended_w0.125"] == ["train", "evaluate"]
-    for name in ("digits_vgg11_patched_mlmmdr_0.3_all_lk", "digits_vgg11_patched_seed1",
-                 "digits_vgg11_patched_mlmmdr_0.3_all_pooled"):
+    for name in ("digits_vgg11_patched_mlmmdr_0.3_all_lk", "digits_vgg11_patched_mlmmdr_0.3_all_pooled"):
         assert stages[name] == ["train", "evaluate"]
+    # ML-MMDR is erased with the settings tuned on its attack's and seed's RBT run; the reference arm with the
+    # references' settings, on WRN-16-1 trained at lr 0.1
+    options = dict(jobs["digits_vgg11_sig_mlmmdr_0.3_all_seed1"].stages)
+    assert all(options[name].tuned_settings.endswith("/digits_vgg11_sig_seed1") for name in ("finetune", "nad", "argd"))
+    reference = jobs["digits_wrn16_1_warped_mlmmdr_0.3_all_seed1"]
+    assert stages[reference.config.run_name] == ["train", "finetune", "nad", "argd"]
+    assert (reference.config.lr, reference.config.width) == (0.1, 1.0)
+    assert all(options is None for _, options in reference.stages)
     bare = Grid(base=RunConfig(data_name="digits", out_dir="x"), second_model=None, kernels=(), seeds=(0,),
-                compare_pooled=False)
+                compare_pooled=False, erased_attacks=())
     assert list(bare.studies()) == ["lambda"]
 
 
@@ -64,9 +77,12 @@ def record(method, lamb, mmd, intra, f1, ba=0.9, asr=1.0, flagged=None, model="v
     norms = [1.0] + [10.0] * 9 if flagged else [10.0, 5.0, 6.0] + [20.0] * 7
     nc = None if flagged is None else {"norms": norms, "target_anomaly_index": 3.0, "flagged": [0]}
     erasing = {d: None for d in ("finetune", "nad", "argd")}
-    if erased is not None:  # (BA after, ASR after) of every erasing defense
-        erasing = {d: {"before": {"ba": ba, "asr": asr}, "after": {"ba": erased[0], "asr": erased[1]},
-                       "clean_samples": 71} for d in erasing}
+    if erased is not None:  # (BA after, ASR after) of every erasing defense, five epochs at those values
+        rows = [{"epoch": e, "lr": 0.01, "ba": erased[0], "asr": erased[1], "collapsed_to_class": None}
+                for e in range(1, 6)]
+        erasing = {d: {"before": {"ba": ba, "asr": asr, "collapsed_to_class": None}, "after": rows[-1],
+                       "history": [{"epoch": 0, "lr": None, "ba": ba, "asr": asr}] + rows, "clean_samples": 71,
+                       "options": {"lrs": [0.1, 0.01], "lr_epochs": [2], "lr_scale": 1.0}} for d in erasing}
     aro = {lv: 3.0 if mmd[i] > 9 else 2.0 for i, lv in enumerate(("s1", "s2", "s3"))}
     return {"config": config, "studies": list(studies), "metrics": {"ba": ba, "asr": asr}, "nc": nc, "prune": None,
             "evaluation": {"distances": {"levels": levels, "aro": aro}, "detection": {"pools": [pool]}}, **erasing}
@@ -83,7 +99,7 @@ def test_claim_verdicts_follow_their_rules():
     runs = Runs(records, 0.3)
     verdicts = {c.id: c.verdict for c in claims(runs)}
     assert verdicts == {"C1": "reproduced", "C2": "reproduced", "C3": "reproduced", "C4": "reproduced",
-                        "C5": "reproduced", "C6": "reproduced", "C7": "ML-MMDR is harder to erase, on the 3 of 3 pairs that kept BA"}
+                        "C5": "reproduced", "C6": "reproduced", "C7": "VGG-11: not measurable (3 usable pairs)"}
     # RBT's ARO: 3, 3, 2 → two of three above 2.0; the LK kernel now beats the Gaussian ones
     records[0] = record("RBT", 0, [12.0, 12.0, 4.0], 0.5, [1.0, 1.0, 1.0], flagged=True, erased=(0.88, 0.1))
     records[4] = record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.5, 0.5, 0.5], kernel="lk", studies=("kernel",))
@@ -92,7 +108,7 @@ def test_claim_verdicts_follow_their_rules():
     verdicts = {c.id: c.verdict for c in claims(Runs(records, 0.3))}
     assert verdicts == {"C1": "partly reproduced", "C2": "not reproduced", "C3": "partly reproduced",
                         "C4": "not reproduced", "C5": "not reproduced", "C6": "not reproduced",
-                        "C7": "not measurable: every erasing cost more than 10 points of BA"}
+                        "C7": "VGG-11: not measurable (0 usable pairs)"}
     # LK's run collapsed (BA 0.1): its low F1 counts for nothing, so (1) fails and (2) holds
     records = [record("RBT", 0, [12.0, 12.0, 12.0], 0.5, [1.0, 1.0, 1.0]),
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], studies=("lambda", "kernel")),
@@ -114,19 +130,28 @@ def test_a_backdoor_pruned_out_only_with_the_whole_layer_is_called_out():
     assert "on: PreActResNet-18 patched RBT." in note and "VGG-11" not in note and "no ReLU" in note
 
 
-def test_erasing_reports_the_epoch_its_ba_broke():
-    history = [{"epoch": 0, "lr": None, "ba": 0.90}, {"epoch": 1, "lr": 0.1, "ba": 0.85},
-               {"epoch": 2, "lr": 0.1, "ba": 0.79}, {"epoch": 3, "lr": 0.01, "ba": 0.60}]
-    erased = {"before": {"ba": 0.90, "asr": 1.0}, "after": {"ba": 0.60, "asr": 0.0}, "history": history}
-    assert _broke_at(erased) == "2 (lr 0.1)"  # 0.90 − 0.79 = 0.11 is the first loss above 10 points
-    assert _broke_at({**erased, "history": history[:2]}) == "never"
+def test_the_erasing_table_marks_a_collapse_and_never_shows_its_asr():
+    kept = record("RBT", 0, [12.0] * 3, 0.5, [1.0] * 3, erased=(0.88, 0.1))
+    broken = record("ML-MMDR", 0.3, [1.0] * 3, 0.5, [0.6] * 3, erased=(0.1, 0.0))
+    for result in (broken[d] for d in ("finetune", "nad", "argd")):
+        for row in result["history"][1:]:
+            row.update(collapsed_to_class=3, top_class_share=0.93)
+    lines = section_erasing(Runs([kept, broken], 0.3), {})
+    rows = [line for line in lines if line.startswith("| VGG-11")]
+    assert len(rows) == 6
+    assert all("0.880 / 0.100" in row and row.endswith("| yes |") for row in rows if "| RBT |" in row)
+    assert all("0.100 / collapsed (→ 3, 93%)" in row and "collapsed (epoch 1, 2, 3, 4, 5)" in row
+               for row in rows if "| ML-MMDR |" in row)
+    assert "lr 0.1→0.01 at 2" in rows[0]
 
 
 def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     argv = ["--data_name", "digits", "--width", "0.125", "--train_subset", "300", "--epochs", "2",
             "--lambdas", "0.3", "--attacks", "patched", "--defended_attacks", "--eval_flags", " ".join(EVAL_SMALL),
             "--second_model", "none", "--kernels", "gmk2", "lk", "--seeds", "0", "1", "--no_benchmark",
-            "--erase_flags", "--teacher_epochs 1 --ft_epochs 1 --nad_epochs 1 --argd_epochs 1",
+            "--erase_flags", "--teacher_epochs 1 --ft_epochs 1 --nad_epochs 1 --argd_epochs 1 --defense_validation 50",
+            "--tune_flags", "--tune_lrs 0.01 --tune_beta_scales 1 --tune_finetune_lrs 0.01 --defense_validation 50",
+            "--erased_attacks", "patched", "--erasing_seeds", "0", "--reference_lr", "0.05",
             "--out_dir", str(tmp_path / "runs"), "--figure_dir", str(tmp_path / "figs"),
             "--report", str(tmp_path / "REPRODUCTION.md")]
     assert run_cli(reproduce_main, argv) == 0
@@ -139,13 +164,17 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     runs = ["digits_vgg11_patched_mlmmdr_0.3_all_lk_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_all_pooled_w0.125_n300",
             "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300_seed1",
             "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300", "digits_vgg11_patched_w0.125_n300",
-            "digits_vgg11_patched_w0.125_n300_seed1"]
+            "digits_vgg11_patched_w0.125_n300_seed1", "digits_wrn16_1_patched_mlmmdr_0.3_all_n300",
+            "digits_wrn16_1_patched_n300"]
     assert sorted(timings) == runs
     invocations = json.loads((tmp_path / "runs" / "invocations.json").read_text())
     assert len(invocations) == 1 and invocations[0]["runs_finished"] == len(runs) and invocations[0]["wall_s"] > 0
     assert "The command's own wall time, over the 1 invocation that finished a run" in report
-    erased, plain = {"train", "evaluate", "finetune", "nad", "argd"}, {"train", "evaluate"}
-    assert [set(timings[name]) for name in runs] == [plain, plain, erased, plain, plain, erased, plain]
+    tuned, plain, reference = {"train", "evaluate", "tune", "finetune", "nad", "argd"}, {"train", "evaluate"}, {
+        "train", "finetune", "nad", "argd"}
+    assert [set(timings[name]) for name in runs] == [plain, plain, tuned, plain, plain, tuned, plain, reference, reference]
+    nad = json.loads((tmp_path / "runs" / "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300" / "defense_nad.json").read_text())
+    assert nad["tuned"]["from"].endswith("digits_vgg11_patched_w0.125_n300/defense_tune.json")
     assert (tmp_path / "figs" / "digits_vgg11_patched" / "erasing.png").is_file()
     model = tmp_path / "runs" / "digits_vgg11_patched_w0.125_n300" / "model.pt"
     stamp = model.stat().st_mtime_ns

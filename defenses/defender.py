@@ -23,7 +23,7 @@ from utils.errors import UserError
 from utils.seed import generator
 
 OUTSIDE = "outside the attacker's training subset"
-INSIDE = "clean copies of the attacker's training images (none lie outside them)"
+INSIDE = "clean copies of the attacker's training images, none lying outside them"
 
 
 @dataclass

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from datasets.augment import cutout, random_crop_flip
-from evaluation.erasing import last_epochs_asr
+from metrics.erasing import last_epochs_asr
 from defenses.defender import DefenderData, defender_split
 from defenses.distillation import LEVELS, ARGDLoss, nad_loss
 from inference import (Subject, clean_and_triggered_predictions, collapsed_to, dominant_class, predict, recording,

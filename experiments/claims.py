@@ -8,9 +8,9 @@ whatever else is registered.
 from dataclasses import dataclass
 
 from defenses import PAPER_DETECTORS, display_name, target_ranking
-from evaluation.erasing import BA_KEPT as ERASING_BA_KEPT
-from evaluation.erasing import LAST_EPOCHS, MIN_DEFENSES, MIN_PAIRS, MIN_PAIRS_PER_DEFENSE, erasing_verdict
-from evaluation.erasing import MARGIN as ERASING_MARGIN
+from metrics.erasing import BA_KEPT as ERASING_BA_KEPT
+from metrics.erasing import LAST_EPOCHS, MIN_DEFENSES, MIN_PAIRS, MIN_PAIRS_PER_DEFENSE, erasing_verdict
+from metrics.erasing import MARGIN as ERASING_MARGIN
 from experiments.records import (Runs, aro_of, distance_of, f1_of, fmt, mean_f1_of, mean_of, median_of, metric_of,
                                  method_label_of, mmd_ratio_of, model_display, present)
 from metrics import METRICS

@@ -8,7 +8,7 @@ None for a missing value, and :func:`fmt` prints None as a dash, so a partial gr
 import statistics
 
 from defenses import ERASERS, PAPER_DETECTORS
-from evaluation.erasing import Pair
+from metrics.erasing import Pair
 from models import LEVELS
 from visualization.common import method_label
 
@@ -142,7 +142,7 @@ class Runs:
         return rbt, [r for r in kernels if r["evaluation"]]
 
     def erased_pairs(self) -> list:
-        """[(model, evaluation.erasing.Pair)] for every (model, attack, seed, defense) erased on both
+        """[(model, metrics.erasing.Pair)] for every (model, attack, seed, defense) erased on both
         the RBT and the ML-MMDR (λ) run, whichever study the runs belong to."""
         runs = {}
         for r in self.records:

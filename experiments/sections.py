@@ -3,7 +3,7 @@ returning its lines (an empty list when the grid has nothing for it)."""
 import statistics
 
 from defenses import DETECTORS, PAPER_DETECTORS, display_name, target_ranking
-from evaluation.erasing import LAST_EPOCHS, last_epochs_asr, why_unusable
+from metrics.erasing import LAST_EPOCHS, last_epochs_asr, why_unusable
 from experiments.claims import CHECKS, claims
 from experiments.grid import STUDIES
 from experiments.records import (Runs, aro_of, distance_of, f1_of, f1_variant_of, fmt, mean_f1_of, mean_of, mean_sd,

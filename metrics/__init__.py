@@ -1,4 +1,5 @@
-"""Distances between representation sets (paper §2.3, App. B) and ranking/F1 helpers."""
+"""Distances between representation sets (paper §2.3, App. B), ranking/F1 helpers, and C7's paired
+verdict on erasing results (metrics/erasing.py)."""
 from metrics.distances import DISTANCES, METRICS, aro, ascending_rank, distance, energy_distance2, mmd2, sliced_wasserstein1
 from metrics.f1 import best_f1_over_thresholds, f1_score
 

@@ -176,7 +176,7 @@ def test_the_tuning_rule_keeps_accuracy_then_takes_the_largest_beta_then_the_lar
 
 
 def test_the_bootstrap_interval_and_the_paired_verdict_on_known_inputs():
-    from evaluation.erasing import Pair, bootstrap_interval, erasing_verdict
+    from metrics.erasing import Pair, bootstrap_interval, erasing_verdict
 
     assert bootstrap_interval([0.2] * 10) == pytest.approx((0.2, 0.2))
     # 0/1 values, half each: the mean's standard error is 0.5/√400 = 0.025, so the 95% interval is 0.5 ± 0.049
@@ -278,6 +278,10 @@ def test_argd_is_reproducible_with_one_seed(erased_run, capsys):
     (["--defense", "finetune", "--defense_ratio", "1.5"], "error: --defense_ratio must be in (0, 1], got 1.5"),
     (["--defense", "erase"], "error: --defense must be one of nc, prune, finetune, nad, argd, tune, got 'erase'"),
     (["--defense", "nad", "--teacher", "missing.pt"], "error: --teacher missing.pt is not a file"),
+    (["--defense", "nad", "--tuned_settings", "missing"],
+     "error: --tuned_settings missing holds no tuning of nad (FileNotFoundError); run 'python defend.py --defense tune'"),
+    (["--defense", "argd", "--argd_lrs", "0.1", "0.01"], "error: --argd_lr_epochs needs one epoch per phase after the "
+                                                          "first (1 for lrs 0.1 0.01), got [3, 6]"),
 ])
 def test_bad_erasing_input_is_one_line_and_writes_nothing(erased_run, capsys, extra, message):
     argv, run_dir = erased_run

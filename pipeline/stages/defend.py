@@ -76,8 +76,8 @@ def tuned(options, name: str) -> tuple:
 def finetune_stage(config: RunConfig, options: FinetuneOptions, prepared=None) -> dict:
     """Fine-tune all layers on the defender's clean data (``prepared``'s model, in place, when given);
     its model is NAD's and ARGD's default teacher."""
-    prepared = prepared or load_trained(config)
     applied, settings = tuned(options, "finetune")
+    prepared = prepared or load_trained(config)
     result = finetune(prepared.subject, applied, progress=config.progress)
     return _save_erased(config, "finetune", options, prepared, {**result, "tuned": settings})
 
@@ -133,11 +133,11 @@ def _distillation_stage(name: str, options_class, defend):
     @register(name, output=lambda run, options: run.file(name), options=options_class, needs=("train",),
               follows=("finetune",), help=f"python defend.py --defense {name} with the run's flags", record=name)
     def compute(config: RunConfig, options) -> dict:
+        applied, settings = tuned(options, name)  # a bad --tuned_settings fails before any teacher is trained
         prepared = load_trained(config)
         teacher, source = _load_teacher(config, options, prepared)
         teacher_scores = measure(replace(prepared.subject, model=teacher),
                                  defender_data(prepared.data, options, config.seed))
-        applied, settings = tuned(options, name)
         result = defend(prepared.subject, teacher, applied, progress=config.progress)
         return _save_erased(config, name, options, prepared,
                             {**result, "tuned": settings, "teacher": {"source": source, **teacher_scores}})

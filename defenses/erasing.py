@@ -122,7 +122,8 @@ class DistillationOptions(ErasingOptions):
 
     teacher: str = param("", "teacher checkpoint of the run's architecture (default: the run's fine-tuned model, "
                          "defense finetune at the same --defense_ratio, run first when missing)", flag="--teacher")
-    teacher_epochs: int = param(10, "epochs of that fine-tuning when it runs first (NAD's README: 5-10)", low=1,
+    teacher_epochs: int = param(10, "epochs of that fine-tuning when it runs first (NAD's README: 5-10), at "
+                                "fine-tuning's schedule times this defense's --*_lr_scale", low=1,
                                 flag="--teacher_epochs")
     epochs: int = param(20, "epochs", low=1)
     beta_scale: float = param(1.0, "multiplies every attention-term weight β (1: the reference's). NAD's loss is a "

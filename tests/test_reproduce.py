@@ -160,6 +160,7 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
                     "## Erasing the backdoor", "## Detector sensitivity", "## At the paper's scale"):
         assert heading in report
     assert "| C7 |" in report and "![vgg11, patched: sweep](figs/digits_vgg11_patched/sweep.png)" in report
+    assert "Each tuned model's own choice" in report and "| teacher BA / ASR |" in report
     timings = json.loads((tmp_path / "runs" / "timings.json").read_text())
     runs = ["digits_vgg11_patched_mlmmdr_0.3_all_lk_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_all_pooled_w0.125_n300",
             "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300_seed1",

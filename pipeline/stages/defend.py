@@ -111,8 +111,8 @@ def _checkpoint_teacher(config: RunConfig, options, prepared) -> tuple:
 
 def _load_teacher(config: RunConfig, options, prepared) -> tuple:
     """(teacher model, where it came from): ``--teacher``, or the run's fine-tuned model, fine-tuned
-    first (``--teacher_epochs``, fine-tuning's schedule, or its tuned settings with
-    ``--tuned_settings``) when the run has none on the same clean data."""
+    first (``--teacher_epochs``, fine-tuning's schedule at the distillation's ``lr_scale``, or its
+    tuned settings with ``--tuned_settings``) when the run has none on the same clean data."""
     if options.teacher:
         return _checkpoint_teacher(config, options, prepared)
     run = RunDir.of(config)
@@ -125,7 +125,7 @@ def _load_teacher(config: RunConfig, options, prepared) -> tuple:
     # fine-tune a copy of the loaded model: the data and the student are already in memory
     tuned_copy = replace(prepared, model=copy.deepcopy(prepared.model))
     finetune_stage(config, FinetuneOptions(epochs=options.teacher_epochs, tuned_settings=options.tuned_settings,
-                                           **options.defender()), tuned_copy)
+                                           lr_scale=options.lr_scale, **options.defender()), tuned_copy)
     return tuned_copy.model, source
 
 

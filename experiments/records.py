@@ -12,7 +12,8 @@ from metrics.erasing import Pair
 from models import LEVELS
 from visualization.common import method_label
 
-MODEL_NAMES = {"vgg11": "VGG-11", "vgg16": "VGG-16", "resnet18": "ResNet-18", "preactresnet18": "PreActResNet-18"}
+MODEL_NAMES = {"vgg11": "VGG-11", "vgg16": "VGG-16", "resnet18": "ResNet-18", "preactresnet18": "PreActResNet-18",
+               "wrn16_1": "WRN-16-1"}
 
 
 def fmt(value, digits: int = 3) -> str:

@@ -146,10 +146,11 @@ def draw_figures(grid, args) -> dict:
         ["erasing"] if args.erased_attacks else [])
     studies = grid.studies()
     groups = {}
-    for config in studies["lambda"] + studies.get("model", []):
+    for config in studies["lambda"] + studies.get("model", []) + studies.get("erase_reference", []):
         groups.setdefault((config.group, config.model_name, config.attack_name), []).append(RunDir.of(config))
+    paper_groups = {config.group for config in studies["lambda"] + studies.get("model", [])}
     for (group, model, attack), runs in groups.items():
-        for kind in kinds:
+        for kind in kinds if group in paper_groups else ["erasing"]:  # the reference arm has erasing alone
             options = (DetectionFigureOptions if kind == "detection" else FigureOptions)(figure_dir=args.figure_dir)
             try:  # a group with unevaluated runs (a partial report) has no figure yet
                 if run_group_stage(kind, group, runs, options):

@@ -72,7 +72,7 @@ def test_a_collapsed_model_is_said_to_be_collapsed(tmp_path, capsys):
     """lr 1e6 on two batches blows the weights up without making them infinite: every clean image
     goes to class 0, the target, which would read as ASR = 1."""
     argv = FAST + ["--lr", "1e6", "--train_subset", "100", "--out_dir", str(tmp_path)]
-    with pytest.warns(UserWarning, match="classifies every clean test image as 0"):
+    with pytest.warns(UserWarning, match="classifies 100% of the clean test images as 0"):
         assert run_cli(main.main, argv) == 0
     assert "collapsed: most clean images → 0, the ASR means nothing" in capsys.readouterr().out
     assert json.loads(next(tmp_path.glob("*/metrics.json")).read_text())["collapsed_to_class"] == 0

@@ -216,7 +216,7 @@ def test_defend_cli_writes_results_and_figures(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--defense", "strip"], "error: --defense must be one of nc, prune, finetune, nad, argd, got 'strip'"),
+    (["--defense", "strip"], "error: --defense must be one of nc, prune, finetune, nad, argd, tune, got 'strip'"),
     (["--defense", "nc", "--nc_epochs", "0"], "error: --nc_epochs must be at least 1, got 0"),
     (["--defense", "nc", "--nc_cost_up", "0.5"], "error: --nc_cost_up must be > 1, got 0.5"),
     (["--defense", "nc", "--clean_samples", "0"], "error: --clean_samples must be at least 1, got 0"),

@@ -42,6 +42,8 @@ def _scores(scores: dict) -> str:
 
 
 def _print_erased(config, result) -> None:
+    from metrics.erasing import LAST_EPOCHS
+
     before, after = result["before"], result["after"]
     teacher = f"; teacher {result['teacher']['source']} ({_scores(result['teacher'])})" if result.get("teacher") else ""
     tuned = result.get("tuned")
@@ -51,7 +53,7 @@ def _print_erased(config, result) -> None:
           f"({result['defender']['source']}), {len(result['history']) - 1} epochs{settings}{teacher}")
     print(f"before: {_scores(before)}, validation {before['validation_accuracy']:.4f}")
     print(f"after:  {_scores(after)}, validation {after['validation_accuracy']:.4f}; mean ASR of the last "
-          f"{min(5, len(result['history']) - 1)} epochs {result['asr_last5']:.4f}; {result['seconds']:.0f}s")
+          f"{min(LAST_EPOCHS, len(result['history']) - 1)} epochs {result['asr_last5']:.4f}; {result['seconds']:.0f}s")
     if after["collapsed_to_class"] is not None:
         print(f"collapsed: the erased model sends {100 * after['top_class_share']:.0f}% of the clean test images to "
               f"class {after['collapsed_to_class']}; it is no result. Lower its learning rate or β (its --*_lr_scale, "

@@ -27,7 +27,7 @@ inference.COLLAPSE_SHARE), in which case its ASR measures nothing. The model is 
 import bisect
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -35,12 +35,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from datasets.augment import cutout, random_crop_flip
-from metrics.erasing import last_epochs_asr
 from defenses.defender import DefenderData, defender_split
 from defenses.distillation import LEVELS, ARGDLoss, nad_loss
 from inference import (Subject, clean_and_triggered_predictions, collapsed_to, dominant_class, predict, recording,
                        source_classes, to_unit)
 from inference import ba_asr as score_ba_asr
+from metrics.erasing import last_epochs_asr
 from models import tap_modules
 from utils.errors import ParameterError, UserError
 from utils.params import check_params, param
@@ -71,7 +71,7 @@ class DefenderOptions:
         return {key: getattr(self, key) for key in DEFENDER_FIELDS}
 
 
-DEFENDER_FIELDS = ("defense_ratio", "defense_validation", "defense_batch_size", "defense_augment")
+DEFENDER_FIELDS = tuple(f.name for f in fields(DefenderOptions))
 
 
 @dataclass
@@ -324,8 +324,8 @@ def argd_loss(model: nn.Module, images: torch.Tensor, device, seed: int, options
     sizes = level_sizes(model, images, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "argd-embedding"))
-        loss = ARGDLoss(sizes, tuple(beta * options.beta_scale for beta in options.vertex_betas), options.edge_weight, options.embed_weight, options.embed_dim,
-                        options.p)
+        vertex_betas = tuple(beta * options.beta_scale for beta in options.vertex_betas)
+        loss = ARGDLoss(sizes, vertex_betas, options.edge_weight, options.embed_weight, options.embed_dim, options.p)
     return loss.to(device).requires_grad_(options.embed_trainable)
 
 

@@ -69,7 +69,7 @@ def choose(candidates: list, before_accuracy: float, tolerance: float) -> dict:
 def scaled(options, lr: float, beta_scale: float = None):
     """``options`` starting at ``lr`` (every phase scaled alike) and, for a distillation, with
     ``beta_scale``."""
-    changes = {"lr_scale": lr / options.lrs[0], "tuned_settings": ""}
+    changes = {"lr_scale": lr / options.lrs[0]}
     if beta_scale is not None:
         changes["beta_scale"] = beta_scale
     return replace(options, **changes)

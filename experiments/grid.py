@@ -28,8 +28,8 @@ from pipeline.stages import get
 from regularizers.kernels import KERNELS
 
 ATTACKS = ("patched", "blended", "sig", "warped")
-STUDIES = ("lambda", "model", "kernel", "seed", "loss", "erase_reference", "erase_tuned")
-PAPER_STUDIES = STUDIES[:5]
+PAPER_STUDIES = ("lambda", "model", "kernel", "seed", "loss")
+STUDIES = PAPER_STUDIES + ("erase_reference", "erase_tuned")
 
 
 @dataclass

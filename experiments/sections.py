@@ -298,15 +298,13 @@ def _erased_scores(scores: dict) -> str:
 
 
 def _erasing_settings(result: dict) -> str:
-    """'lr 0.1→0.01 at 2, β×1' from what a defense recorded (the tuned choice when applied)."""
+    """'lr 0.1→0.01 at 2, β×1' from the options a defense ran with (a tuned choice already applied)."""
     options = result.get("options", {})
     lrs = [lr * options.get("lr_scale", 1.0) for lr in options.get("lrs", [])]
-    if result.get("tuned"):
-        lrs = [lr * result["tuned"]["lr"] / lrs[0] for lr in lrs] if lrs else lrs
     shown = "lr " + "→".join(f"{lr:g}" for lr in lrs)
     if options.get("lr_epochs"):
         shown += " at " + ",".join(map(str, options["lr_epochs"]))
-    beta = (result.get("tuned") or {}).get("beta_scale", options.get("beta_scale"))
+    beta = options.get("beta_scale")
     return shown + (f", β×{beta:g}" if beta is not None else "") + (" (tuned)" if result.get("tuned") else "")
 
 

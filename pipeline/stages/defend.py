@@ -66,8 +66,7 @@ def tuned(options, name: str) -> tuple:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ParameterError("tuned_settings", f"{path} holds no tuning of {name} ({type(exc).__name__}); run "
                                                f"'python defend.py --defense tune' on that run first") from None
-    applied = scaled(options, chosen["lr"], chosen.get("beta_scale"))
-    return replace(applied, tuned_settings=options.tuned_settings), {"from": str(path), **{
+    return scaled(options, chosen["lr"], chosen.get("beta_scale")), {"from": str(path), **{
         key: chosen[key] for key in ("lr", "beta_scale", "validation_accuracy") if key in chosen}}
 
 

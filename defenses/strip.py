@@ -129,7 +129,7 @@ def _normal_boundary(entropies: np.ndarray, frr: float):
 
 
 def strip(predict_proba, inputs, overlay_images, fit_images, options: StripOptions = None,
-          seed: int = 0) -> Detection:
+          seed: int = 0, memo: dict = None) -> Detection:
     """STRIP on the pool ``inputs`` (paper Algorithm 1 and §5.3).
 
     ``predict_proba(images)`` maps a float (n, C, H, W) tensor, here blends with values up to
@@ -151,6 +151,9 @@ def strip(predict_proba, inputs, overlay_images, fit_images, options: StripOptio
     rules ('normal', 'empirical'); ``scores`` = −entropy (higher = more suspicious), also the
     oracle's ``threshold_scores``; ``info``: the boundary, the fitted μ and σ, the FRR the boundary
     gives on the fit images themselves, and the counts.
+
+    ``memo``: a dict kept across calls on the same model, overlay and fit images (the evaluation's
+    pools): the fit entropies, which depend on nothing else, are computed once and reused.
     """
     options = options if options is not None else StripOptions()
     check_params(options)
@@ -171,7 +174,13 @@ def strip(predict_proba, inputs, overlay_images, fit_images, options: StripOptio
         return strip_entropy(predict_proba, images, overlays, indices, options.overlay_weight, options.clip,
                              options.batch_images)
 
-    fit_entropy = entropies(fit, 0)
+    key = ("strip_fit_entropy", seed, options.n, options.overlay_weight, options.clip, len(fit), len(overlays))
+    if memo is not None and key in memo:
+        fit_entropy = memo[key]
+    else:
+        fit_entropy = entropies(fit, 0)
+        if memo is not None:
+            memo[key] = fit_entropy
     pool_entropy = entropies(pool, 1)
     mean, std, normal_boundary = _normal_boundary(fit_entropy, options.frr)
     empirical_boundary = float(np.quantile(fit_entropy, options.frr))
@@ -199,7 +208,8 @@ def strip_rates(flagged, malicious) -> dict:
 
 
 def _run_strip(inputs, options, seed: int) -> Detection:
-    return strip(inputs.predict_proba, inputs.images, inputs.overlay_images, inputs.fit_images, options, seed)
+    return strip(inputs.predict_proba, inputs.images, inputs.overlay_images, inputs.fit_images, options, seed,
+                 memo=inputs.extra.get("memo"))
 
 
 STRIP = Detector("strip", "STRIP", "Gao et al., ACSAC 2019", "inputs", _run_strip, options=StripOptions,

@@ -69,7 +69,8 @@ class DetectionContext:
         held_out = self._held_out(overlay_count + getattr(detector_options, "fit_samples", 500))
         return DetectorInputs(seed=self.subject.seed, protocol=self.options, images=images,
                               predict_proba=self.predict_proba, overlay_images=to_float(held_out[:overlay_count]),
-                              fit_images=to_float(held_out[overlay_count:]))
+                              fit_images=to_float(held_out[overlay_count:]),
+                              extra={"memo": self._cache})  # shared by the pools: STRIP's fit entropies
 
     def _held_out(self, count: int) -> torch.Tensor:
         key = ("held_out", count)

@@ -1,11 +1,11 @@
-"""The claims C1–C7 of REPRODUCTION.md: each one's rule, fixed here and printed beside its verdict,
+"""The claims C1–C7 of REPRODUCTION.md (C8–C11: experiments/claims_extended.py): each one's rule, fixed here and printed beside its verdict,
 so a rerun on other settings is judged the same way.
 
 The paper's own figures, where its text gives them, are quoted in ``PAPER`` with the section they
 come from. C3, C4 and C6 are about the paper's detectors (AC, SS and SR: ``PAPER_DETECTORS``),
 whatever else is registered.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from defenses import PAPER_DETECTORS, display_name, target_ranking
 from metrics.erasing import BA_KEPT as ERASING_BA_KEPT
@@ -71,6 +71,8 @@ class Claim:
     verdict: str
     evidence: str    # our numbers the verdict reads
     paper: str       # the paper's own numbers, quoted
+    per_seed: dict = field(default_factory=dict)   # {seed: verdict on that seed alone}
+    spread: object = None                          # experiments.spread.Spread of the rule's statistic
 
 
 def _verdict(fraction, full: float = 1.0, part: float = 0.5) -> str:
@@ -105,8 +107,8 @@ def claim_reduction(runs: Runs) -> Claim:
         for lamb in runs.lambdas(model):
             reduced_cells, kept_attacks, attacks = 0, 0, 0
             cells = 0
-            for attack in runs.attacks(model):
-                rbt, ml = runs.pick(model, attack, "RBT"), runs.pick(model, attack, "ML-MMDR", lamb)
+            for seed, attack in ((seed, attack) for seed in runs.seeds() for attack in runs.attacks(model)):
+                rbt, ml = runs.pick(model, attack, "RBT", seed=seed), runs.pick(model, attack, "ML-MMDR", lamb, seed)
                 if not (rbt and ml and rbt["evaluation"] and ml["evaluation"]):
                     continue
                 attacks += 1
@@ -118,8 +120,8 @@ def claim_reduction(runs: Runs) -> Claim:
                 kept_attacks += kept
                 combos.append(all(reduced) and kept)
             if attacks:
-                parts.append(f"{model_display(model)} λ={lamb:g}: MMD² lower in {reduced_cells}/{cells} attack × level "
-                             f"cells, attack kept in {kept_attacks}/{attacks}")
+                parts.append(f"{model_display(model)} λ={lamb:g}: MMD² lower in {reduced_cells}/{cells} seed × attack × "
+                             f"level cells, attack kept in {kept_attacks}/{attacks}")
     at = [(rbt, ml) for _, _, rbt, _, ml in runs.cells() if ml]
     means = {"BA": (mean_of([metric_of(r, "ba") for r, _ in at]), mean_of([metric_of(m, "ba") for _, m in at])),
              "ASR": (mean_of([metric_of(r, "asr") for r, _ in at]), mean_of([metric_of(m, "asr") for _, m in at]))}
@@ -204,10 +206,14 @@ def _first_epoch(record) -> str:
 
 
 def claim_kernels(runs: Runs) -> Claim:
-    rbt, rows = runs.kernel_rows()
-    base = mean_f1_of(rbt)
-    f1 = {r["config"].kernel: mean_f1_of(r) for r in rows}
-    failed = {r["config"].kernel: r for r in rows if rbt and not _attack_kept(rbt, r)}
+    pairs = runs.kernel_rows()
+    base = mean_of([mean_f1_of(rbt) for rbt in {id(rbt): rbt for rbt, _ in pairs if rbt}.values()])
+    by_kernel = {}
+    for rbt, r in pairs:
+        by_kernel.setdefault(r["config"].kernel, []).append((rbt, r))
+    f1 = {k: mean_of([mean_f1_of(r) for _, r in rows]) for k, rows in by_kernel.items()}
+    # a kernel fails if its run did not keep the attack on some seed
+    failed = {k: r for k, rows in by_kernel.items() for rbt, r in rows if rbt and not _attack_kept(rbt, r)}
     reduced = [k for k, v in f1.items() if k not in failed and present(v, base) and base - v >= 0.1]
     gaussian = mean_of([v for k, v in f1.items() if k != "lk" and k not in failed])
     linear = f1.get("lk")
@@ -221,8 +227,8 @@ def claim_kernels(runs: Runs) -> Claim:
                   f"vs LK {fmt(linear)}")
     if failed:
         evidence += ("; the attack not kept (its F1 counts for nothing): " + ", ".join(
-            f"{k.upper()} (BA {fmt(metric_of(r, 'ba'))}, ASR {fmt(metric_of(r, 'asr'))}{_first_epoch(r)})"
-            for k, r in failed.items()))
+            f"{k.upper()} seed {r['config'].seed} (BA {fmt(metric_of(r, 'ba'))}, ASR {fmt(metric_of(r, 'asr'))}"
+            f"{_first_epoch(r)})" for k, r in failed.items()))
     return Claim("C6", "Kernel ablation: every kernel reduces detection; GK/GMK beat LK (§6.3, Fig. 11)",
             "two observations: (1) with every TABLE 3 kernel ML-MMDR's mean F1 (AC, SS, SR, levels, pools) is ≥ 0.1 "
             "below the RBT run's, (2) the GK and GMK kernels' mean F1 is below LK's; reproduced if both, partly if "
@@ -260,7 +266,88 @@ def claim_erasing(runs: Runs) -> Claim:
                  "; ".join(verdicts) or "not run", ". ".join(evidence) or "no erasing result yet", PAPER["c7"])
 
 
+def _cells_difference(runs: Runs, value, first: str, second: str) -> list:
+    """value(first's record) − value(second's record) over the claims' cells (model × attack)."""
+    out = []
+    for _, _, rbt, sl, ml in runs.cells():
+        records = {"RBT": rbt, "SL-MMDR": sl, "ML-MMDR": ml}
+        a, b = value(records[first]), value(records[second])
+        out.append(a - b if present(a, b) and records[first] and records[second] else None)
+    return out
+
+
+def cases_differences(runs: Runs) -> list:
+    return [float(a > 2.0) for _, _, rbt, _, _ in runs.cells() for a in (aro_of(rbt, lv) for lv in LEVELS)
+            if a is not None]
+
+
+def cases_reduction(runs: Runs) -> list:
+    """Per cell at the claims' λ: the largest over levels of ML-MMDR's MMD² over RBT's (C2 wants < 1)."""
+    out = []
+    for _, _, rbt, _, ml in runs.cells():
+        ratios = [mmd_ratio_of(ml, rbt, lv) for lv in LEVELS] if ml else [None]
+        out.append(max(ratios) if present(*ratios) else None)
+    return out
+
+
+def cases_single_level(runs: Runs) -> list:
+    early = lambda r: mean_of([f1_of(r, d, lv) for d in PAPER_DETECTORS for lv in ("s1", "s2")]) if r else None  # noqa: E731
+    return _cells_difference(runs, early, "SL-MMDR", "ML-MMDR")
+
+
+def cases_detection(runs: Runs) -> list:
+    return _cells_difference(runs, lambda r: mean_f1_of(r) if r else None, "RBT", "ML-MMDR")
+
+
+def cases_neural_cleanse(runs: Runs) -> list:
+    return [target_ranking(r["nc"]["norms"], r["config"].target)["target_l1_ratio_to_median"]
+            for r in runs.main() if r["nc"] and r["config"].method == "ML-MMDR"]
+
+
+def cases_kernels(runs: Runs) -> list:
+    """RBT's minus each kernel run's mean F1, for the runs that kept the attack (C6's amendment)."""
+    return [mean_f1_of(rbt) - mean_f1_of(r) if rbt and present(mean_f1_of(rbt), mean_f1_of(r)) else None
+            for rbt, r in runs.kernel_rows() if rbt and _attack_kept(rbt, r)]
+
+
+def cases_erasing(runs: Runs) -> list:
+    return [pair.difference for _, pair in runs.erased_pairs() if pair.usable]
+
+
+@dataclass(frozen=True)
+class Judged:
+    """How one claim is judged across seeds: its judge, its cases (experiments/spread.py), the
+    statistic and margin in words, and whether a seed alone can meet its rule (a rule that needs
+    more paired cases than one seed has is judged on the seeds pooled only)."""
+    judge: object
+    cases: object
+    statistic: str
+    margin: str
+    threshold: float       # the margin's value, drawn in the seeds figure
+    by_seed: bool = True
+
+
+JUDGED = (
+    Judged(claim_differences, cases_differences, "share of RBT ARO values above 2.0",
+           "≥ 0.9 (reproduced), ≥ 0.5 (partly)", 0.9),
+    Judged(claim_reduction, cases_reduction, "ML-MMDR's MMD² over RBT's, the largest of s1–s3, per model × attack",
+           "< 1", 1.0),
+    Judged(claim_single_level, cases_single_level, "SL-MMDR's minus ML-MMDR's mean F1 at s1/s2, per model × attack",
+           "≥ 0.1", 0.1),
+    Judged(claim_detection, cases_detection, "RBT's minus ML-MMDR's mean headline F1, per model × attack",
+           "≥ 0.1 (partly)", 0.1),
+    Judged(claim_neural_cleanse, cases_neural_cleanse, "target ‖m‖₁ over the others' median, per defended ML-MMDR run",
+           "≤ 0.5", NC_RATIO),
+    Judged(claim_kernels, cases_kernels, "RBT's minus the kernel's mean headline F1, per kernel", "≥ 0.1", 0.1),
+    Judged(claim_erasing, cases_erasing, "ML-MMDR's minus RBT's last-5-epoch ASR after erasing, per usable pair",
+           f"≥ {ERASING_MARGIN:g} or ≤ −{ERASING_MARGIN:g}", ERASING_MARGIN, by_seed=False),
+)
+
+
 def claims(runs: Runs) -> list:
-    """C1–C7, each judged by its rule on ``runs``."""
-    return [claim_differences(runs), claim_reduction(runs), claim_single_level(runs), claim_detection(runs),
-            claim_neural_cleanse(runs), claim_kernels(runs), claim_erasing(runs)]
+    """C1–C11, each judged by its rule on ``runs`` (every seed pooled), on each seed alone, and with
+    the spread of the statistic its rule reads."""
+    from experiments.claims_extended import EXTENDED
+    from experiments.spread import across_seeds
+
+    return [across_seeds(runs, j) for j in JUDGED + EXTENDED]

@@ -1,18 +1,24 @@
 """The reproduction grid: which runs answer which of the paper's questions, and the stages each gets.
 
-Studies (each a list of runs; a run shared by two studies is trained once):
+Studies (each a list of runs; a run shared by two studies is trained once). Every claim is judged
+on each of ``seeds``; only the λ sweep's smaller λ values and the loss study stay on the base seed:
 
 - ``lambda``: every attack × {RBT; SL-MMDR and ML-MMDR at each λ} on the base model (paper Fig. 3,
-  TABLE 2, Figs. 5–7);
+  TABLE 2, Figs. 5–7), the largest λ on every seed;
 - ``model``: the second architecture (PreActResNet-18, the paper's headline model) on a few attacks
-  × {RBT, SL-MMDR, ML-MMDR at the largest λ};
-- ``kernel``: ML-MMDR at the largest λ on the focus attack with each TABLE 3 kernel (§6.3, Fig. 11);
-- ``seed``: RBT and ML-MMDR at the largest λ on the focus attack for each seed;
-- ``loss``: that ML-MMDR run with Algorithm 1's split loss and with the prototype's pooled loss.
+  × {RBT, SL-MMDR, ML-MMDR at the largest λ}, every seed;
+- ``kernel``: ML-MMDR at the largest λ on the focus attack with each TABLE 3 kernel (§6.3, Fig. 11),
+  every seed;
+- ``loss``: that ML-MMDR run with Algorithm 1's split loss and with the prototype's pooled loss;
+- ``adaptive`` (beyond the paper: C10, C11): the attacks built for latent inseparability
+  (Adaptive-Blend, Adaptive-Patch, TaCT) under RBT, and the stacked ones also under ML-MMDR, at
+  the grid's poisoning rate and at each attack's reference rate, every seed.
 
 Stages: train and evaluate for all; Neural Cleanse (at the reference's budget: up to an hour a run
-on a CPU) and pruning on the defended attacks' runs of the ``lambda`` and ``model`` studies; fine-tuning, NAD and ARGD (beyond the paper: does
-ML-MMDR resist erasing?) on the ``lambda`` study's RBT and largest-λ ML-MMDR run of each erased attack.
+on a CPU) and pruning on the defended attacks' RBT and ML-MMDR runs of the ``lambda`` and ``model``
+studies; fine-tuning, NAD and ARGD (beyond the paper: does ML-MMDR resist erasing?) on the RBT and
+largest-λ ML-MMDR runs of each erased attack and erasing seed, in two arms (``erase_reference``,
+``erase_tuned``).
 
 It only says *what* to run; pipeline/schedule.py runs each run's missing stages, so an
 interrupted reproduction resumes where it stopped.
@@ -20,6 +26,7 @@ interrupted reproduction resumes where it stopped.
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Optional
 
+from attacks import attack_class
 from defenses import ERASERS
 from pipeline.config import RunConfig
 from pipeline.rundir import RunDir
@@ -28,8 +35,9 @@ from pipeline.stages import get
 from regularizers.kernels import KERNELS
 
 ATTACKS = ("patched", "blended", "sig", "warped")
-PAPER_STUDIES = ("lambda", "model", "kernel", "seed", "loss")
-STUDIES = PAPER_STUDIES + ("erase_reference", "erase_tuned")
+PAPER_STUDIES = ("lambda", "model", "kernel", "loss")
+STUDIES = PAPER_STUDIES + ("adaptive", "erase_reference", "erase_tuned")
+REFERENCE_RATE = "reference"   # an adaptive study rate: each attack's own (attacks' ``reference_rates``)
 
 
 @dataclass
@@ -38,7 +46,7 @@ class Grid:
     attacks: tuple = ATTACKS
     lambdas: tuple = (0.1, 0.2, 0.3)
     defended_attacks: tuple = ("patched",)
-    erased_attacks: tuple = ATTACKS
+    erased_attacks: tuple = ("patched",)
     erasing_seeds: tuple = (0, 1, 2)
     reference_model: Optional[str] = "wrn16_1"   # the erasing defenses' own model family (None: no such arm)
     reference_lr: float = 0.1                    # … and the learning rate it is trained at (NAD's and ARGD's code)
@@ -47,8 +55,11 @@ class Grid:
     second_attacks: tuple = ("patched", "blended")
     focus_attack: str = "patched"   # the kernel, seed and loss studies' attack (Fig. 11's)
     kernels: tuple = tuple(KERNELS)
-    seeds: tuple = (0, 1, 2)
+    seeds: tuple = (0, 1, 2)        # every claim's runs on each; the smaller λ and the loss study on base.seed
     compare_pooled: bool = True
+    adaptive_attacks: tuple = ("adaptive_blend", "adaptive_patch", "tact")   # C10, under RBT
+    stacked_attacks: tuple = ("adaptive_blend", "adaptive_patch")            # C11, also under ML-MMDR
+    adaptive_rates: tuple = (0.1, REFERENCE_RATE)  # poisoning rates of the adaptive study
     stage_options: dict = field(default_factory=dict)  # {stage name: options} where not the defaults
 
     @property
@@ -56,13 +67,35 @@ class Grid:
         """The λ at which the claims are judged and the other studies are run: the largest."""
         return max(self.lambdas)
 
+    @property
+    def claim_seeds(self) -> tuple:
+        """The seeds every claim is judged on: the base seed first."""
+        return tuple(dict.fromkeys((self.base.seed, *self.seeds)))
+
     def _methods(self, attacks, lambdas, **shared) -> list:
-        """RBT first for each attack, then SL-MMDR and ML-MMDR at each λ."""
+        """For each seed and attack: RBT first, then SL-MMDR and ML-MMDR at each λ (off the base
+        seed, at the largest λ alone)."""
         out = []
-        for attack in attacks:
-            out.append(self.base.with_changes(attack_name=attack, mlmmdr_lamb=0.0, **shared))
-            out += [self.base.with_changes(attack_name=attack, mlmmdr_lamb=lamb, mlmmdr_layer=layer, **shared)
-                    for layer in ("last", "all") for lamb in lambdas]
+        for seed in self.claim_seeds:
+            for attack in attacks:
+                out.append(self.base.with_changes(attack_name=attack, mlmmdr_lamb=0.0, seed=seed, **shared))
+                out += [self.base.with_changes(attack_name=attack, mlmmdr_lamb=lamb, mlmmdr_layer=layer, seed=seed,
+                                               **shared)
+                        for layer in ("last", "all") for lamb in (lambdas if seed == self.base.seed else (self.lamb,))]
+        return out
+
+    def _adaptive(self) -> list:
+        """C10 and C11: each adaptive attack under RBT, each stacked one also under ML-MMDR at the
+        largest λ, at every rate of ``adaptive_rates`` and seed."""
+        out = []
+        for seed in self.claim_seeds:
+            for attack in dict.fromkeys(self.adaptive_attacks + self.stacked_attacks):
+                lambdas = ((0.0,) if attack in self.adaptive_attacks else ()) + (
+                    (self.lamb,) if attack in self.stacked_attacks else ())
+                for rate in self.adaptive_rates:
+                    poison = attack_class(attack).reference_rates[0] if rate == REFERENCE_RATE else float(rate)
+                    out += [self.base.with_changes(attack_name=attack, seed=seed, poison_ratio=poison, mlmmdr_lamb=lamb,
+                                                   mlmmdr_layer="all") for lamb in lambdas]
         return out
 
     def _focus(self, **changes) -> RunConfig:
@@ -77,12 +110,12 @@ class Grid:
             studies["model"] = self._methods(self.second_attacks, (self.lamb,), model_name=self.second_model,
                                              width=self.second_width)
         if self.kernels:
-            studies["kernel"] = [self._focus(kernel=kernel) for kernel in self.kernels]
-        if len(self.seeds) > 1:
-            studies["seed"] = [self._focus(mlmmdr_lamb=lamb, seed=seed) for seed in self.seeds
-                               for lamb in (0.0, self.lamb)]
+            studies["kernel"] = [self._focus(kernel=kernel, seed=seed) for seed in self.claim_seeds
+                                 for kernel in self.kernels]
         if self.compare_pooled:
             studies["loss"] = [self._focus(ce_reduction=reduction) for reduction in ("split", "pooled")]
+        if self.adaptive_attacks or self.stacked_attacks:
+            studies["adaptive"] = self._adaptive()
         if self.erased_attacks and self.reference_model:
             studies["erase_reference"] = self._pairs(model_name=self.reference_model, width=1.0, lr=self.reference_lr)
         if self.erased_attacks:
@@ -104,23 +137,26 @@ class Grid:
 
     def erasing_stages(self, config: RunConfig, studies: dict) -> list:
         """The erasing stages of ``config``: the references' settings in ``erase_reference``; in
-        ``erase_tuned`` a tuning, then each defense with the choice of the RBT run of its attack and
-        seed."""
+        ``erase_tuned`` each defense with the choice tuned on the RBT run of its attack at the first
+        erasing seed (one tuning per attack: a tuning costs an hour on a CPU), which also gets the
+        tuning stage."""
         if _member(config, studies.get("erase_reference", [])):
             return [(name, self.stage_options.get(name)) for name in ERASERS]
         if not _member(config, studies.get("erase_tuned", [])):
             return []
-        chosen_on = RunDir.of(config.with_changes(mlmmdr_lamb=0.0)).path
-        return [("tune", self.stage_options.get("tune"))] + [
-            (name, replace(self.stage_options.get(name) or get(name).default_options(), tuned_settings=str(chosen_on)))
-            for name in ERASERS]
+        chooser = config.with_changes(mlmmdr_lamb=0.0, seed=self.erasing_seeds[0])
+        chosen_on = RunDir.of(chooser).path
+        tune = [("tune", self.stage_options.get("tune"))] if RunDir.of(config).path == chosen_on else []
+        return tune + [(name, replace(self.stage_options.get(name) or get(name).default_options(),
+                                      tuned_settings=str(chosen_on))) for name in ERASERS]
 
     def stages(self, config: RunConfig, studies: dict = None) -> list:
         studies = studies or self.studies()
         paper = any(_member(config, studies.get(name, [])) for name in PAPER_STUDIES)
-        names = ["train", "evaluate"] if paper else ["train"]
-        if config.attack_name in self.defended_attacks and any(_member(config, studies.get(name, []))
-                                                                for name in ("lambda", "model")):
+        names = ["train", "evaluate"] if paper or _member(config, studies.get("adaptive", [])) else ["train"]
+        # SL-MMDR is in no Neural Cleanse or pruning claim (C5, C8): its hour of NC is spared
+        if config.attack_name in self.defended_attacks and config.method != "SL-MMDR" and any(
+                _member(config, studies.get(name, [])) for name in ("lambda", "model")):
             names += ["nc", "prune"]
         return [(name, self.stage_options.get(name)) for name in names] + self.erasing_stages(config, studies)
 

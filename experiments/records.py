@@ -7,7 +7,7 @@ None for a missing value, and :func:`fmt` prints None as a dash, so a partial gr
 """
 import statistics
 
-from defenses import ERASERS, PAPER_DETECTORS
+from defenses import DETECTORS, ERASERS, PAPER_DETECTORS
 from metrics.erasing import Pair
 from models import LEVELS
 from visualization.common import method_label
@@ -71,6 +71,39 @@ def mean_f1_of(record, rule: str = "headline"):
     return mean_of([f1_of(record, d, lv, rule) for d in PAPER_DETECTORS for lv in LEVELS])
 
 
+def detector_f1(record, detector: str, level: str = None):
+    """One number per registered detector, the same for every kind, mean over levels (or at
+    ``level``) and pools: the headline F1 of a pool or feature-map detector; STRIP's, which reads
+    inputs, not a level; a class-level detector's (SCAn, Beatrix's class test) F1 inside the
+    target class where it flagged the target, and 0 where it did not (it found nothing there)."""
+    evaluation = record["evaluation"] if record else None
+    if not evaluation:
+        return None
+    levels = [level] if level else LEVELS
+    if DETECTORS[detector].consumes == "classes":
+        found = [evaluation["detection"].get("class_level", {}).get(lv, {}).get(detector) for lv in levels]
+        return mean_of([(f["f1_in_target"] if f["target_flagged"] else 0.0) for f in found if f])
+    if DETECTORS[detector].consumes == "inputs":
+        return mean_of([pool["input_level"][detector]["headline"] for pool in pools_of(record)
+                        if detector in pool.get("input_level", {})])
+    return mean_of([f1_of(record, detector, lv) for lv in levels
+                    if pools_of(record) and all(detector in pool["levels"][lv] for pool in pools_of(record))])
+
+
+def target_flagged(record, detector: str, level: str):
+    """Whether a class-level detector flagged the target class at ``level`` (None: not run)."""
+    evaluation = record["evaluation"] if record else None
+    found = evaluation["detection"].get("class_level", {}).get(level, {}).get(detector) if evaluation else None
+    return found["target_flagged"] if found else None
+
+
+def separability_of(record, level: str, key: str = "svm_accuracy"):
+    """The detector-free separability of benign and malicious target representations at ``level``."""
+    evaluation = record["evaluation"] if record else None
+    found = (evaluation["distances"].get("separability") or {}).get(level) if evaluation else None
+    return found.get(key) if found else None
+
+
 def distance_of(record, metric: str, level: str, key: str = "attack"):
     evaluation = record["evaluation"] if record else None
     return evaluation["distances"]["levels"][level][metric][key] if evaluation else None
@@ -96,13 +129,21 @@ def present(*values) -> bool:
 
 
 class Runs:
-    """The grid's records, looked up by study, model, attack and method."""
+    """The grid's records, looked up by study, model, attack, method and seed."""
 
     def __init__(self, records: list, lamb: float):
         self.records, self.lamb = records, lamb
 
     def study(self, name: str) -> list:
         return [r for r in self.records if name in r["studies"]]
+
+    def seeds(self) -> list:
+        """The seeds of the paper's main grid (the λ sweep and the second model), in grid order."""
+        return list(dict.fromkeys(r["config"].seed for r in self.main()))
+
+    def for_seed(self, seed: int) -> "Runs":
+        """The records of one seed: every claim is judged on each seed alone, as well as pooled."""
+        return Runs([r for r in self.records if r["config"].seed == seed], self.lamb)
 
     def main(self) -> list:
         """The λ-sweep and second-model runs (the paper's main grid)."""
@@ -114,33 +155,40 @@ class Runs:
     def attacks(self, model: str) -> list:
         return list(dict.fromkeys(r["config"].attack_name for r in self.main() if r["config"].model_name == model))
 
-    def pick(self, model: str, attack: str, method: str, lamb: float = None):
+    def pick(self, model: str, attack: str, method: str, lamb: float = None, seed: int = None):
+        """The main grid's run of ``model``, ``attack``, ``method`` and λ (the claims' λ by default), on
+        ``seed`` (by default the first found)."""
         lamb = self.lamb if lamb is None and method != "RBT" else lamb
         for r in self.main():
             c = r["config"]
             if (c.model_name, c.attack_name, c.method) == (model, attack, method) and (
-                    method == "RBT" or abs(c.mlmmdr_lamb - lamb) < 1e-12):
+                    method == "RBT" or abs(c.mlmmdr_lamb - lamb) < 1e-12) and seed in (None, c.seed):
                 return r
         return None
 
     def cells(self):
-        """(model, attack, RBT record, SL-MMDR record, ML-MMDR record) at the claims' λ, evaluated."""
-        for model in self.models():
-            for attack in self.attacks(model):
-                rbt, sl, ml = (self.pick(model, attack, m) for m in ("RBT", "SL-MMDR", "ML-MMDR"))
-                if rbt and rbt["evaluation"]:
-                    yield model, attack, rbt, sl if sl and sl["evaluation"] else None, ml if ml and ml["evaluation"] else None
+        """(model, attack, RBT record, SL-MMDR record, ML-MMDR record) at the claims' λ, evaluated, for
+        every seed."""
+        for seed in self.seeds():
+            for model in self.models():
+                for attack in self.attacks(model):
+                    rbt, sl, ml = (self.pick(model, attack, m, seed=seed) for m in ("RBT", "SL-MMDR", "ML-MMDR"))
+                    if rbt and rbt["evaluation"]:
+                        yield (model, attack, rbt, sl if sl and sl["evaluation"] else None,
+                               ml if ml and ml["evaluation"] else None)
 
     def lambdas(self, model: str) -> list:
         return sorted({r["config"].mlmmdr_lamb for r in self.main()
                        if r["config"].model_name == model and r["config"].mlmmdr_lamb > 0})
 
-    def kernel_rows(self) -> tuple:
-        """(the kernel study's RBT run, its evaluated ML-MMDR runs, one per kernel)"""
-        kernels = self.study("kernel")
-        focus = kernels[0]["config"] if kernels else None
-        rbt = self.pick(focus.model_name, focus.attack_name, "RBT") if focus else None
-        return rbt, [r for r in kernels if r["evaluation"]]
+    def kernel_rows(self) -> list:
+        """[(the RBT run, an evaluated kernel-study ML-MMDR run of the same seed)], seed by seed."""
+        rows = []
+        for r in self.study("kernel"):
+            c = r["config"]
+            if r["evaluation"]:
+                rows.append((self.pick(c.model_name, c.attack_name, "RBT", seed=c.seed), r))
+        return rows
 
     def erased_pairs(self) -> list:
         """[(model, metrics.erasing.Pair)] for every (model, attack, seed, defense) erased on both

@@ -43,7 +43,12 @@ def parse(argv):
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--train_subset", type=int, default=10000)
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0, help="the seed of every study but the seed study")
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="full",
+                        help="full: the committed REPRODUCTION.md's grid (about 10 hours on 2 CPU cores); quick: "
+                             "every claim on one seed in about an hour (" + describe_profile("quick")
+                             + "). A flag given explicitly overrides the profile's value")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the base seed: the λ sweep's smaller λ values and the loss study run on it alone")
     parser.add_argument("--milestones", type=int, nargs="*", default=None,
                         help="main.py's --milestones (lr ÷10); default: the dataset's fractions of --epochs "
                              "(fmnist: 50%% and 70%%, i.e. 6 8 of 12, paper §3.4 scaled). Runs are not renamed by "
@@ -64,7 +69,15 @@ def parse(argv):
     parser.add_argument("--kernels", nargs="*", default=list(grid["kernels"]),
                         help="TABLE 3 kernels of the kernel study (none: skip)")
     parser.add_argument("--seeds", type=int, nargs="*", default=list(grid["seeds"]),
-                        help="seeds of the seed study (fewer than two: skip)")
+                        help="every claim is judged on each of these seeds (with --seed)")
+    parser.add_argument("--adaptive_attacks", nargs="*", default=list(grid["adaptive_attacks"]),
+                        help="C10: attacks built for latent inseparability, trained under RBT and compared with "
+                             "ML-MMDR on the λ sweep's attacks (none: skip)")
+    parser.add_argument("--stacked_attacks", nargs="*", default=list(grid["stacked_attacks"]),
+                        help="C11: adaptive attacks also trained with ML-MMDR at the largest λ")
+    parser.add_argument("--adaptive_rates", nargs="+", default=[str(r) for r in grid["adaptive_rates"]],
+                        help="poisoning rates of the adaptive study: fractions, or 'reference' for each attack's "
+                             "own (0.3%%)")
     parser.add_argument("--no_pooled", action="store_true",
                         help="skip the study of the prototype's pooled loss against Algorithm 1's split loss")
     parser.add_argument("--defended_attacks", nargs="*", default=list(grid["defended_attacks"]),
@@ -103,7 +116,26 @@ def parse(argv):
                         help="write --report even over a report that records more finished stages (or a file "
                              "this command did not write)")
     add_executor_flags(parser)
+    # a profile sets the defaults; what the command line gives explicitly wins
+    profile = parser.parse_known_args(argv)[0].profile
+    parser.set_defaults(**PROFILES[profile])
     return parser.parse_args(argv)
+
+
+# {profile: {flag: value}}: the defaults each profile changes ("full" is the flags' own defaults)
+PROFILES = {
+    "full": {},
+    "quick": {"seeds": [0], "lambdas": [0.3], "attacks": ["patched", "blended"], "second_attacks": ["patched"],
+              "kernels": ["gmk2", "gk1", "lk"], "no_pooled": True, "epochs": 8, "adaptive_rates": ["0.1"],
+              "erasing_seeds": [0], "reference_model": "none", "nc_flags": "--nc_epochs 30",
+              "tune_flags": "--tune_lrs 0.01 --tune_beta_scales 0.25 --tune_finetune_lrs 0.01",
+              "out_dir": "runs/quick", "figure_dir": "runs/quick/figures", "report": "runs/quick/REPRODUCTION.md"},
+}
+
+
+def describe_profile(name: str) -> str:
+    return ", ".join(f"--{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+                     for flag, value in PROFILES[name].items())
 
 
 def build_grid(args):
@@ -130,7 +162,38 @@ def build_grid(args):
                 focus_attack=args.focus_attack, kernels=tuple(args.kernels), seeds=tuple(args.seeds),
                 compare_pooled=not args.no_pooled, stage_options=options, erasing_seeds=tuple(args.erasing_seeds),
                 reference_model=None if str(args.reference_model).lower() == "none" else args.reference_model,
-                reference_lr=args.reference_lr)
+                reference_lr=args.reference_lr, adaptive_attacks=tuple(args.adaptive_attacks),
+                stacked_attacks=tuple(args.stacked_attacks), adaptive_rates=tuple(adaptive_rates(args.adaptive_rates)))
+
+
+def adaptive_rates(values) -> list:
+    from experiments.grid import REFERENCE_RATE
+    from utils.errors import UserError
+
+    rates = []
+    for value in values:
+        try:
+            rates.append(REFERENCE_RATE if value == REFERENCE_RATE else float(value))
+        except ValueError:
+            raise UserError(f"--adaptive_rates takes fractions in (0, 1) or '{REFERENCE_RATE}', got '{value}'") from None
+        if rates[-1] != REFERENCE_RATE and not 0 < rates[-1] < 1:
+            raise UserError(f"--adaptive_rates takes fractions in (0, 1) or '{REFERENCE_RATE}', got '{value}'")
+    return rates
+
+
+def draw_claim_figures(grid, records, args) -> dict:
+    """The seeds' spread of every claim, and detection F1 against BA of the adaptive study; {caption: path}."""
+    from experiments.claims import claims
+    from experiments.records import Runs
+    from experiments.sections_extended import adaptive_points
+    from visualization.claims import detection_ba_figure, seeds_figure
+
+    runs = Runs(records, grid.lamb)
+    figures = {"all claims: seeds": seeds_figure(claims(runs), Path(args.figure_dir) / "claims_seeds.png")}
+    if grid.adaptive_attacks or grid.stacked_attacks:
+        figures["C10, C11: detection against BA"] = detection_ba_figure(
+            adaptive_points(runs), Path(args.figure_dir) / "adaptive_detection_ba.png")
+    return {caption: path for caption, path in figures.items() if path}
 
 
 def draw_figures(grid, args) -> dict:
@@ -253,6 +316,7 @@ def main(argv=None) -> int:
     figures = draw_figures(grid, args)
     speed = {} if args.no_benchmark else benchmark(grid, args)
     records = collect(grid)
+    figures.update(draw_claim_figures(grid, records, args))
     shown = [a for a in (argv or sys.argv[1:]) if a != "--report_only"]  # the command that makes the runs
     command = "python experiments/reproduce.py " + " ".join(shlex.quote(a) for a in shown)
     milestones = (args.milestones if args.milestones is not None

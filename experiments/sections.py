@@ -4,7 +4,10 @@ import statistics
 
 from defenses import DETECTORS, PAPER_DETECTORS, display_name, target_ranking
 from metrics.erasing import LAST_EPOCHS, last_epochs_asr, why_unusable
-from experiments.claims import CHECKS, claims
+from experiments.claims import CHECKS
+from experiments.claims_extended import CHECKS as EXTENDED_CHECKS
+from experiments.claims_extended import PRUNED_ASR, pruning_point
+from experiments.spread import describe, seed_agreement
 from experiments.grid import STUDIES
 from experiments.records import (Runs, aro_of, distance_of, f1_of, f1_variant_of, fmt, mean_f1_of, mean_of, mean_sd,
                                  method_label_of, metric_of, mmd_ratio_of, model_display, pools_of, present)
@@ -16,7 +19,7 @@ PAPER_ARO = {("vgg11", "patched"): (2.67, 3.00, 2.67), ("vgg11", "blended"): (2.
              ("vgg11", "sig"): (2.67, 3.00, 3.00), ("vgg11", "warped"): (3.00, 3.00, 3.00),
              ("preactresnet18", "patched"): (2.67, 2.67, 2.00), ("preactresnet18", "blended"): (3.00, 2.67, 3.00),
              ("preactresnet18", "sig"): (3.00, 3.00, 2.00), ("preactresnet18", "warped"): (3.00, 3.00, 2.00)}
-PRUNED_ASR = 0.2  # pruning removed the backdoor once ASR is below this
+ALL_CHECKS = {**CHECKS, **EXTENDED_CHECKS}
 
 
 def markdown_table(header: list, rows: list) -> list:
@@ -51,17 +54,29 @@ def section_setting(settings: dict, runs: Runs) -> list:
     return lines
 
 
-def section_claims(runs: Runs) -> list:
+def section_summary(judged: list) -> list:
+    """The first screen: each claim's verdict, whether the seeds agree, and the spread of what its rule
+    reads. C1–C8 are the paper's; C9–C11 are questions the paper could not ask."""
+    rows = [(c.id, c.statement, f"**{c.verdict}**{seed_agreement(c.per_seed)}", describe(c.spread)) for c in judged]
+    return ["## Verdicts at a glance", "",
+            "C1–C8 are the paper's claims, C9–C11 new questions; each verdict pools every seed, under the rule stated "
+            "with it in the Claims section below, and says where a seed alone would give another.", ""] + markdown_table(
+        ["", "claim", "verdict", "across seeds: the rule's statistic, mean ± sd over seeds, and its 95% bootstrap "
+                                 "interval"], rows)
+
+
+def section_claims(judged: list) -> list:
     lines = ["## Claims", "", "Each rule was fixed before the numbers were read, except where it says it was "
-             "amended; the verdict applies it to the runs below.", ""]
-    judged = claims(runs)
-    lines += markdown_table(["", "claim", "rule", "verdict", "our numbers", "the paper's"],
-                    [(c.id, c.statement, c.rule, f"**{c.verdict}**", c.evidence, c.paper) for c in judged])
-    doubtful = [c for c in judged
-                if c.verdict in ("not reproduced", "partly reproduced") or c.verdict.startswith("not measurable")]
+             "amended; the verdict applies it to the runs below, every seed pooled; 'per seed' gives the verdict "
+             "on each seed alone where a seed holds enough cases for the rule.", ""]
+    lines += markdown_table(["", "claim", "rule", "verdict", "per seed", "our numbers", "the paper's"],
+                    [(c.id, c.statement, c.rule, f"**{c.verdict}**",
+                      ", ".join(f"{seed}: {v}" for seed, v in c.per_seed.items()) or "–", c.evidence, c.paper)
+                     for c in judged])
+    doubtful = [c for c in judged if any(word in c.verdict for word in ("not reproduced", "partly", "not measurable"))]
     if doubtful:
         lines += ["", "Where a claim is not (fully) reproduced or not measurable, what rules out a bug in the computation it reads:", ""]
-        lines += [f"- {c.id} ({c.verdict}): {CHECKS[c.id]}" for c in doubtful]
+        lines += [f"- {c.id} ({c.verdict}): {ALL_CHECKS[c.id]}" for c in doubtful]
     return lines
 
 
@@ -256,7 +271,7 @@ def section_defenses(runs: Runs, figures: dict) -> list:
         nc, prune = r["nc"], r["prune"]
         target = r["config"].target
         ranking = target_ranking(nc["norms"], target) if nc else {}
-        point = _backdoor_pruned(prune)
+        point = pruning_point(prune)
         rows.append([model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r),
                      fmt(nc["norms"][target], 1) if nc else "–", ranking.get("target_l1_rank", "–"),
                      fmt(ranking.get("target_l1_ratio_to_median"), 2), fmt(nc["target_anomaly_index"], 2) if nc else "–",
@@ -268,15 +283,10 @@ def section_defenses(runs: Runs, figures: dict) -> list:
     return lines + _pruned_to_the_end(defended) + [""] + figures_of(figures, "nc_norms") + figures_of(figures, "prune_curves")
 
 
-def _backdoor_pruned(prune) -> dict:
-    """The first point of a pruning curve where ASR is below PRUNED_ASR, or None."""
-    return next((p for p in prune["curve"] if p["asr"] < PRUNED_ASR), None) if prune else None
-
-
 def _pruned_to_the_end(defended: list) -> list:
     """A note on the runs whose ASR fell below PRUNED_ASR only with every s3 channel pruned, so a reader
     does not take a pruned-out model's constant output for pruning working."""
-    whole = [r for r in defended if (_backdoor_pruned(r["prune"]) or {}).get("ratio") == 1.0]
+    whole = [r for r in defended if (pruning_point(r["prune"]) or {}).get("ratio") == 1.0]
     if not whole:
         return []
     names = "; ".join(f"{model_display(r['config'].model_name)} {r['config'].attack_name} {method_label_of(r)}" for r in whole)

@@ -17,7 +17,7 @@ Each defense is also judged on its own by the same rule, with ``MIN_PAIRS_PER_DE
 """
 from dataclasses import dataclass
 
-import numpy as np
+from metrics.intervals import paired_verdict
 
 BA_KEPT = 0.05
 MARGIN = 0.10
@@ -25,7 +25,6 @@ MIN_PAIRS = 8
 MIN_DEFENSES = 2
 MIN_PAIRS_PER_DEFENSE = 3
 LAST_EPOCHS = 5
-RESAMPLES = 10_000
 
 
 @dataclass(frozen=True)
@@ -64,31 +63,13 @@ def why_unusable(result: dict):
     return None
 
 
-def bootstrap_interval(values, level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0) -> tuple:
-    """The percentile bootstrap interval of the mean of ``values``: ``resamples`` seeded draws of
-    len(values) values with replacement."""
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        raise ValueError("no values to bootstrap")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(axis=1)
-    tail = (1.0 - level) / 2
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
-
-
 def judge(differences: list, minimum: int, defenses: int = None, seed: int = 0) -> dict:
     """{verdict, pairs, mean, interval} of paired differences under the rule of this module."""
-    if len(differences) < minimum or (defenses is not None and defenses < MIN_DEFENSES):
-        return {"verdict": "not measurable", "pairs": len(differences), "mean": None, "interval": None}
-    mean = float(np.mean(differences))
-    low, high = bootstrap_interval(differences, seed=seed)
-    if mean >= MARGIN and low > 0:
-        verdict = "harder to erase"
-    elif mean <= -MARGIN and high < 0:
-        verdict = "easier to erase"
-    else:
-        verdict = "no consistent difference"
-    return {"verdict": verdict, "pairs": len(differences), "mean": mean, "interval": (low, high)}
+    # too few defenses: not measurable, whatever the count of pairs
+    enough = defenses is None or defenses >= MIN_DEFENSES
+    found = paired_verdict(differences if enough else [], MARGIN, minimum, "harder to erase", "easier to erase",
+                           seed=seed)
+    return {"verdict": found["verdict"], "pairs": len(differences), "mean": found["mean"], "interval": found["interval"]}
 
 
 def erasing_verdict(pairs: list, seed: int = 0) -> dict:

@@ -176,7 +176,8 @@ def test_the_tuning_rule_keeps_accuracy_then_takes_the_largest_beta_then_the_lar
 
 
 def test_the_bootstrap_interval_and_the_paired_verdict_on_known_inputs():
-    from metrics.erasing import Pair, bootstrap_interval, erasing_verdict
+    from metrics.erasing import Pair, erasing_verdict
+    from metrics.intervals import bootstrap_interval
 
     assert bootstrap_interval([0.2] * 10) == pytest.approx((0.2, 0.2))
     # 0/1 values, half each: the mean's standard error is 0.5/√400 = 0.025, so the 95% interval is 0.5 ± 0.049

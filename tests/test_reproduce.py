@@ -15,51 +15,58 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
     grid = Grid(base=RunConfig(data_name="digits", out_dir="x"), lambdas=(0.1, 0.3), kernels=("gmk2", "gk1", "lk"),
                 erasing_seeds=(0, 1))
     studies = grid.studies()
+    # every claim on seeds 0 1 2; the smaller λ and the loss study on seed 0 alone
     assert {name: len(configs) for name, configs in studies.items()} == {
-        "lambda": 4 * (1 + 2 * 2), "model": 2 * 3, "kernel": 3, "seed": 6, "loss": 2,
-        "erase_reference": 4 * 2 * 2, "erase_tuned": 4 * 2 * 2}
+        "lambda": 4 * (1 + 2 * 2) + 2 * 4 * 3, "model": 3 * 2 * 3, "kernel": 3 * 3, "loss": 2,
+        "adaptive": 3 * (2 * 2 + 2 * 2 + 2), "erase_reference": 1 * 2 * 2, "erase_tuned": 1 * 2 * 2}
     names = [config.run_name for config in grid.runs()]
     assert len(set(names)) == len(names)
-    # shared: the kernel study's GMK2 run, the seed study's seed-0 pair and the loss study's split run; the tuned
-    # erasing study's seed-0 runs (the λ study's) and its patched seed-1 pair (the seed study's)
-    assert len(names) == 20 + 6 + 2 + 4 + 1 + 16 + (16 - 8 - 2)
+    # shared: the kernel study's GMK2 runs and the loss study's split run (the λ study's), the tuned erasing
+    # study's runs (the λ study's patched runs of seeds 0 and 1)
+    assert len(names) == 44 + 18 + 6 + 1 + 30 + 4
     assert names[:5] == ["digits_vgg11_patched", "digits_vgg11_patched_mlmmdr_0.1_last",
                          "digits_vgg11_patched_mlmmdr_0.3_last", "digits_vgg11_patched_mlmmdr_0.1_all",
                          "digits_vgg11_patched_mlmmdr_0.3_all"]
+    assert [c.run_name for c in studies["lambda"][20:23]] == [
+        "digits_vgg11_patched_seed1", "digits_vgg11_patched_mlmmdr_0.3_last_seed1",
+        "digits_vgg11_patched_mlmmdr_0.3_all_seed1"]
     assert [c.run_name for c in studies["model"][:3]] == [
         "digits_preactresnet18_patched_w0.125", "digits_preactresnet18_patched_mlmmdr_0.3_last_w0.125",
         "digits_preactresnet18_patched_mlmmdr_0.3_all_w0.125"]
-    assert [c.run_name for c in studies["kernel"]] == ["digits_vgg11_patched_mlmmdr_0.3_all",
-                                                       "digits_vgg11_patched_mlmmdr_0.3_all_gk1",
-                                                       "digits_vgg11_patched_mlmmdr_0.3_all_lk"]
-    assert [c.run_name for c in studies["seed"][2:]] == ["digits_vgg11_patched_seed1",
-                                                         "digits_vgg11_patched_mlmmdr_0.3_all_seed1",
-                                                         "digits_vgg11_patched_seed2",
-                                                         "digits_vgg11_patched_mlmmdr_0.3_all_seed2"]
+    assert [c.run_name for c in studies["kernel"][3:6]] == ["digits_vgg11_patched_mlmmdr_0.3_all_seed1",
+                                                            "digits_vgg11_patched_mlmmdr_0.3_all_gk1_seed1",
+                                                            "digits_vgg11_patched_mlmmdr_0.3_all_lk_seed1"]
     assert studies["loss"][1].run_name == "digits_vgg11_patched_mlmmdr_0.3_all_pooled"
+    # the adaptive study: each attack at 10% and at its reference rate (TaCT: 0.3%), stacked ones also with ML-MMDR
+    assert [c.run_name for c in studies["adaptive"][:5]] == [
+        "digits_vgg11_adaptive_blend", "digits_vgg11_adaptive_blend_mlmmdr_0.3_all",
+        "digits_vgg11_adaptive_blend_r0.003", "digits_vgg11_adaptive_blend_mlmmdr_0.3_all_r0.003",
+        "digits_vgg11_adaptive_patch"]
+    assert {c.poison_ratio for c in studies["adaptive"] if c.attack_name == "tact"} == {0.1, 0.003}
     jobs = {job.config.run_name: job for job in grid.jobs()}
     stages = {name: [stage for stage, _ in job.stages] for name, job in jobs.items()}
-    tuned = ["tune", "finetune", "nad", "argd"]  # the base model's RBT and largest-λ ML-MMDR run of every attack
-    assert stages["digits_vgg11_patched"] == ["train", "evaluate", "nc", "prune"] + tuned
-    assert stages["digits_vgg11_patched_mlmmdr_0.1_last"] == ["train", "evaluate", "nc", "prune"]
-    assert stages["digits_vgg11_patched_mlmmdr_0.3_all"] == ["train", "evaluate", "nc", "prune"] + tuned
-    assert stages["digits_vgg11_blended"] == ["train", "evaluate"] + tuned  # blended: not defended
-    assert stages["digits_vgg11_blended_seed1"] == ["train"] + tuned  # only in the erasing study: not evaluated
-    assert stages["digits_vgg11_patched_seed1"] == ["train", "evaluate"] + tuned  # also the seed study's
-    assert stages["digits_preactresnet18_patched_w0.125"] == ["train", "evaluate", "nc", "prune"]
+    erasers = ["finetune", "nad", "argd"]
+    assert stages["digits_vgg11_patched"] == ["train", "evaluate", "nc", "prune", "tune"] + erasers
+    assert stages["digits_vgg11_patched_mlmmdr_0.1_last"] == ["train", "evaluate"]  # SL-MMDR: no NC, no pruning
+    assert stages["digits_vgg11_patched_mlmmdr_0.1_all"] == ["train", "evaluate", "nc", "prune"]
+    assert stages["digits_vgg11_patched_mlmmdr_0.3_all"] == ["train", "evaluate", "nc", "prune"] + erasers
+    assert stages["digits_vgg11_patched_seed1"] == ["train", "evaluate", "nc", "prune"] + erasers  # tuned on seed 0
+    assert stages["digits_vgg11_blended"] == ["train", "evaluate"]  # blended: neither defended nor erased
+    assert stages["digits_vgg11_tact_r0.003_seed2"] == ["train", "evaluate"]
+    assert stages["digits_preactresnet18_patched_w0.125_seed2"] == ["train", "evaluate", "nc", "prune"]
     assert stages["digits_preactresnet18_blended_w0.125"] == ["train", "evaluate"]
     for name in ("digits_vgg11_patched_mlmmdr_0.3_all_lk", "digits_vgg11_patched_mlmmdr_0.3_all_pooled"):
         assert stages[name] == ["train", "evaluate"]
-    # ML-MMDR is erased with the settings tuned on its attack's and seed's RBT run; the reference arm with the
+    # every tuned erasing reads the choice made on the first erasing seed's RBT run; the reference arm uses the
     # references' settings, on WRN-16-1 trained at lr 0.1
-    options = dict(jobs["digits_vgg11_sig_mlmmdr_0.3_all_seed1"].stages)
-    assert all(options[name].tuned_settings.endswith("/digits_vgg11_sig_seed1") for name in ("finetune", "nad", "argd"))
-    reference = jobs["digits_wrn16_1_warped_mlmmdr_0.3_all_seed1"]
-    assert stages[reference.config.run_name] == ["train", "finetune", "nad", "argd"]
+    options = dict(jobs["digits_vgg11_patched_mlmmdr_0.3_all_seed1"].stages)
+    assert all(options[name].tuned_settings.endswith("/digits_vgg11_patched") for name in erasers)
+    reference = jobs["digits_wrn16_1_patched_mlmmdr_0.3_all_seed1"]
+    assert stages[reference.config.run_name] == ["train"] + erasers
     assert (reference.config.lr, reference.config.width) == (0.1, 1.0)
     assert all(options is None for _, options in reference.stages)
     bare = Grid(base=RunConfig(data_name="digits", out_dir="x"), second_model=None, kernels=(), seeds=(0,),
-                compare_pooled=False, erased_attacks=())
+                compare_pooled=False, erased_attacks=(), adaptive_attacks=(), stacked_attacks=())
     assert list(bare.studies()) == ["lambda"]
 
 
@@ -98,8 +105,10 @@ def test_claim_verdicts_follow_their_rules():
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.8, 0.8, 0.8], kernel="lk", studies=("kernel",))]
     runs = Runs(records, 0.3)
     verdicts = {c.id: c.verdict for c in claims(runs)}
+    beyond = {"C8": "not run", "C9": "not measurable", "C10": "not run", "C11": "not run"}  # no such results here
     assert verdicts == {"C1": "reproduced", "C2": "reproduced", "C3": "reproduced", "C4": "reproduced",
-                        "C5": "reproduced", "C6": "reproduced", "C7": "VGG-11: not measurable (3 usable pairs)"}
+                        "C5": "reproduced", "C6": "reproduced", "C7": "VGG-11: not measurable (3 usable pairs)",
+                        **beyond}
     # RBT's ARO: 3, 3, 2 → two of three above 2.0; the LK kernel now beats the Gaussian ones
     records[0] = record("RBT", 0, [12.0, 12.0, 4.0], 0.5, [1.0, 1.0, 1.0], flagged=True, erased=(0.88, 0.1))
     records[4] = record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.5, 0.5, 0.5], kernel="lk", studies=("kernel",))
@@ -108,14 +117,15 @@ def test_claim_verdicts_follow_their_rules():
     verdicts = {c.id: c.verdict for c in claims(Runs(records, 0.3))}
     assert verdicts == {"C1": "partly reproduced", "C2": "not reproduced", "C3": "partly reproduced",
                         "C4": "not reproduced", "C5": "not reproduced", "C6": "not reproduced",
-                        "C7": "VGG-11: not measurable (0 usable pairs)"}
+                        "C7": "VGG-11: not measurable (0 usable pairs)", **beyond}
     # LK's run collapsed (BA 0.1): its low F1 counts for nothing, so (1) fails and (2) holds
     records = [record("RBT", 0, [12.0, 12.0, 12.0], 0.5, [1.0, 1.0, 1.0]),
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], studies=("lambda", "kernel")),
                record("ML-MMDR", 0.3, [0.1, 0.1, 0.1], 0.5, [0.4, 0.4, 0.4], ba=0.1, kernel="lk", studies=("kernel",))]
     kernels = next(c for c in claims(Runs(records, 0.3)) if c.id == "C6")
     assert kernels.verdict == "partly reproduced"
-    assert "with the attack kept: 1/2 kernels" in kernels.evidence and "not kept (its F1 counts for nothing): LK (BA 0.100" in kernels.evidence
+    assert "with the attack kept: 1/2 kernels" in kernels.evidence and "not kept (its F1 counts for nothing): LK seed 0 (BA 0.100" in kernels.evidence
+    assert kernels.spread.cases == 1  # the failed kernel is no case of the statistic either
 
 
 def test_a_backdoor_pruned_out_only_with_the_whole_layer_is_called_out():

@@ -151,6 +151,25 @@ def test_deterministic_for_a_seed_and_independent_of_the_batch():
     assert not np.allclose(first.scores[:10], other.scores[:10])
 
 
+def test_the_fit_entropies_are_computed_once_for_every_pool_of_a_memo():
+    inputs, _, overlays, fit = pool(5, 5)
+    model = corner_trigger_classifier()
+    calls = []
+
+    def counted(images):
+        calls.append(len(images))
+        return model(images)
+
+    memo = {}
+    first = strip(counted, inputs, overlays, fit, StripOptions(n=10), memo=memo)
+    fit_and_pool = sum(calls)
+    second = strip(counted, inputs[:6], overlays, fit, StripOptions(n=10), memo=memo)
+    # the second pool costs its own 6 × 10 blends alone, and reads the same boundary
+    assert fit_and_pool == 10 * (len(fit) + len(inputs)) and sum(calls) - fit_and_pool == 6 * 10
+    assert second.info["threshold"] == first.info["threshold"]
+    assert np.array_equal(second.scores, strip(model, inputs[:6], overlays, fit, StripOptions(n=10)).scores)
+
+
 def test_the_pool_overlays_do_not_depend_on_the_fit_set():
     inputs, _, overlays, fit = pool(5, 5)
     model = corner_trigger_classifier()

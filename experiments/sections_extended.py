@@ -1,0 +1,95 @@
+"""The report's sections for the questions beyond the paper's detectors and attacks: every registered
+detector on RBT and ML-MMDR (C9), and the attacks built for inseparability, alone and stacked with
+ML-MMDR (C10, C11). Each returns its lines (empty when the grid has nothing for it)."""
+from defenses import DETECTORS, display_name
+from experiments.claims_extended import (BASE_ATTACK, adaptive_runs, control_detectors, display_attack,
+                                         later_detectors, mean_detection_f1, works)
+from experiments.records import (Runs, detector_f1, fmt, mean_of, mean_sd, metric_of, model_display,
+                                 separability_of, target_flagged)
+from experiments.sections import figures_of, markdown_table
+from models import LEVELS
+
+
+def section_later_detectors(runs: Runs) -> list:
+    cells = [(model, rbt, ml) for model, _, rbt, _, ml in runs.cells() if ml]
+    if not cells:
+        return []
+    rows = []
+    for model in dict.fromkeys(m for m, _, _ in cells):
+        for name, index in (("RBT", 1), ("ML-MMDR", 2)):
+            records = [cell[index] for cell in cells if cell[0] == model]
+            rows.append([model_display(model), name]
+                        + [mean_sd([detector_f1(r, d) for r in records]) for d in DETECTORS]
+                        + [f"{fmt(mean_of([separability_of(r, lv) for r in records]))} / "
+                           f"{fmt(mean_of([separability_of(r, lv, 'silhouette') for r in records]))}" for lv in LEVELS])
+    flagged = []
+    for detector in (d for d in later_detectors() if DETECTORS[d].consumes == "classes"):
+        for name, index in (("RBT", 1), ("ML-MMDR", 2)):
+            per_level = []
+            for lv in LEVELS:
+                hits = [target_flagged(cell[index], detector, lv) for cell in cells]
+                hits = [h for h in hits if h is not None]
+                per_level.append(f"{lv} {sum(hits)}/{len(hits)}")
+            flagged.append(f"{display_name(detector)}, {name}: target flagged in " + ", ".join(per_level))
+    return (["## Today's detectors (beyond the paper: C9)", "",
+             f"F1 of every registered detector, mean ± sd over attacks and seeds (each cell's detector number: pool "
+             f"detectors' headline F1, mean over levels and pools; class-level detectors' F1 inside the target class "
+             f"where they flag it, 0 where they do not), RBT against ML-MMDR at λ = {runs.lamb:g}. "
+             + ", ".join(display_name(d) for d in later_detectors()) + " are the detectors published after the paper; "
+             + ", ".join(display_name(d) for d in control_detectors()) + " reads inputs, not representations (the "
+             "control). Separability: the detector-free 5-fold linear-SVM accuracy / silhouette of benign against "
+             "malicious target representations.", ""]
+            + markdown_table(["model", "method"] + [display_name(d) for d in DETECTORS]
+                             + [f"separability {lv}" for lv in LEVELS], rows)
+            + ([""] + [f"- {line}" for line in flagged] if flagged else []))
+
+
+def adaptive_points(runs: Runs) -> list:
+    """One point per (attack, rate, method) of the adaptive study, and ML-MMDR on the attacks the
+    adaptive ones reshape: {label, method, ba, ba_sd, f1, f1_sd, records}."""
+    groups = {}
+    for method in ("RBT", "ML-MMDR"):
+        for (attack, ratio), records in adaptive_runs(runs, method).items():
+            groups[(f"{display_attack(attack)} {100 * ratio:g}%", method)] = records
+    model = next(iter(runs.models()), None)
+    for attack in sorted(set(BASE_ATTACK.values())):
+        for method in ("RBT", "ML-MMDR"):
+            records = [r for r in (runs.pick(model, attack, method, seed=s) for s in runs.seeds())
+                       if r and r["evaluation"]]
+            if records:
+                groups[(f"{display_attack(attack)} 10%", method)] = records
+    points = []
+    for (label, method), records in groups.items():
+        ba = [metric_of(r, "ba") for r in records]
+        f1 = [mean_detection_f1(r) for r in records]
+        points.append({"label": label, "method": method, "ba": mean_of(ba), "f1": mean_of(f1),
+                       "ba_sd": _sd(ba), "f1_sd": _sd(f1), "records": records})
+    return [p for p in points if p["ba"] is not None and p["f1"] is not None]
+
+
+def _sd(values) -> float:
+    import statistics
+
+    values = [v for v in values if v is not None]
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def section_adaptive(runs: Runs, figures: dict) -> list:
+    points = adaptive_points(runs)
+    if not any(p["label"].split()[0] not in ("Patched", "Blended") for p in points):
+        return []
+    rows = []
+    for p in points:
+        failed = [r for r in p["records"] if not works(r)]
+        rows.append([p["label"], p["method"], len(p["records"]), mean_sd([metric_of(r, "ba") for r in p["records"]]),
+                     mean_sd([metric_of(r, "asr") for r in p["records"]])
+                     + (f" ({len(failed)} failed)" if failed else ""), mean_sd([mean_detection_f1(r) for r in p["records"]])]
+                    + [mean_sd([detector_f1(r, d) for r in p["records"]]) for d in DETECTORS])
+    return (["## Attacks built for inseparability (beyond the paper: C10, C11)", "",
+             "Each attack at each poisoning rate under RBT and, where stacked, with ML-MMDR (λ = "
+             f"{runs.lamb:g}); the rows at 10% of Patched and Blended are the λ sweep's. Mean ± sd over seeds; "
+             "F1 = each registered detector's number as in C9, and its mean over detectors. A run whose ASR is "
+             "below the working threshold is counted as failed, not as hidden.", ""]
+            + markdown_table(["attack, rate", "method", "seeds", "BA", "ASR", "mean F1"]
+                             + [display_name(d) for d in DETECTORS], rows)
+            + [""] + figures_of(figures, "detection against BA"))

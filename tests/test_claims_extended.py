@@ -1,0 +1,142 @@
+"""The rules of C8–C11 (experiments/claims_extended.py) and the seeds' spread (experiments/spread.py)
+on constructed records: for each rule one set that should pass, one that should fail, and one with
+too few usable cases."""
+import pytest
+
+from defenses import DETECTORS
+from experiments.claims import JUDGED, claim_detection, cases_detection
+from experiments.claims_extended import (claim_adaptive, claim_later_detectors, claim_pruning, claim_stacked,
+                                         later_detectors)
+from experiments.records import Runs, detector_f1
+from experiments.spread import across_seeds, seed_agreement
+from metrics.intervals import bootstrap_interval, paired_verdict
+from pipeline.config import RunConfig
+
+LEVELS = ("s1", "s2", "s3")
+
+
+def evaluation(f1: dict, flagged: bool = True) -> dict:
+    """An evaluation.json whose detectors score ``f1[name]`` (default 0.9) at every level and pool; the
+    class-level ones flag the target when ``flagged``."""
+    kinds = {name: d.consumes for name, d in DETECTORS.items()}
+    value = lambda name: f1.get(name, 0.9)  # noqa: E731
+    pool = {"N": 500, "ratio": 1.0,
+            "levels": {lv: {n: {"headline": value(n), "own": value(n), "oracle": value(n)} for n, k in kinds.items()
+                            if k in ("pool", "maps")} for lv in LEVELS},
+            "input_level": {n: {"headline": value(n)} for n, k in kinds.items() if k == "inputs"}}
+    class_level = {lv: {n: {"target_flagged": flagged, "f1_in_target": value(n)} for n, k in kinds.items()
+                        if k == "classes"} for lv in LEVELS}
+    separability = {lv: {"svm_accuracy": 0.99, "silhouette": 0.3} for lv in LEVELS}
+    return {"detection": {"pools": [pool], "class_level": class_level},
+            "distances": {"separability": separability, "levels": {}, "aro": {}}}
+
+
+def run(method="RBT", attack="patched", seed=0, model="vgg11", f1=None, ba=0.9, asr=1.0, prune_at=None,
+        studies=("lambda",), ratio=0.1, flagged=True):
+    lamb = 0.0 if method == "RBT" else 0.3
+    config = RunConfig(data_name="digits", model_name=model, attack_name=attack, mlmmdr_lamb=lamb, mlmmdr_layer="all",
+                       seed=seed, poison_ratio=ratio).with_changes()
+    prune = None
+    if prune_at is not None:  # ASR falls below 0.2 at this ratio
+        prune = {"layer": "x", "rank": "triggered", "curve": [
+            {"ratio": r / 20, "ba": 0.9 - r / 40, "asr": 1.0 if r / 20 < prune_at else 0.05} for r in range(21)]}
+    return {"config": config, "studies": list(studies), "metrics": {"ba": ba, "asr": asr},
+            "evaluation": evaluation(f1 or {}, flagged), "nc": None, "prune": prune,
+            "finetune": None, "nad": None, "argd": None}
+
+
+def test_the_shared_paired_rule_and_the_scipy_interval():
+    assert bootstrap_interval([0.3] * 5) == (0.3, 0.3)
+    low, high = bootstrap_interval([0.1, 0.2, 0.3, 0.4])
+    assert 0.1 <= low < 0.25 < high <= 0.4
+    assert paired_verdict([0.2, 0.25, 0.3], 0.1, 3, "up", "down")["verdict"] == "up"
+    assert paired_verdict([-0.2, -0.25, -0.3], 0.1, 3, "up", "down")["verdict"] == "down"
+    assert paired_verdict([0.05, 0.06, 0.07], 0.1, 3, "up", "down")["verdict"] == "no consistent difference"
+    assert paired_verdict([0.5, -0.5, 0.6], 0.1, 3, "up", "down")["verdict"] == "no consistent difference"
+    assert paired_verdict([0.2, 0.3], 0.1, 3, "up", "down") == {"verdict": "not measurable", "cases": 2, "mean": None,
+                                                              "interval": None}
+
+
+def test_c8_pruning_rule():
+    def pairs(rbt_at, ml_at, seeds=(0, 1, 2)):
+        return [r for s in seeds for r in (run("RBT", seed=s, prune_at=rbt_at), run("ML-MMDR", seed=s, prune_at=ml_at))]
+
+    more = claim_pruning(Runs(pairs(0.25, 0.4), 0.3))
+    assert more.verdict == "VGG-11: reproduced: ML-MMDR needs more pruning"
+    assert "RBT 0.25 ± 0.00 (BA there 0.775" in more.evidence
+    # the VGG-11 grid's finding: ML-MMDR needs less
+    assert claim_pruning(Runs(pairs(0.35, 0.25), 0.3)).verdict == "VGG-11: not reproduced: ML-MMDR needs less pruning"
+    # a curve that needs the whole layer is no usable pair (PreActResNet-18's at s3)
+    whole = claim_pruning(Runs(pairs(0.3, 1.0), 0.3))
+    assert whole.verdict == "VGG-11: not measurable" and "3 pairs, 0 usable" in whole.evidence
+    assert claim_pruning(Runs(pairs(0.25, 0.4, seeds=(0, 1)), 0.3)).verdict == "VGG-11: not measurable"
+    assert claim_pruning(Runs([run("RBT")], 0.3)).verdict == "not run"
+
+
+def later(value: float) -> dict:
+    return {name: value for name in later_detectors()}
+
+
+def test_c9_later_detectors_rule():
+    def cells(rbt_f1, ml_f1, strip_ml=0.8, count=3, ml_flagged=True):
+        out = []
+        for i in range(count):
+            out.append(run("RBT", attack=("patched", "blended", "sig")[i % 3], seed=i // 3,
+                           f1={**later(rbt_f1 + 0.01 * i), "strip": 0.8}))
+            out.append(run("ML-MMDR", attack=("patched", "blended", "sig")[i % 3], seed=i // 3,
+                           f1={**later(ml_f1 + 0.02 * i), "strip": strip_ml}, flagged=ml_flagged))
+        return out
+
+    lowered = claim_later_detectors(Runs(cells(0.9, 0.5), 0.3))
+    assert lowered.verdict == "SPECTRE lowered; SCAn lowered; Beatrix lowered; Beatrix class test lowered; STRIP (control) unchanged"
+    assert "Separability" not in lowered.verdict and "0.990 → 0.990" in lowered.evidence
+    # a class-level detector that no longer flags the target detects nothing there: its F1 is 0
+    assert detector_f1(run("ML-MMDR", f1=later(0.9), flagged=False), "scan") == 0.0
+    same = claim_later_detectors(Runs(cells(0.9, 0.9, strip_ml=0.3), 0.3))
+    assert same.verdict.startswith("SPECTRE not lowered") and "STRIP (control) changed" in same.verdict
+    assert claim_later_detectors(Runs(cells(0.9, 0.5, count=2), 0.3)).verdict == "not measurable"
+
+
+def adaptive_grid(adaptive_f1, stacked_f1, mlmmdr_f1=0.6, asr=1.0, seeds=(0, 1, 2)):
+    records = []
+    for seed in seeds:
+        records += [run("RBT", attack=a, seed=seed) for a in ("patched", "blended")]
+        records += [run("ML-MMDR", attack=a, seed=seed, f1={n: mlmmdr_f1 for n in DETECTORS})
+                    for a in ("patched", "blended")]
+        records.append(run("RBT", attack="adaptive_blend", seed=seed, studies=("adaptive",), asr=asr,
+                           f1={n: adaptive_f1 + 0.01 * seed for n in DETECTORS}))
+        records.append(run("ML-MMDR", attack="adaptive_blend", seed=seed, studies=("adaptive",), asr=asr,
+                           f1={n: stacked_f1 + 0.01 * seed for n in DETECTORS}))
+    return Runs(records, 0.3)
+
+
+def test_c10_adaptive_rule():
+    better = claim_adaptive(adaptive_grid(0.3, 0.2))
+    assert better.verdict.startswith("Adaptive-Blend at 10%: hides better than ML-MMDR")
+    assert "hides best: Adaptive-Blend (ML-MMDR, 10%): F1 0.210 ± 0.010" in better.verdict
+    assert claim_adaptive(adaptive_grid(0.9, 0.9)).verdict.startswith("Adaptive-Blend at 10%: hides worse than ML-MMDR")
+    # an attack that failed (ASR below 0.8) hides nothing: no case is left to judge
+    failed = claim_adaptive(adaptive_grid(0.3, 0.2, asr=0.4))
+    assert failed.verdict.startswith("Adaptive-Blend at 10%: not measurable (3 of 3 runs failed)")
+    assert claim_adaptive(Runs([run("RBT")], 0.3)).verdict == "not run"
+
+
+def test_c11_stacked_rule():
+    assert claim_stacked(adaptive_grid(0.4, 0.2)).verdict == "Adaptive-Blend + ML-MMDR at 10%: they add up"
+    assert claim_stacked(adaptive_grid(0.4, 0.6)).verdict == (
+        "Adaptive-Blend + ML-MMDR at 10%: worse than Adaptive-Blend alone, no better than ML-MMDR alone")
+    assert claim_stacked(adaptive_grid(0.4, 0.2, asr=0.5)).verdict == "Adaptive-Blend + ML-MMDR at 10%: not measurable"
+
+
+def test_a_claim_across_seeds_says_where_the_seeds_disagree():
+    records = []
+    for seed, ml_f1 in ((0, 0.5), (1, 0.55), (2, 0.95)):  # seed 2: ML-MMDR hides nothing
+        records += [run("RBT", seed=seed, f1={"ac": 1.0, "ss": 1.0, "sr": 1.0}),
+                    run("ML-MMDR", seed=seed, f1={"ac": ml_f1, "ss": ml_f1, "sr": ml_f1})]
+    judged = next(j for j in JUDGED if j.judge is claim_detection)
+    claim = across_seeds(Runs(records, 0.3), judged)
+    assert claim.per_seed == {0: "reproduced", 1: "reproduced", 2: "not reproduced"}
+    assert seed_agreement(claim.per_seed) == "; seeds disagree: reproduced on seeds 0 1, not reproduced on seed 2"
+    assert claim.spread.per_seed == pytest.approx({0: 0.5, 1: 0.45, 2: 0.05})
+    assert claim.spread.cases == 3 and claim.spread.mean == pytest.approx(1 / 3)
+    assert cases_detection(Runs(records, 0.3).for_seed(1)) == pytest.approx([0.45])

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from datasets.augment import cutout, random_crop_flip
+from datasets.base import stratified_subset
 from defenses.defender import DefenderData, defender_split
 from defenses.distillation import LEVELS, ARGDLoss, nad_loss
 from inference import (Subject, clean_and_triggered_predictions, collapsed_to, dominant_class, predict, recording,
@@ -65,6 +66,12 @@ class DefenderOptions:
     defense_augment: bool = param(True, "train the defender's data without random crop (pad 4), flip and "
                                   "Cutout(1 hole, length 3) (the NAD code's augmentation)",
                                   flag="--no_defense_augment")
+    defense_eval_subset: int = param(0, "measure each epoch's BA/ASR on a seeded stratified subset of this many "
+                                     "clean test images (and their triggered non-target ones) instead of the whole "
+                                     "test set, which the references use; before and after are always measured on "
+                                     "the whole test set (0: the whole test set every epoch). Per-epoch test "
+                                     "evaluation is most of an erasing's time on a CPU", low=0,
+                                     flag="--defense_eval_subset")
 
     def defender(self) -> dict:
         """The four data fields, e.g. to give a teacher's fine-tuning the same data."""
@@ -234,14 +241,17 @@ def validation_accuracy(model: nn.Module, data: DefenderData, device, batch_size
     return (predictions == data.validation_labels).float().mean().item()
 
 
-def measure(subject: Subject, data: DefenderData, test: bool = True) -> dict:
-    """The defender's validation accuracy and, with ``test``, BA and ASR on the test set, the class
-    the model predicts most on the clean test images with its share, and ``collapsed_to_class``
-    (that class when its share is above inference.COLLAPSE_SHARE, else None)."""
+def measure(subject: Subject, data: DefenderData, test: bool = True, test_index: torch.Tensor = None) -> dict:
+    """The defender's validation accuracy and, with ``test``, BA and ASR on the test set (the images
+    of ``test_index`` only, when given), the class the model predicts most on the clean test images
+    with its share, and ``collapsed_to_class`` (that class when its share is above
+    inference.COLLAPSE_SHARE, else None)."""
     result = {"validation_accuracy": validation_accuracy(subject.model, data, subject.device, subject.batch_size)}
     if not test:
         return result
     test_x, test_y = subject.data.test_x, subject.data.test_y
+    if test_index is not None:
+        test_x, test_y = test_x[test_index], test_y[test_index]
     clean, triggered = clean_and_triggered_predictions(subject.model, test_x, test_y, subject.attack, subject.target,
                                                        subject.device, subject.batch_size, subject.amp)
     label, share = dominant_class(clean)
@@ -260,19 +270,23 @@ def erase(subject: Subject, options: ErasingOptions, name: str, distill=None, te
     eraser = Eraser(subject.model, data.images, data.labels, options, subject.device,
                     generator(subject.seed, f"erase-{name}"), distill, teacher, extra_parameters)
     started = time.perf_counter()
+    subset = (stratified_subset(subject.data.test_y, options.defense_eval_subset, derive_seed(subject.seed, "erase-eval"))
+              if test and 0 < options.defense_eval_subset < len(subject.data.test_y) else None)
     before = measure(subject, data, test)
-    history = [{"epoch": 0, "lr": None, **before, "seconds": 0.0}]
+    history = [{"epoch": 0, "lr": None, **(before if subset is None else measure(subject, data, test, subset)),
+                "seconds": 0.0}]
     for epoch in tqdm(range(options.epochs), desc=name, disable=not progress, dynamic_ncols=True):
         epoch_started = time.perf_counter()
         means = eraser.train_epoch(epoch)
         if not all(math.isfinite(value) for value in means.values()):
             raise UserError(f"{name} diverged at epoch {epoch + 1} ({', '.join(f'{k}={v:.4g}' for k, v in means.items())}); "
                             f"lower its learning rate (lr={options.lr_at(epoch):g})")
-        history.append({"epoch": epoch + 1, "lr": options.lr_at(epoch), **means, **measure(subject, data, test),
-                        "seconds": round(time.perf_counter() - epoch_started, 3)})
+        history.append({"epoch": epoch + 1, "lr": options.lr_at(epoch), **means,
+                        **measure(subject, data, test, subset), "seconds": round(time.perf_counter() - epoch_started, 3)})
     subject.model.eval()
-    after = {key: history[-1][key] for key in before}
+    after = {key: history[-1][key] for key in before} if subset is None else measure(subject, data, test)
     result = {"defense": name, "clean_samples": len(data.images), "defender": data.record(),
+              "epoch_test_images": len(subject.data.test_y) if subset is None else len(subset),
               "options": options.to_dict(), "before": before, "after": after, "history": history,
               "seconds": round(time.perf_counter() - started, 3)}
     if test:

@@ -157,7 +157,7 @@ class Grid:
         # SL-MMDR is in no Neural Cleanse or pruning claim (C5, C8): its hour of NC is spared
         if config.attack_name in self.defended_attacks and config.method != "SL-MMDR" and any(
                 _member(config, studies.get(name, [])) for name in ("lambda", "model")):
-            names += ["nc", "prune"]
+            names += ["nc", "prune", "prune_places"]
         return [(name, self.stage_options.get(name)) for name in names] + self.erasing_stages(config, studies)
 
     def jobs(self) -> list:
@@ -182,5 +182,6 @@ def collect(grid: Grid) -> list:
         run = RunDir.of(config)
         records.append({"config": config, "run_dir": run.path,
                         "studies": [name for name, configs in studies.items() if _member(config, configs)],
-                        **{key: run.read(key) for key in ("metrics", "evaluation", "nc", "prune", "tune", *ERASERS)}})
+                        **{key: run.read(key) for key in ("metrics", "evaluation", "nc", "prune", "prune_places", "tune",
+                                                          *ERASERS)}})
     return records

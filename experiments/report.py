@@ -10,7 +10,7 @@ import re
 
 from experiments.claims import claims
 from experiments.records import Runs
-from experiments.sections_extended import section_adaptive, section_later_detectors
+from experiments.sections_extended import section_adaptive, section_later_detectors, section_pruning_places
 from experiments.sections import (figures_of, section_claims, section_defenses, section_detection, section_distances,
                                   section_erasing, section_kernels, section_lambda, section_loss, section_models,
                                   section_scale, section_seeds, section_sensitivity, section_setting, section_summary, section_table2)
@@ -59,11 +59,13 @@ def render(records, settings: dict, grid, figures: dict) -> str:
     lines += section_setting(settings, runs)
     lines += [""] + section_claims(judged)
     lines += ["", "## What differs from the paper's setting", ""] + [f"- {item}" for item in settings["differences"]]
-    for section in (section_table2(runs), section_lambda(runs, figures), section_models(runs, settings),
-                    section_detection(runs, figures), section_sensitivity(runs), section_kernels(runs),
-                    section_seeds(runs), section_loss(runs), section_defenses(runs, figures),
+    # the detail tables show one seed (the base seed's runs); the claims and the seeds section read every seed
+    one = runs.for_seed(grid.base.seed)
+    for section in (section_table2(one), section_lambda(one, figures), section_models(one, settings),
+                    section_detection(one, figures), section_sensitivity(one), section_kernels(one),
+                    section_seeds(runs), section_loss(one), section_defenses(runs, figures), section_pruning_places(runs),
                     section_erasing(runs, figures), section_later_detectors(runs), section_adaptive(runs, figures),
-                    section_distances(runs), section_scale(settings)):
+                    section_distances(one), section_scale(settings)):
         if section:
             lines += [""] + section
     features = figures_of(figures, "features, RBT") + figures_of(figures, "features, SL-MMDR") + figures_of(

@@ -100,7 +100,7 @@ def section_lambda(runs: Runs, figures: dict) -> list:
              "representations per level; F1 = the mean headline F1 of AC, SS and SR over levels and pools.", ""]
     rows = []
     for r in runs.main():
-        rows.append([model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r), fmt(metric_of(r, "ba")),
+        rows.append([model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r), r["config"].seed, fmt(metric_of(r, "ba")),
                      fmt(metric_of(r, "asr"))] + [fmt(distance_of(r, "mmd2", lv)) for lv in LEVELS] + [fmt(mean_f1_of(r))])
     lines += markdown_table(["model", "attack", "method", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS] + ["F1"], rows)
     unstable = []
@@ -206,12 +206,14 @@ def section_sensitivity(runs: Runs) -> list:
 
 
 def section_kernels(runs: Runs) -> list:
-    rbt, rows = runs.kernel_rows()
-    if not rows:
+    """One seed's kernel study (the report passes the base seed's runs; C6 reads every seed)."""
+    pairs = runs.kernel_rows()
+    if not pairs:
         return []
+    rbt, rows = pairs[0][0], [r for _, r in pairs]
     lines = ["## Kernels (paper §6.3, TABLE 3, Fig. 11)", "",
-             f"ML-MMDR at λ = {runs.lamb:g} on {rows[0]['config'].attack_name} with each kernel; the first row is "
-             "the RBT run. F1: headline, mean over the pools.", ""]
+             f"ML-MMDR at λ = {runs.lamb:g} on {rows[0]['config'].attack_name} with each kernel, seed "
+             f"{rows[0]['config'].seed}; the first row is the RBT run. F1: headline, mean over the pools.", ""]
     table = []
     for r in ([rbt] if rbt else []) + rows:
         name = "RBT" if r is rbt else r["config"].kernel.upper()
@@ -223,29 +225,28 @@ def section_kernels(runs: Runs) -> list:
 
 
 def section_seeds(runs: Runs) -> list:
-    records = runs.study("seed")
-    by_seed = {}
-    for r in records:
-        by_seed.setdefault(r["config"].seed, {})[r["config"].method] = r
-    pairs = {seed: (m.get("RBT"), m.get("ML-MMDR")) for seed, m in sorted(by_seed.items())}
-    pairs = {seed: p for seed, p in pairs.items() if all(x and x["evaluation"] for x in p)}
-    if not pairs:
-        return []
-    columns = [f"MMD² ratio {lv}" for lv in LEVELS] + ["F1 drop", "ΔBA", "ΔASR"]
+    """RBT against ML-MMDR on every seed, for each model and attack of the main grid."""
+    rows, columnwise = [], []
 
     def values(rbt, ml):
         return ([mmd_ratio_of(ml, rbt, lv) for lv in LEVELS]
                 + [mean_f1_of(rbt) - mean_f1_of(ml) if present(mean_f1_of(rbt), mean_f1_of(ml)) else None,
                    metric_of(ml, "ba") - metric_of(rbt, "ba"), metric_of(ml, "asr") - metric_of(rbt, "asr")])
-    table = [[seed] + [fmt(v) for v in values(*p)] for seed, p in pairs.items()]
-    columnwise = list(zip(*[values(*p) for p in pairs.values()]))
-    table.append(["mean ± sd"] + [mean_sd(column) for column in columnwise])
-    attack = records[0]["config"].attack_name
+    for model in runs.models():
+        for attack in runs.attacks(model):
+            found = [values(rbt, ml) for m, a, rbt, _, ml in runs.cells() if (m, a) == (model, attack) and ml]
+            if len(found) < 2:
+                continue
+            rows.append([model_display(model), attack, len(found)] + [mean_sd(column) for column in zip(*found)])
+            columnwise += found
+    if not rows:
+        return []
+    columns = [f"MMD² ratio {lv}" for lv in LEVELS] + ["F1 drop", "ΔBA", "ΔASR"]
     return ["## Seeds", "",
-            f"RBT and ML-MMDR (λ = {runs.lamb:g}) on {attack} with each seed (the seed drives the subset, the "
-            "poisoned images, the initialisation, the batches and the evaluation's samples). Ratio = ML-MMDR's MMD² "
-            "over RBT's; F1 drop = RBT's mean headline F1 minus ML-MMDR's; Δ = ML-MMDR − RBT. The spread is what "
-            "one seed's number cannot tell.", ""] + markdown_table(["seed"] + columns, table)
+            f"RBT against ML-MMDR (λ = {runs.lamb:g}) for each model and attack, mean ± sd over seeds (the seed drives "
+            "the subset, the poisoned images, the initialisation, the batches and the evaluation's samples). Ratio = "
+            "ML-MMDR's MMD² over RBT's; F1 drop = RBT's mean headline F1 minus ML-MMDR's; Δ = ML-MMDR − RBT.", ""
+            ] + markdown_table(["model", "attack", "seeds"] + columns, rows)
 
 
 def section_loss(runs: Runs) -> list:
@@ -272,13 +273,13 @@ def section_defenses(runs: Runs, figures: dict) -> list:
         target = r["config"].target
         ranking = target_ranking(nc["norms"], target) if nc else {}
         point = pruning_point(prune)
-        rows.append([model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r),
+        rows.append([model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r), r["config"].seed,
                      fmt(nc["norms"][target], 1) if nc else "–", ranking.get("target_l1_rank", "–"),
                      fmt(ranking.get("target_l1_ratio_to_median"), 2), fmt(nc["target_anomaly_index"], 2) if nc else "–",
                      f"{max(nc['epochs'])} ({fmt(nc['seconds'] / 60, 1)} min)" if nc else "–",
                      fmt(point["ratio"], 2) if point else "never", fmt(point["ba"]) if point else "–"])
     lines = ["## Neural Cleanse and pruning (paper §6.2, Figs. 8–10)", ""]
-    lines += markdown_table(["model", "attack", "method", "target ‖m‖₁", "its rank (1 = smallest)", "ratio to the others' median",
+    lines += markdown_table(["model", "attack", "method", "seed", "target ‖m‖₁", "its rank (1 = smallest)", "ratio to the others' median",
                      "target anomaly index", "NC epochs (time)", f"pruned ratio where ASR < {PRUNED_ASR:g}", "BA there"], rows)
     return lines + _pruned_to_the_end(defended) + [""] + figures_of(figures, "nc_norms") + figures_of(figures, "prune_curves")
 

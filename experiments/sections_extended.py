@@ -2,7 +2,7 @@
 detector on RBT and ML-MMDR (C9), and the attacks built for inseparability, alone and stacked with
 ML-MMDR (C10, C11). Each returns its lines (empty when the grid has nothing for it)."""
 from defenses import DETECTORS, display_name
-from experiments.claims_extended import (BASE_ATTACK, adaptive_runs, control_detectors, display_attack,
+from experiments.claims_extended import (BASE_ATTACK, PRUNED_ASR, adaptive_runs, control_detectors, display_attack,
                                          later_detectors, mean_detection_f1, works)
 from experiments.records import (Runs, detector_f1, fmt, mean_of, mean_sd, metric_of, model_display,
                                  separability_of, target_flagged)
@@ -93,3 +93,45 @@ def section_adaptive(runs: Runs, figures: dict) -> list:
             + markdown_table(["attack, rate", "method", "seeds", "BA", "ASR", "mean F1"]
                              + [display_name(d) for d in DETECTORS], rows)
             + [""] + figures_of(figures, "detection against BA"))
+
+
+def _first_below(curve: list):
+    """(ratio, BA) of the first point of a curve where ASR < PRUNED_ASR, short of the whole layer."""
+    point = next((p for p in curve if p["asr"] < PRUNED_ASR and p["ratio"] < 1.0), None)
+    return (point["ratio"], point["ba"]) if point else (None, None)
+
+
+def section_pruning_places(runs: Runs) -> list:
+    """C8's diagnostic: where and by what the backdoor can be pruned, per model and method."""
+    found = [r for r in runs.main() if r.get("prune_places")]
+    if not found:
+        return []
+    variants = list(found[0]["prune_places"]["curves"])
+    groups = {}
+    for r in found:
+        groups.setdefault((r["config"].model_name, r["config"].method), []).append(r)
+    rows = []
+    for (model, method), records in groups.items():
+        cells = []
+        for variant in variants:
+            points = [_first_below(r["prune_places"]["curves"][variant]) for r in records]
+            never = sum(ratio is None for ratio, _ in points)
+            cells.append(f"{mean_sd([ratio for ratio, _ in points], 2)} (BA {mean_sd([ba for _, ba in points])})"
+                         + (f", never in {never}/{len(points)}" if never else ""))
+        negative = {place: mean_of([r["prune_places"]["places"][place]["negative_on_triggered"] for r in records])
+                    for place in records[0]["prune_places"]["places"]}
+        rows.append([model_display(model), method, len(records)] + cells
+                    + [", ".join(f"{place} {fmt(share, 2)}" for place, share in negative.items())])
+    modules = "; ".join(
+        f"{model_display(model)}: " + ", ".join(f"{place} = {info['module']} ({info['hook']}, {info['channels']} "
+                                                f"channels)" for place, info in records[0]["prune_places"]["places"].items())
+        for (model, _), records in groups.items() if _ == "RBT")
+    subset = found[0]["prune_places"]["subset"]
+    return (["### Where pruning removes the backdoor (C8's diagnostic)", "",
+             f"Pruned ratio where ASR first falls below {PRUNED_ASR:g} short of the whole layer (mean ± sd over seeds) "
+             f"and BA there, on a seeded {subset}-image test subset, at two places × three rankings: the paper's "
+             "(s3 by the mean activation on triggered inputs, largest first), by triggered − clean (Neural Cleanse's "
+             "ranking), and by |mean activation on triggered inputs|. The places: " + modules + ". The last column: "
+             "the share of each place's channels whose mean on triggered inputs is negative (a largest-first ranking "
+             "prunes them last; after a ReLU there are none).", ""]
+            + markdown_table(["model", "method", "runs"] + variants + ["negative on triggered"], rows))

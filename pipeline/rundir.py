@@ -26,7 +26,8 @@ from utils.io import exclusive, load_checkpoint, save_json
 
 FILES = {"checkpoint": "model.pt", "config": "config.json", "metrics": "metrics.json", "history": "history.csv",
          "evaluation": "evaluation.json", "evaluation_report": "evaluation.md", "nc": "defense_nc.json",
-         "nc_triggers": "defense_nc_triggers.pt", "nc_resume": "defense_nc_resume.pt", "prune": "defense_prune.json", "failure": "failed.json",
+         "nc_triggers": "defense_nc_triggers.pt", "nc_resume": "defense_nc_resume.pt", "prune": "defense_prune.json",
+         "prune_places": "defense_prune_places.json", "failure": "failed.json",
          "resume": "resume.pt", "finetune": "defense_finetune.json", "finetune_model": "defense_finetune_model.pt",
          "nad": "defense_nad.json", "nad_model": "defense_nad_model.pt", "argd": "defense_argd.json",
          "argd_model": "defense_argd_model.pt", "tune": "defense_tune.json"}

@@ -178,6 +178,41 @@ def test_pruning_ratio_zero_reproduces_and_one_zeroes_the_layer(prepared, tiny_r
     assert curve[1]["pruned"] == channels
 
 
+def test_pruning_an_input_equals_zeroing_the_convolutions_weights_on_it_and_abs_ranks_by_magnitude(prepared):
+    from defenses.pruning import last_convolution, prune_order
+
+    model = prepared.model
+    name, conv = last_convolution(model)
+    assert isinstance(conv, torch.nn.Conv2d) and name
+    images = prepared.data.test_x[:8].float() / 255
+    drop = torch.tensor([0, 2])
+    with pruned(conv, drop, conv.in_channels, on="input"), torch.no_grad():
+        hooked = model(images)
+    weight = conv.weight.data.clone()
+    conv.weight.data[:, drop] = 0.0
+    with torch.no_grad():
+        zeroed = model(images)
+    conv.weight.data.copy_(weight)
+    assert torch.allclose(hooked, zeroed, atol=1e-5)
+    triggered, clean = torch.tensor([0.5, -3.0, 1.0, 2.0]), torch.tensor([0.0, 0.0, 2.0, 0.0])
+    assert prune_order(triggered, clean, "triggered").tolist() == [3, 2, 0, 1]
+    assert prune_order(triggered, clean, "abs").tolist() == [1, 3, 2, 0]
+    assert prune_order(triggered, clean, "diff").tolist() == [3, 0, 2, 1]
+
+
+def test_the_pruning_places_diagnostic_covers_both_places_and_every_ranking(prepared):
+    from defenses.pruning import PlacesOptions, RANKINGS, pruning_places
+
+    found = pruning_places(prepared.subject, PlacesOptions(subset=60, step=0.5))
+    assert set(found["places"]) == {"s3", "last_conv_input"} and found["subset"] == 60
+    assert found["places"]["last_conv_input"]["hook"] == "input"
+    assert set(found["curves"]) == {f"{place}/{rank}" for place in found["places"] for rank in RANKINGS}
+    for curve in found["curves"].values():
+        assert [point["ratio"] for point in curve] == [0.0, 0.5, 1.0]
+    # unpruned, every curve measures the same model on the same subset
+    assert len({(curve[0]["ba"], curve[0]["asr"]) for curve in found["curves"].values()}) == 1
+
+
 def module_output_channels(model, module) -> int:
     out = {}
     handle = module.register_forward_hook(lambda m, i, o: out.__setitem__("o", o))

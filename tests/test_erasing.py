@@ -371,3 +371,20 @@ def test_a_tuning_chooses_on_validation_and_its_choice_is_applied(erased_run, ca
     assert nad["tuned"]["lr"] == chosen["lr"] and nad["tuned"]["beta_scale"] == chosen["beta_scale"]
     assert [row["lr"] for row in nad["history"][1:]] == [0.01, 0.01, 0.001]  # NAD's phases from the tuned start
     assert f"tuned lr {chosen['lr']:g} β×{chosen['beta_scale']:g}" in out
+
+
+def test_an_epoch_test_subset_measures_the_epochs_on_it_and_before_and_after_on_the_whole_test_set(tiny_run):
+    from defenses.erasing import FinetuneOptions, finetune
+    from pipeline.cli import build_run_parser, config_from_args
+    from pipeline.prepare import load_trained
+
+    argv, _ = tiny_run
+    subject = load_trained(config_from_args(build_run_parser("t").parse_args(argv))).subject
+    whole = subject.ba_asr()
+    result = finetune(subject, FinetuneOptions(epochs=1, lrs=(0.001,), lr_epochs=(), defense_eval_subset=90),
+                      progress=False)
+    assert result["epoch_test_images"] == 90
+    assert result["before"]["ba"] == pytest.approx(whole["ba"]) and result["before"]["asr"] == pytest.approx(whole["asr"])
+    # every epoch's BA is a count of the 90 subset images; the whole test set has 360
+    assert all(abs(row["ba"] * 90 - round(row["ba"] * 90)) < 1e-4 for row in result["history"])
+    assert len(subject.data.test_y) > 90 and result["after"]["ba"] == pytest.approx(subject.ba_asr()["ba"])

@@ -8,6 +8,7 @@ from pathlib import Path
 from defenses import (ARGDOptions, FinetuneOptions, NADOptions, NCCheckpoint, NCOptions, PruneOptions, argd,
                       channel_ranking, finetune, nad, reverse_engineer)
 from defenses.erasing import DEFENDER_FIELDS, defender_data, measure
+from defenses.pruning import PlacesOptions, pruning_places
 from defenses.erasing_tuning import TuneOptions, scaled, tune_defense
 from pipeline.config import RunConfig, inputs_hash
 from pipeline.prepare import load_trained
@@ -39,6 +40,16 @@ def prune(config: RunConfig, options: PruneOptions) -> dict:
     """BA and ASR as s3's channels are pruned; writes defense_prune.json."""
     result = {**config.header(options), **channel_ranking(load_trained(config).subject, options)}
     RunDir.of(config).write("prune", result)
+    return result
+
+
+@register("prune_places", output=lambda run, options: run.file("prune_places"), options=PlacesOptions,
+          needs=("train",), help="the report's C8 diagnostic (defenses.pruning.pruning_places)", record="prune_places")
+def prune_places(config: RunConfig, options: PlacesOptions) -> dict:
+    """Pruning curves at s3 and at the last convolution's input under every ranking, on a test subset;
+    writes defense_prune_places.json."""
+    result = {**config.header(options), **pruning_places(load_trained(config).subject, options)}
+    RunDir.of(config).write("prune_places", result)
     return result
 
 

@@ -2,20 +2,23 @@
 """Reproduce the paper's claims at CPU scale: train, evaluate, defend, draw, and write one report.
 
     python experiments/reproduce.py --jobs 2 --threads 1
+    python experiments/reproduce.py --profile quick --jobs 2 --threads 1
 
 The defaults are the committed REPRODUCTION.md's grid (Fashion-MNIST, a 10,000-image training subset,
-12 epochs with lr ÷10 at 6 and 8, VGG-11 at width 0.25; experiments/grid.py lists its studies):
-the λ sweep (4 attacks × RBT, SL-MMDR and ML-MMDR at λ = 0.1 0.2 0.3), PreActResNet-18 at width 0.125
-on patched and blended, the ten TABLE 3 kernels, seeds 0 1 2, the split against the pooled loss,
-Neural Cleanse at the reference's budget and pruning on the patched runs, and fine-tuning, NAD and
-ARGD on the RBT and ML-MMDR (λ = 0.3) run of every attack. It then times a training step of each
-architecture at full width for the "At the paper's scale" section, draws the figures and writes
---report. Train and evaluate stages of every run come first, Neural Cleanse and pruning last, so an
-interrupted reproduction has every run evaluated early. Finished stages are skipped and an
-interrupted training resumes from its last epoch; --jobs N runs N runs at once (submitit local
-jobs), --executor slurm submits one Slurm array task per run (see pipeline/executors.py). A report
-is written only from a runs directory holding finished stages of the grid, and never over one that
-records more finished stages, unless --force.
+12 epochs with lr ÷10 at 6 and 8, VGG-11 at width 0.25; experiments/grid.py lists its studies), every
+claim on seeds 0 1 2: the λ sweep (4 attacks × RBT, SL-MMDR and ML-MMDR at λ = 0.1 0.2 0.3, the
+largest λ on every seed), PreActResNet-18 at width 0.125 on patched and blended, the ten TABLE 3
+kernels, the split against the pooled loss (seed 0), Neural Cleanse, pruning and its diagnostic on
+the patched RBT and ML-MMDR runs, fine-tuning, NAD and ARGD on the patched RBT and ML-MMDR (λ = 0.3)
+runs in two arms, and Adaptive-Blend, Adaptive-Patch and TaCT at 10% and at their reference rates
+(the first two also stacked with ML-MMDR). It then times a training step of each architecture at
+full width for the "At the paper's scale" section, draws the figures and writes --report. Train
+and evaluate stages of every run come first, Neural Cleanse and pruning last, so an interrupted
+reproduction has every run evaluated early. Finished stages are skipped and an interrupted training
+resumes from its last epoch; --jobs N runs N runs at once (submitit local jobs), --executor slurm
+submits one Slurm array task per run (see pipeline/executors.py). A report is written only from a
+runs directory holding finished stages of the grid, and never over one that records more finished
+stages, unless --force.
 """
 import json
 import platform
@@ -129,7 +132,8 @@ def parse(argv):
 PROFILES = {
     "full": {},
     "quick": {"seeds": [0], "lambdas": [0.3], "attacks": ["patched", "blended"], "second_attacks": ["patched"],
-              "kernels": ["gmk2", "gk1", "lk"], "no_pooled": True, "epochs": 8, "adaptive_rates": ["0.1"],
+              "kernels": ["gmk2", "gk1", "lk"], "no_pooled": True, "epochs": 6, "adaptive_rates": ["0.1"],
+              "eval_flags": "--pool_sizes 100",
               "erasing_seeds": [0], "reference_model": "none", "nc_flags": "--nc_epochs 30",
               "tune_flags": "--tune_lrs 0.01 --tune_beta_scales 0.25 --tune_finetune_lrs 0.01",
               "out_dir": "runs/quick", "figure_dir": "runs/quick/figures", "report": "runs/quick/REPRODUCTION.md"},

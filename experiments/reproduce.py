@@ -362,6 +362,7 @@ def main(argv=None) -> int:
                         + f"{args.model_name} erased with the settings tuned on the first seed's RBT run's "
                           f"validation set, per attack"
                         + (f" ({args.tune_flags})" if args.tune_flags else "")) if args.erased_attacks else "none"}}
+    settings["cuts"] = cuts(args, grid)
     settings["differences"] = [
         f"Dataset: {args.data_name} instead of CIFAR-10 and CelebA (the paper's datasets need a GPU at full "
         f"scale); {'a ' + str(args.train_subset) + '-image training subset' if args.train_subset else 'the full training set'}.",
@@ -379,6 +380,28 @@ def main(argv=None) -> int:
     save_text(render(records, settings, grid, relative), args.report)
     print(f"wrote {args.report}")
     return 0
+
+
+def cuts(args, grid) -> list:
+    """What this grid leaves out or shortens to fit its time budget, each with why (the report says so)."""
+    found = []
+    if len(grid.claim_seeds) > 1 and len(args.lambdas) > 1:
+        found.append(f"λ = {', '.join(f'{v:g}' for v in sorted(args.lambdas)[:-1])} on seed {args.seed} alone (the "
+                     f"claims are judged at λ = {grid.lamb:g}, on every seed)")
+    if "--nc_epochs" in args.nc_flags:
+        found.append(f"Neural Cleanse with {args.nc_flags} instead of the reference's 1000 epochs (a run that never "
+                     "stops early costs 45 minutes at 1000 on a CPU)")
+    if args.defended_attacks:
+        found.append("no Neural Cleanse or pruning on SL-MMDR runs (no claim reads them)")
+    if "--defense_eval_subset" in args.erase_flags:
+        found.append("each erasing epoch's BA/ASR (and so the last-5-epoch ASR C7 reads) on a seeded test subset "
+                     f"({args.erase_flags}); before and after on the whole test set")
+    if args.erased_attacks and len(args.erasing_seeds) > 1:
+        found.append(f"the tuned erasing settings chosen once per attack, on seed {args.erasing_seeds[0]}'s RBT run, "
+                     "and applied to every seed (a tuning costs about an hour on a CPU)")
+    if args.erased_attacks and set(args.erased_attacks) != set(args.attacks):
+        found.append(f"erasing on {', '.join(args.erased_attacks)} only (of {', '.join(args.attacks)})")
+    return found
 
 
 def check_report(args, stages: tuple) -> None:

@@ -35,6 +35,8 @@ def section_setting(settings: dict, runs: Runs) -> list:
                   "then every table and verdict reads only the finished runs, and a dash marks a missing value.", ""]
     lines += [f"- versions: {settings['versions']}", f"- machine: {settings['machine']}"]
     lines += [f"- {key}: {value}" for key, value in settings["facts"].items()]
+    if settings.get("cuts"):
+        lines += ["- cut to fit the grid's time budget: " + "; ".join(settings["cuts"])]
     lines += [f"- runs: {len(runs.records)} distinct runs in the studies "
               + ", ".join(f"{name} ({len(runs.study(name))})" for name in
                           STUDIES if runs.study(name))]

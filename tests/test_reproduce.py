@@ -46,14 +46,14 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
     jobs = {job.config.run_name: job for job in grid.jobs()}
     stages = {name: [stage for stage, _ in job.stages] for name, job in jobs.items()}
     erasers = ["finetune", "nad", "argd"]
-    assert stages["digits_vgg11_patched"] == ["train", "evaluate", "nc", "prune", "tune"] + erasers
+    assert stages["digits_vgg11_patched"] == ["train", "evaluate", "nc", "prune", "prune_places", "tune"] + erasers
     assert stages["digits_vgg11_patched_mlmmdr_0.1_last"] == ["train", "evaluate"]  # SL-MMDR: no NC, no pruning
-    assert stages["digits_vgg11_patched_mlmmdr_0.1_all"] == ["train", "evaluate", "nc", "prune"]
-    assert stages["digits_vgg11_patched_mlmmdr_0.3_all"] == ["train", "evaluate", "nc", "prune"] + erasers
-    assert stages["digits_vgg11_patched_seed1"] == ["train", "evaluate", "nc", "prune"] + erasers  # tuned on seed 0
+    assert stages["digits_vgg11_patched_mlmmdr_0.1_all"] == ["train", "evaluate", "nc", "prune", "prune_places"]
+    assert stages["digits_vgg11_patched_mlmmdr_0.3_all"] == ["train", "evaluate", "nc", "prune", "prune_places"] + erasers
+    assert stages["digits_vgg11_patched_seed1"] == ["train", "evaluate", "nc", "prune", "prune_places"] + erasers  # tuned on seed 0
     assert stages["digits_vgg11_blended"] == ["train", "evaluate"]  # blended: neither defended nor erased
     assert stages["digits_vgg11_tact_r0.003_seed2"] == ["train", "evaluate"]
-    assert stages["digits_preactresnet18_patched_w0.125_seed2"] == ["train", "evaluate", "nc", "prune"]
+    assert stages["digits_preactresnet18_patched_w0.125_seed2"] == ["train", "evaluate", "nc", "prune", "prune_places"]
     assert stages["digits_preactresnet18_blended_w0.125"] == ["train", "evaluate"]
     for name in ("digits_vgg11_patched_mlmmdr_0.3_all_lk", "digits_vgg11_patched_mlmmdr_0.3_all_pooled"):
         assert stages[name] == ["train", "evaluate"]
@@ -162,28 +162,43 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
             "--erase_flags", "--teacher_epochs 1 --ft_epochs 1 --nad_epochs 1 --argd_epochs 1 --defense_validation 50",
             "--tune_flags", "--tune_lrs 0.01 --tune_beta_scales 1 --tune_finetune_lrs 0.01 --defense_validation 50",
             "--erased_attacks", "patched", "--erasing_seeds", "0", "--reference_lr", "0.05",
+            "--adaptive_attacks", "adaptive_blend", "--stacked_attacks", "adaptive_blend", "--adaptive_rates", "0.1",
             "--out_dir", str(tmp_path / "runs"), "--figure_dir", str(tmp_path / "figs"),
             "--report", str(tmp_path / "REPRODUCTION.md")]
     assert run_cli(reproduce_main, argv) == 0
     report = (tmp_path / "REPRODUCTION.md").read_text()
-    for heading in ("## Claims", "## TABLE 2", "## Kernels", "## Seeds", "## Split against pooled loss",
-                    "## Erasing the backdoor", "## Detector sensitivity", "## At the paper's scale"):
+    for heading in ("## Verdicts at a glance", "## Claims", "## TABLE 2", "## Kernels", "## Seeds",
+                    "## Split against pooled loss", "## Erasing the backdoor", "## Detector sensitivity",
+                    "## Today's detectors", "## Attacks built for inseparability", "## At the paper's scale"):
         assert heading in report
-    assert "| C7 |" in report and "![vgg11, patched: sweep](figs/digits_vgg11_patched/sweep.png)" in report
+    assert report.index("## Verdicts at a glance") < report.index("## Setting")  # the first screen
+    for claim in ("C7", "C8", "C9", "C10", "C11"):
+        assert f"| {claim} |" in report
+    assert "![vgg11, patched: sweep](figs/digits_vgg11_patched/sweep.png)" in report
+    assert "![all claims: seeds](figs/claims_seeds.png)" in report and (tmp_path / "figs" / "claims_seeds.png").is_file()
+    assert "![C10, C11: detection against BA](figs/adaptive_detection_ba.png)" in report
+    assert "over 2 seeds (0: " in report  # each claim's statistic, seed by seed
     assert "Each tuned model's own choice" in report and "| teacher BA / ASR |" in report
     timings = json.loads((tmp_path / "runs" / "timings.json").read_text())
-    runs = ["digits_vgg11_patched_mlmmdr_0.3_all_lk_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_all_pooled_w0.125_n300",
+    runs = ["digits_vgg11_adaptive_blend_mlmmdr_0.3_all_w0.125_n300", "digits_vgg11_adaptive_blend_mlmmdr_0.3_all_w0.125_n300_seed1",
+            "digits_vgg11_adaptive_blend_w0.125_n300", "digits_vgg11_adaptive_blend_w0.125_n300_seed1",
+            "digits_vgg11_patched_mlmmdr_0.3_all_lk_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_all_lk_w0.125_n300_seed1",
+            "digits_vgg11_patched_mlmmdr_0.3_all_pooled_w0.125_n300",
             "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300_seed1",
-            "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300", "digits_vgg11_patched_w0.125_n300",
-            "digits_vgg11_patched_w0.125_n300_seed1", "digits_wrn16_1_patched_mlmmdr_0.3_all_n300",
-            "digits_wrn16_1_patched_n300"]
+            "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300_seed1",
+            "digits_vgg11_patched_w0.125_n300", "digits_vgg11_patched_w0.125_n300_seed1",
+            "digits_wrn16_1_patched_mlmmdr_0.3_all_n300", "digits_wrn16_1_patched_n300"]
     assert sorted(timings) == runs
     invocations = json.loads((tmp_path / "runs" / "invocations.json").read_text())
     assert len(invocations) == 1 and invocations[0]["runs_finished"] == len(runs) and invocations[0]["wall_s"] > 0
     assert "The command's own wall time, over the 1 invocation that finished a run" in report
-    tuned, plain, reference = {"train", "evaluate", "tune", "finetune", "nad", "argd"}, {"train", "evaluate"}, {
-        "train", "finetune", "nad", "argd"}
-    assert [set(timings[name]) for name in runs] == [plain, plain, tuned, plain, plain, tuned, plain, reference, reference]
+    erasers, plain = {"finetune", "nad", "argd"}, {"train", "evaluate"}
+    # the tuning runs on the chooser (seed 0's RBT run) alone; the reference arm is trained and erased, not evaluated
+    expected = {"digits_vgg11_patched_w0.125_n300": plain | {"tune"} | erasers,
+                "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300": plain | erasers,
+                "digits_wrn16_1_patched_mlmmdr_0.3_all_n300": {"train"} | erasers,
+                "digits_wrn16_1_patched_n300": {"train"} | erasers}
+    assert {name: set(stages) for name, stages in timings.items()} == {name: expected.get(name, plain) for name in runs}
     nad = json.loads((tmp_path / "runs" / "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300" / "defense_nad.json").read_text())
     assert nad["tuned"]["from"].endswith("digits_vgg11_patched_w0.125_n300/defense_tune.json")
     assert (tmp_path / "figs" / "digits_vgg11_patched" / "erasing.png").is_file()
@@ -200,7 +215,7 @@ def test_a_finished_grid_rerun_with_another_schedule_retrains(tmp_path):
     argv = ["--data_name", "digits", "--width", "0.125", "--train_subset", "200", "--epochs", "1",
             "--lambdas", "0.3", "--attacks", "patched", "--defended_attacks", "--erased_attacks",
             "--eval_flags", " ".join(EVAL_SMALL), "--second_model", "none", "--kernels", "--seeds", "0", "--no_pooled",
-            "--no_benchmark",
+            "--no_benchmark", "--adaptive_attacks", "--stacked_attacks",
             "--out_dir", str(tmp_path / "runs"), "--figure_dir", str(tmp_path / "figs"),
             "--report", str(tmp_path / "R.md")]
     grid_runs = ["digits_vgg11_patched_w0.125_n200", "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n200",

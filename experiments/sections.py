@@ -295,7 +295,7 @@ def _pruned_to_the_end(defended: list) -> list:
     names = "; ".join(f"{model_display(r['config'].model_name)} {r['config'].attack_name} {method_label_of(r)}" for r in whole)
     # only App. A's PreActResNet-18 pools its s3 without a ReLU, so only there does this reason apply
     signed = any(r["config"].model_name == "preactresnet18" for r in whole)
-    why = (f" A possible reason, not tested by this grid: {model_display('preactresnet18')}'s s3 (App. A) is the last block's "
+    why = (f" A possible reason, which the diagnostic below tests: {model_display('preactresnet18')}'s s3 (App. A) is the last block's "
            "sum, pooled with no ReLU before it, so a channel can carry the trigger through a negative activation, "
            "which pruning by the largest mean activation on triggered inputs removes last." if signed else "")
     return ["", f"ASR stayed at {PRUNED_ASR:g} or above until every s3 channel was pruned ({whole[0]['prune']['layer']}, ranked "

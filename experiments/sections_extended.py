@@ -127,6 +127,12 @@ def section_pruning_places(runs: Runs) -> list:
                                                 f"channels)" for place, info in records[0]["prune_places"]["places"].items())
         for (model, _), records in groups.items() if _ == "RBT")
     subset = found[0]["prune_places"]["subset"]
+    findings = []
+    for model in dict.fromkeys(m for m, _ in groups):
+        records = [r for (m, _), rs in groups.items() if m == model for r in rs]
+        works = [v for v in variants if all(_first_below(r["prune_places"]["curves"][v])[0] is not None for r in records)]
+        findings.append(f"{model_display(model)}: the backdoor is pruned out short of the whole layer on all "
+                        f"{len(records)} runs by " + (", ".join(works) if works else "no place and ranking"))
     return (["### Where pruning removes the backdoor (C8's diagnostic)", "",
              f"Pruned ratio where ASR first falls below {PRUNED_ASR:g} short of the whole layer (mean ± sd over seeds) "
              f"and BA there, on a seeded {subset}-image test subset, at two places × three rankings: the paper's "
@@ -134,4 +140,5 @@ def section_pruning_places(runs: Runs) -> list:
              "ranking), and by |mean activation on triggered inputs|. The places: " + modules + ". The last column: "
              "the share of each place's channels whose mean on triggered inputs is negative (a largest-first ranking "
              "prunes them last; after a ReLU there are none).", ""]
-            + markdown_table(["model", "method", "runs"] + variants + ["negative on triggered"], rows))
+            + markdown_table(["model", "method", "runs"] + variants + ["negative on triggered"], rows)
+            + ["", "Read from the table: " + "; ".join(findings) + "."])

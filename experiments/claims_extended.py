@@ -88,8 +88,7 @@ def claim_pruning(runs: Runs) -> Claim:
             f"{PRUNED_ASR:g}: " + "; ".join(
                 f"{name} {mean_sd([p['ratio'] if p else None for p in found_points], 2)} (BA there "
                 f"{mean_sd([p['ba'] if p else None for p in found_points])})" for name, found_points in points.items())
-            + (f"; mean difference {found['mean']:+.3f}, 95% interval [{found['interval'][0]:+.3f}, "
-               f"{found['interval'][1]:+.3f}]" if found["mean"] is not None else "")
+            + (_interval_text(found) if found["mean"] is not None else "")
             + (f"; {whole} pair{'s' * (whole != 1)} needed the whole layer on one run (unusable)" if whole else ""))
     rule = (f"per model, over the (attack, seed) pairs of RBT and ML-MMDR runs pruned by the real trigger: the "
             f"pruned ratio at which ASR first falls below {PRUNED_ASR:g}; a pair is usable when both fall below it "
@@ -253,7 +252,7 @@ def _interval_text(found: dict) -> str:
     if found["mean"] is None:
         return f" ({found['cases']} cases: {found['verdict']})"
     low, high = found["interval"]
-    return f"; difference {found['mean']:+.3f} [{low:+.3f}, {high:+.3f}] over {found['cases']} cases"
+    return f"; mean difference {found['mean']:+.3f}, 95% interval [{low:+.3f}, {high:+.3f}] over {found['cases']} cases"
 
 
 def _hides_best(runs: Runs, baselines: dict) -> str:

@@ -27,7 +27,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Optional
 
 from attacks import attack_class
-from defenses import ERASERS
+from defenses import ERASERS, PAPER_DETECTORS
 from pipeline.config import RunConfig
 from pipeline.rundir import RunDir
 from pipeline.schedule import Job
@@ -150,6 +150,21 @@ class Grid:
         return tune + [(name, replace(self.stage_options.get(name) or get(name).default_options(),
                                       tuned_settings=str(chosen_on))) for name in ERASERS]
 
+    def every_detector(self, config: RunConfig, studies: dict) -> bool:
+        """Whether a claim reads this run's detectors beyond the paper's (C9: the main grid's RBT and
+        largest-λ runs; C10, C11: the adaptive study and the ML-MMDR runs it compares with). The
+        others (the smaller λ, the kernel and loss studies) are evaluated with AC, SS and SR alone,
+        which is all their claims and figures read, at a third of the cost."""
+        if any(_member(config, studies.get(name, [])) for name in ("model", "adaptive")):
+            return True
+        return _member(config, studies.get("lambda", [])) and (config.method == "RBT" or config.mlmmdr_lamb == self.lamb)
+
+    def _evaluate_options(self, config: RunConfig, studies: dict):
+        options = self.stage_options.get("evaluate")
+        if self.every_detector(config, studies) or (options is not None and options.detectors):
+            return options
+        return replace(options or get("evaluate").default_options(), detectors=PAPER_DETECTORS)
+
     def stages(self, config: RunConfig, studies: dict = None) -> list:
         studies = studies or self.studies()
         paper = any(_member(config, studies.get(name, [])) for name in PAPER_STUDIES)
@@ -158,7 +173,8 @@ class Grid:
         if config.attack_name in self.defended_attacks and config.method != "SL-MMDR" and any(
                 _member(config, studies.get(name, [])) for name in ("lambda", "model")):
             names += ["nc", "prune", "prune_places"]
-        return [(name, self.stage_options.get(name)) for name in names] + self.erasing_stages(config, studies)
+        return [(name, self._evaluate_options(config, studies) if name == "evaluate" else self.stage_options.get(name))
+                for name in names] + self.erasing_stages(config, studies)
 
     def jobs(self) -> list:
         studies = self.studies()

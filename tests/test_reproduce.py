@@ -57,6 +57,15 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
     assert stages["digits_preactresnet18_blended_w0.125"] == ["train", "evaluate"]
     for name in ("digits_vgg11_patched_mlmmdr_0.3_all_lk", "digits_vgg11_patched_mlmmdr_0.3_all_pooled"):
         assert stages[name] == ["train", "evaluate"]
+    # only the runs C9–C11 read are evaluated with every registered detector; the others with the paper's three
+    evaluated = {name: dict(job.stages)["evaluate"] for name, job in jobs.items() if "evaluate" in dict(job.stages)}
+    paper_only = {name for name, options in evaluated.items() if options is not None and options.detectors}
+    assert {"digits_vgg11_patched_mlmmdr_0.1_all", "digits_vgg11_patched_mlmmdr_0.1_last",
+            "digits_vgg11_patched_mlmmdr_0.3_all_lk_seed2", "digits_vgg11_patched_mlmmdr_0.3_all_pooled"} <= paper_only
+    assert not paper_only & {"digits_vgg11_patched", "digits_vgg11_patched_mlmmdr_0.3_all_seed1",
+                             "digits_vgg11_patched_mlmmdr_0.3_last_seed2", "digits_preactresnet18_blended_w0.125",
+                             "digits_vgg11_tact_r0.003_seed1"}
+    assert all(evaluated[name].detectors == ("ac", "ss", "sr") for name in paper_only)
     # every tuned erasing reads the choice made on the first erasing seed's RBT run; the reference arm uses the
     # references' settings, on WRN-16-1 trained at lr 0.1
     options = dict(jobs["digits_vgg11_patched_mlmmdr_0.3_all_seed1"].stages)

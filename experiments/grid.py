@@ -169,10 +169,12 @@ class Grid:
         studies = studies or self.studies()
         paper = any(_member(config, studies.get(name, [])) for name in PAPER_STUDIES)
         names = ["train", "evaluate"] if paper or _member(config, studies.get("adaptive", [])) else ["train"]
-        # SL-MMDR is in no Neural Cleanse or pruning claim (C5, C8): its hour of NC is spared
+        # SL-MMDR is in no Neural Cleanse or pruning claim (C5, C8), and C5 reads ML-MMDR's NC alone: RBT's
+        # (the figure's comparison) runs on the base seed only; each NC is half an hour on a CPU
         if config.attack_name in self.defended_attacks and config.method != "SL-MMDR" and any(
                 _member(config, studies.get(name, [])) for name in ("lambda", "model")):
-            names += ["nc", "prune", "prune_places"]
+            nc = config.method == "ML-MMDR" or config.seed == self.base.seed
+            names += (["nc"] if nc else []) + ["prune", "prune_places"]
         return [(name, self._evaluate_options(config, studies) if name == "evaluate" else self.stage_options.get(name))
                 for name in names] + self.erasing_stages(config, studies)
 

@@ -134,7 +134,7 @@ PROFILES = {
     "quick": {"seeds": [0], "lambdas": [0.3], "attacks": ["patched", "blended"], "second_attacks": ["patched"],
               "kernels": ["gmk2", "gk1", "lk"], "no_pooled": True, "epochs": 6, "adaptive_rates": ["0.1"],
               "eval_flags": "--pool_sizes 100",
-              "erasing_seeds": [0], "reference_model": "none", "nc_flags": "--nc_epochs 30",
+              "erasing_seeds": [0], "reference_model": "none", "nc_flags": "--nc_epochs 10",
               "tune_flags": "--tune_lrs 0.01 --tune_beta_scales 0.25 --tune_finetune_lrs 0.01",
               "out_dir": "runs/quick", "figure_dir": "runs/quick/figures", "report": "runs/quick/REPRODUCTION.md"},
 }
@@ -392,7 +392,8 @@ def cuts(args, grid) -> list:
         found.append(f"Neural Cleanse with {args.nc_flags} instead of the reference's 1000 epochs (a run that never "
                      "stops early costs 45 minutes at 1000 on a CPU)")
     if args.defended_attacks:
-        found.append("no Neural Cleanse or pruning on SL-MMDR runs (no claim reads them)")
+        found.append("no Neural Cleanse or pruning on SL-MMDR runs (no claim reads them), and RBT's Neural Cleanse "
+                     f"on seed {args.seed} alone (C5 reads ML-MMDR's)")
     if "--defense_eval_subset" in args.erase_flags:
         found.append("each erasing epoch's BA/ASR (and so the last-5-epoch ASR C7 reads) on a seeded test subset "
                      f"({args.erase_flags}); before and after on the whole test set")

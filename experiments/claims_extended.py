@@ -41,60 +41,85 @@ CHECKS = {
 }
 
 
+# C8 is judged where the paper prunes (the s3 tap, the prune stage's curve) and, beside it, at the
+# input of the last convolution (the diagnostic's curve, same ranking): after a ReLU in every model,
+# the place Neural Cleanse and fine-pruning prune; for App. A's PreActResNet-18 it differs from s3
+PLACES = {"s3": lambda r: (r.get("prune") or {}).get("curve"),
+          "the last convolution's input": lambda r: (r.get("prune_places") or {}).get("curves", {}).get(
+              "last_conv_input/triggered")}
+
+
 def pruning_point(prune):
-    """The first point of a pruning curve where ASR is below PRUNED_ASR, or None."""
-    return next((p for p in prune["curve"] if p["asr"] < PRUNED_ASR), None) if prune else None
+    """The first point of a pruning curve (a prune result) where ASR is below PRUNED_ASR, or None."""
+    return _first_point(prune["curve"]) if prune else None
 
 
-def _pruned_short_of_the_layer(prune):
-    point = pruning_point(prune)
+def _first_point(curve):
+    return next((p for p in curve if p["asr"] < PRUNED_ASR), None) if curve else None
+
+
+def _short_of_the_layer(curve):
+    point = _first_point(curve)
     return point if point and point["ratio"] < 1.0 else None
 
 
-def prune_pairs(runs: Runs) -> list:
-    """[(model, seed, RBT record, ML-MMDR record)] where both runs were pruned, at the claims' λ."""
+def prune_pairs(runs: Runs, place: str = "s3") -> list:
+    """[(model, seed, RBT record, ML-MMDR record)] where both runs have a pruning curve at ``place``, at
+    the claims' λ."""
     pairs = []
     for seed in runs.seeds():
         for model in runs.models():
             for attack in runs.attacks(model):
                 rbt, ml = runs.pick(model, attack, "RBT", seed=seed), runs.pick(model, attack, "ML-MMDR", seed=seed)
-                if rbt and ml and rbt["prune"] and ml["prune"]:
+                if rbt and ml and PLACES[place](rbt) and PLACES[place](ml):
                     pairs.append((model, seed, rbt, ml))
     return pairs
 
 
-def pruning_difference(rbt, ml):
-    """ML-MMDR's pruned ratio where ASR < PRUNED_ASR minus RBT's; None when either needed the whole
-    layer (the output is then a constant: no ratio that removes the backdoor and keeps a model)."""
-    a, b = _pruned_short_of_the_layer(rbt["prune"]), _pruned_short_of_the_layer(ml["prune"])
+def pruning_difference(rbt, ml, place: str = "s3"):
+    """ML-MMDR's pruned ratio where ASR < PRUNED_ASR minus RBT's at ``place``; None when either needed
+    the whole layer (the output is then a constant: no ratio that removes the backdoor and keeps a model)."""
+    a, b = _short_of_the_layer(PLACES[place](rbt)), _short_of_the_layer(PLACES[place](ml))
     return b["ratio"] - a["ratio"] if a and b else None
+
+
+def _judge_pruning(pairs: list, place: str) -> tuple:
+    """(verdict, evidence) of C8's rule on ``pairs`` at ``place``."""
+    found = paired_verdict([pruning_difference(rbt, ml, place) for rbt, ml in pairs], PRUNE_MARGIN, MIN_PRUNE_PAIRS,
+                           "reproduced: ML-MMDR needs more pruning", "not reproduced: ML-MMDR needs less pruning",
+                           "not reproduced: no consistent difference")
+    points = {name: [_first_point(PLACES[place](r)) for r in records] for name, records in
+              (("RBT", [p[0] for p in pairs]), ("ML-MMDR", [p[1] for p in pairs]))}
+    whole = sum(1 for rbt, ml in pairs if pruning_difference(rbt, ml, place) is None)
+    evidence = (f"at {place}, {len(pairs)} pairs, {len(pairs) - whole} usable: pruned ratio where ASR < "
+                f"{PRUNED_ASR:g}: " + "; ".join(
+                    f"{name} {mean_sd([p['ratio'] if p else None for p in found_points], 2)} (BA there "
+                    f"{mean_sd([p['ba'] if p else None for p in found_points])})" for name, found_points in points.items())
+                + (_interval_text(found) if found["mean"] is not None else "")
+                + (f"; {whole} pair{'s' * (whole != 1)} needed the whole layer on one run (unusable)" if whole else ""))
+    return found["verdict"], evidence
 
 
 def claim_pruning(runs: Runs) -> Claim:
     verdicts, evidence = [], []
     for model in runs.models():
-        pairs = [(rbt, ml) for m, _, rbt, ml in prune_pairs(runs) if m == model]
-        if not pairs:
+        parts = {}
+        for place in PLACES:
+            pairs = [(rbt, ml) for m, _, rbt, ml in prune_pairs(runs, place) if m == model]
+            if pairs:
+                parts[place] = _judge_pruning(pairs, place)
+        if not parts:
             continue
-        found = paired_verdict([pruning_difference(rbt, ml) for rbt, ml in pairs], PRUNE_MARGIN, MIN_PRUNE_PAIRS,
-                               "reproduced: ML-MMDR needs more pruning",
-                               "not reproduced: ML-MMDR needs less pruning", "not reproduced: no consistent difference")
-        verdicts.append(f"{model_display(model)}: {found['verdict']}")
-        points = {name: [pruning_point(r["prune"]) for r in records] for name, records in
-                  (("RBT", [p[0] for p in pairs]), ("ML-MMDR", [p[1] for p in pairs]))}
-        whole = sum(1 for rbt, ml in pairs if pruning_difference(rbt, ml) is None)
-        evidence.append(
-            f"{model_display(model)}, {len(pairs)} pairs, {len(pairs) - whole} usable: pruned ratio where ASR < "
-            f"{PRUNED_ASR:g}: " + "; ".join(
-                f"{name} {mean_sd([p['ratio'] if p else None for p in found_points], 2)} (BA there "
-                f"{mean_sd([p['ba'] if p else None for p in found_points])})" for name, found_points in points.items())
-            + (_interval_text(found) if found["mean"] is not None else "")
-            + (f"; {whole} pair{'s' * (whole != 1)} needed the whole layer on one run (unusable)" if whole else ""))
-    rule = (f"per model, over the (attack, seed) pairs of RBT and ML-MMDR runs pruned by the real trigger: the "
-            f"pruned ratio at which ASR first falls below {PRUNED_ASR:g}; a pair is usable when both fall below it "
-            f"short of the whole layer. 'Reproduced' (pruning is less effective on ML-MMDR) if ML-MMDR's ratio minus "
-            f"RBT's is on average ≥ {PRUNE_MARGIN:g} with its 95% bootstrap interval above 0; 'needs less pruning' "
-            f"if ≤ −{PRUNE_MARGIN:g} with the interval below 0; 'not measurable' below {MIN_PRUNE_PAIRS} usable pairs")
+        verdicts.append(f"{model_display(model)}: " + "; ".join(
+            f"{verdict}{'' if place == 's3' else f' at {place}'}" for place, (verdict, _) in parts.items()))
+        evidence.append(f"{model_display(model)} " + "; ".join(text for _, text in parts.values()))
+    rule = (f"per model, over the (attack, seed) pairs of RBT and ML-MMDR runs pruned by the real trigger (channels "
+            f"ranked by their mean on triggered inputs): the pruned ratio at which ASR first falls below "
+            f"{PRUNED_ASR:g}; a pair is usable when both fall below it short of the whole layer. 'Reproduced' (pruning "
+            f"is less effective on ML-MMDR) if ML-MMDR's ratio minus RBT's is on average ≥ {PRUNE_MARGIN:g} with its "
+            f"95% bootstrap interval above 0; 'needs less pruning' if ≤ −{PRUNE_MARGIN:g} with the interval below 0; "
+            f"'not measurable' below {MIN_PRUNE_PAIRS} usable pairs. Judged at the paper's s3 and, as a second "
+            f"verdict, at the input of the last convolution (on a test subset: C8's diagnostic)")
     return Claim("C8", "Pruning by the real trigger is less effective on ML-MMDR models (§6.2, Fig. 10)", rule,
                  "; ".join(verdicts) or "not run", ". ".join(evidence) or "no pruning result yet", PAPER["c8"])
 

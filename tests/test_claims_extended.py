@@ -31,17 +31,20 @@ def evaluation(f1: dict, flagged: bool = True) -> dict:
             "distances": {"separability": separability, "levels": {}, "aro": {}}}
 
 
+def curve(falls_at: float) -> list:
+    """A pruning curve whose ASR falls below 0.2 at ratio ``falls_at``."""
+    return [{"ratio": r / 20, "ba": 0.9 - r / 40, "asr": 1.0 if r / 20 < falls_at else 0.05} for r in range(21)]
+
+
 def run(method="RBT", attack="patched", seed=0, model="vgg11", f1=None, ba=0.9, asr=1.0, prune_at=None,
-        studies=("lambda",), ratio=0.1, flagged=True):
+        studies=("lambda",), ratio=0.1, flagged=True, last_relu_at=None):
     lamb = 0.0 if method == "RBT" else 0.3
     config = RunConfig(data_name="digits", model_name=model, attack_name=attack, mlmmdr_lamb=lamb, mlmmdr_layer="all",
                        seed=seed, poison_ratio=ratio).with_changes()
-    prune = None
-    if prune_at is not None:  # ASR falls below 0.2 at this ratio
-        prune = {"layer": "x", "rank": "triggered", "curve": [
-            {"ratio": r / 20, "ba": 0.9 - r / 40, "asr": 1.0 if r / 20 < prune_at else 0.05} for r in range(21)]}
+    prune = None if prune_at is None else {"layer": "x", "rank": "triggered", "curve": curve(prune_at)}
+    places = None if last_relu_at is None else {"curves": {"last_conv_input/triggered": curve(last_relu_at)}}
     return {"config": config, "studies": list(studies), "metrics": {"ba": ba, "asr": asr},
-            "evaluation": evaluation(f1 or {}, flagged), "nc": None, "prune": prune,
+            "evaluation": evaluation(f1 or {}, flagged), "nc": None, "prune": prune, "prune_places": places,
             "finetune": None, "nad": None, "argd": None}
 
 
@@ -70,6 +73,11 @@ def test_c8_pruning_rule():
     whole = claim_pruning(Runs(pairs(0.3, 1.0), 0.3))
     assert whole.verdict == "VGG-11: not measurable" and "3 pairs, 0 usable" in whole.evidence
     assert claim_pruning(Runs(pairs(0.25, 0.4, seeds=(0, 1)), 0.3)).verdict == "VGG-11: not measurable"
+    # PreActResNet-18's case: never at s3, and at the last convolution's input ML-MMDR needs more pruning
+    relu = [r for s in (0, 1, 2) for r in (run("RBT", seed=s, prune_at=1.0, last_relu_at=0.2),
+                                           run("ML-MMDR", seed=s, prune_at=1.0, last_relu_at=0.4))]
+    assert claim_pruning(Runs(relu, 0.3)).verdict == (
+        "VGG-11: not measurable; reproduced: ML-MMDR needs more pruning at the last convolution's input")
     assert claim_pruning(Runs([run("RBT")], 0.3)).verdict == "not run"
 
 

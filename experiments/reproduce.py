@@ -204,8 +204,8 @@ def draw_claim_figures(grid, records, args) -> dict:
 
 
 def draw_figures(grid, args) -> dict:
-    """The group figures of the λ-sweep and second-model runs of every attack, and the feature
-    scatters of the first attack's RBT and ML-/SL-MMDR runs at the largest λ; {caption: path}."""
+    """The group figures of the base seed's λ-sweep and second-model runs of every attack, and the
+    feature scatters of the first attack's RBT and ML-/SL-MMDR runs at the largest λ; {caption: path}."""
     from pipeline.rundir import RunDir
     from pipeline.stages import get, run_group_stage, run_stage
     from pipeline.stages.figures import DetectionFigureOptions, FigureOptions, ScatterOptions
@@ -217,7 +217,8 @@ def draw_figures(grid, args) -> dict:
     studies = grid.studies()
     groups = {}
     for config in studies["lambda"] + studies.get("model", []) + studies.get("erase_reference", []):
-        groups.setdefault((config.group, config.model_name, config.attack_name), []).append(RunDir.of(config))
+        if config.seed == grid.base.seed:  # a group figure draws one seed's runs; the claims read every seed
+            groups.setdefault((config.group, config.model_name, config.attack_name), []).append(RunDir.of(config))
     paper_groups = {config.group for config in studies["lambda"] + studies.get("model", [])}
     for (group, model, attack), runs in groups.items():
         for kind in kinds if group in paper_groups else ["erasing"]:  # the reference arm has erasing alone
@@ -228,7 +229,7 @@ def draw_figures(grid, args) -> dict:
             except UserError as error:
                 print(f"note: no {kind} figure for {group} yet: {error}", file=sys.stderr)
     for config in studies["lambda"]:
-        if config.attack_name == args.attacks[0] and config.mlmmdr_lamb in (0, grid.lamb):
+        if config.attack_name == args.attacks[0] and config.mlmmdr_lamb in (0, grid.lamb) and config.seed == grid.base.seed:
             try:  # a run without a malicious group cannot be plotted; say why and go on
                 result = run_stage("features", config, ScatterOptions(figure_dir=args.figure_dir))
                 figures[f"{config.model_name}, {config.attack_name}: features, {config.method}"] = Path(result["figure"])

@@ -255,7 +255,7 @@ def test_defend_cli_writes_results_and_figures(tiny_run, tmp_path, capsys):
     (["--defense", "nc", "--nc_epochs", "0"], "error: --nc_epochs must be at least 1, got 0"),
     (["--defense", "nc", "--nc_cost_up", "0.5"], "error: --nc_cost_up must be > 1, got 0.5"),
     (["--defense", "nc", "--clean_samples", "0"], "error: --clean_samples must be at least 1, got 0"),
-    (["--defense", "prune", "--prune_rank", "random"], "error: --prune_rank must be one of triggered, diff, got random"),
+    (["--defense", "prune", "--prune_rank", "random"], "error: --prune_rank must be one of triggered, diff, abs, got random"),
 ])
 def test_bad_defense_flags(tiny_run, capsys, extra, message):
     argv, _ = tiny_run

@@ -251,3 +251,12 @@ def test_the_paper_scale_section_reads_the_benchmark():
     assert "| VGG-11 | cuda | 256 | 5000.0 | 8.6 |" in lines
     assert any(line.startswith("python experiments/sweep.py --data_name cifar10") for line in lines)
     assert section_scale({"benchmark": {}, "machine": "x"})[-1] == "No step was timed (`--no_benchmark`)."
+
+
+def test_bad_adaptive_rates_and_attacks_are_one_line_errors(tmp_path, capsys):
+    base = ["--report_only", "--out_dir", str(tmp_path / "none"), "--report", str(tmp_path / "R.md")]
+    assert run_cli(reproduce_main, base + ["--adaptive_rates", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --adaptive_rates takes fractions in (0, 1) or 'reference', got '2'"
+    assert run_cli(reproduce_main, base + ["--adaptive_attacks", "nosuch"]) == 2
+    assert "unknown attack 'nosuch'" in capsys.readouterr().err
+    assert not (tmp_path / "R.md").exists()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from inference import Subject, attacked_mask, ba_asr, channel_means, forward_batches, source_classes
+from inference import Subject, attacked_mask, benign_accuracy_and_asr, channel_means
 from models import tap_modules
 from utils.params import check_params, param
 from utils.seed import generator
@@ -90,27 +90,6 @@ def channel_ranking(subject: Subject, options: PruneOptions = None) -> dict:
             "curve": curve}
 
 
-@torch.no_grad()
-def input_channel_means(model, module, images_uint8: torch.Tensor, device, batch_size: int, transform=None):
-    """Mean over samples and positions of each channel of ``module``'s input (C,)."""
-    total, count = None, 0
-
-    def hook(m, inputs):
-        nonlocal total, count
-        x = inputs[0].float()
-        per_channel = x.transpose(0, 1).flatten(1).sum(1)
-        total = per_channel if total is None else total + per_channel
-        count += x.shape[0] * x[0, 0].numel()
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        for _ in forward_batches(model, images_uint8, device, batch_size, transform):
-            pass
-    finally:
-        handle.remove()
-    return (total / count).cpu()
-
-
 def last_convolution(model) -> tuple:
     """(name, module) of the model's last Conv2d in registration order."""
     found = [(name, module) for name, module in model.named_modules() if isinstance(module, torch.nn.Conv2d)]
@@ -142,11 +121,8 @@ def pruning_places(subject: Subject, options: PlacesOptions = None) -> dict:
     index = torch.randperm(len(data.test_y), generator=generator(subject.seed, "prune-places"))[:options.subset]
     test_x, test_y = data.test_x[index], data.test_y[index]
     attacked = test_x[attacked_mask(test_y, subject.attack, subject.target)]
-
-    def evaluate():
-        clean = subject.predict(test_x)
-        triggered = subject.predict(test_x[test_y != subject.target], triggered=True)
-        return ba_asr(clean, test_y, triggered, subject.target, source_classes(subject.attack))
+    evaluate = lambda: benign_accuracy_and_asr(model, test_x, test_y, subject.attack, subject.target,  # noqa: E731
+                                               subject.device, subject.batch_size, subject.amp)
 
     tap = tap_modules(model, ("s3",))["s3"]
     conv_name, conv = last_convolution(model)
@@ -154,9 +130,8 @@ def pruning_places(subject: Subject, options: PlacesOptions = None) -> dict:
     ratios = np.round(np.arange(0, 1.0001, options.step), 3)
     result = {"subset": len(test_y), "places": {}, "curves": {}}
     for place, (name, module, on) in places.items():
-        means = input_channel_means if on == "input" else channel_means
-        triggered = means(model, module, attacked, subject.device, subject.batch_size, subject.attack)
-        clean = means(model, module, test_x, subject.device, subject.batch_size)
+        triggered = channel_means(model, module, attacked, subject.device, subject.batch_size, subject.attack, on)
+        clean = channel_means(model, module, test_x, subject.device, subject.batch_size, on=on)
         result["places"][place] = {"module": name, "hook": on, "channels": len(triggered),
                                    "negative_on_triggered": float((triggered < 0).float().mean())}
         for rank in RANKINGS:

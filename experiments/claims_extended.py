@@ -138,6 +138,27 @@ def control_detectors() -> tuple:
     return tuple(name for name, d in DETECTORS.items() if d.consumes == "inputs")
 
 
+def class_level_detectors() -> tuple:
+    """The later detectors that judge classes (SCAn, Beatrix's class test): they flag a target or not."""
+    return tuple(d for d in later_detectors() if DETECTORS[d].consumes == "classes")
+
+
+def flagged_count(records: list, detector: str, levels=LEVELS) -> tuple:
+    """(how often a class-level detector flagged the target, how often it ran) over records × levels."""
+    hits = [target_flagged(r, detector, lv) for r in records for lv in levels]
+    hits = [h for h in hits if h is not None]
+    return sum(hits), len(hits)
+
+
+def _unchanged(differences: list) -> dict:
+    """The control's rule: 'unchanged' when the whole 95% interval of the mean difference lies within
+    ±DETECTION_MARGIN, else 'changed' ('not measurable' below MIN_CASES)."""
+    found = paired_verdict(differences, DETECTION_MARGIN, MIN_CASES, "changed", "changed", "changed")
+    if found["interval"] is not None:
+        found["verdict"] = "unchanged" if max(map(abs, found["interval"])) < DETECTION_MARGIN else "changed"
+    return found
+
+
 def _detector_differences(runs: Runs, detector: str) -> list:
     return [detector_f1(rbt, detector) - detector_f1(ml, detector)
             if present(detector_f1(rbt, detector), detector_f1(ml, detector)) else None
@@ -150,27 +171,17 @@ def claim_later_detectors(runs: Runs) -> Claim:
     for detector in later_detectors() + tuple(d for d, x in DETECTORS.items() if x.paper):
         judged[detector] = paired_verdict(_detector_differences(runs, detector), DETECTION_MARGIN, MIN_CASES,
                                           "lowered", "raised", "not lowered")
-    for detector in judged:
-        rbt_f1 = mean_of([detector_f1(r, detector) for r, _ in cells])
-        ml_f1 = mean_of([detector_f1(m, detector) for _, m in cells])
-        parts.append(f"{display_name(detector)} {fmt(rbt_f1)} → {fmt(ml_f1)} ({judged[detector]['verdict']})")
-    controls = {}
-    for detector in control_detectors():
-        found = paired_verdict(_detector_differences(runs, detector), DETECTION_MARGIN, MIN_CASES, "changed",
-                               "changed", "unchanged")
-        # unchanged only if the whole interval lies within the margin
-        if found["interval"] and max(abs(found["interval"][0]), abs(found["interval"][1])) >= DETECTION_MARGIN:
-            found["verdict"] = "changed" if found["verdict"] != NOT_MEASURABLE else found["verdict"]
-        controls[detector] = found
-        parts.append(f"{display_name(detector)} (control) {fmt(mean_of([detector_f1(r, detector) for r, _ in cells]))} "
-                     f"→ {fmt(mean_of([detector_f1(m, detector) for _, m in cells]))} ({found['verdict']})")
+    controls = {detector: _unchanged(_detector_differences(runs, detector)) for detector in control_detectors()}
+    for detector, found in {**judged, **controls}.items():
+        parts.append(f"{display_name(detector)}{' (control)' * (detector in controls)} "
+                     f"{fmt(mean_of([detector_f1(r, detector) for r, _ in cells]))} → "
+                     f"{fmt(mean_of([detector_f1(m, detector) for _, m in cells]))} ({found['verdict']})")
     flagged = []
-    for detector in (d for d in later_detectors() if DETECTORS[d].consumes == "classes"):
+    for detector in class_level_detectors():
         for name, index in (("RBT", 0), ("ML-MMDR", 1)):
-            hits = [target_flagged(pair[index], detector, lv) for pair in cells for lv in LEVELS]
-            hits = [h for h in hits if h is not None]
-            if hits:
-                flagged.append(f"{display_name(detector)} flags the target under {name} in {sum(hits)}/{len(hits)} "
+            hits, total = flagged_count([pair[index] for pair in cells], detector)
+            if total:
+                flagged.append(f"{display_name(detector)} flags the target under {name} in {hits}/{total} "
                                "cell × level")
     separability = "; ".join(
         f"{lv} {fmt(mean_of([separability_of(r, lv) for r, _ in cells]))} → "

@@ -81,7 +81,7 @@ def detector_f1(record, detector: str, level: str = None):
         return None
     levels = [level] if level else LEVELS
     if DETECTORS[detector].consumes == "classes":
-        found = [evaluation["detection"].get("class_level", {}).get(lv, {}).get(detector) for lv in levels]
+        found = [_class_level(record, detector, lv) for lv in levels]
         return mean_of([(f["f1_in_target"] if f["target_flagged"] else 0.0) for f in found if f])
     if DETECTORS[detector].consumes == "inputs":
         return mean_of([pool["input_level"][detector]["headline"] for pool in pools_of(record)
@@ -90,10 +90,15 @@ def detector_f1(record, detector: str, level: str = None):
                     if pools_of(record) and all(detector in pool["levels"][lv] for pool in pools_of(record))])
 
 
+def _class_level(record, detector: str, level: str):
+    """A class-level detector's result at ``level`` (None: not run)."""
+    evaluation = record["evaluation"] if record else None
+    return evaluation["detection"].get("class_level", {}).get(level, {}).get(detector) if evaluation else None
+
+
 def target_flagged(record, detector: str, level: str):
     """Whether a class-level detector flagged the target class at ``level`` (None: not run)."""
-    evaluation = record["evaluation"] if record else None
-    found = evaluation["detection"].get("class_level", {}).get(level, {}).get(detector) if evaluation else None
+    found = _class_level(record, detector, level)
     return found["target_flagged"] if found else None
 
 

@@ -180,23 +180,22 @@ def adaptive_rates(values) -> list:
     rates = []
     for value in values:
         try:
-            rates.append(REFERENCE_RATE if value == REFERENCE_RATE else float(value))
+            rate = REFERENCE_RATE if value == REFERENCE_RATE else float(value)
         except ValueError:
-            raise UserError(f"--adaptive_rates takes fractions in (0, 1) or '{REFERENCE_RATE}', got '{value}'") from None
-        if rates[-1] != REFERENCE_RATE and not 0 < rates[-1] < 1:
+            rate = None
+        if rate is None or (rate != REFERENCE_RATE and not 0 < rate < 1):
             raise UserError(f"--adaptive_rates takes fractions in (0, 1) or '{REFERENCE_RATE}', got '{value}'")
+        rates.append(rate)
     return rates
 
 
-def draw_claim_figures(grid, records, args) -> dict:
-    """The seeds' spread of every claim, and detection F1 against BA of the adaptive study; {caption: path}."""
-    from experiments.claims import claims
-    from experiments.records import Runs
+def draw_claim_figures(grid, runs, judged: list, args) -> dict:
+    """The seeds' spread of every claim (``judged``), and detection F1 against BA of the adaptive
+    study; {caption: path}."""
     from experiments.sections_extended import adaptive_points
     from visualization.claims import detection_ba_figure, seeds_figure
 
-    runs = Runs(records, grid.lamb)
-    figures = {"all claims: seeds": seeds_figure(claims(runs), Path(args.figure_dir) / "claims_seeds.png")}
+    figures = {"all claims: seeds": seeds_figure(judged, Path(args.figure_dir) / "claims_seeds.png")}
     if grid.adaptive_attacks or grid.stacked_attacks:
         figures["C10, C11: detection against BA"] = detection_ba_figure(
             adaptive_points(runs), Path(args.figure_dir) / "adaptive_detection_ba.png")
@@ -279,7 +278,9 @@ def versions() -> str:
 
 def main(argv=None) -> int:
     import datasets
+    from experiments.claims import claims
     from experiments.grid import collect
+    from experiments.records import Runs
     from experiments.report import render
     from pipeline.executors import slurm_options
     from pipeline.schedule import Job, run_jobs
@@ -324,7 +325,9 @@ def main(argv=None) -> int:
     figures = draw_figures(grid, args)
     speed = {} if args.no_benchmark else benchmark(grid, args)
     records = collect(grid)
-    figures.update(draw_claim_figures(grid, records, args))
+    runs = Runs(records, grid.lamb)
+    judged = claims(runs)  # once: the figures and the report both show it
+    figures.update(draw_claim_figures(grid, runs, judged, args))
     shown = [a for a in (argv or sys.argv[1:]) if a != "--report_only"]  # the command that makes the runs
     command = "python experiments/reproduce.py " + " ".join(shlex.quote(a) for a in shown)
     milestones = (args.milestones if args.milestones is not None
@@ -378,7 +381,7 @@ def main(argv=None) -> int:
     report_dir = Path(args.report).resolve().parent
     relative = {caption: Path(path).resolve().relative_to(report_dir) if Path(path).resolve().is_relative_to(report_dir)
                 else Path(path).resolve() for caption, path in figures.items()}
-    save_text(render(records, settings, grid, relative), args.report)
+    save_text(render(records, settings, grid, relative, judged), args.report)
     print(f"wrote {args.report}")
     return 0
 

@@ -228,7 +228,7 @@ def section_kernels(runs: Runs) -> list:
 
 def section_seeds(runs: Runs) -> list:
     """RBT against ML-MMDR on every seed, for each model and attack of the main grid."""
-    rows, columnwise = [], []
+    rows = []
 
     def values(rbt, ml):
         return ([mmd_ratio_of(ml, rbt, lv) for lv in LEVELS]
@@ -240,7 +240,6 @@ def section_seeds(runs: Runs) -> list:
             if len(found) < 2:
                 continue
             rows.append([model_display(model), attack, len(found)] + [mean_sd(column) for column in zip(*found)])
-            columnwise += found
     if not rows:
         return []
     columns = [f"MMD² ratio {lv}" for lv in LEVELS] + ["F1 drop", "ΔBA", "ΔASR"]

@@ -2,10 +2,11 @@
 detector on RBT and ML-MMDR (C9), and the attacks built for inseparability, alone and stacked with
 ML-MMDR (C10, C11). Each returns its lines (empty when the grid has nothing for it)."""
 from defenses import DETECTORS, display_name
-from experiments.claims_extended import (BASE_ATTACK, PRUNED_ASR, adaptive_runs, control_detectors, display_attack,
-                                         later_detectors, mean_detection_f1, works)
+from experiments.claims_extended import (BASE_ATTACK, PRUNED_ASR, adaptive_runs, class_level_detectors,
+                                         control_detectors, display_attack, flagged_count, later_detectors,
+                                         mean_detection_f1, works)
 from experiments.records import (Runs, detector_f1, fmt, mean_of, mean_sd, metric_of, model_display,
-                                 separability_of, target_flagged)
+                                 separability_of)
 from experiments.sections import figures_of, markdown_table
 from models import LEVELS
 
@@ -23,14 +24,11 @@ def section_later_detectors(runs: Runs) -> list:
                         + [f"{fmt(mean_of([separability_of(r, lv) for r in records]))} / "
                            f"{fmt(mean_of([separability_of(r, lv, 'silhouette') for r in records]))}" for lv in LEVELS])
     flagged = []
-    for detector in (d for d in later_detectors() if DETECTORS[d].consumes == "classes"):
+    for detector in class_level_detectors():
         for name, index in (("RBT", 1), ("ML-MMDR", 2)):
-            per_level = []
-            for lv in LEVELS:
-                hits = [target_flagged(cell[index], detector, lv) for cell in cells]
-                hits = [h for h in hits if h is not None]
-                per_level.append(f"{lv} {sum(hits)}/{len(hits)}")
-            flagged.append(f"{display_name(detector)}, {name}: target flagged in " + ", ".join(per_level))
+            counts = {lv: flagged_count([cell[index] for cell in cells], detector, (lv,)) for lv in LEVELS}
+            flagged.append(f"{display_name(detector)}, {name}: target flagged in "
+                           + ", ".join(f"{lv} {hits}/{total}" for lv, (hits, total) in counts.items()))
     return (["## Today's detectors (beyond the paper: C9)", "",
              f"F1 of every registered detector, mean ± sd over attacks and seeds (each cell's detector number: pool "
              f"detectors' headline F1, mean over levels and pools; class-level detectors' F1 inside the target class "

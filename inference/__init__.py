@@ -29,11 +29,16 @@ def to_unit(images_uint8: torch.Tensor, device) -> torch.Tensor:
 
 
 @contextmanager
-def recording(model: nn.Module, modules: dict):
-    """Inside the block, ``recorded[name]`` is the latest output of each of ``modules``."""
+def recording(model: nn.Module, modules: dict, on: str = "output"):
+    """Inside the block, ``recorded[name]`` is the latest output (with ``on="input"``, the first
+    input) of each of ``modules``."""
     recorded = {}
-    handles = [module.register_forward_hook(lambda m, i, o, name=name: recorded.__setitem__(name, o))
-               for name, module in modules.items()]
+    if on == "input":
+        handles = [module.register_forward_pre_hook(lambda m, i, name=name: recorded.__setitem__(name, i[0]))
+                   for name, module in modules.items()]
+    else:
+        handles = [module.register_forward_hook(lambda m, i, o, name=name: recorded.__setitem__(name, o))
+                   for name, module in modules.items()]
     try:
         yield recorded
     finally:
@@ -87,10 +92,10 @@ def tap_shapes(model, images_uint8: torch.Tensor, device, levels=models.LEVELS) 
 
 
 def channel_means(model, module: nn.Module, images_uint8: torch.Tensor, device, batch_size: int = 512,
-                  transform=None) -> torch.Tensor:
-    """Mean over samples and positions of each channel of ``module``'s output (C,)."""
+                  transform=None, on: str = "output") -> torch.Tensor:
+    """Mean over samples and positions of each channel of ``module``'s output (or input, ``on="input"``) (C,)."""
     total, count = None, 0
-    with recording(model, {"out": module}) as recorded:
+    with recording(model, {"out": module}, on) as recorded:
         for _ in forward_batches(model, images_uint8, device, batch_size, transform):
             out = recorded["out"].float()
             per_channel = out.transpose(0, 1).flatten(1).sum(1) if out.dim() > 2 else out.sum(0)

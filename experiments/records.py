@@ -71,22 +71,26 @@ def mean_f1_of(record, rule: str = "headline"):
     return mean_of([f1_of(record, d, lv, rule) for d in PAPER_DETECTORS for lv in LEVELS])
 
 
-def detector_f1(record, detector: str, level: str = None):
+def detector_f1(record, detector: str, level: str = None, rule: str = "headline"):
     """One number per registered detector, the same for every kind, mean over levels (or at
     ``level``) and pools: the headline F1 of a pool or feature-map detector; STRIP's, which reads
     inputs, not a level; a class-level detector's (SCAn, Beatrix's class test) F1 inside the
-    target class where it flagged the target, and 0 where it did not (it found nothing there)."""
+    target class where it flagged the target, and 0 where it did not (it found nothing there).
+    ``rule="oracle"``: the F1 at the best threshold on the detector's score instead (None for a
+    class-level detector, which has no score over inputs)."""
     evaluation = record["evaluation"] if record else None
     if not evaluation:
         return None
     levels = [level] if level else LEVELS
     if DETECTORS[detector].consumes == "classes":
+        if rule != "headline":
+            return None
         found = [_class_level(record, detector, lv) for lv in levels]
         return mean_of([(f["f1_in_target"] if f["target_flagged"] else 0.0) for f in found if f])
     if DETECTORS[detector].consumes == "inputs":
-        return mean_of([pool["input_level"][detector]["headline"] for pool in pools_of(record)
+        return mean_of([pool["input_level"][detector][rule] for pool in pools_of(record)
                         if detector in pool.get("input_level", {})])
-    return mean_of([f1_of(record, detector, lv) for lv in levels
+    return mean_of([f1_of(record, detector, lv, rule) for lv in levels
                     if pools_of(record) and all(detector in pool["levels"][lv] for pool in pools_of(record))])
 
 
@@ -100,6 +104,18 @@ def target_flagged(record, detector: str, level: str):
     """Whether a class-level detector flagged the target class at ``level`` (None: not run)."""
     found = _class_level(record, detector, level)
     return found["target_flagged"] if found else None
+
+
+def class_statistic(record, detector: str, level: str, target: bool = True):
+    """A class-level detector's statistic at ``level`` for the target class (``target``) or the largest
+    of the other classes', with its threshold: (statistic, threshold), or None where it did not run."""
+    found = _class_level(record, detector, level)
+    if not found:
+        return None
+    key = str(record["evaluation"]["target"])
+    values = found["statistic"]
+    chosen = values[key] if target else max(v for k, v in values.items() if k != key)
+    return chosen, found["threshold"]
 
 
 def separability_of(record, level: str, key: str = "svm_accuracy"):

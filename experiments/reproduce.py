@@ -25,7 +25,6 @@ import platform
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -282,6 +281,7 @@ def main(argv=None) -> int:
     from experiments.grid import collect
     from experiments.records import Runs
     from experiments.report import render
+    from experiments.wallclock import Invocations
     from pipeline.executors import slurm_options
     from pipeline.schedule import Job, run_jobs
     from utils.errors import UserError
@@ -293,32 +293,28 @@ def main(argv=None) -> int:
         raise UserError(f"--lambdas must be positive finite numbers, got {args.lambdas}")
     grid = build_grid(args)
     jobs = grid.jobs()  # every run's configuration is validated here, before any work starts
-    started = time.perf_counter()
     timing_path = Path(args.out_dir) / "timings.json"
     timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    # each invocation's wall time, updated as runs finish: a grid that spans several sessions
-    # states its total wall time from these
-    wall_path = Path(args.out_dir) / "invocations.json"
-    invocations = json.loads(wall_path.read_text()) if wall_path.is_file() else []
-    this = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": 0.0, "runs_finished": 0}
+    invocations = Invocations(Path(args.out_dir) / "invocations.json")
     finished = set()
 
     def record(name: str, stages: dict) -> None:  # saved as each run finishes, so a kill loses none
         timings.setdefault(name, {}).update(stages)
         save_json(timings, timing_path)
         finished.add(name)  # a run with stages in two phases finishes twice but counts once
-        this.update(wall_s=round(time.perf_counter() - started, 1), runs_finished=len(finished))
-        save_json(invocations + [this], wall_path)
+        invocations.save(runs_finished=len(finished))
 
     slow = {"nc", "prune", "prune_places"}
     # a tuned erasing reads the tuning of another run (its attack's RBT run), so every tuning comes first
     later = lambda name, options: name in slow or bool(getattr(options, "tuned_settings", ""))  # noqa: E731
     first = [Job(job.config, [(n, o) for n, o in job.stages if not later(n, o)]) for job in jobs]
-    for phase in () if args.report_only else (first, jobs):  # every run evaluated before the hours of NC
-        run_jobs(phase, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
-                 slurm=slurm, submitit_dir=args.submitit_dir)
-        if args.executor == "slurm" and any(job.pending() for job in phase):
-            return 0  # queued: the same command, run again once the array has finished, goes on
+    if not args.report_only:
+        with invocations:
+            for phase in (first, jobs):  # every run evaluated before the hours of NC
+                run_jobs(phase, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
+                         slurm=slurm, submitit_dir=args.submitit_dir)
+                if args.executor == "slurm" and any(job.pending() for job in phase):
+                    return 0  # queued: the same command, run again once the array has finished, goes on
     missing = sum(len(job.pending()) for job in jobs)
     stages = (sum(len(job.stages) for job in jobs) - missing, sum(len(job.stages) for job in jobs))
     check_report(args, stages)  # before the figures, which would overwrite the report's own
@@ -335,7 +331,7 @@ def main(argv=None) -> int:
     settings = {
         "command": command.strip(), "versions": versions(), "machine": describe_machine(),
         "timings": timings, "benchmark": speed,
-        "invocations": [i for i in invocations + [this] if i["runs_finished"]],
+        "invocations": invocations.ran(),
         "jobs": args.jobs, "threads": args.threads,
         "stages": stages,
         "facts": {

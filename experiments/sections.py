@@ -49,8 +49,8 @@ def section_setting(settings: dict, runs: Runs) -> list:
     lines += ["", f"Wall time per stage, summed over every invocation of the command (CPU threads "
                   f"per run: {settings['threads'] or 'all cores'}; runs at once: {settings['jobs']}): {total / 3600:.1f} h of "
                   f"stage time in all, about {total / 3600 / settings['jobs']:.1f} h of wall time with {settings['jobs']} at "
-                  f"once. The command's own wall time, over the {len(invocations)} invocation{'s' * (len(invocations) != 1)} that finished a run "
-                  f"since it began recording it: {sum(i['wall_s'] for i in invocations) / 3600:.1f} h.", ""]
+                  f"once. The command's own wall time, over the {len(invocations)} invocation{'s' * (len(invocations) != 1)} that ran "
+                  f"stages (each counted to its last minute): {sum(i['wall_s'] for i in invocations) / 3600:.1f} h.", ""]
     lines += markdown_table(["stage", "runs", "total (min)", "per run (min)"],
                     [(stage, len(v), f"{sum(v) / 60:.1f}", f"{statistics.mean(v) / 60:.1f}") for stage, v in stages.items()])
     return lines

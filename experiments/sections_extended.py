@@ -5,7 +5,7 @@ from defenses import DETECTORS, display_name
 from experiments.claims_extended import (BASE_ATTACK, PRUNED_ASR, adaptive_runs, class_level_detectors,
                                          control_detectors, display_attack, flagged_count, later_detectors,
                                          mean_detection_f1, works)
-from experiments.records import (Runs, detector_f1, fmt, mean_of, mean_sd, metric_of, model_display,
+from experiments.records import (Runs, class_statistic, detector_f1, fmt, mean_of, mean_sd, metric_of, model_display,
                                  separability_of)
 from experiments.sections import figures_of, markdown_table
 from models import LEVELS
@@ -26,9 +26,11 @@ def section_later_detectors(runs: Runs) -> list:
     flagged = []
     for detector in class_level_detectors():
         for name, index in (("RBT", 1), ("ML-MMDR", 2)):
-            counts = {lv: flagged_count([cell[index] for cell in cells], detector, (lv,)) for lv in LEVELS}
+            records = [cell[index] for cell in cells]
+            counts = {lv: flagged_count(records, detector, (lv,)) for lv in LEVELS}
             flagged.append(f"{display_name(detector)}, {name}: target flagged in "
-                           + ", ".join(f"{lv} {hits}/{total}" for lv, (hits, total) in counts.items()))
+                           + ", ".join(f"{lv} {hits}/{total}" for lv, (hits, total) in counts.items())
+                           + "; " + _statistics(records, detector))
     return (["## Today's detectors (beyond the paper: C9)", "",
              f"F1 of every registered detector, mean ± sd over attacks and seeds (each cell's detector number: pool "
              f"detectors' headline F1, mean over levels and pools; class-level detectors' F1 inside the target class "
@@ -39,7 +41,23 @@ def section_later_detectors(runs: Runs) -> list:
              "malicious target representations.", ""]
             + markdown_table(["model", "method"] + [display_name(d) for d in DETECTORS]
                              + [f"separability {lv}" for lv in LEVELS], rows)
-            + ([""] + [f"- {line}" for line in flagged] if flagged else []))
+            + ([""] + ["Class-level verdicts: how often the target class was flagged, and the mean class "
+                       "statistic of the target against the detector's threshold (with the largest other "
+                       "class's), which tells a target hidden far below the threshold from one that barely "
+                       "missed it."] + [f"- {line}" for line in flagged] if flagged else []))
+
+
+def _statistics(records: list, detector: str) -> str:
+    """Mean target and largest-other class statistics per level, with the threshold."""
+    parts, threshold = [], None
+    for level in LEVELS:
+        target = [found for found in (class_statistic(r, detector, level) for r in records) if found]
+        other = [found for found in (class_statistic(r, detector, level, target=False) for r in records) if found]
+        if target:
+            threshold = target[0][1]
+            parts.append(f"{level} {fmt(mean_of([s for s, _ in target]), 2)} "
+                         f"(other {fmt(mean_of([s for s, _ in other]), 2)})")
+    return (f"target statistic against threshold {fmt(threshold, 2)}: " + ", ".join(parts)) if parts else "not run"
 
 
 def adaptive_points(runs: Runs) -> list:
@@ -83,6 +101,7 @@ def section_adaptive(runs: Runs, figures: dict) -> list:
                      mean_sd([metric_of(r, "asr") for r in p["records"]])
                      + (f" ({len(failed)} failed)" if failed else ""), mean_sd([mean_detection_f1(r) for r in p["records"]])]
                     + [mean_sd([detector_f1(r, d) for r in p["records"]]) for d in DETECTORS])
+    missed = _missed_by_threshold(points)
     return (["## Attacks built for inseparability (beyond the paper: C10, C11)", "",
              "Each attack at each poisoning rate under RBT and, where stacked, with ML-MMDR (λ = "
              f"{runs.lamb:g}); the rows at 10% of Patched and Blended are the λ sweep's. Mean ± sd over seeds; "
@@ -90,7 +109,30 @@ def section_adaptive(runs: Runs, figures: dict) -> list:
              "below the working threshold is counted as failed, not as hidden.", ""]
             + markdown_table(["attack, rate", "method", "seeds", "BA", "ASR", "mean F1"]
                              + [display_name(d) for d in DETECTORS], rows)
+            + ([""] + [f"Where a detector's own threshold misses inputs its score still ranks (F1 below "
+                       f"{MISSED_F1:g} at its threshold, at least {RANKED_F1:g} at the best threshold on its score): "
+                       + "; ".join(missed) + "." if missed else ""])
             + [""] + figures_of(figures, "detection against BA"))
+
+
+MISSED_F1, RANKED_F1 = 0.2, 0.8  # "misses" and "still ranks": far apart, so neither reads as noise
+
+
+def _missed_by_threshold(points: list) -> list:
+    """Each (attack, method, detector) whose threshold flags almost none of the poisoned inputs
+    although its score separates them: the threshold, not the score, fails there. STRIP on TaCT is
+    the case: superimposed on other classes' images, a trigger that works only on its source
+    classes leaves fewer blends on the target than a patch does, so the poisoned inputs' entropy
+    sits below the clean ones' yet above the 1% false-rejection threshold."""
+    found = []
+    for p in points:
+        for detector in DETECTORS:
+            own = mean_of([detector_f1(r, detector) for r in p["records"]])
+            best = mean_of([detector_f1(r, detector, rule="oracle") for r in p["records"]])
+            if own is not None and best is not None and own < MISSED_F1 and best >= RANKED_F1:
+                found.append(f"{p['label']} {p['method']}, {display_name(detector)} {fmt(own)} at its threshold, "
+                             f"{fmt(best)} at the best one")
+    return found
 
 
 def _first_below(curve: list):

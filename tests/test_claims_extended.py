@@ -8,6 +8,7 @@ from experiments.claims import JUDGED, claim_detection, cases_detection
 from experiments.claims_extended import (claim_adaptive, claim_later_detectors, claim_pruning, claim_stacked,
                                          later_detectors)
 from experiments.records import Runs, detector_f1
+from experiments.sections_extended import section_adaptive, section_later_detectors
 from experiments.spread import across_seeds, seed_agreement
 from metrics.intervals import bootstrap_interval, paired_verdict
 from pipeline.config import RunConfig
@@ -15,19 +16,24 @@ from pipeline.config import RunConfig
 LEVELS = ("s1", "s2", "s3")
 
 
-def evaluation(f1: dict, flagged: bool = True) -> dict:
-    """An evaluation.json whose detectors score ``f1[name]`` (default 0.9) at every level and pool; the
-    class-level ones flag the target when ``flagged``."""
+def evaluation(f1: dict, flagged: bool = True, oracle: dict = None) -> dict:
+    """An evaluation.json whose detectors score ``f1[name]`` (default 0.9) at every level and pool, and
+    ``oracle[name]`` (default: the same) at the best threshold; the class-level ones flag the target
+    when ``flagged``."""
     kinds = {name: d.consumes for name, d in DETECTORS.items()}
     value = lambda name: f1.get(name, 0.9)  # noqa: E731
+    best = lambda name: (oracle or {}).get(name, value(name))  # noqa: E731
     pool = {"N": 500, "ratio": 1.0,
-            "levels": {lv: {n: {"headline": value(n), "own": value(n), "oracle": value(n)} for n, k in kinds.items()
+            "levels": {lv: {n: {"headline": value(n), "own": value(n), "oracle": best(n)} for n, k in kinds.items()
                             if k in ("pool", "maps")} for lv in LEVELS},
-            "input_level": {n: {"headline": value(n)} for n, k in kinds.items() if k == "inputs"}}
-    class_level = {lv: {n: {"target_flagged": flagged, "f1_in_target": value(n)} for n, k in kinds.items()
-                        if k == "classes"} for lv in LEVELS}
+            "input_level": {n: {"headline": value(n), "oracle": best(n)} for n, k in kinds.items()
+                            if k == "inputs"}}
+    # the target (class 0) far above the threshold when flagged, far below it when hidden
+    statistic = {"0": 20.0 if flagged else 0.5, **{str(c): 1.0 + c / 10 for c in range(1, 10)}}
+    class_level = {lv: {n: {"target_flagged": flagged, "f1_in_target": value(n), "statistic": statistic,
+                            "threshold": 7.39} for n, k in kinds.items() if k == "classes"} for lv in LEVELS}
     separability = {lv: {"svm_accuracy": 0.99, "silhouette": 0.3} for lv in LEVELS}
-    return {"detection": {"pools": [pool], "class_level": class_level},
+    return {"target": 0, "detection": {"pools": [pool], "class_level": class_level},
             "distances": {"separability": separability, "levels": {}, "aro": {}}}
 
 
@@ -37,14 +43,14 @@ def curve(falls_at: float) -> list:
 
 
 def run(method="RBT", attack="patched", seed=0, model="vgg11", f1=None, ba=0.9, asr=1.0, prune_at=None,
-        studies=("lambda",), ratio=0.1, flagged=True, last_relu_at=None):
+        studies=("lambda",), ratio=0.1, flagged=True, last_relu_at=None, oracle=None):
     lamb = 0.0 if method == "RBT" else 0.3
     config = RunConfig(data_name="digits", model_name=model, attack_name=attack, mlmmdr_lamb=lamb, mlmmdr_layer="all",
                        seed=seed, poison_ratio=ratio).with_changes()
     prune = None if prune_at is None else {"layer": "x", "rank": "triggered", "curve": curve(prune_at)}
     places = None if last_relu_at is None else {"curves": {"last_conv_input/triggered": curve(last_relu_at)}}
     return {"config": config, "studies": list(studies), "metrics": {"ba": ba, "asr": asr},
-            "evaluation": evaluation(f1 or {}, flagged), "nc": None, "prune": prune, "prune_places": places,
+            "evaluation": evaluation(f1 or {}, flagged, oracle), "nc": None, "prune": prune, "prune_places": places,
             "finetune": None, "nad": None, "argd": None}
 
 
@@ -148,3 +154,29 @@ def test_a_claim_across_seeds_says_where_the_seeds_disagree():
     assert claim.spread.per_seed == pytest.approx({0: 0.5, 1: 0.45, 2: 0.05})
     assert claim.spread.cases == 3 and claim.spread.mean == pytest.approx(1 / 3)
     assert cases_detection(Runs(records, 0.3).for_seed(1)) == pytest.approx([0.45])
+
+
+def test_the_class_level_lines_give_the_target_statistic_against_the_threshold():
+    records = [r for s in (0, 1) for r in (run("RBT", seed=s), run("ML-MMDR", seed=s, flagged=False))]
+    lines = section_later_detectors(Runs(records, 0.3))
+    scan = [line for line in lines if line.startswith("- SCAn")]
+    assert scan == [
+        "- SCAn, RBT: target flagged in s1 2/2, s2 2/2, s3 2/2; target statistic against threshold 7.39: "
+        "s1 20.00 (other 1.90), s2 20.00 (other 1.90), s3 20.00 (other 1.90)",
+        "- SCAn, ML-MMDR: target flagged in s1 0/2, s2 0/2, s3 0/2; target statistic against threshold 7.39: "
+        "s1 0.50 (other 1.90), s2 0.50 (other 1.90), s3 0.50 (other 1.90)"]
+
+
+def test_the_adaptive_section_names_a_threshold_that_misses_what_the_score_ranks():
+    # STRIP on TaCT: nothing flagged at its own threshold, yet its entropy ranks the poisoned inputs
+    records = [run("RBT", attack="tact", seed=s, studies=("adaptive",), f1={"strip": 0.0}, oracle={"strip": 0.92})
+               for s in (0, 1)]
+    lines = section_adaptive(Runs(records, 0.3), {})
+    missed = [line for line in lines if line.startswith("Where a detector's own threshold misses")]
+    assert missed == ["Where a detector's own threshold misses inputs its score still ranks (F1 below 0.2 at its "
+                      "threshold, at least 0.8 at the best threshold on its score): TaCT 10% RBT, STRIP 0.000 at its "
+                      "threshold, 0.920 at the best one."]
+    # a detector whose score does not rank them either is not named: it is not the threshold that fails
+    ranked_not = [run("RBT", attack="tact", seed=s, studies=("adaptive",), f1={"strip": 0.0}, oracle={"strip": 0.5})
+                  for s in (0, 1)]
+    assert not any(line.startswith("Where a detector") for line in section_adaptive(Runs(ranked_not, 0.3), {}))

@@ -202,7 +202,7 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     assert sorted(timings) == runs
     invocations = json.loads((tmp_path / "runs" / "invocations.json").read_text())
     assert len(invocations) == 1 and invocations[0]["runs_finished"] == len(runs) and invocations[0]["wall_s"] > 0
-    assert "The command's own wall time, over the 1 invocation that finished a run" in report
+    assert "The command's own wall time, over the 1 invocation that ran stages" in report
     erasers, plain = {"finetune", "nad", "argd"}, {"train", "evaluate"}
     # the tuning runs on the chooser (seed 0's RBT run) alone; the reference arm is trained and erased, not evaluated
     expected = {"digits_vgg11_patched_w0.125_n300": plain | {"tune"} | erasers,

@@ -1,0 +1,47 @@
+"""The grid command's own wall time across invocations (``<out_dir>/invocations.json``): a grid that
+spans several sessions states its total from these. The current invocation's entry is saved as runs
+finish and once a minute in between, so the time of an invocation cut off by the end of a session
+is counted up to its last minute, not to its last finished run."""
+import json
+import threading
+import time
+from pathlib import Path
+
+from utils.io import save_json
+
+
+class Invocations:
+    def __init__(self, path, every_s: float = 60.0):
+        self.path = Path(path)
+        self.earlier = json.loads(self.path.read_text()) if self.path.is_file() else []
+        self.this = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": 0.0, "runs_finished": 0}
+        self.every_s = every_s
+        self._started = time.perf_counter()
+        self._lock = threading.Lock()  # the minute tick and a finished run may save at once
+        self._stop = threading.Event()
+        self._ticker = None
+
+    def save(self, runs_finished: int = None) -> None:
+        with self._lock:
+            self.this["wall_s"] = round(time.perf_counter() - self._started, 1)
+            if runs_finished is not None:
+                self.this["runs_finished"] = runs_finished
+            save_json(self.earlier + [self.this], self.path)
+
+    def ran(self) -> list:
+        """Every invocation that ran stages (a report-only one ran none), this one included."""
+        return [i for i in self.earlier + [self.this] if i["wall_s"] > 0]
+
+    def __enter__(self) -> "Invocations":
+        def tick():
+            while not self._stop.wait(self.every_s):
+                self.save()
+
+        self._ticker = threading.Thread(target=tick, name="invocation-wall-clock", daemon=True)
+        self._ticker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._ticker.join()
+        self.save()

@@ -1,0 +1,30 @@
+"""The grid's wall-time record (experiments/wallclock.py): an invocation cut off between finished
+runs still has its time saved, and earlier invocations are kept."""
+import json
+import time
+
+from experiments.wallclock import Invocations
+
+
+def test_the_minute_tick_saves_the_time_of_an_invocation_that_finished_no_run(tmp_path):
+    path = tmp_path / "invocations.json"
+    path.write_text(json.dumps([{"started": "earlier", "wall_s": 100.0, "runs_finished": 3}]))
+    invocations = Invocations(path, every_s=0.05)
+    with invocations:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the tick, not a finished run, writes this invocation's entry
+            saved = json.loads(path.read_text())
+            if len(saved) == 2:
+                break
+            time.sleep(0.02)
+        assert saved[0] == {"started": "earlier", "wall_s": 100.0, "runs_finished": 3}
+        assert saved[1]["wall_s"] > 0 and saved[1]["runs_finished"] == 0
+        invocations.save(runs_finished=2)
+    saved = json.loads(path.read_text())
+    assert saved[1]["runs_finished"] == 2 and saved[1]["wall_s"] >= 0.05
+    assert [i["started"] for i in invocations.ran()] == ["earlier", saved[1]["started"]]
+
+
+def test_an_invocation_that_ran_nothing_is_not_counted(tmp_path):
+    invocations = Invocations(tmp_path / "invocations.json")  # a report-only invocation never enters
+    assert invocations.ran() == [] and not (tmp_path / "invocations.json").exists()

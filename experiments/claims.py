@@ -11,8 +11,8 @@ from defenses import PAPER_DETECTORS, display_name, target_ranking
 from metrics.erasing import BA_KEPT as ERASING_BA_KEPT
 from metrics.erasing import LAST_EPOCHS, MIN_DEFENSES, MIN_PAIRS, MIN_PAIRS_PER_DEFENSE, erasing_verdict
 from metrics.erasing import MARGIN as ERASING_MARGIN
-from experiments.records import (Runs, aro_of, distance_of, f1_of, fmt, mean_f1_of, mean_of, median_of, metric_of,
-                                 method_label_of, mmd_ratio_of, model_display, present)
+from experiments.records import (Runs, aro_of, counted, distance_of, f1_of, fmt, mean_f1_of, mean_of, median_of,
+                                 metric_of, method_label_of, mmd_ratio_of, model_display, present)
 from metrics import METRICS
 from models import LEVELS
 
@@ -239,7 +239,7 @@ def claim_kernels(runs: Runs) -> Claim:
 
 def _judged(found: dict) -> str:
     if found["mean"] is None:
-        return f"{found['verdict']} ({found['pairs']} usable pairs)"
+        return f"{found['verdict']} ({counted(found['pairs'], 'usable pair')})"
     low, high = found["interval"]
     return (f"{found['verdict']} (mean difference {found['mean']:+.3f}, 95% interval [{low:+.3f}, {high:+.3f}], "
             f"{found['pairs']} pairs)")

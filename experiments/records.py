@@ -16,6 +16,11 @@ MODEL_NAMES = {"vgg11": "VGG-11", "vgg16": "VGG-16", "resnet18": "ResNet-18", "p
                "wrn16_1": "WRN-16-1"}
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 case', '3 cases': a count with its noun in the right number."""
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def fmt(value, digits: int = 3) -> str:
     if value is None or value != value:
         return "–"

@@ -51,8 +51,11 @@ def section_setting(settings: dict, runs: Runs) -> list:
                   f"stage time in all, about {total / 3600 / settings['jobs']:.1f} h of wall time with {settings['jobs']} at "
                   f"once. The command's own wall time, over the {len(invocations)} invocation{'s' * (len(invocations) != 1)} that ran "
                   f"stages (each counted to its last minute): {sum(i['wall_s'] for i in invocations) / 3600:.1f} h.", ""]
-    lines += markdown_table(["stage", "runs", "total (min)", "per run (min)"],
-                    [(stage, len(v), f"{sum(v) / 60:.1f}", f"{statistics.mean(v) / 60:.1f}") for stage, v in stages.items()])
+    # the median beside the mean: a stage that shared the cores with other work (a test run, a
+    # restart's catch-up) inflates the mean, not the median
+    lines += markdown_table(["stage", "runs", "total (min)", "per run, mean (min)", "per run, median (min)"],
+                            [(stage, len(v), f"{sum(v) / 60:.1f}", f"{statistics.mean(v) / 60:.1f}",
+                              f"{statistics.median(v) / 60:.1f}") for stage, v in stages.items()])
     return lines
 
 

@@ -10,6 +10,7 @@ rests on a margin wider than the spread.
 import statistics
 from dataclasses import dataclass, replace
 
+from experiments.records import counted
 from metrics.intervals import bootstrap_interval
 
 
@@ -75,5 +76,5 @@ def describe(spread: Spread) -> str:
     seeds = ", ".join(f"{seed}: {value:.3f}" for seed, value in spread.per_seed.items())
     low, high = spread.interval
     return (f"{spread.statistic}: {spread.seed_mean:.3f} ± {spread.seed_sd:.3f} over {len(spread.per_seed)} "
-            f"seed{'s' * (len(spread.per_seed) != 1)} ({seeds}); mean over {spread.cases} cases {spread.mean:.3f}, 95% "
+            f"seed{'s' * (len(spread.per_seed) != 1)} ({seeds}); mean over {counted(spread.cases, 'case')} {spread.mean:.3f}, 95% "
             f"bootstrap interval [{low:.3f}, {high:.3f}] against the rule's {spread.margin}")

@@ -175,8 +175,18 @@ class Grid:
                 _member(config, studies.get(name, [])) for name in ("lambda", "model")):
             nc = config.method == "ML-MMDR" or config.seed == self.base.seed
             names += (["nc"] if nc else []) + ["prune", "prune_places"]
+        if self.draws_features(config, studies):
+            names.append("features")
         return [(name, self._evaluate_options(config, studies) if name == "evaluate" else self.stage_options.get(name))
                 for name in names] + self.erasing_stages(config, studies)
+
+    def draws_features(self, config: RunConfig, studies: dict = None) -> bool:
+        """Whether the run's representations are drawn (Fig. 4's scatter): the first attack's RBT and
+        largest-λ SL-/ML-MMDR runs of the λ sweep on the base seed. It is a stage of the run, drawn
+        while the model is on disk (the results archive keeps no checkpoint)."""
+        studies = studies or self.studies()
+        return (_member(config, studies["lambda"]) and config.attack_name == self.attacks[0]
+                and config.mlmmdr_lamb in (0, self.lamb) and config.seed == self.base.seed)
 
     def jobs(self) -> list:
         studies = self.studies()

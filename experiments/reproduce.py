@@ -12,10 +12,11 @@ kernels, the split against the pooled loss (seed 0), Neural Cleanse, pruning and
 the patched RBT and ML-MMDR runs, fine-tuning, NAD and ARGD on the patched RBT and ML-MMDR (λ = 0.3)
 runs in two arms, and Adaptive-Blend, Adaptive-Patch and TaCT at 10% and at their reference rates
 (the first two also stacked with ML-MMDR). It then times a training step of each architecture at
-full width for the "At the paper's scale" section, draws the figures and writes --report. Train
-and evaluate stages of every run come first, Neural Cleanse and pruning last, so an interrupted
-reproduction has every run evaluated early. Finished stages are skipped and an interrupted training
-resumes from its last epoch; --jobs N runs N runs at once (submitit local jobs), --executor slurm
+full width for the "At the paper's scale" section, draws the figures and writes --report. Each
+run's stages run together, the erasing tuned on another run last. Finished stages are skipped and an
+interrupted training resumes from its last epoch; the default --out_dir, results/reproduce, is the
+committed results archive (JSON records, no checkpoints), so a grid continued on another machine
+retrains only the runs that still miss a stage; --jobs N runs N runs at once (submitit local jobs), --executor slurm
 submits one Slurm array task per run (see pipeline/executors.py). A report is written only from a
 runs directory holding finished stages of the grid, and never over one that records more finished
 stages, unless --force.
@@ -114,7 +115,10 @@ def parse(argv):
                              "none, or when --report records more (see --force)")
     parser.add_argument("--no_benchmark", action="store_true",
                         help="skip timing a full-width training step of each architecture (the report's GPU-hours)")
-    parser.add_argument("--out_dir", default="runs/reproduce")
+    parser.add_argument("--out_dir", default="results/reproduce",
+                        help="the grid's runs. The default is the results archive: its JSON records are committed "
+                             "(checkpoints are not: a run missing a stage retrains first, keeping its records when the "
+                             "model is the same bit for bit), so --report_only rewrites the report without training")
     parser.add_argument("--figure_dir", default="figures/reproduce")
     parser.add_argument("--report", default="REPRODUCTION.md")
     parser.add_argument("--force", action="store_true",
@@ -151,6 +155,7 @@ def build_grid(args):
     from experiments.grid import Grid
     from pipeline.config import RunConfig
     from pipeline.flags import parse_eval_flags, parse_flag_groups, parse_flags
+    from pipeline.stages.figures import ScatterOptions
 
     base = RunConfig(data_name=args.data_name, data_path=None if args.data_name == "digits" else args.data_path,
                      model_name=args.model_name, width=args.width, epochs=args.epochs, seed=args.seed,
@@ -161,6 +166,7 @@ def build_grid(args):
     options.update(parse_flag_groups({"finetune": (FinetuneOptions, "ft_"), "nad": (NADOptions, "nad_"),
                                       "argd": (ARGDOptions, "argd_")}, shlex.split(args.erase_flags), "erase_flags"))
     options["tune"] = parse_flags(TuneOptions, shlex.split(args.tune_flags), prefix="tune_", source="tune_flags")
+    options["features"] = ScatterOptions(figure_dir=args.figure_dir)
     second = None if args.second_model.lower() == "none" else args.second_model
     return Grid(base=base, attacks=tuple(args.attacks), lambdas=tuple(args.lambdas),
                 defended_attacks=tuple(args.defended_attacks), erased_attacks=tuple(args.erased_attacks),
@@ -206,6 +212,7 @@ def draw_figures(grid, args) -> dict:
     feature scatters of the first attack's RBT and ML-/SL-MMDR runs at the largest λ; {caption: path}."""
     from pipeline.rundir import RunDir
     from pipeline.stages import get, run_group_stage, run_stage
+    from pipeline.stages.registry import output_of
     from pipeline.stages.figures import DetectionFigureOptions, FigureOptions, ScatterOptions
     from utils.errors import UserError
 
@@ -226,11 +233,13 @@ def draw_figures(grid, args) -> dict:
                     figures[f"{model}, {attack}: {kind}"] = get(kind).output(group, options)
             except UserError as error:
                 print(f"note: no {kind} figure for {group} yet: {error}", file=sys.stderr)
+    options = grid.stage_options.get("features") or ScatterOptions(figure_dir=args.figure_dir)
     for config in studies["lambda"]:
-        if config.attack_name == args.attacks[0] and config.mlmmdr_lamb in (0, grid.lamb) and config.seed == grid.base.seed:
-            try:  # a run without a malicious group cannot be plotted; say why and go on
-                result = run_stage("features", config, ScatterOptions(figure_dir=args.figure_dir))
-                figures[f"{config.model_name}, {config.attack_name}: features, {config.method}"] = Path(result["figure"])
+        if grid.draws_features(config, studies):
+            drawn = output_of("features", RunDir.of(config), options)
+            try:  # drawn by the grid's features stage; a run without a malicious group cannot be plotted
+                path = drawn if drawn.is_file() else Path(run_stage("features", config, options)["figure"])
+                figures[f"{config.model_name}, {config.attack_name}: features, {config.method}"] = path
             except (UserError, FileNotFoundError) as error:
                 print(f"note: no feature scatter for {config.run_name}: {error}", file=sys.stderr)
     return figures
@@ -304,13 +313,14 @@ def main(argv=None) -> int:
         finished.add(name)  # a run with stages in two phases finishes twice but counts once
         invocations.save(runs_finished=len(finished))
 
-    slow = {"nc", "prune", "prune_places"}
-    # a tuned erasing reads the tuning of another run (its attack's RBT run), so every tuning comes first
-    later = lambda name, options: name in slow or bool(getattr(options, "tuned_settings", ""))  # noqa: E731
+    # each run's stages run together, so a machine lost between sessions costs only the runs in flight
+    # (the results archive keeps no checkpoint); a tuned erasing reads the tuning of another run (its
+    # attack's RBT run), so every tuning comes first
+    later = lambda name, options: bool(getattr(options, "tuned_settings", ""))  # noqa: E731
     first = [Job(job.config, [(n, o) for n, o in job.stages if not later(n, o)]) for job in jobs]
     if not args.report_only:
         with invocations:
-            for phase in (first, jobs):  # every run evaluated before the hours of NC
+            for phase in (first, jobs):
                 run_jobs(phase, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
                          slurm=slurm, submitit_dir=args.submitit_dir)
                 if args.executor == "slurm" and any(job.pending() for job in phase):

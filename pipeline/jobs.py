@@ -16,7 +16,7 @@ import torch
 from pipeline.config import RunConfig
 from pipeline.rundir import RunDir
 from pipeline.stages import get, run_stage
-from pipeline.stages.registry import up_to_date
+from pipeline.stages.registry import archived, up_to_date
 from pipeline.stages.train import resumable
 from utils import distributed
 from utils.errors import UserError
@@ -35,14 +35,26 @@ class Job:
 
     def pending(self) -> list:
         """The stages whose output is missing or was computed from other inputs (configuration or
-        options), and those that need or follow a pending stage, in order."""
-        out, names = [], set()
+        options), and those that need or follow a pending stage, in order. A stage that finished but
+        whose output was not kept (:func:`archived`: a checkpoint) is rerun only when a pending stage
+        needs it, and does not make the stages after it stale: its rerun keeps their results when it
+        reproduces the recorded model (pipeline.stages.train.keep_results)."""
+        out, names, restorable = [], set(), set()
         for name, options in self.stages:
             stage = get(name)
-            if names & set(stage.needs + stage.follows) or not up_to_date(name, self.run, self.config, options):
+            if names & set(stage.needs + stage.follows):
+                stale = True
+            elif up_to_date(name, self.run, self.config, options):
+                stale = False
+            else:
+                stale = not archived(name, self.run, self.config, options)
+                if not stale:
+                    restorable.add(name)
+            if stale:
                 out.append((name, options))
                 names.add(name)
-        return out
+        needed = {need for name, _ in out for need in get(name).needs} & restorable
+        return [(name, options) for name, options in self.stages if name in needed or name in names]
 
 
 def allocated_cpus() -> int:
@@ -81,7 +93,11 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
     state to the other ranks, whose nodes may not see the file."""
     timings = {}
     rank = distributed.launched_rank()
-    for name, options in job.pending():
+    while True:  # asked again after each stage: a restored checkpoint that differs makes its results pending
+        todo = [(name, options) for name, options in job.pending() if name not in timings]
+        if not todo:
+            break
+        name, options = todo[0]
         if rank > 0 and name != "train":
             break
         suffix = f".rank{rank}" if rank else ""

@@ -1,6 +1,7 @@
 """Atomic, durable writes and run locks: a crash, Ctrl-C or SIGKILL never leaves a half-written
 output file, and two processes never write one run."""
 import csv
+import hashlib
 import io
 import json
 import os
@@ -147,6 +148,17 @@ def waiting_lock(lock_path):
 
 def save_json(obj, path) -> None:
     save_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes, in key order: equal digests mean
+    the same weights, bit for bit (a retrained checkpoint is checked against the recorded one)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}|{tensor.dtype}|{tuple(state[key].shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def save_torch(obj, path) -> None:

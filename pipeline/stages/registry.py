@@ -27,6 +27,7 @@ class Stage:
     help: str = ""
     record: str = None          # RunDir key of the JSON recording the inputs_hash its output was computed from
     follows: tuple = ()         # stages it reads when present (a rerun of one makes it stale) but can do without
+    summary: str = None         # RunDir key of a JSON that shows it finished when its output (a checkpoint) was not kept
 
     def default_options(self):
         return self.options() if self.options is not None else None
@@ -36,12 +37,13 @@ STAGES = {}
 
 
 def register(name: str, *, output, options=None, needs=(), scope: str = "run", help: str = "", record: str = None,
-             follows=()):
+             follows=(), summary: str = None):
     """Decorator: register ``compute`` as the stage ``name``."""
     def wrap(compute):
         if name in STAGES:
             raise ValueError(f"stage '{name}' is registered twice")
-        STAGES[name] = Stage(name, compute, output, options, tuple(needs), scope, help, record, tuple(follows))
+        STAGES[name] = Stage(name, compute, output, options, tuple(needs), scope, help, record, tuple(follows),
+                             summary)
         return compute
     return wrap
 
@@ -81,6 +83,18 @@ def up_to_date(name: str, run, config, options=None) -> bool:
         return False
     if stage.record is None:
         return True
+    recorded = run.read(stage.record) or {}
+    return recorded.get("inputs_hash") == inputs_hash(config, options)
+
+
+def archived(name: str, run, config, options=None) -> bool:
+    """Whether stage ``name`` finished with these inputs but its output was not kept: its record is up
+    to date and its summary is there (a run restored from results/reproduce, whose checkpoints are not
+    committed). Such a stage runs again only when a pending stage needs its output."""
+    stage = get(name)
+    options = options if options is not None else stage.default_options()
+    if stage.summary is None or stage.record is None or stage.output(run, options).is_file() or not run.has(stage.summary):
+        return False
     recorded = run.read(stage.record) or {}
     return recorded.get("inputs_hash") == inputs_hash(config, options)
 

@@ -17,7 +17,8 @@ from training import Trainer
 from training.trainer import TrainingDiverged
 from utils import distributed
 from utils.errors import ParameterError, UserError, describe_os_error
-from utils.io import UnreadableCheckpoint, load_checkpoint, remove_orphans, remove_path, save_csv, save_torch
+from utils.io import (UnreadableCheckpoint, load_checkpoint, remove_orphans, remove_path, save_csv, save_torch,
+                      state_digest)
 
 # What Trainer.state_dict writes into resume.pt, and the configuration it belongs to
 RESUME_KEYS = ("model", "optimizer", "scheduler", "data_rng", "torch_rng", "numpy_rng", "python_rng", "history",
@@ -70,6 +71,22 @@ def promote(staging: RunDir, run: RunDir) -> None:
         os.replace(run.path, replaced)
     os.replace(staging.path, run.path)
     remove_path(replaced)
+
+
+def keep_results(run: RunDir, staging: RunDir, digest: str) -> list:
+    """Move the run's stage results into ``staging`` when the model just trained is the one they were
+    computed on (its weights' digest equals the recorded one): a checkpoint that was not kept (an
+    archive of the records, results/reproduce) is restored by retraining, and its measurements stay.
+    A model that differs in any bit leaves them behind, to be measured again. Returns the names kept."""
+    recorded = run.read("metrics") if run.path.is_dir() else None
+    if not recorded or recorded.get("state_sha256") != digest:
+        return []
+    kept = []
+    for path in sorted(run.path.iterdir()):
+        if path.is_file() and not (staging.path / path.name).exists():
+            os.replace(path, staging.path / path.name)
+            kept.append(path.name)
+    return kept
 
 
 def collapsed_class(prepared: Prepared, trainer: Trainer, history: list):
@@ -171,7 +188,7 @@ def open_staging(run: RunDir, config: RunConfig, stack: ExitStack) -> RunDir:
     return staging
 
 
-@register("train", output=lambda run, options: run.file("checkpoint"), record="config",
+@register("train", output=lambda run, options: run.file("checkpoint"), record="config", summary="metrics",
           help="python main.py with the run's flags")
 def train(config: RunConfig, options=None) -> dict:
     """Train one run: validate everything, then, holding the run's lock, write it in a staging
@@ -244,14 +261,16 @@ def _train_in(staging: RunDir, run: RunDir, prepared: Prepared, poisoned: Poison
                "run_name": config.run_name, "epochs": len(history),
                "train_seconds": round(sum(row["seconds"] for row in history), 3),
                "collapsed_to_class": collapsed_class(prepared, trainer, history), "history": history}
+    state = {key: value.detach().cpu() for key, value in prepared.model.state_dict().items()}
+    metrics["state_sha256"] = state_digest(state)
 
     def finish() -> None:
         staging.write("metrics", metrics)
-        state = {key: value.detach().cpu() for key, value in prepared.model.state_dict().items()}
         save_torch({"state_dict": state, "config": config_record,
-                    "metrics": {key: value for key, value in metrics.items() if key != "history"}},
+                    "metrics": {key: value for key, value in metrics.items() if key not in ("history", "state_sha256")}},
                    staging.file("checkpoint"))
         staging.file("resume").unlink(missing_ok=True)  # complete: nothing left to resume
+        keep_results(run, staging, metrics["state_sha256"])
         promote(staging, run)
 
     context.agree(finish)  # the run is in place (or rank 0's failure raised) before any rank returns

@@ -1,0 +1,64 @@
+"""The results archive (results/reproduce): a run's JSON records are kept without its checkpoint,
+and a grid continued on another machine retrains a run only when a stage still needs its model,
+keeping the records when the retrained model is the recorded one bit for bit."""
+import torch
+
+from pipeline.config import RunConfig
+from pipeline.rundir import RunDir
+from pipeline.schedule import Job, run_jobs
+from utils.io import state_digest
+
+def _config(tmp_path):
+    return RunConfig(data_name="digits", width=0.125, epochs=1, train_subset=100, out_dir=str(tmp_path),
+                     progress=False, eval_every=1).resolve_defaults()
+
+
+def test_state_digest_tells_one_changed_bit():
+    state = {"weight": torch.randn(3, 4), "num_batches_tracked": torch.tensor(7), "empty": torch.zeros(0)}
+    before = state_digest(state)
+    assert state_digest({key: value.clone() for key, value in state.items()}) == before
+    state["weight"].view(torch.int32)[0, 0] ^= 1  # the lowest mantissa bit of one weight
+    assert state_digest(state) != before
+
+
+def test_an_archived_run_retrains_only_for_a_stage_that_needs_its_model(tmp_path):
+    config = _config(tmp_path)
+    run = RunDir.of(config)
+    assert set(run_jobs([Job(config, [("train", None)])], progress=False)[config.run_name]) == {"train"}
+    recorded = run.read("metrics")["state_sha256"]
+    run.write("evaluation", {"kept": True})  # stands for a finished stage's record
+    run.file("checkpoint").unlink()           # what the archive drops
+    job = Job(config, [("train", None), ("prune", None)])
+    assert [name for name, _ in Job(config, [("train", None)]).pending()] == []  # nothing needs the model
+    assert [name for name, _ in job.pending()] == ["train", "prune"]
+    timings = run_jobs([job], progress=False)[config.run_name]
+    assert set(timings) == {"train", "prune"}
+    assert run.read("metrics")["state_sha256"] == recorded       # same seed, same machine: the same model
+    assert run.read("evaluation") == {"kept": True}               # so the records computed on it stay
+    assert run.has("checkpoint") and run.has("prune") and job.pending() == []
+
+
+def test_a_retrained_model_that_differs_leaves_the_records_behind(tmp_path):
+    config = _config(tmp_path)
+    run = RunDir.of(config)
+    run_jobs([Job(config, [("train", None)])], progress=False)
+    metrics = run.read("metrics")
+    run.write("metrics", {**metrics, "state_sha256": "0" * 64})  # as if trained elsewhere, to other bits
+    run.write("evaluation", {"kept": True})
+    run.file("checkpoint").unlink()
+    run_jobs([Job(config, [("train", None), ("prune", None)])], progress=False)
+    assert not run.has("evaluation")  # measured on another model: dropped, to be measured again
+    assert run.read("metrics")["state_sha256"] == metrics["state_sha256"]
+
+
+def test_the_archive_ignores_checkpoints_and_keeps_records():
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    def ignored(path):
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
+
+    assert ignored("results/reproduce/run/model.pt") and ignored("results/reproduce/logs/run.train.log")
+    assert ignored("results/reproduce/.run.staging/resume.pt")
+    assert not ignored("results/reproduce/run/metrics.json") and not ignored("results/reproduce/timings.json")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What each registered detector costs on a trained run's pools; prints one JSON object.
 
-    python benchmarks/detectors.py --run_dir runs/reproduce/fmnist_vgg11_patched_w0.25_n10000 [--device cpu]
+    python benchmarks/detectors.py --run_dir results/reproduce/fmnist_vgg11_patched_w0.25_n10000 [--device cpu]
 
 Evaluates the run once with every registered detector (the reproduction's pools: N ∈ {100, 500},
 r′ ∈ {0.5, 1}, unless --pool_sizes/--pool_ratios say otherwise), and once with the paper's three

@@ -176,7 +176,7 @@ class Grid:
             nc = config.method == "ML-MMDR" or config.seed == self.base.seed
             names += (["nc"] if nc else []) + ["prune", "prune_places"]
         if self.draws_features(config, studies):
-            names.append("features")
+            names.append("scatter")
         return [(name, self._evaluate_options(config, studies) if name == "evaluate" else self.stage_options.get(name))
                 for name in names] + self.erasing_stages(config, studies)
 

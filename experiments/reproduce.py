@@ -166,7 +166,7 @@ def build_grid(args):
     options.update(parse_flag_groups({"finetune": (FinetuneOptions, "ft_"), "nad": (NADOptions, "nad_"),
                                       "argd": (ARGDOptions, "argd_")}, shlex.split(args.erase_flags), "erase_flags"))
     options["tune"] = parse_flags(TuneOptions, shlex.split(args.tune_flags), prefix="tune_", source="tune_flags")
-    options["features"] = ScatterOptions(figure_dir=args.figure_dir)
+    options["scatter"] = ScatterOptions(figure_dir=args.figure_dir)
     second = None if args.second_model.lower() == "none" else args.second_model
     return Grid(base=base, attacks=tuple(args.attacks), lambdas=tuple(args.lambdas),
                 defended_attacks=tuple(args.defended_attacks), erased_attacks=tuple(args.erased_attacks),
@@ -212,7 +212,6 @@ def draw_figures(grid, args) -> dict:
     feature scatters of the first attack's RBT and ML-/SL-MMDR runs at the largest λ; {caption: path}."""
     from pipeline.rundir import RunDir
     from pipeline.stages import get, run_group_stage, run_stage
-    from pipeline.stages.registry import output_of
     from pipeline.stages.figures import DetectionFigureOptions, FigureOptions, ScatterOptions
     from utils.errors import UserError
 
@@ -233,15 +232,18 @@ def draw_figures(grid, args) -> dict:
                     figures[f"{model}, {attack}: {kind}"] = get(kind).output(group, options)
             except UserError as error:
                 print(f"note: no {kind} figure for {group} yet: {error}", file=sys.stderr)
-    options = grid.stage_options.get("features") or ScatterOptions(figure_dir=args.figure_dir)
+    options = grid.stage_options.get("scatter") or ScatterOptions(figure_dir=args.figure_dir)
     for config in studies["lambda"]:
         if grid.draws_features(config, studies):
-            drawn = output_of("features", RunDir.of(config), options)
-            try:  # drawn by the grid's features stage; a run without a malicious group cannot be plotted
-                path = drawn if drawn.is_file() else Path(run_stage("features", config, options)["figure"])
-                figures[f"{config.model_name}, {config.attack_name}: features, {config.method}"] = path
-            except (UserError, FileNotFoundError) as error:
-                print(f"note: no feature scatter for {config.run_name}: {error}", file=sys.stderr)
+            try:  # drawn by the grid's scatter stage, which records why a run has none (no malicious group)
+                drawn = RunDir.of(config).read("scatter") or run_stage("scatter", config, options)
+            except UserError as error:  # a run not trained yet (a partial report)
+                drawn = {"figure": None, "reason": str(error)}
+            if drawn["figure"] and Path(drawn["figure"]).is_file():
+                figures[f"{config.model_name}, {config.attack_name}: features, {config.method}"] = Path(drawn["figure"])
+            else:
+                print(f"note: no feature scatter for {config.run_name}: {drawn['reason'] or 'its figure is missing'}",
+                      file=sys.stderr)
     return figures
 
 

@@ -11,6 +11,7 @@
                     defense_<finetune|nad|argd>.json  BA/ASR before, per epoch and after erasing;
                     defense_<finetune|nad|argd>_model.pt  the erased model (finetune's is NAD's and ARGD's teacher)
                     defense_tune.json   the erasing defenses' settings chosen on the defender's validation set (tune)
+                    scatter.json        the feature scatter's path, or why the run has none (scatter)
                     failed.json         why training stopped (a diverged loss); no result is reported
                     resume.pt           everything the next epoch needs, while training (train --resume)
     figures/<run name>/<kind>.png       per-run figures
@@ -30,7 +31,7 @@ FILES = {"checkpoint": "model.pt", "config": "config.json", "metrics": "metrics.
          "prune_places": "defense_prune_places.json", "failure": "failed.json",
          "resume": "resume.pt", "finetune": "defense_finetune.json", "finetune_model": "defense_finetune_model.pt",
          "nad": "defense_nad.json", "nad_model": "defense_nad_model.pt", "argd": "defense_argd.json",
-         "argd_model": "defense_argd_model.pt", "tune": "defense_tune.json"}
+         "argd_model": "defense_argd_model.pt", "tune": "defense_tune.json", "scatter": "scatter.json"}
 
 
 class RunDir:

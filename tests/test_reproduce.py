@@ -1,5 +1,6 @@
 """experiments/reproduce.py: the grid, the verdict rules, and a tiny end-to-end run that resumes."""
 import json
+from pathlib import Path
 
 from experiments.grid import Grid
 from experiments.claims import claims
@@ -46,10 +47,14 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
     jobs = {job.config.run_name: job for job in grid.jobs()}
     stages = {name: [stage for stage, _ in job.stages] for name, job in jobs.items()}
     erasers = ["finetune", "nad", "argd"]
-    assert stages["digits_vgg11_patched"] == ["train", "evaluate", "nc", "prune", "prune_places", "tune"] + erasers
+    # the first attack's RBT and largest-λ runs on the base seed draw Fig. 4's scatter while their model is on disk
+    assert stages["digits_vgg11_patched"] == ["train", "evaluate", "nc", "prune", "prune_places", "scatter",
+                                              "tune"] + erasers
     assert stages["digits_vgg11_patched_mlmmdr_0.1_last"] == ["train", "evaluate"]  # SL-MMDR: no NC, no pruning
+    assert stages["digits_vgg11_patched_mlmmdr_0.3_last"] == ["train", "evaluate", "scatter"]
     assert stages["digits_vgg11_patched_mlmmdr_0.1_all"] == ["train", "evaluate", "nc", "prune", "prune_places"]
-    assert stages["digits_vgg11_patched_mlmmdr_0.3_all"] == ["train", "evaluate", "nc", "prune", "prune_places"] + erasers
+    assert stages["digits_vgg11_patched_mlmmdr_0.3_all"] == ["train", "evaluate", "nc", "prune", "prune_places",
+                                                             "scatter"] + erasers
     # RBT's Neural Cleanse on the base seed alone (C5 reads ML-MMDR's); tuned on seed 0
     assert stages["digits_vgg11_patched_seed1"] == ["train", "evaluate", "prune", "prune_places"] + erasers
     assert stages["digits_vgg11_patched_mlmmdr_0.3_all_seed1"][:5] == ["train", "evaluate", "nc", "prune", "prune_places"]
@@ -166,6 +171,11 @@ def test_the_erasing_table_marks_a_collapse_and_never_shows_its_asr():
     assert "lr 0.1→0.01 at 2" in rows[0]
 
 
+def _without_wall_time(report: str) -> list:
+    """The report's lines but those stating the command's own wall time (each invocation adds to it)."""
+    return [line for line in report.splitlines() if "invocation" not in line]
+
+
 def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     argv = ["--data_name", "digits", "--width", "0.125", "--train_subset", "300", "--epochs", "2",
             "--lambdas", "0.3", "--attacks", "patched", "--defended_attacks", "--eval_flags", " ".join(EVAL_SMALL),
@@ -205,8 +215,9 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     assert "The command's own wall time, over the 1 invocation that ran stages" in report
     erasers, plain = {"finetune", "nad", "argd"}, {"train", "evaluate"}
     # the tuning runs on the chooser (seed 0's RBT run) alone; the reference arm is trained and erased, not evaluated
-    expected = {"digits_vgg11_patched_w0.125_n300": plain | {"tune"} | erasers,
-                "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300": plain | erasers,
+    expected = {"digits_vgg11_patched_w0.125_n300": plain | {"scatter", "tune"} | erasers,
+                "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300": plain | {"scatter"} | erasers,
+                "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300": plain | {"scatter"},
                 "digits_wrn16_1_patched_mlmmdr_0.3_all_n300": {"train"} | erasers,
                 "digits_wrn16_1_patched_n300": {"train"} | erasers}
     assert {name: set(stages) for name, stages in timings.items()} == {name: expected.get(name, plain) for name in runs}
@@ -218,6 +229,20 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     assert run_cli(reproduce_main, argv) == 0  # resumes: nothing is retrained
     assert model.stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "runs" / "timings.json").read_text()) == timings
+    # each scatter stage records its figure, or why the run has none (a collapsed tiny model: no malicious group)
+    for name in ("digits_vgg11_patched_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300"):
+        scatter = json.loads((tmp_path / "runs" / name / "scatter.json").read_text())
+        assert (scatter["figure"] is not None and Path(scatter["figure"]).is_file()) or \
+            scatter["reason"].startswith("cannot plot")
+    # the results archive: without its checkpoints, a finished grid has nothing pending and its report is the same
+    for checkpoint in (tmp_path / "runs").glob("*/*.pt"):
+        checkpoint.unlink()
+    (tmp_path / "REPRODUCTION.md").rename(tmp_path / "before.md")
+    assert run_cli(reproduce_main, argv) == 0
+    assert not model.exists()
+    assert json.loads((tmp_path / "runs" / "timings.json").read_text()) == timings
+    after = (tmp_path / "REPRODUCTION.md").read_text()
+    assert _without_wall_time(after) == _without_wall_time((tmp_path / "before.md").read_text())
 
 
 def test_a_finished_grid_rerun_with_another_schedule_retrains(tmp_path):

@@ -11,6 +11,10 @@ from utils.seed import derive_seed, generator, sample
 PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE"}
 
 
+class NothingToPlot(UserError):
+    """The run has too few benign or malicious images to draw (a model with ASR near 0)."""
+
+
 def scatter_sets(subject: Subject, num_samples: int) -> tuple:
     """(benign, malicious, notes): up to ``num_samples`` benign target-class test images and
     triggered non-target test images classified as the target (the authors' plotting sets)."""
@@ -20,7 +24,7 @@ def scatter_sets(subject: Subject, num_samples: int) -> tuple:
     attacked = attacked_mask(data.test_y, subject.attack, target).nonzero().flatten()
     malicious = sample(attacked[subject.predict(data.test_x[attacked], triggered=True) == target], num_samples, gen)
     if len(benign) < 2 or len(malicious) < 2:
-        raise UserError(f"cannot plot: {len(benign)} benign target-class test images and "
+        raise NothingToPlot(f"cannot plot: {len(benign)} benign target-class test images and "
                         f"{len(malicious)} triggered images classified as the target (need at least 2 each; "
                         f"a run with ASR near 0 has no malicious group)")
     notes = [f"only {len(group)} {name} samples exist (asked for {num_samples}); plotting all of them"

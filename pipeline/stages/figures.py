@@ -20,7 +20,7 @@ from utils.params import check_params, param
 from visualization.common import close, method_label, save_figure
 from visualization.defense_plots import erasing_figure, nc_norms_figure, pruning_figure, trigger_grid
 from visualization.detection import RULE_TITLES, detection_figure
-from visualization.scatter import PROJECTIONS, feature_scatter
+from visualization.scatter import PROJECTIONS, NothingToPlot, feature_scatter
 from visualization.sweep import sweep_figure
 
 
@@ -72,10 +72,25 @@ def features(config: RunConfig, options: ScatterOptions) -> dict:
         figure, notes = feature_scatter(prepared.subject, options.num_samples, options.method,
                                         label=method_label(config.method, config.mlmmdr_lamb),
                                         title=f"{config.data_name} / {config.model_name} / {config.attack_name}")
+    except NothingToPlot as error:  # kept apart: the scatter stage records it instead of failing
+        raise NothingToPlot(f"{config.run_name}: {error}") from None
     except UserError as error:
         raise UserError(f"{config.run_name}: {error}") from None
     path = RunDir.of(config).figure(_features_kind(options), options.figure_dir)
     return {**_save(figure, path, options), "notes": notes}
+
+
+@register("scatter", output=lambda run, o: run.file("scatter"), options=ScatterOptions, needs=("train",),
+          help="the reproduction grid's feature scatter: the figure, or why the run has none")
+def scatter(config: RunConfig, options: ScatterOptions) -> dict:
+    """:func:`features`, recorded in the run (scatter.json): a run with nothing to draw (ASR near 0)
+    records why, where the features stage would stop the grid's other stages."""
+    try:
+        result = {**features(config, options), "reason": None}
+    except NothingToPlot as error:
+        result = {"figure": None, "reason": str(error).removeprefix(f"{config.run_name}: ")}
+    RunDir.of(config).write("scatter", result)
+    return result
 
 
 @register("nc_triggers", output=lambda run, o: run.figure("nc_triggers", o.figure_dir), options=FigureOptions,

@@ -16,7 +16,7 @@ import torch
 from pipeline.config import RunConfig
 from pipeline.rundir import RunDir
 from pipeline.stages import get, run_stage
-from pipeline.stages.registry import archived, up_to_date
+from pipeline.stages.registry import restorable, up_to_date
 from pipeline.stages.train import resumable
 from utils import distributed
 from utils.errors import UserError
@@ -36,25 +36,23 @@ class Job:
     def pending(self) -> list:
         """The stages whose output is missing or was computed from other inputs (configuration or
         options), and those that need or follow a pending stage, in order. A stage that finished but
-        whose output was not kept (:func:`archived`: a checkpoint) is rerun only when a pending stage
-        needs it, and does not make the stages after it stale: its rerun keeps their results when it
-        reproduces the recorded model (pipeline.stages.train.keep_results)."""
-        out, names, restorable = [], set(), set()
+        whose checkpoint the results archive did not keep (:func:`restorable`) runs again only when a
+        stage to run needs or follows it, and does not make the stages after it stale: its rerun keeps
+        their results when it reproduces the recorded model (pipeline.stages.train.keep_results)."""
+        names, kept = set(), set()
         for name, options in self.stages:
             stage = get(name)
             if names & set(stage.needs + stage.follows):
-                stale = True
-            elif up_to_date(name, self.run, self.config, options):
-                stale = False
-            else:
-                stale = not archived(name, self.run, self.config, options)
-                if not stale:
-                    restorable.add(name)
-            if stale:
-                out.append((name, options))
                 names.add(name)
-        needed = {need for name, _ in out for need in get(name).needs} & restorable
-        return [(name, options) for name, options in self.stages if name in needed or name in names]
+            elif restorable(name, self.run, self.config, options):
+                kept.add(name)
+            elif not up_to_date(name, self.run, self.config, options):
+                names.add(name)
+        while True:  # what the stages to run read, and what that reads in turn
+            read = {need for name in names for need in get(name).needs + get(name).follows} & kept - names
+            if not read:
+                return [(name, options) for name, options in self.stages if name in names]
+            names |= read
 
 
 def allocated_cpus() -> int:
@@ -93,8 +91,10 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
     state to the other ranks, whose nodes may not see the file."""
     timings = {}
     rank = distributed.launched_rank()
-    while True:  # asked again after each stage: a restored checkpoint that differs makes its results pending
-        todo = [(name, options) for name, options in job.pending() if name not in timings]
+    first = {name for name, _ in job.pending()}
+    while True:  # asked again after each stage: a restored checkpoint that differs leaves its results pending
+        now = first | {name for name, _ in job.pending()}
+        todo = [(name, options) for name, options in job.stages if name in now and name not in timings]
         if not todo:
             break
         name, options = todo[0]

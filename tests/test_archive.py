@@ -62,3 +62,43 @@ def test_the_archive_ignores_checkpoints_and_keeps_records():
     assert ignored("results/reproduce/run/model.pt") and ignored("results/reproduce/logs/run.train.log")
     assert ignored("results/reproduce/.run.staging/resume.pt")
     assert not ignored("results/reproduce/run/metrics.json") and not ignored("results/reproduce/timings.json")
+
+
+def test_a_rerun_stage_still_reruns_the_stages_that_follow_it(tmp_path, monkeypatch):
+    """pending() is asked again after each stage; a stage that follows one just rerun stays pending
+    although its own output is there (fine-tuning rerun with other options reruns NAD and ARGD)."""
+    from pipeline.jobs import run_job
+    from pipeline.stages import registry
+
+    ran = []
+
+    def stage(name, follows=()):
+        def compute(config, options):
+            ran.append(name)
+            (tmp_path / f"{name}.out").write_text(name)
+        registry.STAGES[name] = registry.Stage(name, compute, lambda run, options: tmp_path / f"{name}.out",
+                                               follows=follows)
+
+    monkeypatch.setattr(registry, "STAGES", dict(registry.STAGES))
+    stage("zz_up")
+    stage("zz_down", follows=("zz_up",))
+    (tmp_path / "zz_down.out").write_text("computed from the old zz_up")
+    job = Job(_config(tmp_path), [("zz_up", None), ("zz_down", None)])
+    assert [name for name, _ in job.pending()] == ["zz_up", "zz_down"]
+    assert set(run_job(job, tmp_path)) == {"zz_up", "zz_down"} and ran == ["zz_up", "zz_down"]
+
+
+def test_a_missing_fine_tuned_model_is_restored_before_the_distillation_that_reads_it(tmp_path):
+    from defenses import FinetuneOptions
+
+    config = _config(tmp_path)
+    run = RunDir.of(config)
+    finetune = FinetuneOptions(epochs=1, defense_validation=20)
+    run_jobs([Job(config, [("train", None), ("finetune", finetune)])], progress=False)
+    for key in ("checkpoint", "finetune_model"):
+        run.file(key).unlink()
+    stages = [("train", None), ("finetune", finetune), ("nad", None), ("argd", None)]
+    assert [name for name, _ in Job(config, stages[:2]).pending()] == []
+    # NAD and ARGD read fine-tuning's model (their teacher), which needs the run's model: both are restored first
+    assert [name for name, _ in Job(config, stages).pending()] == ["train", "finetune", "nad", "argd"]
+    assert [name for name, _ in Job(config, stages[:2] + [("prune", None)]).pending()] == ["train", "prune"]

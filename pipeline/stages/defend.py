@@ -82,7 +82,8 @@ def tuned(options, name: str) -> tuple:
 
 
 @register("finetune", output=lambda run, options: run.file("finetune"), options=FinetuneOptions, needs=("train",),
-          help="python defend.py --defense finetune with the run's flags", record="finetune")
+          help="python defend.py --defense finetune with the run's flags", record="finetune",
+          artifacts=("finetune_model",))
 def finetune_stage(config: RunConfig, options: FinetuneOptions, prepared=None) -> dict:
     """Fine-tune all layers on the defender's clean data (``prepared``'s model, in place, when given);
     its model is NAD's and ARGD's default teacher."""

@@ -81,14 +81,14 @@ def features(config: RunConfig, options: ScatterOptions) -> dict:
 
 
 @register("scatter", output=lambda run, o: run.file("scatter"), options=ScatterOptions, needs=("train",),
-          help="the reproduction grid's feature scatter: the figure, or why the run has none")
+          help="the reproduction grid's feature scatter: the figure, or why the run has none", record="scatter")
 def scatter(config: RunConfig, options: ScatterOptions) -> dict:
     """:func:`features`, recorded in the run (scatter.json): a run with nothing to draw (ASR near 0)
     records why, where the features stage would stop the grid's other stages."""
     try:
-        result = {**features(config, options), "reason": None}
+        result = {**config.header(options), **features(config, options), "reason": None}
     except NothingToPlot as error:
-        result = {"figure": None, "reason": str(error).removeprefix(f"{config.run_name}: ")}
+        result = {**config.header(options), "figure": None, "reason": str(error).removeprefix(f"{config.run_name}: ")}
     RunDir.of(config).write("scatter", result)
     return result
 

@@ -27,7 +27,8 @@ class Stage:
     help: str = ""
     record: str = None          # RunDir key of the JSON recording the inputs_hash its output was computed from
     follows: tuple = ()         # stages it reads when present (a rerun of one makes it stale) but can do without
-    summary: str = None         # RunDir key of a JSON that shows it finished when its output (a checkpoint) was not kept
+    artifacts: tuple = ()       # RunDir keys of files it writes that the results archive does not keep (checkpoints)
+    summary: str = None         # RunDir key of a JSON that shows it finished when its output is such an artifact
 
     def default_options(self):
         return self.options() if self.options is not None else None
@@ -37,13 +38,13 @@ STAGES = {}
 
 
 def register(name: str, *, output, options=None, needs=(), scope: str = "run", help: str = "", record: str = None,
-             follows=(), summary: str = None):
+             follows=(), artifacts=(), summary: str = None):
     """Decorator: register ``compute`` as the stage ``name``."""
     def wrap(compute):
         if name in STAGES:
             raise ValueError(f"stage '{name}' is registered twice")
         STAGES[name] = Stage(name, compute, output, options, tuple(needs), scope, help, record, tuple(follows),
-                             summary)
+                             tuple(artifacts), summary)
         return compute
     return wrap
 
@@ -87,13 +88,17 @@ def up_to_date(name: str, run, config, options=None) -> bool:
     return recorded.get("inputs_hash") == inputs_hash(config, options)
 
 
-def archived(name: str, run, config, options=None) -> bool:
-    """Whether stage ``name`` finished with these inputs but its output was not kept: its record is up
-    to date and its summary is there (a run restored from results/reproduce, whose checkpoints are not
-    committed). Such a stage runs again only when a pending stage needs its output."""
+def restorable(name: str, run, config, options=None) -> bool:
+    """Whether stage ``name`` finished with these inputs but a file it wrote that the results archive
+    does not keep (``Stage.artifacts``: train's checkpoint, fine-tuning's model) is missing: a run
+    restored from results/reproduce. Its record is up to date, and its output or, where the output
+    is itself the artifact, its summary is there. Such a stage runs again only when a pending stage
+    needs or follows it (pipeline.jobs.Job.pending)."""
     stage = get(name)
     options = options if options is not None else stage.default_options()
-    if stage.summary is None or stage.record is None or stage.output(run, options).is_file() or not run.has(stage.summary):
+    if stage.record is None or all(run.has(key) for key in stage.artifacts):
+        return False
+    if not (stage.output(run, options).is_file() or (stage.summary is not None and run.has(stage.summary))):
         return False
     recorded = run.read(stage.record) or {}
     return recorded.get("inputs_hash") == inputs_hash(config, options)

@@ -78,13 +78,16 @@ def keep_results(run: RunDir, staging: RunDir, digest: str) -> list:
     computed on (its weights' digest equals the recorded one): a checkpoint that was not kept (an
     archive of the records, results/reproduce) is restored by retraining, and its measurements stay.
     A model that differs in any bit leaves them behind, to be measured again. Returns the names kept."""
-    recorded = run.read("metrics") if run.path.is_dir() else None
+    try:
+        recorded = run.read("metrics") if run.path.is_dir() else None
+    except UserError:  # an unreadable record keeps nothing; the retrained run stands
+        recorded = None
     if not recorded or recorded.get("state_sha256") != digest:
         return []
     kept = []
     for path in sorted(run.path.iterdir()):
         if path.is_file() and not (staging.path / path.name).exists():
-            os.replace(path, staging.path / path.name)
+            os.link(path, staging.path / path.name)  # linked, not moved: the run keeps them until promoted
             kept.append(path.name)
     return kept
 
@@ -188,7 +191,8 @@ def open_staging(run: RunDir, config: RunConfig, stack: ExitStack) -> RunDir:
     return staging
 
 
-@register("train", output=lambda run, options: run.file("checkpoint"), record="config", summary="metrics",
+@register("train", output=lambda run, options: run.file("checkpoint"), record="config", artifacts=("checkpoint",),
+          summary="metrics",
           help="python main.py with the run's flags")
 def train(config: RunConfig, options=None) -> dict:
     """Train one run: validate everything, then, holding the run's lock, write it in a staging

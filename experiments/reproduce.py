@@ -306,7 +306,8 @@ def main(argv=None) -> int:
     jobs = grid.jobs()  # every run's configuration is validated here, before any work starts
     timing_path = Path(args.out_dir) / "timings.json"
     timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    invocations = Invocations(Path(args.out_dir) / "invocations.json")
+    invocations = Invocations(Path(args.out_dir) / "invocations.json",
+                              machine=f"{platform.node()}: {describe_machine()}")
     finished = set()
 
     def record(name: str, stages: dict) -> None:  # saved as each run finishes, so a kill loses none

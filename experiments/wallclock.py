@@ -1,7 +1,8 @@
 """The grid command's own wall time across invocations (``<out_dir>/invocations.json``): a grid that
 spans several sessions states its total from these. The current invocation's entry is saved as runs
 finish and once a minute in between, so the time of an invocation cut off by the end of a session
-is counted up to its last minute, not to its last finished run."""
+is counted up to its last minute, not to its last finished run. Each entry names the machine it ran
+on: a grid continued from the results archive spans several."""
 import json
 import threading
 import time
@@ -10,11 +11,15 @@ from pathlib import Path
 from utils.io import save_json
 
 
+MINUTE_S = 60.0
+
+
 class Invocations:
-    def __init__(self, path, every_s: float = 60.0):
+    def __init__(self, path, every_s: float = 60.0, machine: str = ""):
         self.path = Path(path)
         self.earlier = json.loads(self.path.read_text()) if self.path.is_file() else []
-        self.this = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": 0.0, "runs_finished": 0}
+        self.this = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": 0.0, "runs_finished": 0,
+                     **({"machine": machine} if machine else {})}
         self.every_s = every_s
         self._started = time.perf_counter()
         self._lock = threading.Lock()  # the minute tick and a finished run may save at once
@@ -29,8 +34,10 @@ class Invocations:
             save_json(self.earlier + [self.this], self.path)
 
     def ran(self) -> list:
-        """Every invocation that ran stages (a report-only one ran none), this one included."""
-        return [i for i in self.earlier + [self.this] if i["wall_s"] > 0]
+        """Every invocation that ran stages, this one included: one that finished a run, or one cut off
+        after a minute or more before it finished any; not a report-only one, nor one that found
+        nothing left to run."""
+        return [i for i in self.earlier + [self.this] if i["runs_finished"] > 0 or i["wall_s"] >= MINUTE_S]
 
     def __enter__(self) -> "Invocations":
         def tick():

@@ -28,3 +28,11 @@ def test_the_minute_tick_saves_the_time_of_an_invocation_that_finished_no_run(tm
 def test_an_invocation_that_ran_nothing_is_not_counted(tmp_path):
     invocations = Invocations(tmp_path / "invocations.json")  # a report-only invocation never enters
     assert invocations.ran() == [] and not (tmp_path / "invocations.json").exists()
+
+
+def test_an_invocation_that_found_nothing_to_run_is_not_counted_and_names_its_machine(tmp_path):
+    with Invocations(tmp_path / "invocations.json", machine="host-a: CPU, 2 cores") as invocations:
+        pass  # every stage already finished: the command only rewrites the report
+    saved = json.loads((tmp_path / "invocations.json").read_text())
+    assert saved[0]["machine"] == "host-a: CPU, 2 cores" and saved[0]["wall_s"] < 60
+    assert invocations.ran() == []

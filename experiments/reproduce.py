@@ -294,7 +294,7 @@ def main(argv=None) -> int:
     from experiments.report import render
     from experiments.wallclock import Invocations
     from pipeline.executors import slurm_options
-    from pipeline.schedule import Job, run_jobs
+    from pipeline.schedule import run_jobs
     from utils.errors import UserError
     from utils.io import save_json, save_text
 
@@ -317,13 +317,15 @@ def main(argv=None) -> int:
         invocations.save(runs_finished=len(finished))
 
     # each run's stages run together, so a machine lost between sessions costs only the runs in flight
-    # (the results archive keeps no checkpoint); a tuned erasing reads the tuning of another run (its
-    # attack's RBT run), so every tuning comes first
-    later = lambda name, options: bool(getattr(options, "tuned_settings", ""))  # noqa: E731
-    first = [Job(job.config, [(n, o) for n, o in job.stages if not later(n, o)]) for job in jobs]
+    # (the results archive keeps no checkpoint). A tuned erasing reads the tuning of its attack's RBT
+    # run: the runs that read another's come last, and one whose tuning is not there yet defers those
+    # stages (pipeline.jobs) to a second pass
+    reads_other = lambda job: any(Path(getattr(options, "tuned_settings", "") or job.run.path) != job.run.path  # noqa: E731
+                                  for _, options in job.stages)
+    ordered = sorted(jobs, key=reads_other)
     if not args.report_only:
         with invocations:
-            for phase in (first, jobs):
+            for phase in (ordered, ordered):
                 run_jobs(phase, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
                          slurm=slurm, submitit_dir=args.submitit_dir)
                 if args.executor == "slurm" and any(job.pending() for job in phase):

@@ -16,7 +16,7 @@ import torch
 from pipeline.config import RunConfig
 from pipeline.rundir import RunDir
 from pipeline.stages import get, run_stage
-from pipeline.stages.registry import restorable, up_to_date
+from pipeline.stages.registry import ready, restorable, up_to_date
 from pipeline.stages.train import resumable
 from utils import distributed
 from utils.errors import UserError
@@ -89,15 +89,18 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
     """Under DDP (a Slurm task with several GPUs) every rank trains; rank 0 alone runs the rest.
     Rank 0 alone decides whether to resume, from its own disk: the train stage sends its resume
     state to the other ranks, whose nodes may not see the file."""
-    timings = {}
+    timings, deferred = {}, set()
     rank = distributed.launched_rank()
     first = {name for name, _ in job.pending()}
     while True:  # asked again after each stage: a restored checkpoint that differs leaves its results pending
         now = first | {name for name, _ in job.pending()}
-        todo = [(name, options) for name, options in job.stages if name in now and name not in timings]
+        todo = [(name, options) for name, options in job.stages if name in now and name not in {*timings, *deferred}]
         if not todo:
             break
         name, options = todo[0]
+        if not ready(name, options) or deferred & set(get(name).needs + get(name).follows):
+            deferred.add(name)  # what it reads from another run is not there yet: it stays pending for a later pass
+            continue
         if rank > 0 and name != "train":
             break
         suffix = f".rank{rank}" if rank else ""

@@ -102,3 +102,23 @@ def test_a_missing_fine_tuned_model_is_restored_before_the_distillation_that_rea
     # NAD and ARGD read fine-tuning's model (their teacher), which needs the run's model: both are restored first
     assert [name for name, _ in Job(config, stages).pending()] == ["train", "finetune", "nad", "argd"]
     assert [name for name, _ in Job(config, stages[:2] + [("prune", None)]).pending()] == ["train", "prune"]
+
+
+def test_an_erasing_tuned_on_another_run_waits_for_that_tuning(tmp_path):
+    """The grid's tuned arm reads the choice made on its attack's RBT run; a run reached before that
+    tuning exists defers those stages (they stay pending for the grid's second pass) instead of failing."""
+    from defenses import FinetuneOptions, NADOptions
+    from pipeline.jobs import run_job
+    from pipeline.stages.registry import ready
+
+    config = _config(tmp_path)
+    chooser = tmp_path / "chooser"
+    chooser.mkdir()
+    finetune = FinetuneOptions(epochs=1, defense_validation=20, tuned_settings=str(chooser))
+    nad = NADOptions(epochs=1, defense_validation=20, tuned_settings=str(chooser))
+    job = Job(config, [("train", None), ("finetune", finetune), ("nad", nad), ("prune", None)])
+    assert set(run_job(job, tmp_path)) == {"train", "prune"}
+    assert [name for name, _ in job.pending()] == ["finetune", "nad"]
+    assert not ready("finetune", finetune) and ready("finetune", FinetuneOptions())
+    (chooser / "defense_tune.json").write_text("{}")
+    assert ready("finetune", finetune) and ready("nad", nad)

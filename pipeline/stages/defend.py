@@ -81,9 +81,18 @@ def tuned(options, name: str) -> tuple:
         key: chosen[key] for key in ("lr", "beta_scale", "validation_accuracy") if key in chosen}}
 
 
+def _tuning_chosen(options) -> bool:
+    """Whether the tuning an erasing's ``--tuned_settings`` names is on disk (the grid's tuned arm
+    reads it from another run), or it names none."""
+    if not options.tuned_settings:
+        return True
+    path = Path(options.tuned_settings)
+    return (path / FILES["tune"] if path.is_dir() else path).is_file()
+
+
 @register("finetune", output=lambda run, options: run.file("finetune"), options=FinetuneOptions, needs=("train",),
           help="python defend.py --defense finetune with the run's flags", record="finetune",
-          artifacts=("finetune_model",))
+          artifacts=("finetune_model",), ready=_tuning_chosen)
 def finetune_stage(config: RunConfig, options: FinetuneOptions, prepared=None) -> dict:
     """Fine-tune all layers on the defender's clean data (``prepared``'s model, in place, when given);
     its model is NAD's and ARGD's default teacher."""
@@ -142,7 +151,8 @@ def _load_teacher(config: RunConfig, options, prepared) -> tuple:
 
 def _distillation_stage(name: str, options_class, defend):
     @register(name, output=lambda run, options: run.file(name), options=options_class, needs=("train",),
-              follows=("finetune",), help=f"python defend.py --defense {name} with the run's flags", record=name)
+              follows=("finetune",), help=f"python defend.py --defense {name} with the run's flags", record=name,
+              ready=_tuning_chosen)
     def compute(config: RunConfig, options) -> dict:
         applied, settings = tuned(options, name)  # a bad --tuned_settings fails before any teacher is trained
         prepared = load_trained(config)

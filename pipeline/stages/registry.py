@@ -29,6 +29,7 @@ class Stage:
     follows: tuple = ()         # stages it reads when present (a rerun of one makes it stale) but can do without
     artifacts: tuple = ()       # RunDir keys of files it writes that the results archive does not keep (checkpoints)
     summary: str = None         # RunDir key of a JSON that shows it finished when its output is such an artifact
+    ready: Callable = None      # (options) -> whether what it reads from another run is there yet (else deferred)
 
     def default_options(self):
         return self.options() if self.options is not None else None
@@ -38,13 +39,13 @@ STAGES = {}
 
 
 def register(name: str, *, output, options=None, needs=(), scope: str = "run", help: str = "", record: str = None,
-             follows=(), artifacts=(), summary: str = None):
+             follows=(), artifacts=(), summary: str = None, ready: Callable = None):
     """Decorator: register ``compute`` as the stage ``name``."""
     def wrap(compute):
         if name in STAGES:
             raise ValueError(f"stage '{name}' is registered twice")
         STAGES[name] = Stage(name, compute, output, options, tuple(needs), scope, help, record, tuple(follows),
-                             tuple(artifacts), summary)
+                             tuple(artifacts), summary, ready)
         return compute
     return wrap
 
@@ -86,6 +87,13 @@ def up_to_date(name: str, run, config, options=None) -> bool:
         return True
     recorded = run.read(stage.record) or {}
     return recorded.get("inputs_hash") == inputs_hash(config, options)
+
+
+def ready(name: str, options=None) -> bool:
+    """Whether stage ``name`` can run now: what it reads from another run (a tuning chosen on the
+    attack's RBT run) is there. A scheduler defers a stage that is not, and retries it later."""
+    stage = get(name)
+    return stage.ready is None or stage.ready(options if options is not None else stage.default_options())
 
 
 def restorable(name: str, run, config, options=None) -> bool:

@@ -330,6 +330,9 @@ def main(argv=None) -> int:
                          slurm=slurm, submitit_dir=args.submitit_dir)
                 if args.executor == "slurm" and any(job.pending() for job in phase):
                     return 0  # queued: the same command, run again once the array has finished, goes on
+    for job in jobs:  # a stage's time is also saved in its run as it ends: a run cut off later keeps it
+        timings[job.config.run_name] = {**timings.get(job.config.run_name, {}), **(job.run.read("stage_seconds") or {})}
+    timings = {name: stages for name, stages in timings.items() if stages}
     missing = sum(len(job.pending()) for job in jobs)
     stages = (sum(len(job.stages) for job in jobs) - missing, sum(len(job.stages) for job in jobs))
     check_report(args, stages)  # before the figures, which would overwrite the report's own

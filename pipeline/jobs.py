@@ -124,4 +124,6 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
         if failure:
             raise UserError(f"{failure}; see {log}")
         timings[name] = round(time.perf_counter() - started, 1)
+        if rank == 0 and job.run.path.is_dir():  # in the run itself, so a run cut off later keeps its stages' times
+            job.run.write("stage_seconds", {**(job.run.read("stage_seconds") or {}), name: timings[name]})
     return timings

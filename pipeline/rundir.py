@@ -12,6 +12,7 @@
                     defense_<finetune|nad|argd>_model.pt  the erased model (finetune's is NAD's and ARGD's teacher)
                     defense_tune.json   the erasing defenses' settings chosen on the defender's validation set (tune)
                     scatter.json        the feature scatter's path, or why the run has none (scatter)
+                    stage_seconds.json  each stage's wall time, saved as it ends (the grid's scheduler)
                     failed.json         why training stopped (a diverged loss); no result is reported
                     resume.pt           everything the next epoch needs, while training (train --resume)
     figures/<run name>/<kind>.png       per-run figures
@@ -31,7 +32,8 @@ FILES = {"checkpoint": "model.pt", "config": "config.json", "metrics": "metrics.
          "prune_places": "defense_prune_places.json", "failure": "failed.json",
          "resume": "resume.pt", "finetune": "defense_finetune.json", "finetune_model": "defense_finetune_model.pt",
          "nad": "defense_nad.json", "nad_model": "defense_nad_model.pt", "argd": "defense_argd.json",
-         "argd_model": "defense_argd_model.pt", "tune": "defense_tune.json", "scatter": "scatter.json"}
+         "argd_model": "defense_argd_model.pt", "tune": "defense_tune.json", "scatter": "scatter.json",
+         "stage_seconds": "stage_seconds.json"}
 
 
 class RunDir:

@@ -36,6 +36,7 @@ def test_an_archived_run_retrains_only_for_a_stage_that_needs_its_model(tmp_path
     assert run.read("metrics")["state_sha256"] == recorded       # same seed, same machine: the same model
     assert run.read("evaluation") == {"kept": True}               # so the records computed on it stay
     assert run.has("checkpoint") and run.has("prune") and job.pending() == []
+    assert set(run.read("stage_seconds")) == {"train", "prune"}  # each stage's time, kept in the run as it ends
 
 
 def test_a_retrained_model_that_differs_leaves_the_records_behind(tmp_path):

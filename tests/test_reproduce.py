@@ -210,6 +210,8 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
             "digits_vgg11_patched_w0.125_n300", "digits_vgg11_patched_w0.125_n300_seed1",
             "digits_wrn16_1_patched_mlmmdr_0.3_all_n300", "digits_wrn16_1_patched_n300"]
     assert sorted(timings) == runs
+    # each run also keeps its stages' times as they end, so a run cut off after some stages still counts them
+    assert all(json.loads((tmp_path / "runs" / name / "stage_seconds.json").read_text()) == timings[name] for name in runs)
     invocations = json.loads((tmp_path / "runs" / "invocations.json").read_text())
     assert len(invocations) == 1 and invocations[0]["runs_finished"] == len(runs) and invocations[0]["wall_s"] > 0
     assert "The command's own wall time, over the 1 invocation that ran stages" in report

@@ -459,7 +459,9 @@ def describe_machine() -> str:
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    return f"{device}, {os.cpu_count()} cores, {platform.machine()}"
+    # the CPU kernels torch picks (AVX2, AVX512, …) change the numerics: a run restored from the archive
+    # keeps its records only where they match
+    return f"{device}, {os.cpu_count()} cores, {platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 if __name__ == "__main__":

@@ -65,13 +65,18 @@ def _save_erased(config: RunConfig, name: str, options, prepared, result: dict) 
     return result
 
 
+def _tuning_file(options) -> Path:
+    """The defense_tune.json ``--tuned_settings`` names: the file, or the one in the run directory."""
+    path = Path(options.tuned_settings)
+    return path / FILES["tune"] if path.is_dir() else path
+
+
 def tuned(options, name: str) -> tuple:
     """(``options`` with the starting lr and β multiplier a tuning chose for defense ``name``, what
     was applied), or (``options``, None) without ``--tuned_settings``."""
     if not options.tuned_settings:
         return options, None
-    path = Path(options.tuned_settings)
-    path = path / FILES["tune"] if path.is_dir() else path
+    path = _tuning_file(options)
     try:
         chosen = json.loads(path.read_text())["defenses"][name]["chosen"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -84,10 +89,7 @@ def tuned(options, name: str) -> tuple:
 def _tuning_chosen(options) -> bool:
     """Whether the tuning an erasing's ``--tuned_settings`` names is on disk (the grid's tuned arm
     reads it from another run), or it names none."""
-    if not options.tuned_settings:
-        return True
-    path = Path(options.tuned_settings)
-    return (path / FILES["tune"] if path.is_dir() else path).is_file()
+    return not options.tuned_settings or _tuning_file(options).is_file()
 
 
 @register("finetune", output=lambda run, options: run.file("finetune"), options=FinetuneOptions, needs=("train",),

@@ -83,8 +83,11 @@ def up_to_date(name: str, run, config, options=None) -> bool:
     options = options if options is not None else stage.default_options()
     if not stage.output(run, options).is_file():
         return False
-    if stage.record is None:
-        return True
+    return stage.record is None or _recorded_with(stage, run, config, options)
+
+
+def _recorded_with(stage: Stage, run, config, options) -> bool:
+    """Whether the stage's record says it ran with this configuration and these options."""
     recorded = run.read(stage.record) or {}
     return recorded.get("inputs_hash") == inputs_hash(config, options)
 
@@ -108,8 +111,7 @@ def restorable(name: str, run, config, options=None) -> bool:
         return False
     if not (stage.output(run, options).is_file() or (stage.summary is not None and run.has(stage.summary))):
         return False
-    recorded = run.read(stage.record) or {}
-    return recorded.get("inputs_hash") == inputs_hash(config, options)
+    return _recorded_with(stage, run, config, options)
 
 
 def run_stage(name: str, config, options=None) -> dict:

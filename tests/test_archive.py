@@ -123,3 +123,27 @@ def test_an_erasing_tuned_on_another_run_waits_for_that_tuning(tmp_path):
     assert not ready("finetune", finetune) and ready("finetune", FinetuneOptions())
     (chooser / "defense_tune.json").write_text("{}")
     assert ready("finetune", finetune) and ready("nad", nad)
+
+
+def test_a_tuned_erasing_is_stale_once_its_tuning_chooses_otherwise(tmp_path):
+    """A tuned erasing's inputs_hash holds only the path of the tuning it reads; the choice itself
+    is checked against its record, so a tuning recomputed to another lr reruns it."""
+    import json
+
+    from defenses import FinetuneOptions
+    from pipeline.stages.registry import up_to_date
+
+    config = _config(tmp_path)
+    run = RunDir.of(config)
+    chooser = tmp_path / "chooser"
+    chooser.mkdir()
+    tuning = chooser / "defense_tune.json"
+    tuning.write_text(json.dumps({"defenses": {"finetune": {"chosen": {"lr": 0.01}}}}))
+    finetune = FinetuneOptions(epochs=1, defense_validation=20, tuned_settings=str(chooser))
+    run_jobs([Job(config, [("train", None), ("finetune", finetune)])], progress=False)
+    assert run.read("finetune")["tuned"]["lr"] == 0.01 and up_to_date("finetune", run, config, finetune)
+    tuning.write_text(json.dumps({"defenses": {"finetune": {"chosen": {"lr": 0.003}}}}))
+    assert not up_to_date("finetune", run, config, finetune)
+    assert [name for name, _ in Job(config, [("train", None), ("finetune", finetune)]).pending()] == ["finetune"]
+    tuning.write_text(json.dumps({"defenses": {}}))  # a tuning without fine-tuning's choice: rerun, and fail there
+    assert not up_to_date("finetune", run, config, finetune)

@@ -92,9 +92,26 @@ def _tuning_chosen(options) -> bool:
     return not options.tuned_settings or _tuning_file(options).is_file()
 
 
+def _still_chosen(name: str):
+    """``Stage.agrees`` for a tuned erasing: whether the lr and β multiplier its record applied are
+    those its ``--tuned_settings`` file chooses now. Its inputs_hash holds only that file's path, so
+    a tuning recomputed to another choice would otherwise leave it looking up to date. True without
+    ``--tuned_settings`` or while the file is not there (the stage then waits: ``_tuning_chosen``)."""
+    def agrees(recorded: dict, options) -> bool:
+        if not options.tuned_settings or not _tuning_file(options).is_file():
+            return True
+        try:
+            _, chosen = tuned(options, name)
+        except ParameterError:
+            return False
+        applied = recorded.get("tuned") or {}
+        return all(applied.get(key) == chosen.get(key) for key in ("lr", "beta_scale"))
+    return agrees
+
+
 @register("finetune", output=lambda run, options: run.file("finetune"), options=FinetuneOptions, needs=("train",),
           help="python defend.py --defense finetune with the run's flags", record="finetune",
-          artifacts=("finetune_model",), ready=_tuning_chosen)
+          artifacts=("finetune_model",), ready=_tuning_chosen, agrees=_still_chosen("finetune"))
 def finetune_stage(config: RunConfig, options: FinetuneOptions, prepared=None) -> dict:
     """Fine-tune all layers on the defender's clean data (``prepared``'s model, in place, when given);
     its model is NAD's and ARGD's default teacher."""
@@ -154,7 +171,7 @@ def _load_teacher(config: RunConfig, options, prepared) -> tuple:
 def _distillation_stage(name: str, options_class, defend):
     @register(name, output=lambda run, options: run.file(name), options=options_class, needs=("train",),
               follows=("finetune",), help=f"python defend.py --defense {name} with the run's flags", record=name,
-              ready=_tuning_chosen)
+              ready=_tuning_chosen, agrees=_still_chosen(name))
     def compute(config: RunConfig, options) -> dict:
         applied, settings = tuned(options, name)  # a bad --tuned_settings fails before any teacher is trained
         prepared = load_trained(config)

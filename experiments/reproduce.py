@@ -307,7 +307,7 @@ def main(argv=None) -> int:
     timing_path = Path(args.out_dir) / "timings.json"
     timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     invocations = Invocations(Path(args.out_dir) / "invocations.json",
-                              machine=f"{platform.node()}: {describe_machine()}")
+                              machine=f"{platform.node()}: {describe_machine()}", jobs=args.jobs, threads=args.threads)
     finished = set()
 
     def record(name: str, stages: dict) -> None:  # saved as each run finishes, so a kill loses none

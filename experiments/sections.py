@@ -46,11 +46,18 @@ def section_setting(settings: dict, runs: Runs) -> list:
             stages.setdefault(stage, []).append(seconds)
     total = sum(sum(v) for v in stages.values())
     invocations = settings.get("invocations", [])
-    lines += ["", f"Wall time per stage, summed over every invocation of the command (CPU threads "
-                  f"per run: {settings['threads'] or 'all cores'}; runs at once: {settings['jobs']}): {total / 3600:.1f} h of "
-                  f"stage time in all, about {total / 3600 / settings['jobs']:.1f} h of wall time with {settings['jobs']} at "
-                  f"once. The command's own wall time, over the {len(invocations)} invocation{'s' * (len(invocations) != 1)} that ran "
-                  f"stages (each counted to its last minute): {sum(i['wall_s'] for i in invocations) / 3600:.1f} h.", ""]
+    # as each invocation ran (recorded since invocations.json holds it; an older entry is taken to
+    # have run as this command does), not as the command writing the report is set
+    ran_as = sorted({(i.get("jobs", settings["jobs"]), i.get("threads", settings["threads"]) or 0)
+                     for i in invocations} or {(settings["jobs"], settings["threads"] or 0)})
+    described = "; ".join(f"CPU threads per run: {threads or 'all cores'}, runs at once: {jobs}"
+                          for jobs, threads in ran_as)
+    wall = (f"about {total / 3600 / ran_as[0][0]:.1f} h of wall time with {ran_as[0][0]} at once" if len(ran_as) == 1
+            else "the invocations ran with different settings")
+    lines += ["", f"Wall time per stage, summed over every invocation of the command ({described}): "
+                  f"{total / 3600:.1f} h of stage time in all, {wall}. The command's own wall time, over the "
+                  f"{len(invocations)} invocation{'s' * (len(invocations) != 1)} that ran stages (each counted to "
+                  f"its last minute): {sum(i['wall_s'] for i in invocations) / 3600:.1f} h.", ""]
     # the median beside the mean: a stage that shared the cores with other work (a test run, a
     # restart's catch-up) inflates the mean, not the median
     lines += markdown_table(["stage", "runs", "total (min)", "per run, mean (min)", "per run, median (min)"],

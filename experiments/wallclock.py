@@ -2,7 +2,8 @@
 spans several sessions states its total from these. The current invocation's entry is saved as runs
 finish and once a minute in between, so the time of an invocation cut off by the end of a session
 is counted up to its last minute, not to its last finished run. Each entry names the machine it ran
-on: a grid continued from the results archive spans several."""
+on, and how many runs it ran at once with how many threads each: the report states the stages'
+wall time under the settings they ran with, not those of the command that writes it."""
 import json
 import threading
 import time
@@ -15,11 +16,12 @@ MINUTE_S = 60.0
 
 
 class Invocations:
-    def __init__(self, path, every_s: float = 60.0, machine: str = ""):
+    def __init__(self, path, every_s: float = 60.0, machine: str = "", jobs: int = None, threads: int = None):
         self.path = Path(path)
         self.earlier = json.loads(self.path.read_text()) if self.path.is_file() else []
         self.this = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": 0.0, "runs_finished": 0,
-                     **({"machine": machine} if machine else {})}
+                     **({"machine": machine} if machine else {}),
+                     **({"jobs": jobs, "threads": threads} if jobs is not None else {})}
         self.every_s = every_s
         self._started = time.perf_counter()
         self._lock = threading.Lock()  # the minute tick and a finished run may save at once

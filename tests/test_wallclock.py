@@ -31,8 +31,24 @@ def test_an_invocation_that_ran_nothing_is_not_counted(tmp_path):
 
 
 def test_an_invocation_that_found_nothing_to_run_is_not_counted_and_names_its_machine(tmp_path):
-    with Invocations(tmp_path / "invocations.json", machine="host-a: CPU, 2 cores") as invocations:
+    with Invocations(tmp_path / "invocations.json", machine="host-a: CPU, 2 cores", jobs=2, threads=1) as invocations:
         pass  # every stage already finished: the command only rewrites the report
     saved = json.loads((tmp_path / "invocations.json").read_text())
     assert saved[0]["machine"] == "host-a: CPU, 2 cores" and saved[0]["wall_s"] < 60
+    assert (saved[0]["jobs"], saved[0]["threads"]) == (2, 1)
     assert invocations.ran() == []
+
+
+def test_the_report_states_the_settings_the_stages_ran_with_not_the_reporting_commands():
+    from experiments.records import Runs
+    from experiments.sections import section_setting
+
+    settings = {"stages": (2, 2), "command": "python experiments/reproduce.py --report_only", "versions": "v",
+                "machine": "m", "facts": {}, "timings": {"run": {"train": 7200.0}}, "jobs": 1, "threads": None}
+    ran = {"started": "s", "wall_s": 3600.0, "runs_finished": 1, "jobs": 2, "threads": 1}
+    text = "\n".join(section_setting({**settings, "invocations": [ran, ran]}, Runs([], 0.3)))
+    assert "(CPU threads per run: 1, runs at once: 2): 2.0 h of stage time in all, about 1.0 h of wall time" in text
+    older = {key: value for key, value in ran.items() if key not in ("jobs", "threads")}  # before they were recorded
+    text = "\n".join(section_setting({**settings, "invocations": [ran, older]}, Runs([], 0.3)))
+    assert ("CPU threads per run: all cores, runs at once: 1; CPU threads per run: 1, runs at once: 2): 2.0 h of "
+            "stage time in all, the invocations ran with different settings") in text

@@ -23,6 +23,9 @@ ALL_CHECKS = {**CHECKS, **EXTENDED_CHECKS}
 
 
 def markdown_table(header: list, rows: list) -> list:
+    for row in rows:  # a cell too many or too few shifts every value under the wrong heading
+        if len(row) != len(header):
+            raise ValueError(f"a row of {len(row)} cells under {len(header)} headings {header}: {row}")
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
         "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
@@ -114,7 +117,8 @@ def section_lambda(runs: Runs, figures: dict) -> list:
     for r in runs.main():
         rows.append([model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r), r["config"].seed, fmt(metric_of(r, "ba")),
                      fmt(metric_of(r, "asr"))] + [fmt(distance_of(r, "mmd2", lv)) for lv in LEVELS] + [fmt(mean_f1_of(r))])
-    lines += markdown_table(["model", "attack", "method", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS] + ["F1"], rows)
+    lines += markdown_table(["model", "attack", "method", "seed", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS] + ["F1"],
+                            rows)
     unstable = []
     for r in runs.records:
         history = (r["metrics"] or {}).get("history", [])

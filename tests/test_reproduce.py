@@ -5,7 +5,7 @@ from pathlib import Path
 from experiments.grid import Grid
 from experiments.claims import claims
 from experiments.records import Runs
-from experiments.sections import _pruned_to_the_end, section_erasing
+from experiments.sections import _pruned_to_the_end, markdown_table, section_erasing
 from experiments.reproduce import main as reproduce_main
 from tests.conftest import EVAL_SMALL
 from pipeline.cli import run_cli
@@ -287,3 +287,12 @@ def test_bad_adaptive_rates_and_attacks_are_one_line_errors(tmp_path, capsys):
     assert run_cli(reproduce_main, base + ["--adaptive_attacks", "nosuch"]) == 2
     assert "unknown attack 'nosuch'" in capsys.readouterr().err
     assert not (tmp_path / "R.md").exists()
+
+
+def test_a_table_row_with_a_cell_too_many_is_refused():
+    """A row longer than its header shifted every value of the λ sweep's table under the wrong heading."""
+    import pytest
+
+    assert markdown_table(["a", "b"], [[1, 2]]) == ["| a | b |", "|---|---|", "| 1 | 2 |"]
+    with pytest.raises(ValueError, match="a row of 3 cells under 2 headings"):
+        markdown_table(["a", "b"], [[1, 2, 3]])

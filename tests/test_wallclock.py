@@ -52,3 +52,4 @@ def test_the_report_states_the_settings_the_stages_ran_with_not_the_reporting_co
     text = "\n".join(section_setting({**settings, "invocations": [ran, older]}, Runs([], 0.3)))
     assert ("CPU threads per run: all cores, runs at once: 1; CPU threads per run: 1, runs at once: 2): 2.0 h of "
             "stage time in all, the invocations ran with different settings") in text
+

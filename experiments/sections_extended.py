@@ -5,8 +5,8 @@ from defenses import DETECTORS, display_name
 from experiments.claims_extended import (BASE_ATTACK, PRUNED_ASR, adaptive_runs, class_level_detectors,
                                          control_detectors, display_attack, flagged_count, later_detectors,
                                          mean_detection_f1, works)
-from experiments.records import (Runs, class_statistic, detector_f1, fmt, mean_of, mean_sd, metric_of, model_display,
-                                 separability_of)
+from experiments.records import (Runs, class_statistic, detector_f1, fmt, mean_of, mean_sd, method_label_of, metric_of,
+                                 model_display, separability_of)
 from experiments.sections import figures_of, markdown_table
 from models import LEVELS
 
@@ -148,8 +148,8 @@ def section_pruning_places(runs: Runs) -> list:
         return []
     variants = list(found[0]["prune_places"]["curves"])
     groups = {}
-    for r in found:
-        groups.setdefault((r["config"].model_name, r["config"].method), []).append(r)
+    for r in found:  # one row per model, method and λ: its spread is over seeds alone
+        groups.setdefault((r["config"].model_name, method_label_of(r)), []).append(r)
     rows = []
     for (model, method), records in groups.items():
         cells = []

@@ -180,3 +180,24 @@ def test_the_adaptive_section_names_a_threshold_that_misses_what_the_score_ranks
     ranked_not = [run("RBT", attack="tact", seed=s, studies=("adaptive",), f1={"strip": 0.0}, oracle={"strip": 0.5})
                   for s in (0, 1)]
     assert not any(line.startswith("Where a detector") for line in section_adaptive(Runs(ranked_not, 0.3), {}))
+
+
+def test_the_pruning_diagnostic_gives_each_lambda_its_own_row():
+    """Its spread is over seeds: ML-MMDR runs at another λ are another row, not more seeds."""
+    from dataclasses import replace
+
+    from experiments.sections_extended import section_pruning_places
+
+    def with_places(record, falls_at):
+        places = {"s3": {"module": "m", "hook": "output", "channels": 8, "negative_on_triggered": 0.0}}
+        record["prune_places"] = {"subset": 200, "places": places, "curves": {"s3/triggered": curve(falls_at)}}
+        return record
+
+    rbt = with_places(run("RBT"), 0.4)
+    ml = [with_places(run("ML-MMDR", seed=seed), 0.3) for seed in (0, 1)]
+    other_lambda = with_places(run("ML-MMDR"), 0.1)
+    other_lambda["config"] = replace(other_lambda["config"], mlmmdr_lamb=0.1)
+    table = [line for line in section_pruning_places(Runs([rbt, *ml, other_lambda], 0.3)) if line.startswith("| VGG")]
+    assert table == ["| VGG-11 | RBT | 1 | 0.40 ± 0.00 (BA 0.700 ± 0.000) | s3 0.00 |",
+                     "| VGG-11 | ML-MMDR, λ=0.3 | 2 | 0.30 ± 0.00 (BA 0.750 ± 0.000) | s3 0.00 |",
+                     "| VGG-11 | ML-MMDR, λ=0.1 | 1 | 0.10 ± 0.00 (BA 0.850 ± 0.000) | s3 0.00 |"]

@@ -182,17 +182,31 @@ def claim_detection(runs: Runs) -> Claim:
             "RBT's mean ≥ 0.85 and ML-MMDR's ≤ 0.75, partly if it falls by ≥ 0.1", verdict, evidence, PAPER["c4"])
 
 
+def _defended(runs: Runs, at_claims_lambda: bool = True) -> list:
+    """The main grid's ML-MMDR runs with a Neural Cleanse result, at the claims' λ (or at the others)."""
+    return [r for r in runs.main() if r["nc"] and r["config"].method == "ML-MMDR"
+            and (r["config"].mlmmdr_lamb == runs.lamb) == at_claims_lambda]
+
+
 def claim_neural_cleanse(runs: Runs) -> Claim:
-    defended = [r for r in runs.main() if r["nc"] and r["config"].method == "ML-MMDR"]
-    ranks = [(r, target_ranking(r["nc"]["norms"], r["config"].target)) for r in defended]
+    def ranked(records):
+        return [(r, target_ranking(r["nc"]["norms"], r["config"].target)) for r in records]
+
+    def described(ranks):
+        return "; ".join(f"{model_display(r['config'].model_name)} {r['config'].attack_name} {method_label_of(r)}, seed "
+                         f"{r['config'].seed}: target ‖m‖₁ rank {rank['target_l1_rank']}, "
+                         f"{fmt(rank['target_l1_ratio_to_median'], 2)}× the others' median (anomaly index "
+                         f"{fmt(r['nc']['target_anomaly_index'], 2)})" for r, rank in ranks)
+
+    ranks = ranked(_defended(runs))
     singled = [rank["target_l1_rank"] == 1 and rank["target_l1_ratio_to_median"] <= NC_RATIO for _, rank in ranks]
-    evidence = "; ".join(f"{model_display(r['config'].model_name)} {r['config'].attack_name} {method_label_of(r)}: target ‖m‖₁ rank "
-                         f"{rank['target_l1_rank']}, {fmt(rank['target_l1_ratio_to_median'], 2)}× the others' median "
-                         f"(anomaly index {fmt(r['nc']['target_anomaly_index'], 2)})" for r, rank in ranks)
+    beside = ranked(_defended(runs, at_claims_lambda=False))
+    evidence = ". ".join(part for part in (described(ranks), beside and f"At the sweep's other λ (not judged): "
+                                                                    f"{described(beside)}") if part)
     return Claim("C5", "Neural Cleanse still singles out the target by its ℓ1 norm under ML-MMDR (§6.2, Fig. 8)",
-            f"on every defended ML-MMDR run the target's mask has the smallest ℓ1 norm of all classes and at most "
-            f"{NC_RATIO:g}× the others' median; reproduced if all, partly if half (Wang et al.'s anomaly index, > 2 "
-            f"flags, is shown beside)", _verdict(sum(singled) / len(singled)) if singled else "not run",
+            f"on every defended ML-MMDR run at λ = {runs.lamb:g} the target's mask has the smallest ℓ1 norm of all "
+            f"classes and at most {NC_RATIO:g}× the others' median; reproduced if all, partly if half (Wang et al.'s "
+            f"anomaly index, > 2 flags, is shown beside)", _verdict(sum(singled) / len(singled)) if singled else "not run",
             evidence or "no Neural Cleanse result yet", PAPER["c5"])
 
 
@@ -301,7 +315,7 @@ def cases_detection(runs: Runs) -> list:
 
 def cases_neural_cleanse(runs: Runs) -> list:
     return [target_ranking(r["nc"]["norms"], r["config"].target)["target_l1_ratio_to_median"]
-            for r in runs.main() if r["nc"] and r["config"].method == "ML-MMDR"]
+            for r in _defended(runs)]
 
 
 def cases_kernels(runs: Runs) -> list:

@@ -274,7 +274,7 @@ def claim_adaptive(runs: Runs) -> Claim:
     if best:
         verdicts.append(f"hides best: {best}")
     rule = (f"for each adaptive attack and poisoning rate, per (seed, registered detector): its F1 under RBT minus "
-            f"ML-MMDR's (λ = {runs.lamb:g}, mean of the Blended and Patched runs of the same seed at 10%). 'Hides "
+            f"ML-MMDR's (λ = {runs.lamb:g}, mean of the working Blended and Patched runs of the same seed at 10%). 'Hides "
             f"better' if the mean difference is ≤ −{DETECTION_MARGIN:g} with its 95% bootstrap interval below 0, "
             f"'worse' if ≥ {DETECTION_MARGIN:g} above 0, else 'as ML-MMDR does'; a run whose ASR is below "
             f"{ASR_WORKS:g} failed and counts in no comparison; 'not measurable' below {MIN_CASES} cases. 'Hides "
@@ -356,7 +356,7 @@ EXTENDED = (
     Judged(claim_pruning, cases_pruning, "ML-MMDR's minus RBT's pruned ratio where ASR < 0.2, per usable pair",
            f"≥ {PRUNE_MARGIN:g}", PRUNE_MARGIN, by_seed=False),
     Judged(claim_later_detectors, cases_later_detectors,
-           "RBT's minus ML-MMDR's F1 of " + ", ".join(display_name(d) for d in later_detectors()) + ", per cell",
+           "RBT's minus ML-MMDR's F1, per cell × detector, pooled over " + ", ".join(display_name(d) for d in later_detectors()),
            f"≥ {DETECTION_MARGIN:g}", DETECTION_MARGIN),
     Judged(claim_adaptive, cases_adaptive, "an adaptive attack's (RBT) minus ML-MMDR's F1, per seed × detector",
            f"≤ −{DETECTION_MARGIN:g} (hides better)", -DETECTION_MARGIN, by_seed=False),

@@ -49,14 +49,14 @@ def section_setting(settings: dict, runs: Runs) -> list:
             stages.setdefault(stage, []).append(seconds)
     total = sum(sum(v) for v in stages.values())
     invocations = settings.get("invocations", [])
-    # as each invocation ran (recorded since invocations.json holds it; an older entry is taken to
-    # have run as this command does), not as the command writing the report is set
-    ran_as = sorted({(i.get("jobs", settings["jobs"]), i.get("threads", settings["threads"]) or 0)
-                     for i in invocations} or {(settings["jobs"], settings["threads"] or 0)})
-    described = "; ".join(f"CPU threads per run: {threads or 'all cores'}, runs at once: {jobs}"
-                          for jobs, threads in ran_as)
-    wall = (f"about {total / 3600 / ran_as[0][0]:.1f} h of wall time with {ran_as[0][0]} at once" if len(ran_as) == 1
-            else "the invocations ran with different settings")
+    # as each invocation ran, not as the command writing the report is set (an entry written before
+    # invocations.json recorded them says so)
+    ran_as = sorted({(i["jobs"], i["threads"] or 0) if "jobs" in i else (0, 0) for i in invocations})
+    described = "; ".join(f"CPU threads per run: {threads or 'all cores'}, runs at once: {jobs}" if jobs else
+                          "runs at once and threads per run not recorded by an earlier invocation"
+                          for jobs, threads in ran_as) or "no invocation ran stages"
+    wall = (f"about {total / 3600 / ran_as[0][0]:.1f} h of wall time with {ran_as[0][0]} at once"
+            if len(ran_as) == 1 and ran_as[0][0] else "the wall time below")
     lines += ["", f"Wall time per stage, summed over every invocation of the command ({described}): "
                   f"{total / 3600:.1f} h of stage time in all, {wall}. The command's own wall time, over the "
                   f"{len(invocations)} invocation{'s' * (len(invocations) != 1)} that ran stages (each counted to "
@@ -140,9 +140,10 @@ def section_models(runs: Runs, settings: dict) -> list:
         trained = [timings.get(r["config"].run_name, {}).get("train") for r in runs.main()
                    if r["config"].model_name == model]
         widths = {r["config"].width for r in runs.main() if r["config"].model_name == model}
-        rows.append([model_display(model), ", ".join(f"{w:g}" for w in sorted(widths)), len(trained),
-                     fmt(mean_of([t / 60 for t in trained if t]), 1)])
-    lines += markdown_table(["model", "width", "runs", "mean training time (min)"], rows)
+        timed = [t for t in trained if t]
+        rows.append([model_display(model), ", ".join(f"{w:g}" for w in sorted(widths)), len(timed),
+                     fmt(mean_of([t / 60 for t in timed]), 1)])
+    lines += markdown_table(["model", "width", "runs timed", "mean training time (min)"], rows)
     return lines
 
 
@@ -305,13 +306,14 @@ def _pruned_to_the_end(defended: list) -> list:
     whole = [r for r in defended if (pruning_point(r["prune"]) or {}).get("ratio") == 1.0]
     if not whole:
         return []
-    names = "; ".join(f"{model_display(r['config'].model_name)} {r['config'].attack_name} {method_label_of(r)}" for r in whole)
+    names = "; ".join(f"{model_display(r['config'].model_name)} {r['config'].attack_name} {method_label_of(r)} "
+                      f"({r['prune']['layer']})" for r in whole)
     # only App. A's PreActResNet-18 pools its s3 without a ReLU, so only there does this reason apply
     signed = any(r["config"].model_name == "preactresnet18" for r in whole)
     why = (f" A possible reason, which the diagnostic below tests: {model_display('preactresnet18')}'s s3 (App. A) is the last block's "
            "sum, pooled with no ReLU before it, so a channel can carry the trigger through a negative activation, "
            "which pruning by the largest mean activation on triggered inputs removes last." if signed else "")
-    return ["", f"ASR stayed at {PRUNED_ASR:g} or above until every s3 channel was pruned ({whole[0]['prune']['layer']}, ranked "
+    return ["", f"ASR stayed at {PRUNED_ASR:g} or above until every s3 channel was pruned (ranked "
                 f"by '{whole[0]['prune']['rank']}'), where the output is a constant and BA is chance, on: {names}. There "
                 f"pruning did not remove the backdoor at any ratio short of the whole layer.{why}"]
 
@@ -377,9 +379,9 @@ def _tuning_table(runs: Runs) -> list:
                          _erased_scores(found["test_after"])])
     if not rows:
         return []
-    return ["Each tuned model's own choice on its validation set (the RBT model's is the one applied to both "
-            "methods; the ML-MMDR model's is the sensitivity check), and that setting's test BA / ASR on it, "
-            "measured after the choice:", ""] + markdown_table(
+    return ["Each tuning's choice on its run's validation set (the grid tunes on the first seed's RBT run of "
+            "each erased attack and applies that choice to both methods on every seed), and that setting's test "
+            "BA / ASR on the tuned run, measured after the choice:", ""] + markdown_table(
         ["model", "attack", "seed", "method", "defense", "chosen", "validation accuracy", "rule met",
          "after BA / ASR"], rows) + [""]
 

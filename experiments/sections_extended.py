@@ -167,6 +167,8 @@ def section_pruning_places(runs: Runs) -> list:
                                                 f"channels)" for place, info in records[0]["prune_places"]["places"].items())
         for (model, _), records in groups.items() if _ == "RBT")
     subset = found[0]["prune_places"]["subset"]
+    first_curve = next(iter(found[0]["prune_places"]["curves"].values()))
+    step = first_curve[1]["ratio"] - first_curve[0]["ratio"]  # coarser than the prune stage's: its ratios differ
     findings = []
     for model in dict.fromkeys(m for m, _ in groups):
         records = [r for (m, _), rs in groups.items() if m == model for r in rs]
@@ -175,7 +177,8 @@ def section_pruning_places(runs: Runs) -> list:
                         f"{len(records)} runs by " + (", ".join(works) if works else "no place and ranking"))
     return (["### Where pruning removes the backdoor (C8's diagnostic)", "",
              f"Pruned ratio where ASR first falls below {PRUNED_ASR:g} short of the whole layer (mean ± sd over seeds) "
-             f"and BA there, on a seeded {subset}-image test subset, at two places × three rankings: the paper's "
+             f"and BA there, on a seeded {subset}-image test subset in steps of {step:.2g} of the channels, at two "
+             "places × three rankings: the paper's "
              "(s3 by the mean activation on triggered inputs, largest first), by triggered − clean (Neural Cleanse's "
              "ranking), and by |mean activation on triggered inputs|. The places: " + modules + ". The last column: "
              "the share of each place's channels whose mean on triggered inputs is negative (a largest-first ranking "

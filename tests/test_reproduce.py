@@ -153,7 +153,7 @@ def test_a_backdoor_pruned_out_only_with_the_whole_layer_is_called_out():
              "prune": curve([(0.0, 1.0), (0.95, 1.0), (1.0, 0.0)])}
     assert _pruned_to_the_end([works]) == []
     note = _pruned_to_the_end([works, whole])[1]
-    assert "on: PreActResNet-18 patched RBT." in note and "VGG-11" not in note and "no ReLU" in note
+    assert "on: PreActResNet-18 patched RBT (layer4)." in note and "VGG-11" not in note and "no ReLU" in note
 
 
 def test_the_erasing_table_marks_a_collapse_and_never_shows_its_asr():
@@ -296,3 +296,15 @@ def test_a_table_row_with_a_cell_too_many_is_refused():
     assert markdown_table(["a", "b"], [[1, 2]]) == ["| a | b |", "|---|---|", "| 1 | 2 |"]
     with pytest.raises(ValueError, match="a row of 3 cells under 2 headings"):
         markdown_table(["a", "b"], [[1, 2, 3]])
+
+
+def test_neural_cleanse_is_judged_at_the_claims_lambda_with_the_others_shown_beside():
+    from experiments.claims import claim_neural_cleanse
+
+    records = [record("RBT", 0, [12.0, 12.0, 12.0], 0.5, [1.0, 1.0, 1.0], flagged=True),
+               record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], flagged=True),
+               record("ML-MMDR", 0.1, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], flagged=False)]
+    claim = claim_neural_cleanse(Runs(records, 0.3))
+    assert claim.verdict == "reproduced"  # pooled with λ = 0.1's run it would be 'partly'
+    assert "At the sweep's other λ (not judged): VGG-11 patched ML-MMDR, λ=0.1, seed 0: target ‖m‖₁ rank 3" in claim.evidence
+    assert claim_neural_cleanse(Runs(records[:1] + records[2:], 0.3)).verdict == "not run"

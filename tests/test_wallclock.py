@@ -48,8 +48,8 @@ def test_the_report_states_the_settings_the_stages_ran_with_not_the_reporting_co
     ran = {"started": "s", "wall_s": 3600.0, "runs_finished": 1, "jobs": 2, "threads": 1}
     text = "\n".join(section_setting({**settings, "invocations": [ran, ran]}, Runs([], 0.3)))
     assert "(CPU threads per run: 1, runs at once: 2): 2.0 h of stage time in all, about 1.0 h of wall time" in text
-    older = {key: value for key, value in ran.items() if key not in ("jobs", "threads")}  # before they were recorded
+    older = {key: value for key, value in ran.items() if key not in ("jobs", "threads")}  # not the reporting command's
     text = "\n".join(section_setting({**settings, "invocations": [ran, older]}, Runs([], 0.3)))
-    assert ("CPU threads per run: all cores, runs at once: 1; CPU threads per run: 1, runs at once: 2): 2.0 h of "
-            "stage time in all, the invocations ran with different settings") in text
+    assert ("(runs at once and threads per run not recorded by an earlier invocation; CPU threads per run: 1, "
+            "runs at once: 2): 2.0 h of stage time in all, the wall time below") in text
 

@@ -199,7 +199,7 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     assert "![all claims: seeds](figs/claims_seeds.png)" in report and (tmp_path / "figs" / "claims_seeds.png").is_file()
     assert "![C10, C11: detection against BA](figs/adaptive_detection_ba.png)" in report
     assert "over 2 seeds (0: " in report  # each claim's statistic, seed by seed
-    assert "Each tuned model's own choice" in report and "| teacher BA / ASR |" in report
+    assert "Each tuning's choice on its run's validation set" in report and "| teacher BA / ASR |" in report
     timings = json.loads((tmp_path / "runs" / "timings.json").read_text())
     runs = ["digits_vgg11_adaptive_blend_mlmmdr_0.3_all_w0.125_n300", "digits_vgg11_adaptive_blend_mlmmdr_0.3_all_w0.125_n300_seed1",
             "digits_vgg11_adaptive_blend_w0.125_n300", "digits_vgg11_adaptive_blend_w0.125_n300_seed1",

@@ -140,8 +140,16 @@ def activation_clustering(features, n_components: int = 10, reduce: str = "pca",
                      info=info)
 
 
+def top_singular_direction(features) -> np.ndarray:
+    """The top right singular vector of the centred features: spectral signatures' direction, which
+    both score forms share (computed once per pool by the protocol; an SVD is most of SS's cost)."""
+    matrix = _as_matrix(features)
+    _, _, vt = np.linalg.svd(matrix - matrix.mean(0, keepdims=True), full_matrices=False)
+    return vt[0]
+
+
 def spectral_signatures(features, expected_fraction: float, removal_factor: float = 1.5,
-                        score: str = "centred") -> Detection:
+                        score: str = "centred", direction: np.ndarray = None) -> Detection:
     """Spectral signatures (Tran et al. 2018; paper §3.3): "1) Perform singular vector
     decomposition on the centered features. 2) Calculate the outlier scores with the top right
     singular vector. 3) Remove data with the top-k scores."
@@ -153,15 +161,16 @@ def spectral_signatures(features, expected_fraction: float, removal_factor: floa
 
     Own rule: remove the top ``removal_factor``·ε·N scores, ε the expected malicious fraction
     (Tran et al.: 1.5). The oracle thresholds the *signed* projection in either direction, since
-    the squared score folds both sides together.
+    the squared score folds both sides together. ``direction``: ``top_singular_direction(features)``
+    when the caller already has it.
     """
     if score not in SS_SCORES:
         raise ValueError(f"unknown SS score '{score}'; use one of {SS_SCORES}")
     matrix = _as_matrix(features)
     centred = matrix - matrix.mean(0, keepdims=True)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    projection = centred @ vt[0]
-    scores = projection ** 2 if score == "centred" else np.abs(matrix @ vt[0])
+    direction = top_singular_direction(matrix) if direction is None else direction
+    projection = centred @ direction
+    scores = projection ** 2 if score == "centred" else np.abs(matrix @ direction)
     count = min(len(scores), int(round(removal_factor * expected_fraction * len(scores))))
     flagged = np.zeros(len(scores), dtype=bool)
     flagged[np.argsort(-scores, kind="stable")[:count]] = True
@@ -216,7 +225,8 @@ def _run_ac(inputs, options, seed: int) -> Detection:
 def _run_ss(inputs, options, seed: int) -> Detection:
     protocol = inputs.protocol
     expected = inputs.expected_malicious / max(len(inputs.features), 1)
-    results = {score: spectral_signatures(inputs.features, expected, protocol.ss_removal_factor, score)
+    direction = top_singular_direction(inputs.features)
+    results = {score: spectral_signatures(inputs.features, expected, protocol.ss_removal_factor, score, direction)
                for score in SS_SCORES}
     main = results[protocol.ss_score]
     main.variants = results

@@ -121,3 +121,22 @@ def test_ss_scores_centred_and_uncentred():
     code = defenses.spectral_signatures(features, 0.5, score="uncentred")
     assert np.allclose(paper.scores, (centred @ v) ** 2)
     assert np.allclose(code.scores, np.abs(features @ v))
+
+
+def test_both_ss_score_forms_read_one_direction_the_top_right_singular_vector():
+    """The protocol computes the SVD once per pool and hands it to both forms: their scores are
+    the direct formulas' on that vector, bit for bit as when each form computed it."""
+    from defenses.detection import SS_SCORES, top_singular_direction
+
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(60, 12))
+    features[:10] += 2.0
+    centred = features - features.mean(0, keepdims=True)
+    top = np.linalg.svd(centred, full_matrices=False)[2][0]
+    assert np.array_equal(top_singular_direction(features), top)
+    expected = {"centred": (centred @ top) ** 2, "uncentred": np.abs(features @ top)}
+    for score in SS_SCORES:
+        shared = defenses.spectral_signatures(features, 1 / 6, score=score, direction=top)
+        alone = defenses.spectral_signatures(features, 1 / 6, score=score)
+        assert np.array_equal(shared.scores, expected[score]) and np.array_equal(alone.scores, expected[score])
+        assert np.array_equal(shared.flagged, alone.flagged)

@@ -8,8 +8,10 @@ run was interrupted mid-training, resumes it from its last finished epoch).
                       --slurm_gpus GPUs on --slurm_partition for --slurm_time minutes; a task with
                       several GPUs trains its run with DDP (one process per GPU)
 """
+import contextlib
 import os
 import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -240,17 +242,59 @@ def run_local(named_tasks: list, executor, parallel: int, gpus: GpuSlots, on_res
 
 
 def _stop(handles: list, grace_s: float = 30.0) -> None:
-    """Interrupt local jobs (SIGINT, which submitit's controller forwards to the task) and wait for
-    them to exit, killing any still running after ``grace_s``."""
-    for handle in handles:
+    """Stop local jobs and the task process each one started, and wait for them to exit.
+
+    A job is submitit's controller process, which runs the task as its child. SIGINT (submitit's
+    ``cancel``) makes the controller interrupt its task and kill it a second later; but a command
+    started in the background (``nohup … &``) inherits SIGINT ignored, and then nothing happens.
+    Killing the controller alone would leave its task orphaned, still running its run. So whatever
+    still runs after ``grace_s`` (at once, for a controller that ignores SIGINT) is killed, the
+    task and what it started before the controller: every stage writes atomically and training
+    resumes from its last finished epoch, so a killed run loses only its unfinished epoch."""
+    live = [handle for handle in handles if _process_of(handle) is not None]
+    for handle in live:
         handle.cancel(check=False)
-    deadline = time.time() + grace_s
-    while any(not handle.done() for handle in handles) and time.time() < deadline:
+    deadline = time.time() + (0.0 if all(_ignores_sigint(_process_of(h).pid) for h in live) else grace_s)
+    while any(not handle.done() for handle in live) and time.time() < deadline:
         time.sleep(0.2)
-    for handle in handles:
-        process = getattr(handle, "_process", None)
-        if process is not None and process.poll() is None:
-            process.kill()
+    for handle in live:
+        process = _process_of(handle)
+        if process is None:
+            continue
+        for pid in _descendants(process.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        process.kill()
+        process.wait()
+
+
+def _process_of(handle):
+    """The running controller process of a local job, or None once it has exited."""
+    process = getattr(handle, "_process", None)
+    return process if process is not None and process.poll() is None else None
+
+
+def _ignores_sigint(pid: int) -> bool:
+    """Whether process ``pid`` ignores SIGINT (Linux's /proc/PID/status SigIgn mask; False elsewhere)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), "0")
+    return bool(int(mask, 16) >> (signal.SIGINT - 1) & 1)
+
+
+def _descendants(pid: int) -> list:
+    """The processes below ``pid``, parents before their children (Linux's /proc; empty elsewhere)."""
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop(0)
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            with contextlib.suppress(OSError):  # a process that exits meanwhile
+                pids = [int(child) for child in children.read_text().split()]
+                found += pids
+                frontier += pids
+    return found
 
 
 def _first_line(error: Exception, name: str, handle) -> str:

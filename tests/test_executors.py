@@ -3,6 +3,7 @@ device count), the Slurm request, inherited distributed variables, a refused req
 count from the allocation, and a failed local job that stops the others."""
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,78 @@ def test_a_failed_local_job_stops_the_others_before_the_error(tmp_path):
 
     running = subprocess.run(["pgrep", "-f", f"submitit.local._local {tmp_path}"], capture_output=True, text=True)
     assert running.stdout.split() == []  # no job left behind holding its run's lock
+
+
+def sleep_long_recording_pid(path):
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(120)
+    return "finished"
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+STOP_UNDER_NOHUP = """
+import functools, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # what 'nohup … &' passes down to the grid and its jobs
+from pipeline.executors import GpuSlots, make_executor, run_local
+from tests.test_executors import fail_fast, sleep_long_recording_pid
+from utils.errors import UserError
+slow = functools.partial(sleep_long_recording_pid, sys.argv[2])
+try:
+    run_local([("slow", slow), ("broken", fail_fast)], make_executor("local", sys.argv[1]), parallel=2, gpus=GpuSlots(0))
+except UserError as error:
+    print(error)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads processes from Linux's /proc")
+def test_a_job_that_ignores_sigint_is_stopped_with_its_task_not_orphaned(tmp_path):
+    """Started in the background, the grid's jobs ignore SIGINT: stopping them must still end the
+    task process that runs the stages, not only submitit's controller above it."""
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "task.pid"
+    root = Path(__file__).resolve().parents[1]
+    started = time.time()
+    done = subprocess.run([sys.executable, "-c", STOP_UNDER_NOHUP, str(tmp_path / "jobs"), str(pid_file)], cwd=root,
+                          capture_output=True, text=True, timeout=110, env={**os.environ, "PYTHONPATH": str(root)})
+    assert "the task of broken failed" in done.stdout, done.stdout + done.stderr
+    assert time.time() - started < 100  # the 120 s task was stopped, not waited for
+    task = int(pid_file.read_text())
+    deadline = time.time() + 10
+    while alive(task) and time.time() < deadline:  # SIGKILL is delivered asynchronously
+        time.sleep(0.1)
+    assert not alive(task)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads processes from Linux's /proc")
+def test_the_process_tree_and_the_ignored_sigint_are_read_from_proc():
+    import signal
+    import subprocess
+
+    from pipeline.executors import _descendants, _ignores_sigint
+
+    shell = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30; wait"])
+    ignoring = subprocess.Popen(["sleep", "30"], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.time() + 10
+        while len(_descendants(shell.pid)) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(_descendants(shell.pid)) == 2  # its two sleeps
+        assert _descendants(ignoring.pid) == []
+        assert _ignores_sigint(ignoring.pid) and not _ignores_sigint(shell.pid)
+    finally:
+        for process in (shell, ignoring):
+            process.kill()
+            process.wait()
 
 
 def test_the_slurm_request_kills_every_rank_on_a_bad_exit_and_asks_for_memory(tmp_path):

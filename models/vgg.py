@@ -5,6 +5,8 @@ after stage 5, global average pooling and a single linear classifier.
 """
 import torch.nn as nn
 
+from models.pooling import MaxPool2x2
+
 # Channels per conv, "M" = 2×2 max-pool between stages. Stage 5 is not followed by a pool.
 CONFIGS = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -29,7 +31,7 @@ class VGG(nn.Module):
         for item in CONFIGS[name]:
             if item == "M":
                 relu_at_stage_end.append(len(layers) - 1)
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                layers.append(MaxPool2x2())
                 continue
             out_channels = scaled(item, width)
             layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),

@@ -104,3 +104,43 @@ def test_unknown_model_is_a_clear_error():
 
     with pytest.raises(UserError, match="unknown model 'vgg19'; choose one of"):
         models.build("vgg19")
+
+
+def test_the_pairwise_max_pool_gives_max_pool2d_bits_and_max_pool2d_gradients():
+    import torch.nn.functional as F
+
+    from models.pooling import max_pool_2x2, pairwise_max_2x2
+
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(4, 3, 9, 10))  # an odd height; ReLU's zeros tie
+    x[:, :, 2:6, 2:6] = 0.5                   # positive ties, as the zero-padded border of an image gives
+    assert torch.equal(pairwise_max_2x2(x), F.max_pool2d(x, 2, 2))
+    # where a gradient flows it is max_pool2d's: all of it to the first of tied inputs, none split
+    ours, reference = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    max_pool_2x2(ours).sum().backward()
+    F.max_pool2d(reference, 2, 2).sum().backward()
+    assert torch.equal(ours.grad, reference.grad)
+    assert ours.grad[0, 0, 2:4, 2:4].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def test_vgg_trains_and_predicts_the_same_bits_as_with_torchs_max_pool():
+    import copy
+
+    torch.manual_seed(0)
+    ours = models.build("vgg11", width=0.125)
+    reference = copy.deepcopy(ours)
+    for index, module in enumerate(reference.features):
+        if isinstance(module, torch.nn.MaxPool2d):
+            reference.features[index] = torch.nn.MaxPool2d(kernel_size=2, stride=2)
+    images = torch.nn.functional.pad(torch.rand(16, 3, 28, 28), (2, 2, 2, 2))
+    labels = torch.randint(0, 10, (16,))
+    for model in (ours, reference):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(2):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+        model.eval()
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), reference.state_dict().values()))
+    with torch.no_grad():
+        assert torch.equal(ours(images), reference(images))

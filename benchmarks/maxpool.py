@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Time VGG's 2×2 max-pool at inference: torch's max_pool2d against the pairwise maxima that
+models/pooling.py uses on a CPU; prints one JSON object.
+
+    python benchmarks/maxpool.py [--model_name vgg11] [--width 0.25] [--batch_size 512] [--threads 1]
+
+pools:    per pool of the model (its input shape), the median ms of max_pool2d and of the maxima,
+          and whether their outputs are the same bits
+forward:  the median ms of the whole model's inference forward with each (the same weights)
+"""
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import models  # noqa: E402
+from models.pooling import pairwise_max_2x2  # noqa: E402
+
+
+def median_ms(function, rounds: int) -> float:
+    function()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return round(1e3 * statistics.median(times), 2)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name", default="vgg11", choices=("vgg11", "vgg16"))
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (the grid runs each run on 1)")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = models.build(args.model_name, width=args.width).eval()
+    reference = copy.deepcopy(model)
+    for index, module in enumerate(reference.features):
+        if isinstance(module, torch.nn.MaxPool2d):
+            reference.features[index] = torch.nn.MaxPool2d(kernel_size=2, stride=2)
+    images = F.pad(torch.rand(args.batch_size, 3, 28, 28), (2, 2, 2, 2))
+    inputs = []
+    hooks = [module.register_forward_pre_hook(lambda m, i: inputs.append(i[0]))
+             for module in model.features if isinstance(module, torch.nn.MaxPool2d)]
+    with torch.no_grad():
+        model(images)
+        for hook in hooks:
+            hook.remove()
+        pools = [{"input": list(x.shape), "max_pool2d_ms": median_ms(lambda: F.max_pool2d(x, 2, 2), args.rounds),
+                  "pairwise_ms": median_ms(lambda: pairwise_max_2x2(x), args.rounds),
+                  "same_bits": torch.equal(F.max_pool2d(x, 2, 2), pairwise_max_2x2(x))} for x in inputs]
+        forward = {"max_pool2d_ms": median_ms(lambda: reference(images), args.rounds),
+                   "pairwise_ms": median_ms(lambda: model(images), args.rounds),
+                   "same_bits": torch.equal(reference(images), model(images))}
+    print(json.dumps({"model": args.model_name, "width": args.width, "batch_size": args.batch_size,
+                      "threads": args.threads, "device": "cpu", "pools": pools, "forward": forward}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -60,7 +60,10 @@ def section_setting(settings: dict, runs: Runs) -> list:
     lines += ["", f"Wall time per stage, summed over every invocation of the command ({described}): "
                   f"{total / 3600:.1f} h of stage time in all, {wall}. The command's own wall time, over the "
                   f"{len(invocations)} invocation{'s' * (len(invocations) != 1)} that ran stages (each counted to "
-                  f"its last minute): {sum(i['wall_s'] for i in invocations) / 3600:.1f} h.", ""]
+                  f"its last minute): {sum(i['wall_s'] for i in invocations) / 3600:.1f} h."]
+    if settings.get("budget") and len(ran_as) == 1 and ran_as[0][0]:
+        lines[-1] += " " + against_budget(settings["budget"], total / 3600 / ran_as[0][0], done < settings["stages"][1])
+    lines += [""]
     # the median beside the mean: a stage that shared the cores with other work (a test run, a
     # restart's catch-up) inflates the mean, not the median
     lines += markdown_table(["stage", "runs", "total (min)", "per run, mean (min)", "per run, median (min)"],
@@ -69,13 +72,26 @@ def section_setting(settings: dict, runs: Runs) -> list:
     return lines
 
 
+def against_budget(budget: dict, hours: float, partial: bool) -> str:
+    """The stage time's wall hours against the profile's budget: a stage counts once, with its last
+    time, so runs retrained only because a session ended without their checkpoints (the results
+    archive keeps none) are in the command's own wall time and not here."""
+    text = (f"The {budget['profile']} profile is sized for {budget['hours']:g} h of wall time on {budget['cores']} "
+            f"CPU cores; ")
+    if partial:
+        return text + f"the finished stages have taken {hours:.1f} h of it."
+    verdict = ("within it" if hours <= budget["hours"] else f"over it by {hours - budget['hours']:.1f} h")
+    return text + f"this grid's stages took {hours:.1f} h, {verdict}."
+
+
 def section_summary(judged: list) -> list:
     """The first screen: each claim's verdict, whether the seeds agree, and the spread of what its rule
-    reads. C1–C8 are the paper's; C9–C11 are questions the paper could not ask."""
+    reads. C1–C6 and C8 are the paper's; C7 and C9–C11 are questions the paper could not ask."""
     rows = [(c.id, c.statement, f"**{c.verdict}**{seed_agreement(c.per_seed)}", describe(c.spread)) for c in judged]
     return ["## Verdicts at a glance", "",
-            "C1–C8 are the paper's claims, C9–C11 new questions; each verdict pools every seed, under the rule stated "
-            "with it in the Claims section below, and says where a seed alone would give another.", ""] + markdown_table(
+            "C1–C6 and C8 are the paper's claims, C7 and C9–C11 new questions; each verdict pools every seed, under "
+            "the rule stated with it in the Claims section below, and says where a seed alone would give another.",
+            ""] + markdown_table(
         ["", "claim", "verdict", "across seeds: the rule's statistic, mean ± sd over seeds, and its 95% bootstrap "
                                  "interval"], rows)
 

@@ -53,3 +53,19 @@ def test_the_report_states_the_settings_the_stages_ran_with_not_the_reporting_co
     assert ("(runs at once and threads per run not recorded by an earlier invocation; CPU threads per run: 1, "
             "runs at once: 2): 2.0 h of stage time in all, the wall time below") in text
 
+
+
+def test_the_report_measures_the_stage_time_against_the_profiles_budget():
+    from experiments.records import Runs
+    from experiments.sections import section_setting
+
+    settings = {"command": "c", "versions": "v", "machine": "m", "facts": {}, "jobs": 2, "threads": 1,
+                "invocations": [{"started": "s", "wall_s": 3600.0, "runs_finished": 1, "jobs": 2, "threads": 1}],
+                "budget": {"profile": "full", "hours": 10, "cores": 2}}
+    finished = {**settings, "stages": (3, 3), "timings": {"a": {"train": 72000.0}, "b": {"train": 14400.0}}}  # 24 h at 2 at once
+    assert ("The full profile is sized for 10 h of wall time on 2 CPU cores; this grid's stages took 12.0 h, over it "
+            "by 2.0 h.") in "\n".join(section_setting(finished, Runs([], 0.3)))
+    within = {**finished, "timings": {"a": {"train": 3600.0 * 19}}}
+    assert "this grid's stages took 9.5 h, within it." in "\n".join(section_setting(within, Runs([], 0.3)))
+    partial = {**finished, "stages": (2, 3)}
+    assert "the finished stages have taken 12.0 h of it." in "\n".join(section_setting(partial, Runs([], 0.3)))

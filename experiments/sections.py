@@ -36,7 +36,8 @@ def section_setting(settings: dict, runs: Runs) -> list:
     if done < total:
         lines += [f"**Partial report: {done} of {total} stages finished.** The command resumes the rest; until "
                   "then every table and verdict reads only the finished runs, and a dash marks a missing value.", ""]
-    lines += [f"- versions: {settings['versions']}", f"- machine: {settings['machine']}"]
+    lines += [f"- versions (of the command that wrote this report; each run's config.json records the torch and "
+              f"Python it trained with): {settings['versions']}", "- machine: " + machines_of(settings)]
     lines += [f"- {key}: {value}" for key, value in settings["facts"].items()]
     if settings.get("cuts"):
         lines += ["- cut to fit the grid's time budget: " + "; ".join(settings["cuts"])]
@@ -70,6 +71,18 @@ def section_setting(settings: dict, runs: Runs) -> list:
                             [(stage, len(v), f"{sum(v) / 60:.1f}", f"{statistics.mean(v) / 60:.1f}",
                               f"{statistics.median(v) / 60:.1f}") for stage, v in stages.items()])
     return lines
+
+
+def machines_of(settings: dict) -> str:
+    """The machines the stages ran on, as each invocation recorded it (host: device, cores, CPU kernels),
+    and the one that wrote the report when it differs (where the CPU kernels differ, a run restored
+    from the archive keeps its records only if it is the same model bit for bit)."""
+    ran_on = list(dict.fromkeys(i["machine"].split(": ", 1)[-1] for i in settings.get("invocations", [])
+                                if i.get("machine")))
+    if not ran_on:
+        return settings["machine"]
+    text = "the stages ran on " + "; ".join(ran_on)
+    return text if ran_on == [settings["machine"]] else text + f"; this report was written on {settings['machine']}"
 
 
 def against_budget(budget: dict, hours: float, partial: bool) -> str:

@@ -69,3 +69,20 @@ def test_the_report_measures_the_stage_time_against_the_profiles_budget():
     assert "this grid's stages took 9.5 h, within it." in "\n".join(section_setting(within, Runs([], 0.3)))
     partial = {**finished, "stages": (2, 3)}
     assert "the finished stages have taken 12.0 h of it." in "\n".join(section_setting(partial, Runs([], 0.3)))
+
+
+def test_the_report_names_the_machines_the_stages_ran_on_not_only_the_writers():
+    from experiments.sections import machines_of
+
+    ran = [{"machine": "vm: CPU, 2 cores, x86_64, AVX2"}, {"machine": "vm: CPU, 2 cores, x86_64, AVX512"},
+           {"machine": "other: CPU, 2 cores, x86_64, AVX512"}, {"wall_s": 60.0}]
+    assert machines_of({"machine": "CPU, 2 cores, x86_64, AVX512", "invocations": ran}) == (
+        "the stages ran on CPU, 2 cores, x86_64, AVX2; CPU, 2 cores, x86_64, AVX512; this report was written on "
+        "CPU, 2 cores, x86_64, AVX512")
+    assert machines_of({"machine": "GPU", "invocations": ran[1:3]}) == ("the stages ran on CPU, 2 cores, x86_64, "
+                                                                         "AVX512; this report was written on GPU")
+    assert machines_of({"machine": "GPU", "invocations": ran[1:2]}) == ("the stages ran on CPU, 2 cores, x86_64, "
+                                                                         "AVX512; this report was written on GPU")
+    assert machines_of({"machine": "CPU, 2 cores, x86_64, AVX512", "invocations": ran[1:3]}) == (
+        "the stages ran on CPU, 2 cores, x86_64, AVX512")
+    assert machines_of({"machine": "GPU", "invocations": []}) == "GPU"

@@ -186,8 +186,14 @@ def claim_later_detectors(runs: Runs) -> Claim:
     separability = "; ".join(
         f"{lv} {fmt(mean_of([separability_of(r, lv) for r, _ in cells]))} → "
         f"{fmt(mean_of([separability_of(m, lv) for _, m in cells]))}" for lv in LEVELS)
+    # where the control moved, by attack: the reader can tell one attack's change from a general one
+    by_attack = [f"{display_name(detector)} (control) by attack: " + ", ".join(
+        f"{attack} {fmt(mean_of([detector_f1(r, detector) for r, _ in pairs]))} → "
+        f"{fmt(mean_of([detector_f1(m, detector) for _, m in pairs]))}"
+        for attack, pairs in _by_attack(runs).items()) for detector, found in controls.items()
+        if found["verdict"] == "changed"]
     evidence = ("mean F1 RBT → ML-MMDR over models, attacks and seeds: " + "; ".join(parts)
-                + (". " + "; ".join(flagged) if flagged else "")
+                + (". " + "; ".join(flagged) if flagged else "") + (". " + "; ".join(by_attack) if by_attack else "")
                 + f". Detector-free separability (5-fold linear SVM accuracy): {separability}")
     subjects = [judged[d]["verdict"] for d in later_detectors()]
     verdict = ("not measurable" if not subjects or all(v == NOT_MEASURABLE for v in subjects) else
@@ -201,6 +207,15 @@ def claim_later_detectors(runs: Runs) -> Claim:
             f"'not measurable' below {MIN_CASES} cells")
     return Claim("C9", "New: does ML-MMDR lower the detection of SPECTRE, SCAn and Beatrix as it lowers AC's, SS's "
                        "and SR's, with STRIP (no representation) unchanged?", rule, verdict, evidence, PAPER["new"])
+
+
+def _by_attack(runs: Runs) -> dict:
+    """{attack: [(RBT record, ML-MMDR record)]} over the models and seeds of C9's cells."""
+    found = {}
+    for _, attack, rbt, _, ml in runs.cells():
+        if ml:
+            found.setdefault(attack, []).append((rbt, ml))
+    return found
 
 
 def cases_later_detectors(runs: Runs) -> list:

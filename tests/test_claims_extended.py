@@ -108,6 +108,9 @@ def test_c9_later_detectors_rule():
     assert detector_f1(run("ML-MMDR", f1=later(0.9), flagged=False), "scan") == 0.0
     same = claim_later_detectors(Runs(cells(0.9, 0.9, strip_ml=0.3), 0.3))
     assert same.verdict.startswith("SPECTRE not lowered") and "STRIP (control) changed" in same.verdict
+    # a changed control is shown by attack, to tell one attack's change from a general one
+    assert "STRIP (control) by attack: patched 0.800 → 0.300, blended 0.800 → 0.300, sig 0.800 → 0.300" in same.evidence
+    assert "by attack" not in lowered.evidence
     assert claim_later_detectors(Runs(cells(0.9, 0.5, count=2), 0.3)).verdict == "not measurable"
 
 

@@ -336,15 +336,15 @@ def _pruned_to_the_end(defended: list) -> list:
     if not whole:
         return []
     names = "; ".join(f"{model_display(r['config'].model_name)} {r['config'].attack_name} {method_label_of(r)} "
-                      f"({r['prune']['layer']})" for r in whole)
+                      f"({r['prune']['layer']}, ranked by '{r['prune']['rank']}')" for r in whole)
     # only App. A's PreActResNet-18 pools its s3 without a ReLU, so only there does this reason apply
     signed = any(r["config"].model_name == "preactresnet18" for r in whole)
     why = (f" A possible reason, which the diagnostic below tests: {model_display('preactresnet18')}'s s3 (App. A) is the last block's "
            "sum, pooled with no ReLU before it, so a channel can carry the trigger through a negative activation, "
            "which pruning by the largest mean activation on triggered inputs removes last." if signed else "")
-    return ["", f"ASR stayed at {PRUNED_ASR:g} or above until every s3 channel was pruned (ranked "
-                f"by '{whole[0]['prune']['rank']}'), where the output is a constant and BA is chance, on: {names}. There "
-                f"pruning did not remove the backdoor at any ratio short of the whole layer.{why}"]
+    return ["", f"ASR stayed at {PRUNED_ASR:g} or above until every s3 channel was pruned, where the output is a "
+                f"constant and BA is chance, on: {names}. There pruning did not remove the backdoor at any ratio short "
+                f"of the whole layer.{why}"]
 
 
 def _erased_scores(scores: dict) -> str:

@@ -204,3 +204,13 @@ def test_the_pruning_diagnostic_gives_each_lambda_its_own_row():
     assert table == ["| VGG-11 | RBT | 1 | 0.40 ± 0.00 (BA 0.700 ± 0.000) | s3 0.00 |",
                      "| VGG-11 | ML-MMDR, λ=0.3 | 2 | 0.30 ± 0.00 (BA 0.750 ± 0.000) | s3 0.00 |",
                      "| VGG-11 | ML-MMDR, λ=0.1 | 1 | 0.10 ± 0.00 (BA 0.850 ± 0.000) | s3 0.00 |"]
+
+
+def test_the_whole_layer_note_names_each_runs_own_layer_and_ranking():
+    from experiments.sections import _pruned_to_the_end
+
+    by_activation, by_difference = run("RBT", prune_at=1.0), run("ML-MMDR", prune_at=1.0)
+    by_difference["prune"] = {**by_difference["prune"], "layer": "y", "rank": "difference"}
+    text = _pruned_to_the_end([by_activation, by_difference, run("RBT", seed=1, prune_at=0.3)])[1]
+    assert "VGG-11 patched RBT (x, ranked by 'triggered'); VGG-11 patched ML-MMDR, λ=0.3 (y, ranked by 'difference')." in text
+    assert _pruned_to_the_end([run("RBT", prune_at=0.3)]) == []

@@ -344,7 +344,8 @@ class Judged:
 JUDGED = (
     Judged(claim_differences, cases_differences, "share of RBT ARO values above 2.0",
            "≥ 0.9 (reproduced), ≥ 0.5 (partly)", 0.9),
-    Judged(claim_reduction, cases_reduction, "ML-MMDR's MMD² over RBT's, the largest of s1–s3, per model × attack",
+    Judged(claim_reduction, cases_reduction, "ML-MMDR's MMD² over RBT's at the claims' λ (the one every seed has), the largest of s1–s3, "
+           "per model × attack",
            "< 1", 1.0),
     Judged(claim_single_level, cases_single_level, "SL-MMDR's minus ML-MMDR's mean F1 at s1/s2, per model × attack",
            "≥ 0.1", 0.1),

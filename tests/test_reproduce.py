@@ -153,7 +153,7 @@ def test_a_backdoor_pruned_out_only_with_the_whole_layer_is_called_out():
              "prune": curve([(0.0, 1.0), (0.95, 1.0), (1.0, 0.0)])}
     assert _pruned_to_the_end([works]) == []
     note = _pruned_to_the_end([works, whole])[1]
-    assert "on: PreActResNet-18 patched RBT (layer4)." in note and "VGG-11" not in note and "no ReLU" in note
+    assert "on: PreActResNet-18 patched RBT (layer4, ranked by 'triggered')." in note and "VGG-11" not in note and "no ReLU" in note
 
 
 def test_the_erasing_table_marks_a_collapse_and_never_shows_its_asr():

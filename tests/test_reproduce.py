@@ -87,10 +87,10 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
 
 
 def record(method, lamb, mmd, intra, f1, ba=0.9, asr=1.0, flagged=None, model="vgg11", kernel="gmk2",
-           studies=("lambda",), erased=None):
+           studies=("lambda",), erased=None, seed=0):
     layer = "last" if method == "SL-MMDR" else "all"
     config = RunConfig(data_name="digits", model_name=model, attack_name="patched", mlmmdr_lamb=lamb,
-                       mlmmdr_layer=layer, kernel=kernel)
+                       mlmmdr_layer=layer, kernel=kernel, seed=seed)
     levels = {lv: {m: {"attack": mmd[i], "intra": intra, "inter": 10.0} for m in ("mmd2", "ed2", "swd1")}
               for i, lv in enumerate(("s1", "s2", "s3"))}
     pool = {"N": 500, "ratio": 1.0,
@@ -142,6 +142,13 @@ def test_claim_verdicts_follow_their_rules():
     assert kernels.verdict == "partly reproduced"
     assert "with the attack kept: 1/2 kernels" in kernels.evidence and "not kept (its F1 counts for nothing): LK seed 0 (BA 0.100" in kernels.evidence
     assert kernels.spread.cases == 1  # the failed kernel is no case of the statistic either
+    # failed on two seeds: both are named
+    records += [record("RBT", 0, [12.0, 12.0, 12.0], 0.5, [1.0, 1.0, 1.0], seed=1),
+                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], studies=("lambda", "kernel"), seed=1),
+                record("ML-MMDR", 0.3, [0.1, 0.1, 0.1], 0.5, [0.4, 0.4, 0.4], ba=0.2, kernel="lk", studies=("kernel",),
+                       seed=1)]
+    kernels = next(c for c in claims(Runs(records, 0.3)) if c.id == "C6")
+    assert "LK seed 0 (BA 0.100" in kernels.evidence and "LK seed 1 (BA 0.200" in kernels.evidence
 
 
 def test_a_backdoor_pruned_out_only_with_the_whole_layer_is_called_out():

@@ -102,7 +102,7 @@ def claim_differences(runs: Runs) -> Claim:
 
 
 def claim_reduction(runs: Runs) -> Claim:
-    combos, parts = [], []
+    combos, parts = {}, []  # {(model, λ, attack): [passes, one per seed]}
     for model in runs.models():
         for lamb in runs.lambdas(model):
             reduced_cells, kept_attacks, attacks = 0, 0, 0
@@ -118,10 +118,11 @@ def claim_reduction(runs: Runs) -> Claim:
                 cells += len(LEVELS)
                 kept = _attack_kept(rbt, ml)
                 kept_attacks += kept
-                combos.append(all(reduced) and kept)
+                combos.setdefault((model, lamb, attack), []).append(all(reduced) and kept)
             if attacks:
                 parts.append(f"{model_display(model)} λ={lamb:g}: MMD² lower in {reduced_cells}/{cells} seed × attack × "
-                             f"level cells, attack kept in {kept_attacks}/{attacks}")
+                             f"level cells, attack kept in {kept_attacks}/{attacks} seed × attack")
+    passed = [all(per_seed) for per_seed in combos.values()]  # a (model, attack, λ) passes on every seed it ran
     at = [(rbt, ml) for _, _, rbt, _, ml in runs.cells() if ml]
     means = {"BA": (mean_of([metric_of(r, "ba") for r, _ in at]), mean_of([metric_of(m, "ba") for _, m in at])),
              "ASR": (mean_of([metric_of(r, "asr") for r, _ in at]), mean_of([metric_of(m, "asr") for _, m in at]))}
@@ -131,8 +132,9 @@ def claim_reduction(runs: Runs) -> Claim:
                 + ", ARO " + " / ".join(fmt(a, 2) for _, a, _ in aro) + " → " + " / ".join(fmt(b, 2) for _, _, b in aro))
     return Claim("C2", "ML-MMDR reduces the differences at every level, with BA and ASR kept, for every λ (§5, Fig. 3)",
             f"per model, attack and λ: ML-MMDR's MMD² below RBT's at s1, s2 and s3, BA within ±{KEPT_BA:g} of RBT's "
-            f"and ASR at most {KEPT_ASR:g} below; reproduced if every (model, attack, λ) passes, partly if half do",
-            _verdict(sum(combos) / len(combos) if combos else None), evidence, PAPER["c2"])
+            f"and ASR at most {KEPT_ASR:g} below, on every seed it ran; reproduced if every (model, attack, λ) passes, "
+            f"partly if half do",
+            _verdict(sum(passed) / len(passed) if passed else None), evidence, PAPER["c2"])
 
 
 def _attack_kept(rbt, ml) -> bool:
@@ -232,8 +234,14 @@ def claim_kernels(runs: Runs) -> Claim:
         for rbt, r in rows:
             if rbt and not _attack_kept(rbt, r):
                 failed.setdefault(kernel, []).append(r)
-    reduced = [k for k, v in f1.items() if k not in failed and present(v, base) and base - v >= 0.1]
-    gaussian = mean_of([v for k, v in f1.items() if k != "lk" and k not in failed])
+    # each kernel against the RBT runs of its own seeds (kernels may have reached different seeds)
+    drop = {k: mean_of([mean_f1_of(rbt) - mean_f1_of(r) for rbt, r in rows
+                        if rbt and present(mean_f1_of(rbt), mean_f1_of(r))]) for k, rows in by_kernel.items()}
+    reduced = [k for k, d in drop.items() if k not in failed and present(d) and d >= 0.1]
+    # GK/GMK against LK on the seeds LK ran
+    lk_seeds = {r["config"].seed for _, r in by_kernel.get("lk", [])}
+    gaussian = mean_of([mean_f1_of(r) for k, rows in by_kernel.items() if k != "lk" and k not in failed
+                        for _, r in rows if r["config"].seed in lk_seeds or not lk_seeds])
     linear = f1.get("lk")
     # (2): a GK/GMK kernel is the better choice if LK's run failed where they kept the attack, or,
     # with every run working, if their detection F1 is lower
@@ -242,8 +250,8 @@ def claim_kernels(runs: Runs) -> Claim:
     measurable = present(base, gaussian) and "lk" in f1
     evidence = (f"mean headline F1: RBT {fmt(base)}; ML-MMDR "
                 + (", ".join(f"{k.upper()} {fmt(v)}" for k, v in f1.items()) or "–")
-                + f"; lowered by ≥ 0.1 with the attack kept: {len(reduced)}/{len(f1)} kernels; GK/GMK mean {fmt(gaussian)} "
-                  f"vs LK {fmt(linear)}")
+                + f"; lowered by ≥ 0.1 (against the RBT run of each seed) with the attack kept: {len(reduced)}/{len(f1)} "
+                  f"kernels; GK/GMK mean {fmt(gaussian)} vs LK {fmt(linear)}, on LK's seeds")
     if failed:
         evidence += ("; the attack not kept (its F1 counts for nothing): " + ", ".join(
             f"{k.upper()} seed {r['config'].seed} (BA {fmt(metric_of(r, 'ba'))}, ASR {fmt(metric_of(r, 'asr'))}"
@@ -359,7 +367,8 @@ JUDGED = (
     Judged(claim_neural_cleanse, cases_neural_cleanse, "target ‖m‖₁ over the others' median, per defended ML-MMDR run",
            "≤ 0.5", NC_RATIO),
     Judged(claim_kernels, cases_kernels, "RBT's minus the kernel's mean headline F1, per kernel", "≥ 0.1", 0.1),
-    Judged(claim_erasing, cases_erasing, "ML-MMDR's minus RBT's last-5-epoch ASR after erasing, per usable pair",
+    Judged(claim_erasing, cases_erasing, "ML-MMDR's minus RBT's last-5-epoch ASR after erasing, per usable pair, pooled over "
+           "the model families the verdict judges apart",
            f"≥ {ERASING_MARGIN:g} or ≤ −{ERASING_MARGIN:g}", ERASING_MARGIN, by_seed=False),
 )
 

@@ -96,7 +96,8 @@ def _judge_pruning(pairs: list, place: str) -> tuple:
                     f"{name} {mean_sd([p['ratio'] if p else None for p in found_points], 2)} (BA there "
                     f"{mean_sd([p['ba'] if p else None for p in found_points])})" for name, found_points in points.items())
                 + (_interval_text(found) if found["mean"] is not None else "")
-                + (f"; {whole} pair{'s' * (whole != 1)} needed the whole layer on one run (unusable)" if whole else ""))
+                + (f"; {whole} pair{'s' * (whole != 1)} unusable: on one run ASR fell below {PRUNED_ASR:g} only with the "
+                   f"whole layer pruned, or never" if whole else ""))
     return found["verdict"], evidence
 
 
@@ -368,7 +369,8 @@ def cases_stacked(runs: Runs) -> list:
 
 
 EXTENDED = (
-    Judged(claim_pruning, cases_pruning, "ML-MMDR's minus RBT's pruned ratio where ASR < 0.2, per usable pair",
+    Judged(claim_pruning, cases_pruning, "ML-MMDR's minus RBT's pruned ratio where ASR < 0.2, per usable pair, pooled over the "
+           "models the verdict judges apart",
            f"≥ {PRUNE_MARGIN:g}", PRUNE_MARGIN, by_seed=False),
     Judged(claim_later_detectors, cases_later_detectors,
            "RBT's minus ML-MMDR's F1, per cell × detector, pooled over " + ", ".join(display_name(d) for d in later_detectors()),

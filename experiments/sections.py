@@ -336,7 +336,7 @@ def _pruned_to_the_end(defended: list) -> list:
     if not whole:
         return []
     names = "; ".join(f"{model_display(r['config'].model_name)} {r['config'].attack_name} {method_label_of(r)} "
-                      f"({r['prune']['layer']}, ranked by '{r['prune']['rank']}')" for r in whole)
+                      f"seed {r['config'].seed} ({r['prune']['layer']}, ranked by '{r['prune']['rank']}')" for r in whole)
     # only App. A's PreActResNet-18 pools its s3 without a ReLU, so only there does this reason apply
     signed = any(r["config"].model_name == "preactresnet18" for r in whole)
     why = (f" A possible reason, which the diagnostic below tests: {model_display('preactresnet18')}'s s3 (App. A) is the last block's "

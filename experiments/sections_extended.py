@@ -24,13 +24,14 @@ def section_later_detectors(runs: Runs) -> list:
                         + [f"{fmt(mean_of([separability_of(r, lv) for r in records]))} / "
                            f"{fmt(mean_of([separability_of(r, lv, 'silhouette') for r in records]))}" for lv in LEVELS])
     flagged = []
-    for detector in class_level_detectors():
-        for name, index in (("RBT", 1), ("ML-MMDR", 2)):
-            records = [cell[index] for cell in cells]
-            counts = {lv: flagged_count(records, detector, (lv,)) for lv in LEVELS}
-            flagged.append(f"{display_name(detector)}, {name}: target flagged in "
-                           + ", ".join(f"{lv} {hits}/{total}" for lv, (hits, total) in counts.items())
-                           + "; " + _statistics(records, detector))
+    for model in dict.fromkeys(m for m, _, _ in cells):
+        for detector in class_level_detectors():
+            for name, index in (("RBT", 1), ("ML-MMDR", 2)):
+                records = [cell[index] for cell in cells if cell[0] == model]
+                counts = {lv: flagged_count(records, detector, (lv,)) for lv in LEVELS}
+                flagged.append(f"{model_display(model)}, {display_name(detector)}, {name}: target flagged in "
+                               + ", ".join(f"{lv} {hits}/{total}" for lv, (hits, total) in counts.items())
+                               + "; " + _statistics(records, detector))
     return (["## Today's detectors (beyond the paper: C9)", "",
              f"F1 of every registered detector, mean ± sd over attacks and seeds (each cell's detector number: pool "
              f"detectors' headline F1, mean over levels and pools; class-level detectors' F1 inside the target class "

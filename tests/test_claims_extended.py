@@ -78,6 +78,7 @@ def test_c8_pruning_rule():
     # a curve that needs the whole layer is no usable pair (PreActResNet-18's at s3)
     whole = claim_pruning(Runs(pairs(0.3, 1.0), 0.3))
     assert whole.verdict == "VGG-11: not measurable" and "3 pairs, 0 usable" in whole.evidence
+    assert "3 pairs unusable: on one run ASR fell below 0.2 only with the whole layer pruned, or never" in whole.evidence
     assert claim_pruning(Runs(pairs(0.25, 0.4, seeds=(0, 1)), 0.3)).verdict == "VGG-11: not measurable"
     # PreActResNet-18's case: never at s3, and at the last convolution's input ML-MMDR needs more pruning
     relu = [r for s in (0, 1, 2) for r in (run("RBT", seed=s, prune_at=1.0, last_relu_at=0.2),
@@ -161,13 +162,20 @@ def test_a_claim_across_seeds_says_where_the_seeds_disagree():
 
 def test_the_class_level_lines_give_the_target_statistic_against_the_threshold():
     records = [r for s in (0, 1) for r in (run("RBT", seed=s), run("ML-MMDR", seed=s, flagged=False))]
+    # a second model, whose ML-MMDR run is still flagged: counted apart, as the table beside has a row per model
+    records += [run("RBT", model="preactresnet18", studies=("model",)),
+                run("ML-MMDR", model="preactresnet18", studies=("model",))]
     lines = section_later_detectors(Runs(records, 0.3))
-    scan = [line for line in lines if line.startswith("- SCAn")]
+    scan = [line for line in lines if line.startswith("- ") and ", SCAn," in line]
     assert scan == [
-        "- SCAn, RBT: target flagged in s1 2/2, s2 2/2, s3 2/2; target statistic against threshold 7.39: "
+        "- VGG-11, SCAn, RBT: target flagged in s1 2/2, s2 2/2, s3 2/2; target statistic against threshold 7.39: "
         "s1 20.00 (other 1.90), s2 20.00 (other 1.90), s3 20.00 (other 1.90)",
-        "- SCAn, ML-MMDR: target flagged in s1 0/2, s2 0/2, s3 0/2; target statistic against threshold 7.39: "
-        "s1 0.50 (other 1.90), s2 0.50 (other 1.90), s3 0.50 (other 1.90)"]
+        "- VGG-11, SCAn, ML-MMDR: target flagged in s1 0/2, s2 0/2, s3 0/2; target statistic against threshold 7.39: "
+        "s1 0.50 (other 1.90), s2 0.50 (other 1.90), s3 0.50 (other 1.90)",
+        "- PreActResNet-18, SCAn, RBT: target flagged in s1 1/1, s2 1/1, s3 1/1; target statistic against threshold "
+        "7.39: s1 20.00 (other 1.90), s2 20.00 (other 1.90), s3 20.00 (other 1.90)",
+        "- PreActResNet-18, SCAn, ML-MMDR: target flagged in s1 1/1, s2 1/1, s3 1/1; target statistic against "
+        "threshold 7.39: s1 20.00 (other 1.90), s2 20.00 (other 1.90), s3 20.00 (other 1.90)"]
 
 
 def test_the_adaptive_section_names_a_threshold_that_misses_what_the_score_ranks():
@@ -212,5 +220,6 @@ def test_the_whole_layer_note_names_each_runs_own_layer_and_ranking():
     by_activation, by_difference = run("RBT", prune_at=1.0), run("ML-MMDR", prune_at=1.0)
     by_difference["prune"] = {**by_difference["prune"], "layer": "y", "rank": "difference"}
     text = _pruned_to_the_end([by_activation, by_difference, run("RBT", seed=1, prune_at=0.3)])[1]
-    assert "VGG-11 patched RBT (x, ranked by 'triggered'); VGG-11 patched ML-MMDR, λ=0.3 (y, ranked by 'difference')." in text
+    assert ("VGG-11 patched RBT seed 0 (x, ranked by 'triggered'); VGG-11 patched ML-MMDR, λ=0.3 seed 0 (y, ranked by "
+            "'difference').") in text
     assert _pruned_to_the_end([run("RBT", prune_at=0.3)]) == []

@@ -160,7 +160,7 @@ def test_a_backdoor_pruned_out_only_with_the_whole_layer_is_called_out():
              "prune": curve([(0.0, 1.0), (0.95, 1.0), (1.0, 0.0)])}
     assert _pruned_to_the_end([works]) == []
     note = _pruned_to_the_end([works, whole])[1]
-    assert "on: PreActResNet-18 patched RBT (layer4, ranked by 'triggered')." in note and "VGG-11" not in note and "no ReLU" in note
+    assert "on: PreActResNet-18 patched RBT seed 0 (layer4, ranked by 'triggered')." in note and "VGG-11" not in note and "no ReLU" in note
 
 
 def test_the_erasing_table_marks_a_collapse_and_never_shows_its_asr():
@@ -315,3 +315,23 @@ def test_neural_cleanse_is_judged_at_the_claims_lambda_with_the_others_shown_bes
     assert claim.verdict == "reproduced"  # pooled with λ = 0.1's run it would be 'partly'
     assert "At the sweep's other λ (not judged): VGG-11 patched ML-MMDR, λ=0.1, seed 0: target ‖m‖₁ rank 3" in claim.evidence
     assert claim_neural_cleanse(Runs(records[:1] + records[2:], 0.3)).verdict == "not run"
+
+
+def test_c2_counts_a_model_attack_and_lambda_once_whatever_its_seeds():
+    """λ = 0.3 runs on three seeds and λ = 0.1 on one: each (model, attack, λ) is one case of the
+    rule, passing only if it passes on every seed it ran."""
+    rbt = [record("RBT", 0, [12.0] * 3, 0.5, [1.0] * 3, seed=seed) for seed in (0, 1, 2)]
+    small = record("ML-MMDR", 0.1, [1.0] * 3, 0.5, [0.6] * 3)
+    large = [record("ML-MMDR", 0.3, [13.0] * 3, 0.5, [0.6] * 3, seed=seed) for seed in (0, 1, 2)]
+    reduction = next(c for c in claims(Runs(rbt + [small] + large, 0.3)) if c.id == "C2")
+    assert reduction.verdict == "partly reproduced"  # 1 of 2 (model, attack, λ), not 1 of 4 seed × λ
+
+
+def test_c6_judges_each_kernel_against_the_rbt_runs_of_its_own_seeds():
+    rbt = [record("RBT", 0, [12.0] * 3, 0.5, [0.95] * 3), record("RBT", 0, [12.0] * 3, 0.5, [0.75] * 3, seed=1)]
+    gmk2 = [record("ML-MMDR", 0.3, [1.0] * 3, 0.5, [0.6] * 3, studies=("lambda", "kernel"), seed=seed)
+            for seed in (0, 1)]
+    gmk3 = record("ML-MMDR", 0.3, [1.0] * 3, 0.5, [0.8] * 3, kernel="gmk3", studies=("kernel",))  # seed 0 only
+    kernels = next(c for c in claims(Runs(rbt + gmk2 + [gmk3], 0.3)) if c.id == "C6")
+    # GMK3 is 0.15 below seed 0's RBT run; against both seeds' RBT mean (0.85) it would be 0.05
+    assert "with the attack kept: 2/2 kernels" in kernels.evidence

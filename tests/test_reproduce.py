@@ -335,3 +335,23 @@ def test_c6_judges_each_kernel_against_the_rbt_runs_of_its_own_seeds():
     kernels = next(c for c in claims(Runs(rbt + gmk2 + [gmk3], 0.3)) if c.id == "C6")
     # GMK3 is 0.15 below seed 0's RBT run; against both seeds' RBT mean (0.85) it would be 0.05
     assert "with the attack kept: 2/2 kernels" in kernels.evidence
+
+
+def test_the_report_counts_the_runs_trained_in_each_memory_format():
+    from experiments.reproduce import memory_formats
+
+    class Run:  # what memory_formats reads of a job: its run's config.json
+        def __init__(self, config):
+            self.config = config
+
+        def read(self, key):
+            return self.config if key == "config" else None
+
+    class Job:
+        def __init__(self, config):
+            self.run = Run(config)
+
+    jobs = [Job({"channels_last": True}), Job({"channels_last": False}), Job({"channels_last": True}), Job(None)]
+    assert memory_formats(jobs).startswith("channels-last (2 runs), NCHW (1 run) — the same experiments")
+    assert memory_formats(jobs[:1]) == "channels-last (1 run)"
+    assert memory_formats([Job(None)]) == "no run trained yet"

@@ -171,3 +171,18 @@ def test_all_runs_recomputes_a_run_evaluated_with_other_options(tiny_run, tmp_pa
     assert printed.startswith("evaluated 0 of 1 runs") and computed == []
     printed, *_ = all_runs(*other, "--force")
     assert printed.startswith("evaluated 1 of 1 runs") and computed == [("evaluate", run_dir.name)]
+
+
+def test_a_stage_on_a_run_computes_in_channels_last_when_asked(tiny_run):
+    """--channels_last is an execution setting of every stage on a trained run, not of training
+    alone: the weights are channels-last and the logits those of the NCHW model up to rounding."""
+    from pipeline.rundir import RunDir
+
+    _, run_dir = tiny_run
+    plain = load_trained(RunDir(run_dir).config())
+    fast = load_trained(RunDir(run_dir).config(channels_last=True))
+    conv = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    images = plain.data.test_x[:64].float() / 255.0
+    with torch.no_grad():
+        assert torch.allclose(fast.model(images), plain.model(images), atol=1e-4)

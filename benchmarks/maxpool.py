@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Time VGG's 2×2 max-pool at inference: torch's max_pool2d against the pairwise maxima that
-models/pooling.py uses on a CPU; prints one JSON object.
+models/pooling.py uses on a CPU for NCHW inputs, and the whole model in NCHW and in channels-last;
+prints one JSON object.
 
     python benchmarks/maxpool.py [--model_name vgg11] [--width 0.25] [--batch_size 512] [--threads 1]
 
 pools:    per pool of the model (its input shape), the median ms of max_pool2d and of the maxima,
-          and whether their outputs are the same bits
-forward:  the median ms of the whole model's inference forward with each (the same weights)
+          and whether their outputs are equal
+forward:  the median ms of the whole model's inference forward (the same weights): NCHW with
+          max_pool2d, NCHW with the maxima (the project's NCHW path), channels-last (torch's
+          channels-last max-pool); whether the logits are equal to the first's
 """
 import argparse
 import copy
@@ -60,10 +63,13 @@ def main(argv=None) -> int:
             hook.remove()
         pools = [{"input": list(x.shape), "max_pool2d_ms": median_ms(lambda: F.max_pool2d(x, 2, 2), args.rounds),
                   "pairwise_ms": median_ms(lambda: pairwise_max_2x2(x), args.rounds),
-                  "same_bits": torch.equal(F.max_pool2d(x, 2, 2), pairwise_max_2x2(x))} for x in inputs]
+                  "equal": torch.equal(F.max_pool2d(x, 2, 2), pairwise_max_2x2(x))} for x in inputs]
+        channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
         forward = {"max_pool2d_ms": median_ms(lambda: reference(images), args.rounds),
                    "pairwise_ms": median_ms(lambda: model(images), args.rounds),
-                   "same_bits": torch.equal(reference(images), model(images))}
+                   "channels_last_ms": median_ms(lambda: channels_last(images), args.rounds),
+                   "pairwise_equal": torch.equal(reference(images), model(images)),
+                   "channels_last_equal": torch.equal(reference(images), channels_last(images))}
     print(json.dumps({"model": args.model_name, "width": args.width, "batch_size": args.batch_size,
                       "threads": args.threads, "device": "cpu", "pools": pools, "forward": forward}, indent=1))
     return 0

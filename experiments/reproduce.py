@@ -21,7 +21,6 @@ submits one Slurm array task per run (see pipeline/executors.py). A report is wr
 runs directory holding finished stages of the grid, and never over one that records more finished
 stages, unless --force.
 """
-import argparse
 import json
 import platform
 import shlex
@@ -58,12 +57,13 @@ def parse(argv):
                         help="main.py's --milestones (lr ÷10); default: the dataset's fractions of --epochs "
                              "(fmnist: 50%% and 70%%, i.e. 6 8 of 12, paper §3.4 scaled). Runs are not renamed by "
                              "it: use another --out_dir")
-    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
-                        help="train every run in channels-last memory format (default; --no-channels_last: NCHW). "
-                             "On this project's 2-core CPU it trains VGG-11 and PreActResNet-18 about 1.4 times as "
-                             "fast (python benchmarks/train_step.py --paths plain channels_last); the weights differ "
-                             "from NCHW's in float rounding only, so it is not part of a run's identity, and the "
-                             "report counts the runs trained each way")
+    parser.add_argument("--no_channels_last", dest="channels_last", action="store_false",
+                        help="train and measure the runs in NCHW memory format instead of channels-last (the "
+                             "default: on this project's 2-core CPU it trains VGG-11 and PreActResNet-18 about 1.4 "
+                             "times as fast, python benchmarks/train_step.py --paths plain channels_last). Training's "
+                             "float rounding differs from the first step on, so the two train different models of the "
+                             "same experiment; the memory format is not part of a run's identity, a run keeps the "
+                             "format it was trained in, and the report counts the runs trained each way")
     parser.add_argument("--eval_every", type=int, default=4,
                         help="main.py's --eval_every: BA/ASR every N epochs during training (final always)")
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(grid["lambdas"]),
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
     if not args.lambdas or not all(0 < lamb < float("inf") for lamb in args.lambdas):
         raise UserError(f"--lambdas must be positive finite numbers, got {args.lambdas}")
     grid = build_grid(args)
-    jobs = grid.jobs()  # every run's configuration is validated here, before any work starts
+    jobs = [in_recorded_format(job) for job in grid.jobs()]  # every run's configuration is validated here
     timing_path = Path(args.out_dir) / "timings.json"
     timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     invocations = Invocations(Path(args.out_dir) / "invocations.json",
@@ -414,14 +414,27 @@ def main(argv=None) -> int:
     return 0
 
 
+def in_recorded_format(job):
+    """``job`` with the memory format its run was trained in, where it was: a run keeps it for its later
+    stages and for a retrain that restores its checkpoint. The format is an execution setting, not part
+    of the run's identity, but training's float rounding depends on it: a run retrained in another
+    format would not be the model its records describe."""
+    from dataclasses import replace
+
+    recorded = (job.run.read("config") or {}).get("channels_last")
+    if recorded is not None and recorded != job.config.channels_last:
+        job.config = replace(job.config, channels_last=recorded)
+    return job
+
+
 def memory_formats(jobs: list) -> str:
     """How many trained runs used channels-last and how many NCHW, from each run's config.json (a grid
-    that changed --channels_last part way holds both; they differ in float rounding only)."""
+    that changed its memory format part way holds both: different models of the same experiments)."""
     formats = [(job.run.read("config") or {}).get("channels_last") for job in jobs]
     counts = {"channels-last": formats.count(True), "NCHW": formats.count(False)}
     shown = [f"{name} ({count} run{'s' * (count != 1)})" for name, count in counts.items() if count]
-    return (", ".join(shown) + (" — the same experiments, whose weights differ in float rounding only (a run's "
-                                "memory format is not part of its identity)" if len(shown) > 1 else "")
+    return (", ".join(shown) + (" — the same experiments, trained with another float rounding from the first "
+                                "step on (a run's memory format is not part of its identity)" if len(shown) > 1 else "")
             if shown else "no run trained yet")
 
 

@@ -62,8 +62,9 @@ def section_setting(settings: dict, runs: Runs) -> list:
                   f"{total / 3600:.1f} h of stage time in all, {wall}. The command's own wall time, over the "
                   f"{len(invocations)} invocation{'s' * (len(invocations) != 1)} that ran stages (each counted to "
                   f"its last minute): {sum(i['wall_s'] for i in invocations) / 3600:.1f} h."]
-    if settings.get("budget") and len(ran_as) == 1 and ran_as[0][0]:
-        lines[-1] += " " + against_budget(settings["budget"], total / 3600 / ran_as[0][0], done < settings["stages"][1])
+    if settings.get("budget") and len(ran_as) == 1 and ran_as[0][1]:  # the threads per run are known
+        on_budget_cores = total / 3600 * ran_as[0][1] / settings["budget"]["cores"]  # core-hours over its cores
+        lines[-1] += " " + against_budget(settings["budget"], on_budget_cores, done < settings["stages"][1])
     lines += [""]
     # the median beside the mean: a stage that shared the cores with other work (a test run, a
     # restart's catch-up) inflates the mean, not the median
@@ -86,15 +87,15 @@ def machines_of(settings: dict) -> str:
 
 
 def against_budget(budget: dict, hours: float, partial: bool) -> str:
-    """The stage time's wall hours against the profile's budget: a stage counts once, with its last
-    time, so runs retrained only because a session ended without their checkpoints (the results
-    archive keeps none) are in the command's own wall time and not here."""
+    """``hours``: the stages' core-hours spread over the budget's cores, against the profile's budget.
+    A stage counts once, with its last time, so runs retrained only because a session ended without
+    their checkpoints (the results archive keeps none) are in the command's own wall time, not here."""
     text = (f"The {budget['profile']} profile is sized for {budget['hours']:g} h of wall time on {budget['cores']} "
             f"CPU cores; ")
     if partial:
-        return text + f"the finished stages have taken {hours:.1f} h of it."
+        return text + f"the finished stages have taken {hours:.1f} h of it on {budget['cores']} cores."
     verdict = ("within it" if hours <= budget["hours"] else f"over it by {hours - budget['hours']:.1f} h")
-    return text + f"this grid's stages took {hours:.1f} h, {verdict}."
+    return text + f"this grid's stages took {hours:.1f} h on {budget['cores']} cores, {verdict}."
 
 
 def section_summary(judged: list) -> list:

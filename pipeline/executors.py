@@ -251,27 +251,21 @@ def _stop(handles: list, grace_s: float = 30.0) -> None:
     still runs after ``grace_s`` (at once, for a controller that ignores SIGINT) is killed, the
     task and what it started before the controller: every stage writes atomically and training
     resumes from its last finished epoch, so a killed run loses only its unfinished epoch."""
-    live = [handle for handle in handles if _process_of(handle) is not None]
-    for handle in live:
+    live = [(handle, handle._process) for handle in handles
+            if getattr(handle, "_process", None) is not None and handle._process.poll() is None]
+    for handle, _ in live:
         handle.cancel(check=False)
-    deadline = time.time() + (0.0 if all(_ignores_sigint(_process_of(h).pid) for h in live) else grace_s)
-    while any(not handle.done() for handle in live) and time.time() < deadline:
+    deadline = time.time() + (0.0 if all(_ignores_sigint(process.pid) for _, process in live) else grace_s)
+    while any(not handle.done() for handle, _ in live) and time.time() < deadline:
         time.sleep(0.2)
-    for handle in live:
-        process = _process_of(handle)
-        if process is None:
+    for _, process in live:
+        if process.poll() is not None:  # it ended, its task with it
             continue
         for pid in _descendants(process.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         process.kill()
         process.wait()
-
-
-def _process_of(handle):
-    """The running controller process of a local job, or None once it has exited."""
-    process = getattr(handle, "_process", None)
-    return process if process is not None and process.poll() is None else None
 
 
 def _ignores_sigint(pid: int) -> bool:

@@ -129,7 +129,8 @@ def load_trained(config: RunConfig) -> Prepared:
     except (RuntimeError, KeyError) as exc:
         raise UserError(f"{run.file('checkpoint')} does not match --model_name {config.model_name} --width "
                         f"{config.width} ({str(exc).splitlines()[0]}); pass the flags the run was trained with") from None
-    if config.channels_last:  # an execution setting: every stage on the run computes in the format it trained in
+    # the command's execution setting (experiments/reproduce.py passes each run the format it trained in)
+    if config.channels_last:
         prepared.model.to(memory_format=torch.channels_last)
     prepared.model.eval()
     return prepared

@@ -117,7 +117,9 @@ def test_the_process_tree_and_the_ignored_sigint_are_read_from_proc():
 
     from pipeline.executors import _descendants, _ignores_sigint
 
-    shell = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30; wait"])
+    # SIGINT handled as by default, whatever the process that started pytest passed down
+    shell = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30; wait"],
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ignoring = subprocess.Popen(["sleep", "30"], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.time() + 10

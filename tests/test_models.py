@@ -106,7 +106,7 @@ def test_unknown_model_is_a_clear_error():
         models.build("vgg19")
 
 
-def test_the_pairwise_max_pool_gives_max_pool2d_bits_and_max_pool2d_gradients():
+def test_the_pairwise_max_pool_gives_max_pool2d_values_and_max_pool2d_gradients():
     import torch.nn.functional as F
 
     from models.pooling import max_pool_2x2, pairwise_max_2x2
@@ -123,7 +123,7 @@ def test_the_pairwise_max_pool_gives_max_pool2d_bits_and_max_pool2d_gradients():
     assert ours.grad[0, 0, 2:4, 2:4].tolist() == [[1.0, 0.0], [0.0, 0.0]]
 
 
-def test_vgg_trains_and_predicts_the_same_bits_as_with_torchs_max_pool():
+def test_vgg_trains_and_predicts_as_with_torchs_max_pool():
     import copy
 
     torch.manual_seed(0)

@@ -355,3 +355,18 @@ def test_the_report_counts_the_runs_trained_in_each_memory_format():
     assert memory_formats(jobs).startswith("channels-last (2 runs), NCHW (1 run) — the same experiments")
     assert memory_formats(jobs[:1]) == "channels-last (1 run)"
     assert memory_formats([Job(None)]) == "no run trained yet"
+
+
+def test_a_trained_run_keeps_the_memory_format_it_was_trained_in(tmp_path):
+    import json
+
+    from experiments.reproduce import in_recorded_format
+    from pipeline.schedule import Job
+
+    config = RunConfig(data_name="digits", out_dir=str(tmp_path), channels_last=True).with_changes()
+    assert in_recorded_format(Job(config, [("train", None)])).config.channels_last is True  # not trained yet
+    run = Job(config).run
+    run.path.mkdir(parents=True)
+    run.file("config").write_text(json.dumps({"channels_last": False}))
+    kept = in_recorded_format(Job(config, [("train", None)]))
+    assert kept.config.channels_last is False and kept.run.path == run.path

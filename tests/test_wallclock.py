@@ -63,12 +63,18 @@ def test_the_report_measures_the_stage_time_against_the_profiles_budget():
                 "invocations": [{"started": "s", "wall_s": 3600.0, "runs_finished": 1, "jobs": 2, "threads": 1}],
                 "budget": {"profile": "full", "hours": 10, "cores": 2}}
     finished = {**settings, "stages": (3, 3), "timings": {"a": {"train": 72000.0}, "b": {"train": 14400.0}}}  # 24 h at 2 at once
-    assert ("The full profile is sized for 10 h of wall time on 2 CPU cores; this grid's stages took 12.0 h, over it "
-            "by 2.0 h.") in "\n".join(section_setting(finished, Runs([], 0.3)))
+    assert ("The full profile is sized for 10 h of wall time on 2 CPU cores; this grid's stages took 12.0 h on 2 "
+            "cores, over it by 2.0 h.") in "\n".join(section_setting(finished, Runs([], 0.3)))
     within = {**finished, "timings": {"a": {"train": 3600.0 * 19}}}
-    assert "this grid's stages took 9.5 h, within it." in "\n".join(section_setting(within, Runs([], 0.3)))
+    assert "this grid's stages took 9.5 h on 2 cores, within it." in "\n".join(section_setting(within, Runs([], 0.3)))
     partial = {**finished, "stages": (2, 3)}
-    assert "the finished stages have taken 12.0 h of it." in "\n".join(section_setting(partial, Runs([], 0.3)))
+    assert "the finished stages have taken 12.0 h of it on 2 cores." in "\n".join(section_setting(partial, Runs([], 0.3)))
+    # eight runs at once of one thread each: 24 h of stage time are 12 h on 2 cores, not 3 h
+    eight = {**finished, "invocations": [{**settings["invocations"][0], "jobs": 8}]}
+    assert "stages took 12.0 h on 2 cores, over it by 2.0 h." in "\n".join(section_setting(eight, Runs([], 0.3)))
+    # threads per run not recorded: no verdict
+    older = {**finished, "invocations": [{"started": "s", "wall_s": 3600.0, "runs_finished": 1}]}
+    assert "sized for" not in "\n".join(section_setting(older, Runs([], 0.3)))
 
 
 def test_the_report_names_the_machines_the_stages_ran_on_not_only_the_writers():

@@ -235,8 +235,7 @@ def claim_kernels(runs: Runs) -> Claim:
             if rbt and not _attack_kept(rbt, r):
                 failed.setdefault(kernel, []).append(r)
     # each kernel against the RBT runs of its own seeds (kernels may have reached different seeds)
-    drop = {k: mean_of([mean_f1_of(rbt) - mean_f1_of(r) for rbt, r in rows
-                        if rbt and present(mean_f1_of(rbt), mean_f1_of(r))]) for k, rows in by_kernel.items()}
+    drop = {k: mean_of([_f1_drop(rbt, r) for rbt, r in rows]) for k, rows in by_kernel.items()}
     reduced = [k for k, d in drop.items() if k not in failed and present(d) and d >= 0.1]
     # GK/GMK against LK on the seeds LK ran
     lk_seeds = {r["config"].seed for _, r in by_kernel.get("lk", [])}
@@ -331,10 +330,15 @@ def cases_neural_cleanse(runs: Runs) -> list:
             for r in _defended(runs)]
 
 
+def _f1_drop(rbt, record):
+    """RBT's minus ``record``'s mean headline F1 (None where either is missing)."""
+    before, after = (mean_f1_of(rbt), mean_f1_of(record)) if rbt else (None, None)
+    return before - after if present(before, after) else None
+
+
 def cases_kernels(runs: Runs) -> list:
     """RBT's minus each kernel run's mean F1, for the runs that kept the attack (C6's amendment)."""
-    return [mean_f1_of(rbt) - mean_f1_of(r) if rbt and present(mean_f1_of(rbt), mean_f1_of(r)) else None
-            for rbt, r in runs.kernel_rows() if rbt and _attack_kept(rbt, r)]
+    return [_f1_drop(rbt, r) for rbt, r in runs.kernel_rows() if rbt and _attack_kept(rbt, r)]
 
 
 def cases_erasing(runs: Runs) -> list:

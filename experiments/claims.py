@@ -13,6 +13,7 @@ from metrics.erasing import LAST_EPOCHS, MIN_DEFENSES, MIN_PAIRS, MIN_PAIRS_PER_
 from metrics.erasing import MARGIN as ERASING_MARGIN
 from experiments.records import (Runs, aro_of, counted, distance_of, f1_of, fmt, mean_f1_of, mean_of, median_of,
                                  metric_of, method_label_of, mmd_ratio_of, model_display, present)
+from experiments.spread import NOT_RUN
 from metrics import METRICS
 from models import LEVELS
 
@@ -208,7 +209,7 @@ def claim_neural_cleanse(runs: Runs) -> Claim:
     return Claim("C5", "Neural Cleanse still singles out the target by its ℓ1 norm under ML-MMDR (§6.2, Fig. 8)",
             f"on every defended ML-MMDR run at λ = {runs.lamb:g} the target's mask has the smallest ℓ1 norm of all "
             f"classes and at most {NC_RATIO:g}× the others' median; reproduced if all, partly if half (Wang et al.'s "
-            f"anomaly index, > 2 flags, is shown beside)", _verdict(sum(singled) / len(singled)) if singled else "not run",
+            f"anomaly index, > 2 flags, is shown beside)", _verdict(sum(singled) / len(singled)) if singled else NOT_RUN,
             evidence or "no Neural Cleanse result yet", PAPER["c5"])
 
 
@@ -289,7 +290,7 @@ def claim_erasing(runs: Runs) -> Claim:
             f"−{ERASING_MARGIN:g}) and its 95% bootstrap interval excludes 0; else 'no consistent difference'. Each "
             f"defense is judged alike on its own (from {MIN_PAIRS_PER_DEFENSE} pairs)")
     return Claim("C7", "New: does ML-MMDR change how well fine-tuning, NAD and ARGD erase the backdoor?", rule,
-                 "; ".join(verdicts) or "not run", ". ".join(evidence) or "no erasing result yet", PAPER["c7"])
+                 "; ".join(verdicts) or NOT_RUN, ". ".join(evidence) or "no erasing result yet", PAPER["c7"])
 
 
 def _cells_difference(runs: Runs, value, first: str, second: str) -> list:

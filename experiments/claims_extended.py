@@ -10,6 +10,7 @@ from defenses import DETECTORS, display_name
 from experiments.claims import Claim, Judged
 from experiments.records import (Runs, detector_f1, fmt, mean_of, mean_sd, metric_of, model_display, present,
                                  separability_of, target_flagged)
+from experiments.spread import NOT_RUN
 from metrics.intervals import NOT_MEASURABLE, paired_verdict
 from models import LEVELS
 
@@ -122,7 +123,7 @@ def claim_pruning(runs: Runs) -> Claim:
             f"'not measurable' below {MIN_PRUNE_PAIRS} usable pairs. Judged at the paper's s3 and, as a second "
             f"verdict, at the input of the last convolution (on a test subset: C8's diagnostic)")
     return Claim("C8", "Pruning by the real trigger is less effective on ML-MMDR models (§6.2, Fig. 10)", rule,
-                 "; ".join(verdicts) or "not run", ". ".join(evidence) or "no pruning result yet", PAPER["c8"])
+                 "; ".join(verdicts) or NOT_RUN, ". ".join(evidence) or "no pruning result yet", PAPER["c8"])
 
 
 def cases_pruning(runs: Runs) -> list:
@@ -296,7 +297,7 @@ def claim_adaptive(runs: Runs) -> Claim:
             f"{ASR_WORKS:g} failed and counts in no comparison; 'not measurable' below {MIN_CASES} cases. 'Hides "
             f"best' = the lowest mean F1 over detectors among the working attacks")
     return Claim("C10", "New: do the attacks built for latent inseparability (Adaptive-Blend, Adaptive-Patch, TaCT) "
-                        "hide better than ML-MMDR?", rule, "; ".join(verdicts) or "not run",
+                        "hide better than ML-MMDR?", rule, "; ".join(verdicts) or NOT_RUN,
                  ". ".join(evidence) or "no adaptive run yet", PAPER["new"])
 
 
@@ -360,7 +361,7 @@ def claim_stacked(runs: Runs) -> Claim:
             "same attack's under RBT and (b) ML-MMDR's on the attack it reshapes (Blended for Adaptive-Blend, Patched "
             "for Adaptive-Patch) at 10%; each difference judged as in C10. 'They add up' if it is better than both")
     return Claim("C11", "New: does ML-MMDR stacked on an adaptive attack hide better than either alone?", rule,
-                 "; ".join(verdicts) or "not run", ". ".join(evidence) or "no stacked run yet", PAPER["new"])
+                 "; ".join(verdicts) or NOT_RUN, ". ".join(evidence) or "no stacked run yet", PAPER["new"])
 
 
 def cases_stacked(runs: Runs) -> list:

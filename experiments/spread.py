@@ -13,6 +13,9 @@ from dataclasses import dataclass, replace
 from experiments.records import counted
 from metrics.intervals import bootstrap_interval
 
+# the verdict of a claim whose runs are not there yet
+NOT_RUN = "not run"
+
 
 @dataclass(frozen=True)
 class Spread:
@@ -59,14 +62,18 @@ def across_seeds(runs, judged):
 
 
 def seed_agreement(per_seed: dict) -> str:
-    """'' when every seed gives the same verdict, else which seeds give which."""
-    if len(set(per_seed.values())) <= 1:
-        return ""
+    """'' when every seed that ran gives the same verdict, else which seeds give which; seeds whose
+    runs are not there yet (a partial report) are named apart, since a missing seed disagrees with none."""
+    ran = {seed: verdict for seed, verdict in per_seed.items() if verdict != NOT_RUN}
+    missing = [str(seed) for seed in per_seed if seed not in ran]
+    note = f"; {NOT_RUN} on seed{'s' * (len(missing) > 1)} {' '.join(missing)}" if missing and ran else ""
+    if len(set(ran.values())) <= 1:
+        return note
     groups = {}
-    for seed, verdict in per_seed.items():
+    for seed, verdict in ran.items():
         groups.setdefault(verdict, []).append(str(seed))
     return "; seeds disagree: " + ", ".join(f"{verdict} on seed{'s' * (len(s) > 1)} {' '.join(s)}"
-                                            for verdict, s in groups.items())
+                                            for verdict, s in groups.items()) + note
 
 
 def describe(spread: Spread) -> str:

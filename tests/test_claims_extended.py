@@ -155,6 +155,11 @@ def test_a_claim_across_seeds_says_where_the_seeds_disagree():
     claim = across_seeds(Runs(records, 0.3), judged)
     assert claim.per_seed == {0: "reproduced", 1: "reproduced", 2: "not reproduced"}
     assert seed_agreement(claim.per_seed) == "; seeds disagree: reproduced on seeds 0 1, not reproduced on seed 2"
+    # a seed whose runs are missing (a partial report) disagrees with none: it is named apart
+    assert seed_agreement({0: "reproduced", 1: "reproduced", 2: "not run"}) == "; not run on seed 2"
+    assert seed_agreement({0: "reproduced", 1: "partly reproduced", 2: "not run"}) == (
+        "; seeds disagree: reproduced on seed 0, partly reproduced on seed 1; not run on seed 2")
+    assert seed_agreement({0: "not run", 1: "not run"}) == ""
     assert claim.spread.per_seed == pytest.approx({0: 0.5, 1: 0.45, 2: 0.05})
     assert claim.spread.cases == 3 and claim.spread.mean == pytest.approx(1 / 3)
     assert cases_detection(Runs(records, 0.3).for_seed(1)) == pytest.approx([0.45])

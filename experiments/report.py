@@ -58,12 +58,12 @@ def render(records, settings: dict, grid, figures: dict, judged: list) -> str:
     lines += section_setting(settings, runs)
     lines += [""] + section_claims(judged)
     lines += ["", "## What differs from the paper's setting", ""] + [f"- {item}" for item in settings["differences"]]
-    # the detail tables show one seed (the base seed's runs); the claims and the seeds section read every seed
+    # most detail tables show one seed (the base seed's runs); the claims and the sections named below read every seed
     one = runs.for_seed(grid.base.seed)
-    lines += ["", f"The detail sections below show seed {grid.base.seed}'s runs, except those with a seed column and the "
-                  "seeds, defenses, erasing, today's detectors and adaptive attacks sections, which read every seed, as "
-                  "the claims above do."]
-    for section in (section_table2(one), section_lambda(one, figures), section_models(one, settings),
+    lines += ["", f"The detail sections below show seed {grid.base.seed}'s runs, except TABLE 2, those with a seed "
+                  "column, and the seeds, defenses, erasing, today's detectors and adaptive attacks sections, which "
+                  "read every seed, as the claims above do."]
+    for section in (section_table2(runs), section_lambda(one, figures), section_models(one, settings),
                     section_detection(one, figures), section_sensitivity(one), section_kernels(one),
                     section_seeds(runs), section_loss(one), section_defenses(runs, figures), section_pruning_places(runs),
                     section_erasing(runs, figures), section_later_detectors(runs), section_adaptive(runs, figures),

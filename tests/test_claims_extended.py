@@ -228,3 +228,16 @@ def test_the_whole_layer_note_names_each_runs_own_layer_and_ranking():
     assert ("VGG-11 patched RBT seed 0 (x, ranked by 'triggered'); VGG-11 patched ML-MMDR, λ=0.3 seed 0 (y, ranked by "
             "'difference').") in text
     assert _pruned_to_the_end([run("RBT", prune_at=0.3)]) == []
+
+
+def test_table2_averages_each_level_over_the_seeds_and_counts_them():
+    from experiments.sections import section_table2
+
+    def with_aro(record, values):
+        record["evaluation"]["distances"]["aro"] = dict(zip(LEVELS, values))
+        return record
+    records = [with_aro(run("RBT", seed=0), (3.0, 3.0, 3.0)), with_aro(run("ML-MMDR", seed=0), (2.0, 2.0, 2.0)),
+               with_aro(run("RBT", seed=1), (3.0, 3.0, 2.0)), with_aro(run("ML-MMDR", seed=1), (3.0, 2.0, 1.0)),
+               with_aro(run("RBT", seed=2), (3.0, 3.0, 3.0))]  # seed 2's ML-MMDR not there yet
+    row = next(line for line in section_table2(Runs(records, 0.3)) if line.startswith("| VGG-11 | patched"))
+    assert row.split(" | ")[2:9] == ["3 / 2", "3.00", "3.00", "2.67", "2.50", "2.00", "1.50"]

@@ -94,3 +94,13 @@ def test_defense_figures_without_defense_results_are_a_clear_error(tiny_run, tmp
     assert run_cli(visualize.main, ["--nc", str(copy.parent), "--figure_dir", str(tmp_path / "f")]) == 2
     assert "has the 'nc' stage's output; run python defend.py --defense nc" in capsys.readouterr().err
     assert not (tmp_path / "f").exists()
+
+
+def test_seeds_with_coinciding_statistics_share_one_label():
+    from visualization.claims import seed_labels
+
+    # seeds 0 and 1 at the same value, seed 2 far off: two labels, the pair's joined
+    assert seed_labels({0: 1.0, 1: 1.0, 2: 0.5}, span=1.0) == [(0.5, "2"), (1.0, "0 1")]
+    # within 3% of the axis they merge, at their mean; beyond it they stay apart
+    assert seed_labels({2: 0.42, 0: 0.40}, span=1.0) == [(pytest.approx(0.41), "0 2")]
+    assert seed_labels({2: 0.45, 0: 0.40}, span=1.0) == [(0.40, "0"), (0.45, "2")]

@@ -7,6 +7,19 @@ import matplotlib.pyplot as plt
 from visualization.common import METHOD_COLORS, close, save_figure
 
 
+def seed_labels(per_seed: dict, span: float, apart: float = 0.03) -> list:
+    """[(x, label)]: the seeds whose dots lie within ``apart`` of the axis ``span`` of their
+    neighbour share one label ("0 1 2"), which would otherwise be printed over each other."""
+    groups = []
+    for seed, value in sorted(per_seed.items(), key=lambda item: item[1]):
+        if groups and value - groups[-1][-1][1] <= apart * span:
+            groups[-1].append((seed, value))
+        else:
+            groups.append([(seed, value)])
+    return [(sum(v for _, v in group) / len(group), " ".join(str(seed) for seed, _ in sorted(group)))
+            for group in groups]
+
+
 def seeds_figure(judged: list, path: Path) -> Path:
     """One panel per claim with a spread: each seed's mean of the rule's statistic (dots), the
     95% bootstrap interval of the mean over all cases (bar) and the rule's margin (dashed line)."""
@@ -19,13 +32,14 @@ def seeds_figure(judged: list, path: Path) -> Path:
         low, high = spread.interval
         axis.plot([low, high], [0, 0], color="#333333", linewidth=3, solid_capstyle="butt", label="95% interval")
         axis.plot([spread.mean], [0], marker="|", markersize=14, color="#333333")
-        for seed, value in spread.per_seed.items():
-            axis.plot([value], [0.35], marker="o", color="#4c72b0", linestyle="none")
-            axis.annotate(str(seed), (value, 0.35), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+        axis.plot(list(spread.per_seed.values()), [0.35] * len(spread.per_seed), marker="o", color="#4c72b0",
+                  linestyle="none")
         axis.axvline(spread.threshold, color="#c44e52", linestyle="--", linewidth=1)
         values = [low, high, spread.threshold, *spread.per_seed.values()]
         pad = max(0.05, 0.15 * (max(values) - min(values)))
         axis.set_xlim(min(values) - pad, max(values) + pad)
+        for value, label in seed_labels(spread.per_seed, max(values) - min(values) + 2 * pad):
+            axis.annotate(label, (value, 0.35), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
         axis.set_ylim(-0.4, 0.8)
         axis.set_yticks([])
         axis.set_title(f"{claim.id}: {spread.statistic} (margin {spread.margin}; {spread.cases} cases)",

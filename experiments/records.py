@@ -208,12 +208,15 @@ class Runs:
                        if r["config"].model_name == model and r["config"].mlmmdr_lamb > 0})
 
     def kernel_rows(self) -> list:
-        """[(the RBT run, an evaluated kernel-study ML-MMDR run of the same seed)], seed by seed."""
+        """[(the RBT run, an evaluated kernel-study ML-MMDR run of the same seed)], seed by seed; the
+        RBT run is None until it is trained and evaluated (a partial grid may finish a seed's kernel
+        runs before its RBT run)."""
         rows = []
         for r in self.study("kernel"):
             c = r["config"]
             if r["evaluation"]:
-                rows.append((self.pick(c.model_name, c.attack_name, "RBT", seed=c.seed), r))
+                rbt = self.pick(c.model_name, c.attack_name, "RBT", seed=c.seed)
+                rows.append((rbt if rbt and rbt["evaluation"] and rbt["metrics"] else None, r))
         return rows
 
     def erased_pairs(self) -> list:

@@ -60,11 +60,12 @@ def render(records, settings: dict, grid, figures: dict, judged: list) -> str:
     lines += ["", "## What differs from the paper's setting", ""] + [f"- {item}" for item in settings["differences"]]
     # most detail tables show one seed (the base seed's runs); the claims and the sections named below read every seed
     one = runs.for_seed(grid.base.seed)
-    lines += ["", f"The detail sections below show seed {grid.base.seed}'s runs, except TABLE 2, those with a seed "
-                  "column, and the seeds, defenses, erasing, today's detectors and adaptive attacks sections, which "
-                  "read every seed, as the claims above do."]
+    lines += ["", f"The detail sections below show seed {grid.base.seed}'s runs, except TABLE 2, the detection and "
+                  "sensitivity tables, those with a seed column, and the seeds, defenses, erasing, today's detectors "
+                  "and adaptive attacks sections, which read every seed, as the claims above do; the group figures "
+                  f"draw seed {grid.base.seed}'s runs."]
     for section in (section_table2(runs), section_lambda(one, figures), section_models(one, settings),
-                    section_detection(one, figures), section_sensitivity(one), section_kernels(one),
+                    section_detection(runs, figures), section_sensitivity(runs), section_kernels(one),
                     section_seeds(runs), section_loss(one), section_defenses(runs, figures), section_pruning_places(runs),
                     section_erasing(runs, figures), section_later_detectors(runs), section_adaptive(runs, figures),
                     section_distances(one), section_scale(settings)):

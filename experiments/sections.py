@@ -204,15 +204,23 @@ def section_distances(runs: Runs) -> list:
 
 
 def section_detection(runs: Runs, figures: dict) -> list:
+    """The paper's detectors' F1 per model, attack, method and level, each the mean over the seeds'
+    runs (the figures below draw the base seed's)."""
+    by_method = {}
+    for r in runs.main():
+        c = r["config"]
+        by_method.setdefault((c.model_name, c.attack_name, method_label_of(r)), []).append(r)
     lines = []
     for rule, title in (("headline", "headline: each method's own rule as the paper uses it (SR: max F1 over "
                                      "thresholds)"),
                         ("oracle", "oracle diagnostic: the best labeling / threshold chosen with the ground truth")):
-        rows = [[model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r)]
-                + [fmt(f1_of(r, d, lv, rule)) for d in PAPER_DETECTORS for lv in LEVELS] for r in runs.main()]
-        lines += ["", f"## Detection F1, {title} (paper §6.1, Figs. 5–7)", "", "Mean over the pools (N, r′).", ""]
-        lines += markdown_table(["model", "attack", "method"] + [f"{display_name(d)} {lv}" for d in PAPER_DETECTORS
-                                                         for lv in LEVELS], rows)
+        rows = [[model_display(model), attack, label, sum(bool(r["evaluation"]) for r in records)]
+                + [fmt(mean_of([f1_of(r, d, lv, rule) for r in records])) for d in PAPER_DETECTORS for lv in LEVELS]
+                for (model, attack, label), records in by_method.items()]
+        lines += ["", f"## Detection F1, {title} (paper §6.1, Figs. 5–7)", "",
+                  "Mean over the pools (N, r′) and over the seeds' evaluated runs (seeds: how many).", ""]
+        lines += markdown_table(["model", "attack", "method", "seeds"]
+                                + [f"{display_name(d)} {lv}" for d in PAPER_DETECTORS for lv in LEVELS], rows)
     return lines + [""] + figures_of(figures, "detection")
 
 
@@ -242,7 +250,7 @@ def sensitivity_rows(runs: Runs) -> list:
 
 def section_sensitivity(runs: Runs) -> list:
     lines = ["## Detector sensitivity", "",
-             f"Mean F1 over attacks, levels and pools of RBT and ML-MMDR (λ = {runs.lamb:g}) under every "
+             f"Mean F1 over attacks, seeds, levels and pools of RBT and ML-MMDR (λ = {runs.lamb:g}) under every "
              "detector, form and decision rule that evaluation.json stores, so the reader sees how much C4 (which "
              "rests on AC, SS and SR) depends on the detector's configuration.", ""]
     header, rows = ["detector configuration"], []

@@ -337,6 +337,20 @@ def test_c6_judges_each_kernel_against_the_rbt_runs_of_its_own_seeds():
     assert "with the attack kept: 2/2 kernels" in kernels.evidence
 
 
+def test_a_kernel_run_finished_before_its_seeds_rbt_run_is_judged_without_it():
+    """A partial grid can evaluate a seed's kernel runs before that seed's RBT run is trained; the
+    grid's records then hold the RBT run with no metrics or evaluation (the report crashed on it)."""
+    rbt = record("RBT", 0, [12.0] * 3, 0.5, [0.95] * 3)
+    untrained = {**record("RBT", 0, [12.0] * 3, 0.5, [0.95] * 3, seed=1), "metrics": None, "evaluation": None}
+    kernels = [record("ML-MMDR", 0.3, [1.0] * 3, 0.5, [0.6] * 3, studies=("lambda", "kernel"), seed=seed)
+               for seed in (0, 1)]
+    runs = Runs([rbt, untrained] + kernels, 0.3)
+    assert [pair[0] is rbt for pair in runs.kernel_rows()] == [True, False]
+    assert runs.kernel_rows()[1][0] is None
+    c6 = next(c for c in claims(runs) if c.id == "C6")
+    assert "with the attack kept: 1/1 kernels" in c6.evidence  # seed 0's pair alone
+
+
 def test_the_report_counts_the_runs_trained_in_each_memory_format():
     from experiments.reproduce import memory_formats
 

@@ -131,8 +131,8 @@ def section_table2(runs: Runs) -> list:
     lines = ["## TABLE 2: ARO by model, attack and level", "",
              "ARO = the ascending rank of the benign/malicious distance among it, the intra-class and the nearest "
              "inter-class baseline, averaged over MMD², ED² and SWD₁ (3 = farther than the nearest other class); "
-             f"each value is the mean over the seeds' runs (seeds: RBT's / ML-MMDR's where they differ). ML-MMDR at λ = {runs.lamb:g}; the paper's columns are its "
-             "CIFAR-10 RBT values.", ""]
+             "each value is the mean over the seeds' runs (seeds: RBT's / ML-MMDR's where they differ). "
+             f"ML-MMDR at λ = {runs.lamb:g}; the paper's columns are its CIFAR-10 RBT values.", ""]
     by_cell = {}
     for model, attack, rbt, _, ml in runs.cells():
         by_cell.setdefault((model, attack), []).append((rbt, ml))

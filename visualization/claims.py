@@ -37,8 +37,9 @@ def seeds_figure(judged: list, path: Path) -> Path:
         axis.axvline(spread.threshold, color="#c44e52", linestyle="--", linewidth=1)
         values = [low, high, spread.threshold, *spread.per_seed.values()]
         pad = max(0.05, 0.15 * (max(values) - min(values)))
-        axis.set_xlim(min(values) - pad, max(values) + pad)
-        for value, label in seed_labels(spread.per_seed, max(values) - min(values) + 2 * pad):
+        left, right = min(values) - pad, max(values) + pad
+        axis.set_xlim(left, right)
+        for value, label in seed_labels(spread.per_seed, right - left):
             axis.annotate(label, (value, 0.35), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
         axis.set_ylim(-0.4, 0.8)
         axis.set_yticks([])

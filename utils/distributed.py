@@ -12,6 +12,7 @@ single-process one on every rank, so a DDP run sees the same global batches as o
 resumes from rank 0's checkpoint alone.
 """
 import datetime
+import gc
 import os
 import warnings
 from dataclasses import dataclass
@@ -194,7 +195,17 @@ def current() -> Context:
 
 
 def shutdown() -> None:
+    """Leave the process group and free it now, while the interpreter is whole.
+
+    ``destroy_process_group`` drops only c10d's own reference to the group. DDP's reducer and the
+    trainer's hooks, often in reference cycles, can keep a gloo group alive until the interpreter
+    finalizes; freeing it then (its workers' finished work still holds tensors) takes the GIL from
+    a dying interpreter, and a rank whose run succeeded aborts ("terminate called without an
+    active exception", SIGABRT), which torchrun reports as a failed run. Collecting the cycles
+    around the destroy frees the group here instead."""
     global _current
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
     _current = SINGLE

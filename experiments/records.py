@@ -32,8 +32,12 @@ def mean_sd(values, digits: int = 3) -> str:
     values = [v for v in values if v is not None and v == v]
     if not values:
         return "–"
+    mean = statistics.mean(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{fmt(statistics.mean(values), digits)} ± {fmt(sd, digits)}"
+    shown = fmt(mean, digits)
+    # an sd beside a mean written to `digits` decimals is written to as many ("1.000 ± 0.001"), not in
+    # scientific notation; a mean small enough for that notation keeps it for both
+    return f"{shown} ± {fmt(sd, digits) if 'e' in shown else f'{sd:.{digits}f}'}"
 
 
 def mean_of(values):

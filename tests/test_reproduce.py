@@ -4,7 +4,7 @@ from pathlib import Path
 
 from experiments.grid import Grid
 from experiments.claims import claims
-from experiments.records import Runs
+from experiments.records import Runs, mean_sd
 from experiments.sections import _pruned_to_the_end, markdown_table, section_erasing
 from experiments.reproduce import main as reproduce_main
 from tests.conftest import EVAL_SMALL
@@ -384,3 +384,12 @@ def test_a_trained_run_keeps_the_memory_format_it_was_trained_in(tmp_path):
     run.file("config").write_text(json.dumps({"channels_last": False}))
     kept = in_recorded_format(Job(config, [("train", None)]))
     assert kept.config.channels_last is False and kept.run.path == run.path
+
+
+def test_an_sd_is_written_to_the_decimals_of_its_mean():
+    """ASR 1.000, 0.999, 1.000 has sd 5.8e-4: written '± 0.001' beside '1.000', not '± 5.77e-04';
+    a mean in scientific notation (a small MMD²) keeps it for its sd."""
+    assert mean_sd([1.0, 0.999, 1.0]) == "1.000 ± 0.001"
+    assert mean_sd([0.85, 0.86]) == "0.855 ± 0.007"
+    assert mean_sd([2e-5, 3e-5]) == "2.50e-05 ± 7.07e-06"
+    assert mean_sd([0.5]) == "0.500 ± 0.000"

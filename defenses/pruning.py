@@ -3,7 +3,8 @@
 Channels of the s3 tap are ranked by their mean activation on triggered inputs (the real
 trigger, as the paper), largest first, or by (triggered − clean) with ``rank="diff"`` (Neural
 Cleanse), or by |mean on triggered inputs| with ``rank="abs"``. Pruning zeroes a channel through a
-mask on the layer's output (a forward hook), so the model's weights are never modified.
+mask on the layer's output (a forward hook), so the model's weights are never modified. The layers
+before the pruned one run once per curve, not once per ratio (inference/cut.py).
 
 :func:`pruning_places` is C8's diagnostic: the same curves at the s3 tap and at the input of the
 model's last convolution (for PreActResNet-18, the last ReLU, since App. A's s3 is the last block's
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from inference import Subject, attacked_mask, benign_accuracy_and_asr, channel_means
+from inference import Subject, attacked_mask, channel_means
+from inference.cut import repeated_ba_asr
 from models import tap_modules
 from utils.params import check_params, param
 from utils.seed import generator
@@ -85,7 +87,9 @@ def channel_ranking(subject: Subject, options: PruneOptions = None) -> dict:
     triggered = channel_means(model, module, attacked, subject.device, subject.batch_size, subject.attack)
     clean = channel_means(model, module, data.test_x, subject.device, subject.batch_size)
     order = prune_order(triggered, clean, options.rank)
-    curve = pruning_curve(model, module, order, subject.ba_asr)
+    evaluate = repeated_ba_asr(model, module, data.test_x, data.test_y, subject.attack, subject.target,
+                               subject.device, subject.batch_size, subject.amp)
+    curve = pruning_curve(model, module, order, evaluate)
     return {"layer": model.taps["s3"], "channels": len(order), "rank": options.rank, "order": order.tolist(),
             "curve": curve}
 
@@ -121,9 +125,6 @@ def pruning_places(subject: Subject, options: PlacesOptions = None) -> dict:
     index = torch.randperm(len(data.test_y), generator=generator(subject.seed, "prune-places"))[:options.subset]
     test_x, test_y = data.test_x[index], data.test_y[index]
     attacked = test_x[attacked_mask(test_y, subject.attack, subject.target)]
-    evaluate = lambda: benign_accuracy_and_asr(model, test_x, test_y, subject.attack, subject.target,  # noqa: E731
-                                               subject.device, subject.batch_size, subject.amp)
-
     tap = tap_modules(model, ("s3",))["s3"]
     conv_name, conv = last_convolution(model)
     places = {"s3": (model.taps["s3"], tap, "output"), "last_conv_input": (conv_name, conv, "input")}
@@ -134,6 +135,8 @@ def pruning_places(subject: Subject, options: PlacesOptions = None) -> dict:
         clean = channel_means(model, module, test_x, subject.device, subject.batch_size, on=on)
         result["places"][place] = {"module": name, "hook": on, "channels": len(triggered),
                                    "negative_on_triggered": float((triggered < 0).float().mean())}
+        evaluate = repeated_ba_asr(model, module, test_x, test_y, subject.attack, subject.target, subject.device,
+                                   subject.batch_size, subject.amp)
         for rank in RANKINGS:
             order = prune_order(triggered, clean, rank)
             result["curves"][f"{place}/{rank}"] = pruning_curve(model, module, order, evaluate, ratios, on)

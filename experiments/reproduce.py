@@ -280,7 +280,7 @@ def benchmark(grid, args) -> dict:
             if done.returncode != 0:
                 print(f"note: the benchmark of {model} failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
                 continue
-            save_json({"command": " ".join(command[1:]), **json.loads(done.stdout)}, path)
+            save_json({"command": " ".join(command[1:]), "machine": describe_machine(), **json.loads(done.stdout)}, path)
         results[model] = json.loads(path.read_text())
     return results
 
@@ -497,9 +497,26 @@ def describe_machine() -> str:
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    # the CPU kernels torch picks (AVX2, AVX512, …) change the numerics: a run restored from the archive
-    # keeps its records only where they match
-    return f"{device}, {os.cpu_count()} cores, {platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"
+    # the CPU kernels torch picks (AVX2, AVX512, …) change the numerics, and so does the CPU itself under
+    # one capability (oneDNN tunes its kernels per vendor and model): a run restored from the archive by
+    # retraining keeps its records only where its weights match
+    return (f"{device}, {os.cpu_count()} cores, {platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"
+            + (f", {cpu_model()}" if cpu_model() else ""))
+
+
+def cpu_model(cpuinfo: str = None) -> str:
+    """The CPU's model name as Linux reports it (/proc/cpuinfo), or platform.processor() elsewhere."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return platform.processor()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return " ".join(value.split())
+    return ""
 
 
 if __name__ == "__main__":

@@ -467,8 +467,10 @@ def section_scale(settings: dict) -> list:
         return lines + ["No step was timed (`--no_benchmark`)."]
     rows = [[model_display(model), result["device"], result["batch_size"], fmt(result["images_per_s"]["plain"], 1),
              fmt(result["cifar10_grid_hours"], 1)] for model, result in speed.items()]
-    lines += [f"`benchmarks/train_step.py` timed one ML-MMDR step of each architecture at full width here "
-              f"({settings['machine']}); its `cifar10_grid_hours` is {_grid_cost(speed)} at that rate: device-hours "
+    # a saved timing is reused by later invocations, maybe on another machine: it names its own
+    machines = sorted({result.get("machine", "a machine it did not record") for result in speed.values()})
+    lines += [f"`benchmarks/train_step.py` timed one ML-MMDR step of each architecture at full width "
+              f"({'; '.join(machines)}); its `cifar10_grid_hours` is {_grid_cost(speed)} at that rate: device-hours "
               "on this device (core-hours on a CPU). On a GPU, `python benchmarks/train_step.py --device cuda "
               "--model_name <model>` gives the GPU-hours.", ""]
     return lines + markdown_table(["architecture", "device", "batch", "images/s", "CIFAR-10 grid hours"], rows)

@@ -6,7 +6,7 @@ from experiments.grid import Grid
 from experiments.claims import claims
 from experiments.records import Runs, mean_sd
 from experiments.sections import _pruned_to_the_end, markdown_table, section_erasing
-from experiments.reproduce import main as reproduce_main
+from experiments.reproduce import cpu_model, main as reproduce_main
 from tests.conftest import EVAL_SMALL
 from pipeline.cli import run_cli
 from pipeline.config import RunConfig
@@ -281,8 +281,12 @@ def test_the_paper_scale_section_reads_the_benchmark():
 
     speed = {"vgg11": {"device": "cuda", "batch_size": 256, "images_per_s": {"plain": 5000.0},
                        "cifar10_grid_hours": 8.6}}
-    lines = section_scale({"benchmark": speed, "machine": "one GPU"})
+    lines = section_scale({"benchmark": speed, "machine": "the machine writing the report"})
     assert "| VGG-11 | cuda | 256 | 5000.0 | 8.6 |" in lines
+    # a timing saved by an earlier invocation names its own machine, never the report writer's
+    assert any("at full width (a machine it did not record)" in line for line in lines)
+    speed["vgg11"]["machine"] = "NVIDIA H100, 16 cores"
+    assert any("at full width (NVIDIA H100, 16 cores)" in line for line in section_scale({"benchmark": speed}))
     assert any(line.startswith("python experiments/sweep.py --data_name cifar10") for line in lines)
     assert section_scale({"benchmark": {}, "machine": "x"})[-1] == "No step was timed (`--no_benchmark`)."
 
@@ -393,3 +397,10 @@ def test_an_sd_is_written_to_the_decimals_of_its_mean():
     assert mean_sd([0.85, 0.86]) == "0.855 ± 0.007"
     assert mean_sd([2e-5, 3e-5]) == "2.50e-05 ± 7.07e-06"
     assert mean_sd([0.5]) == "0.500 ± 0.000"
+
+
+def test_the_machine_line_names_the_cpu_model():
+    """Two CPUs of one capability (AVX512) train different weights: the model name tells them apart."""
+    cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC  9R14 96-Core Processor\nflags\t: avx512f\n"
+    assert cpu_model(cpuinfo) == "AMD EPYC 9R14 96-Core Processor"
+    assert cpu_model("processor\t: 0\nflags\t: avx2\n") == ""

@@ -500,8 +500,9 @@ def describe_machine() -> str:
     # the CPU kernels torch picks (AVX2, AVX512, …) change the numerics, and so does the CPU itself under
     # one capability (oneDNN tunes its kernels per vendor and model): a run restored from the archive by
     # retraining keeps its records only where its weights match
+    model = cpu_model()
     return (f"{device}, {os.cpu_count()} cores, {platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"
-            + (f", {cpu_model()}" if cpu_model() else ""))
+            + (f", {model}" if model else ""))
 
 
 def cpu_model(cpuinfo: str = None) -> str:

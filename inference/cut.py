@@ -19,7 +19,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from inference import autocast, ba_asr, benign_accuracy_and_asr, source_classes, to_unit
+from inference import autocast, ba_asr, benign_accuracy_and_asr, forward_batches, source_classes
 
 
 class NotCuttable(Exception):
@@ -92,7 +92,10 @@ def cut_before(model: nn.Module, module: nn.Module) -> Cut:
     for node in ordered:
         if node not in upstream:
             copies[node] = rest.node_copy(node, lambda argument: copies[argument])
-    return Cut(fx.GraphModule(model, first), fx.GraphModule(model, rest))
+    parts = Cut(fx.GraphModule(model, first), fx.GraphModule(model, rest))
+    # each part shares the model's layers: a pass that restores a part's mode restores the model's
+    parts.before.training = parts.after.training = model.training
+    return parts
 
 
 @contextmanager
@@ -103,19 +106,6 @@ def _evaluating(model: nn.Module):
         yield
     finally:
         model.train(was_training)
-
-
-@torch.no_grad()
-def _kept_batches(cut: Cut, images_uint8: torch.Tensor, device, batch_size: int, transform, amp: bool) -> list:
-    """The kept tensors of each batch, as :func:`inference.forward_batches` batches and triggers it."""
-    batches = []
-    for start in range(0, len(images_uint8), batch_size):
-        chunk = to_unit(images_uint8[start:start + batch_size], device)
-        if transform is not None:
-            chunk = transform(chunk)
-        with autocast(device, amp):
-            batches.append(cut.before(chunk))
-    return batches
 
 
 @torch.no_grad()
@@ -140,9 +130,9 @@ def repeated_ba_asr(model: nn.Module, module: nn.Module, test_x: torch.Tensor, t
         cut = cut_before(model, module)
     except NotCuttable:
         return lambda: benign_accuracy_and_asr(model, test_x, test_y, attack, target, device, batch_size, amp)
-    with _evaluating(model):
-        clean = _kept_batches(cut, test_x, device, batch_size, None, amp)
-        triggered = _kept_batches(cut, test_x[test_y != target], device, batch_size, attack, amp)
+    # the part before the cut batched and triggered as the whole model's passes are
+    clean = list(forward_batches(cut.before, test_x, device, batch_size, amp=amp))
+    triggered = list(forward_batches(cut.before, test_x[test_y != target], device, batch_size, attack, amp))
 
     def evaluate() -> dict:
         with _evaluating(model):

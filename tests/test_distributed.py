@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import leave_spawned_rank
 from utils.distributed import Context
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,12 +91,7 @@ def _rank_main(rank: int, store: str, out: str) -> None:
             torch.save(results, out)
     finally:
         distributed.shutdown()  # frees the group before the interpreter exits
-    # After a clean run only: leave without the interpreter's finalization, where gloo's threads
-    # have aborted (SIGABRT) a rank whose results were already written; that teardown is
-    # utils.distributed.shutdown's concern, not what this test checks.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave_spawned_rank()
 
 
 @pytest.fixture(scope="module")

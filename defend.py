@@ -80,7 +80,7 @@ def defense_table() -> dict:
     """{--defense value: (options dataclass, flag prefix, figure stage, summary printer)}; the
     defense itself is the stage of the same name (pipeline/stages/defend.py)."""
     from defenses import ARGDOptions, FinetuneOptions, NADOptions, NCOptions, PruneOptions
-    from defenses.erasing_tuning import TuneOptions
+    from defenses.erasing.tuning import TuneOptions
 
     return {"nc": (NCOptions, "nc_", "nc_triggers", _print_nc),
             "prune": (PruneOptions, "prune_", "prune_curve", _print_prune),
@@ -99,7 +99,7 @@ def _display(key: str) -> str:
 
 def build_parser():
     from defenses import DEFENSES
-    from defenses.erasing import DistillationOptions
+    from defenses.erasing.train import DistillationOptions
     from pipeline.cli import build_run_parser
     from pipeline.flags import add_flags
     from pipeline.stages.figures import FigureOptions

@@ -40,7 +40,7 @@ def _timed(function, device) -> float:
 
 def measure(model_name: str, defense: str, args, device) -> dict:
     import models
-    from defenses.erasing import ARGDOptions, Eraser, FinetuneOptions, NADOptions, argd_loss, frozen, nad_distiller
+    from defenses.erasing.train import ARGDOptions, Eraser, FinetuneOptions, NADOptions, argd_loss, frozen, nad_distiller
     from inference import recording
     from utils.seed import generator
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
 from attacks import build as build_attack  # noqa: E402
-from defenses.pruning import last_convolution, pruning_curve  # noqa: E402
+from defenses.repair.pruning import last_convolution, pruning_curve  # noqa: E402
 from inference import benign_accuracy_and_asr, channel_means  # noqa: E402
 from inference.cut import repeated_ba_asr  # noqa: E402
 

@@ -1,22 +1,24 @@
 """Backdoor defenses as pure functions (paper §6), and their registries with display names.
 
-Three kinds: detectors flag inputs or classes from representations or from the model's outputs
-(AC, SS, SR of §6.1, and those registered after them; ``DETECTORS``, see defenses/detector.py);
-model defenses inspect a trained model (Neural Cleanse, pruning, §6.2); erasing defenses train
-the backdoor out of a model with a little clean data (fine-tuning, NAD, ARGD; beyond the paper).
+Three kinds, one subpackage each: detectors (``defenses/detectors/``) flag inputs or classes from
+representations or from the model's outputs (AC, SS, SR of §6.1, and those registered after them;
+``DETECTORS``, see defenses/detectors/detector.py); model defenses (``defenses/repair/``) inspect a
+trained model (Neural Cleanse's trigger synthesis, pruning, §6.2); erasing defenses
+(``defenses/erasing/``) train the backdoor out of a model with a little clean data (fine-tuning,
+NAD, ARGD; beyond the paper). The defender's own clean data is ``defenses/defender.py``.
 Reports and figures take display names from ``DETECTORS`` and ``DEFENSES``.
 """
 from dataclasses import dataclass
 
-from defenses import beatrix, detection, scan, spectre, strip
-from defenses.detection import (AC_DECISIONS, AC_REDUCTIONS, SS_SCORES, Detection, activation_clustering,
+from defenses.detectors import beatrix, detection, scan, spectre, strip
+from defenses.detectors.detection import (AC_DECISIONS, AC_REDUCTIONS, SS_SCORES, Detection, activation_clustering,
                                 spectral_signatures, subspace_reconstruction)
-from defenses.detector import CONSUMES, ClassVerdict, Detector, DetectorInputs
-from defenses.erasing import (ARGDOptions, ErasingOptions, FinetuneOptions, NADOptions, argd, defender_data, finetune,
+from defenses.detectors.detector import CONSUMES, ClassVerdict, Detector, DetectorInputs
+from defenses.erasing.train import (ARGDOptions, ErasingOptions, FinetuneOptions, NADOptions, argd, defender_data, finetune,
                               nad)
-from defenses.neural_cleanse import (NCCheckpoint, NCOptions, anomaly_index, clean_index, clean_sample, flagged_classes, neural_cleanse,
+from defenses.repair.neural_cleanse import (NCCheckpoint, NCOptions, anomaly_index, clean_index, clean_sample, flagged_classes, neural_cleanse,
                                      reverse_engineer, target_ranking)
-from defenses.pruning import PruneOptions, channel_ranking, prune_order, pruned, pruning_curve
+from defenses.repair.pruning import PruneOptions, channel_ranking, prune_order, pruned, pruning_curve
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Defense:
     section: str
 
 
-DETECTORS = {}  # {name: Detector}, in registration order: what evaluate.py runs (defenses/detector.py)
+DETECTORS = {}  # {name: Detector}, in registration order: what evaluate.py runs (defenses/detectors/detector.py)
 
 
 def register_detector(detector: Detector) -> Detector:

@@ -7,7 +7,7 @@ set (``--train_subset``), so the defender draws its 5% of the *whole* training s
 outside that subset (3,000 of Fashion-MNIST's 60,000): clean images the attacker never saw, as a
 defender who collects its own data would hold. A disjoint validation set (1,000 images by default)
 is drawn from the same pool; it is the only data the defender's choices (the tuning rule of
-defenses/erasing_tuning.py) may look at, so no setting is chosen on the test set that BA and ASR
+defenses/erasing/tuning.py) may look at, so no setting is chosen on the test set that BA and ASR
 are read from.
 
 When no images lie outside the attacker's training set (no ``--train_subset``, or too small a

@@ -1,7 +1,7 @@
 """What detectors beyond a pool's representations need, drawn once per evaluation and seeded:
 feature maps and a small clean set of every class (maps), the pool's images and the model's
 probabilities with held-out clean images (inputs), and a sample of the poisoned training set as
-labelled with a clean reserve (classes). See defenses/detector.py for who consumes what."""
+labelled with a clean reserve (classes). See defenses/detectors/detector.py for who consumes what."""
 import numpy as np
 import torch
 

@@ -162,7 +162,7 @@ def describe_profile(name: str) -> str:
 
 def build_grid(args):
     from defenses import ARGDOptions, FinetuneOptions, NADOptions, NCOptions
-    from defenses.erasing_tuning import TuneOptions
+    from defenses.erasing.tuning import TuneOptions
     from evaluation.protocol import EvalOptions
     from experiments.grid import Grid
     from pipeline.config import RunConfig

@@ -1,6 +1,6 @@
 """A model cut before one of its modules: the part before it runs once, the rest as often as needed.
 
-Pruning (paper §6.2, Fig. 10; defenses/pruning.py) measures BA and ASR at every pruned ratio, each
+Pruning (paper §6.2, Fig. 10; defenses/repair/pruning.py) measures BA and ASR at every pruned ratio, each
 a forward pass over the test set in which every layer before the pruned one computes exactly what
 it computed at the ratio before. :func:`cut_before` traces the model with torch.fx, keeps the
 tensors that the rest of the forward reads from the part before the module (in a residual block,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from defenses import subspace_reconstruction
-from defenses.beatrix import BEATRIX, BeatrixOptions, beatrix, beatrix_class_test, gram_features, kmmd
+from defenses.detectors.beatrix import BEATRIX, BeatrixOptions, beatrix, beatrix_class_test, gram_features, kmmd
 from metrics.f1 import f1_score
 from utils.errors import ParameterError
 
@@ -257,7 +257,7 @@ def test_deterministic_for_a_seed_and_the_seed_draws_the_clean_maps():
 
 
 def test_registry_record_runs_on_detector_inputs():
-    from defenses.detector import DetectorInputs
+    from defenses.detectors.detector import DetectorInputs
 
     maps, truth, clean_maps = pool(benign=40, malicious=20)
     inputs = DetectorInputs(level="s2", maps=maps, predicted=np.zeros(60, int), clean_maps=clean_maps,
@@ -271,8 +271,8 @@ def test_registry_record_runs_on_detector_inputs():
 def test_the_class_test_record_reads_flat_class_level_inputs():
     """What the evaluation hands a class-level detector is flat (one row per map) with the level's
     map shape: the registered class test reshapes it and names the class holding the planted maps."""
-    from defenses.beatrix import BEATRIX_CLASS
-    from defenses.detector import DetectorInputs
+    from defenses.detectors.beatrix import BEATRIX_CLASS
+    from defenses.detectors.detector import DetectorInputs
 
     maps, labels, truth, clean_maps, clean_labels = class_data()
     inputs = DetectorInputs(level="s2", class_features=maps.reshape(len(maps), -1), class_labels=labels,

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 import models
 from defenses import pruned
-from defenses.pruning import last_convolution
+from defenses.repair.pruning import last_convolution
 from inference import benign_accuracy_and_asr
 from inference.cut import NotCuttable, cut_before, repeated_ba_asr
 

@@ -7,7 +7,7 @@ import torch
 
 import defend
 from defenses import NCOptions, anomaly_index, flagged_classes, neural_cleanse, pruned, pruning_curve
-from defenses.neural_cleanse import CostSchedule, NCCheckpoint, initial_thetas, target_ranking
+from defenses.repair.neural_cleanse import CostSchedule, NCCheckpoint, initial_thetas, target_ranking
 from defenses import clean_sample
 from pipeline.prepare import load_trained
 from models import tap_modules
@@ -183,7 +183,7 @@ def test_pruning_ratio_zero_reproduces_and_one_zeroes_the_layer(prepared, tiny_r
 
 
 def test_pruning_an_input_equals_zeroing_the_convolutions_weights_on_it_and_abs_ranks_by_magnitude(prepared):
-    from defenses.pruning import last_convolution, prune_order
+    from defenses.repair.pruning import last_convolution, prune_order
 
     model = prepared.model
     name, conv = last_convolution(model)
@@ -205,7 +205,7 @@ def test_pruning_an_input_equals_zeroing_the_convolutions_weights_on_it_and_abs_
 
 
 def test_the_pruning_places_diagnostic_covers_both_places_and_every_ranking(prepared):
-    from defenses.pruning import PlacesOptions, RANKINGS, pruning_places
+    from defenses.repair.pruning import PlacesOptions, RANKINGS, pruning_places
 
     found = pruning_places(prepared.subject, PlacesOptions(subset=60, step=0.5))
     assert set(found["places"]) == {"s3", "last_conv_input"} and found["subset"] == 60

@@ -126,7 +126,7 @@ def test_ss_scores_centred_and_uncentred():
 def test_both_ss_score_forms_read_one_direction_the_top_right_singular_vector():
     """The protocol computes the SVD once per pool and hands it to both forms: their scores are
     the direct formulas' on that vector, bit for bit as when each form computed it."""
-    from defenses.detection import SS_SCORES, top_singular_direction
+    from defenses.detectors.detection import SS_SCORES, top_singular_direction
 
     rng = np.random.default_rng(3)
     features = rng.normal(size=(60, 12))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from datasets.augment import cutout
-from defenses.distillation import CrossLevelAttention, attention_loss, attention_map, edge_loss, nad_loss
-from defenses.erasing import ARGDOptions
+from defenses.erasing.distillation import CrossLevelAttention, attention_loss, attention_map, edge_loss, nad_loss
+from defenses.erasing.train import ARGDOptions
 from utils.errors import ParameterError
 
 
@@ -146,7 +146,7 @@ def test_collapse_means_more_than_half_of_the_predictions_in_one_class():
 
 
 def test_argd_follows_the_references_three_phase_schedule():
-    from defenses.erasing import FinetuneOptions, NADOptions
+    from defenses.erasing.train import FinetuneOptions, NADOptions
 
     # the ARGD code's adjust_learning_rate with 0-based epochs: 0.1 for 1-3, 0.01 for 4-6, 0.001 for 7-10
     assert [ARGDOptions().lr_at(epoch) for epoch in range(10)] == [0.1] * 3 + [0.01] * 3 + [0.001] * 4
@@ -161,7 +161,7 @@ def test_argd_follows_the_references_three_phase_schedule():
 
 
 def test_the_tuning_rule_keeps_accuracy_then_takes_the_largest_beta_then_the_largest_lr():
-    from defenses.erasing_tuning import choose
+    from defenses.erasing.tuning import choose
 
     candidates = [{"lr": lr, "beta_scale": beta, "validation_accuracy": accuracy} for lr, beta, accuracy in [
         (0.1, 1.0, 0.10), (0.01, 1.0, 0.70), (0.1, 0.25, 0.86), (0.01, 0.25, 0.88), (0.003, 0.25, 0.90),
@@ -359,7 +359,7 @@ def test_a_tuning_chooses_on_validation_and_its_choice_is_applied(erased_run, ca
     assert [c["lr"] for c in tuned["defenses"]["finetune"]["candidates"]] == [0.003, 0.001]
     assert [(c["lr"], c["beta_scale"]) for c in tuned["defenses"]["nad"]["candidates"]] == [(0.01, 1.0), (0.01, 0.25)]
     for found in tuned["defenses"].values():
-        from defenses.erasing_tuning import choose
+        from defenses.erasing.tuning import choose
 
         assert found["chosen"] == choose(found["candidates"], tuned["before"]["validation_accuracy"], 0.03)["chosen"]
     assert len(tuned["defenses"]["argd"]["candidates"][0]["validation_history"]) == 11  # ARGD's 10 epochs and before
@@ -374,7 +374,7 @@ def test_a_tuning_chooses_on_validation_and_its_choice_is_applied(erased_run, ca
 
 
 def test_an_epoch_test_subset_measures_the_epochs_on_it_and_before_and_after_on_the_whole_test_set(tiny_run):
-    from defenses.erasing import FinetuneOptions, finetune
+    from defenses.erasing.train import FinetuneOptions, finetune
     from pipeline.cli import build_run_parser, config_from_args
     from pipeline.prepare import load_trained
 

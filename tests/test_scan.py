@@ -1,10 +1,10 @@
-"""SCAn (defenses/scan.py) on synthetic classes whose answer is known."""
+"""SCAn (defenses/detectors/scan.py) on synthetic classes whose answer is known."""
 import json
 
 import numpy as np
 import pytest
 
-from defenses.scan import (IDENTITY_ESTIMATES, ScanOptions, anomaly_index, find_split, global_model, identity_of,
+from defenses.detectors.scan import (IDENTITY_ESTIMATES, ScanOptions, anomaly_index, find_split, global_model, identity_of,
                            scan, split_statistic)
 from metrics.f1 import f1_score
 from utils.errors import ParameterError
@@ -214,7 +214,7 @@ def test_deterministic_and_json():
 
 
 def test_to_verdict():
-    pytest.importorskip("defenses.detector")
+    pytest.importorskip("defenses.detectors.detector")
     features, labels, clean, clean_labels, _ = planted_classes("quiet_shift", 0)
     verdict = scan(features, labels, clean, clean_labels).to_verdict()
     assert verdict.flagged_classes == [0] and verdict.statistic[0] > 50

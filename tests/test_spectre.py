@@ -1,11 +1,11 @@
-"""SPECTRE (defenses/spectre.py) on synthetic pools with known answers, against plain SS and random flags."""
+"""SPECTRE (defenses/detectors/spectre.py) on synthetic pools with known answers, against plain SS and random flags."""
 import numpy as np
 import pytest
 from scipy.linalg import expm
 
-from defenses.detection import spectral_signatures
-from defenses.detector import DetectorInputs
-from defenses.spectre import (SPECTRE, SpectreOptions, _fourth_moment_direction_dual,
+from defenses.detectors.detection import spectral_signatures
+from defenses.detectors.detector import DetectorInputs
+from defenses.detectors.spectre import (SPECTRE, SpectreOptions, _fourth_moment_direction_dual,
                               _fourth_moment_direction_primal, que_matrix, robust_covariance_selection, spectre)
 from metrics.f1 import f1_score
 from utils.errors import ParameterError

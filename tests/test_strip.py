@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.strip import STRIP, StripOptions, strip, strip_entropy, strip_rates
+from defenses.detectors.strip import STRIP, StripOptions, strip, strip_entropy, strip_rates
 from metrics.f1 import f1_score
 from utils.errors import ParameterError
 

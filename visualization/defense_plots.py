@@ -2,7 +2,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from defenses.neural_cleanse import target_ranking
+from defenses.repair.neural_cleanse import target_ranking
 from visualization.common import METHOD_COLORS, METHOD_ORDER, method_label
 
 

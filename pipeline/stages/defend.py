@@ -7,9 +7,9 @@ from pathlib import Path
 
 from defenses import (ARGDOptions, FinetuneOptions, NADOptions, NCCheckpoint, NCOptions, PruneOptions, argd,
                       channel_ranking, finetune, nad, reverse_engineer)
-from defenses.erasing import DEFENDER_FIELDS, defender_data, measure
-from defenses.pruning import PlacesOptions, pruning_places
-from defenses.erasing_tuning import TuneOptions, scaled, tune_defense
+from defenses.erasing.train import DEFENDER_FIELDS, defender_data, measure
+from defenses.repair.pruning import PlacesOptions, pruning_places
+from defenses.erasing.tuning import TuneOptions, scaled, tune_defense
 from pipeline.config import RunConfig, inputs_hash
 from pipeline.prepare import load_trained
 from pipeline.rundir import FILES, RunDir
@@ -44,7 +44,7 @@ def prune(config: RunConfig, options: PruneOptions) -> dict:
 
 
 @register("prune_places", output=lambda run, options: run.file("prune_places"), options=PlacesOptions,
-          needs=("train",), help="the report's C8 diagnostic (defenses.pruning.pruning_places)", record="prune_places")
+          needs=("train",), help="the report's C8 diagnostic (defenses.repair.pruning.pruning_places)", record="prune_places")
 def prune_places(config: RunConfig, options: PlacesOptions) -> dict:
     """Pruning curves at s3 and at the last convolution's input under every ranking, on a test subset;
     writes defense_prune_places.json."""
@@ -193,7 +193,7 @@ argd_stage = _distillation_stage("argd", ARGDOptions, argd)
           help="python defend.py --defense tune with the run's flags", record="tune")
 def tune_stage(config: RunConfig, options: TuneOptions) -> dict:
     """Choose each erasing defense's starting lr and β multiplier on the defender's validation set
-    (defenses/erasing_tuning.py); writes defense_tune.json with every candidate's validation
+    (defenses/erasing/tuning.py); writes defense_tune.json with every candidate's validation
     accuracy, the choice, and the test BA/ASR of the chosen setting on this model (read only after
     the choice: the sensitivity check of choosing per model)."""
     prepared = load_trained(config)

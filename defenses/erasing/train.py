@@ -11,14 +11,14 @@ phases (``lrs`` from the epochs ``lr_epochs``), each phase's rate the reference'
   issue threads (#2, #3) make NAD's teacher: "finetuning all layers of the backdoored model using 5%
   clean data with data augmentation" for 5-10 epochs, NAD's training code with every β = 0 (so NAD's
   schedule). Its model is also NAD's and ARGD's teacher.
-- NAD: cross-entropy + Σ_l β_l·attention_loss against the frozen teacher (defenses/distillation.py),
+- NAD: cross-entropy + Σ_l β_l·attention_loss against the frozen teacher (defenses/erasing/distillation.py),
   β = 500, 1000, 1000, 20 epochs at 0.1 for 2 then 0.01 (the NAD code's config.py and
   adjust_learning_rate).
 - ARGD: cross-entropy + the attention relation graph loss, 10 epochs at 0.1 for epochs 1-3, 0.01
   for 4-6 and 0.001 for 7-10 (the ARGD code's adjust_learning_rate, called with 0-based epochs).
 
 ``lr_scale`` and ``beta_scale`` multiply every phase's rate and every attention weight: the knobs
-of the defender-side tuning (defenses/erasing_tuning.py), 1 being the reference.
+of the defender-side tuning (defenses/erasing/tuning.py), 1 being the reference.
 
 Each defense returns BA and ASR before, after and per epoch, the validation accuracy, and whether
 the model collapsed (more than half of the clean test images sent to one class,
@@ -37,7 +37,7 @@ from tqdm import tqdm
 from datasets.augment import cutout, random_crop_flip
 from datasets.base import stratified_subset
 from defenses.defender import DefenderData, defender_split
-from defenses.distillation import LEVELS, ARGDLoss, nad_loss
+from defenses.erasing.distillation import LEVELS, ARGDLoss, nad_loss
 from inference import (Subject, clean_and_triggered_predictions, collapsed_to, dominant_class, predict, recording,
                        source_classes, to_unit)
 from inference import ba_asr as score_ba_asr

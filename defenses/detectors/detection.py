@@ -13,7 +13,7 @@ import numpy as np
 
 from metrics.f1 import best_f1_over_thresholds, f1_score
 
-from defenses.detector import Detector
+from defenses.detectors.detector import Detector
 
 AC_REDUCTIONS = ("pca", "ica")
 AC_DECISIONS = ("clean_reference", "smaller", "relative_size")

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 
 from tqdm import tqdm
 
-from defenses.erasing import DefenderOptions
+from defenses.erasing.train import DefenderOptions
 from utils.params import check_params, param
 
 

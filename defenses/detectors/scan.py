@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from utils.params import check_params, param
-from defenses.detector import ClassVerdict, Detector
+from defenses.detectors.detector import ClassVerdict, Detector
 
 THRESHOLDS = {"e2": math.exp(2), "e": math.e}
 IDENTITY_ESTIMATES = ("reference", "posterior_mean")
@@ -145,7 +145,7 @@ class ScanResult:
                 "info": dict(self.info)}
 
     def to_verdict(self):
-        """The registry's class-level answer (defenses.detector.ClassVerdict), keyed by class."""
+        """The registry's class-level answer (defenses.detectors.detector.ClassVerdict), keyed by class."""
         summary = self.to_dict()
         # the verdict's statistic is the anomaly index J, the value the threshold applies to;
         # calc_test's own value goes along as scan_statistic

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from defenses.detection import Detection
-from defenses.detector import Detector
+from defenses.detectors.detection import Detection
+from defenses.detectors.detector import Detector
 from utils.params import check_params, param
 
 # dkk17.jl, cov_estimation_filter: "C = 10", "C′ = 0", and the tail scan's "shift = 3"

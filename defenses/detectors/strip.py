@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from defenses.detection import Detection
-from defenses.detector import Detector
+from defenses.detectors.detection import Detection
+from defenses.detectors.detector import Detector
 from utils.params import check_params, param
 
 STRIP_THRESHOLD_RULES = ("normal", "empirical")

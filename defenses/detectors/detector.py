@@ -26,7 +26,7 @@ HEADLINE_RULES = ("own", "oracle")
 class Detector:
     """A registered detector.
 
-    ``run(inputs, options, seed)`` returns a :class:`defenses.detection.Detection` (per-sample
+    ``run(inputs, options, seed)`` returns a :class:`defenses.detectors.detection.Detection` (per-sample
     flags and scores; ``variants`` for other forms it also computes) or, for ``classes``, a
     :class:`ClassVerdict`. ``options`` is the dataclass of its parameters (declared with
     ``utils.params.param``; its flags are ``--<name>_<field>``), or None. ``headline`` names the

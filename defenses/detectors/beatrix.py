@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from defenses.detection import Detection
-from defenses.detector import ClassVerdict, Detector
+from defenses.detectors.detection import Detection
+from defenses.detectors.detector import ClassVerdict, Detector
 from utils.errors import ParameterError
 from utils.params import check_params, param
 

@@ -1,0 +1,1 @@
+"""Model defenses that inspect a trained model: Neural Cleanse's trigger synthesis and pruning (paper §6.2)."""

@@ -28,6 +28,11 @@ def attack_class(name: str) -> type:
     return REGISTRY[name]
 
 
+def display_name(name: str) -> str:
+    """How reports and figures name the attack: its class's ``display``, else its registry name."""
+    return attack_class(name).display or name
+
+
 def param_names(name: str) -> list:
     """The attack's declared parameters (its flags), in order."""
     return [f.name for f in declared(attack_class(name))]
@@ -56,4 +61,4 @@ def build(name: str, params: dict = None, seed: int = 0, grayscale: bool = False
     return cls(**params)
 
 
-__all__ = ["build", "attack_class", "param_names", "default_params", "Attack", "NAMES", "REGISTRY"]
+__all__ = ["build", "attack_class", "display_name", "param_names", "default_params", "Attack", "NAMES", "REGISTRY"]

@@ -38,6 +38,7 @@ class AdaptiveBlend(Attack):
     seed: int = 0
     grayscale: bool = False
     name = "adaptive_blend"
+    display = "Adaptive-Blend"
     reference_rates = (0.003, 0.003)
 
     def __post_init__(self):

@@ -32,6 +32,7 @@ class AdaptivePatch(Attack):
     ap_cover_per_poison: float = param(2.0, "cover images per poisoned one (reference: 0.6% cover for 0.3% "
                                        "poisoned)", low=0.0)
     name = "adaptive_patch"
+    display = "Adaptive-Patch"
     reference_rates = (0.003, 0.006)
 
     def __post_init__(self):

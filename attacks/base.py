@@ -32,6 +32,7 @@ class Attack:
     """
 
     name = "attack"
+    display = ""                  # how reports name it ("WaNet" for warped); empty: its name
     reference_rates = None        # (poison, cover) fractions of the training set in the attack's reference code
 
     def __post_init__(self):

@@ -43,6 +43,7 @@ class Blended(Attack):
     blend_pattern: str = param(DEFAULT_PATTERN_NAME, "pattern image; a relative path is looked up from the working "
                                "directory, then from the project (default: the project's seeded noise pattern)")
     name = "blended"
+    display = "Blended"
 
     def __post_init__(self):
         super().__post_init__()

@@ -13,6 +13,7 @@ class Patched(Attack):
 
     patch_size: int = param(3, "side of the white bottom-right square (BadNets: 3)", low=1, high=32)
     name = "patched"
+    display = "Patched"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = x.clone()

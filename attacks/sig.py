@@ -16,6 +16,7 @@ class Sig(Attack):
                              low=0.0, high=1.0, low_open=True)
     sig_freq: float = param(6.0, "frequency f (Barni et al.: 6)", low=0.0, low_open=True)
     name = "sig"
+    display = "SIG"
 
     def signal(self, width: int) -> torch.Tensor:
         columns = torch.arange(width, dtype=torch.float64)

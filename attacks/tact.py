@@ -26,6 +26,7 @@ class TaCT(Attack):
                              "5 and 7)", low=0, nargs="+")
     tact_cover_per_poison: float = param(1.0, "cover images per poisoned one (reference: 0.3% and 0.3%)", low=0.0)
     name = "tact"
+    display = "TaCT"
     reference_rates = (0.003, 0.003)
 
     def __post_init__(self):

@@ -24,6 +24,7 @@ class Warped(Attack):
                                      "(WaNet: 2; 0 disables noise mode)", low=0.0)
     seed: int = 0
     name = "warped"
+    display = "WaNet"
 
     def __post_init__(self):
         super().__post_init__()

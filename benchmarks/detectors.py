@@ -9,15 +9,36 @@ alone, and reports each detector's seconds (its own computing and the inputs onl
 summed over pools and levels) and both evaluations' wall time: the stage's cost before and after
 the detectors added since the paper.
 """
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import common  # noqa: E402
 from pipeline.cli import run_cli  # noqa: E402
+from utils.errors import ParameterError  # noqa: E402
+from utils.params import param  # noqa: E402
+
+POOLS = ("pool_sizes", "pool_ratios")  # evaluate.py's own flags, with its defaults: the reproduction's pools
+
+
+@dataclass
+class DetectorsOptions(common.BenchmarkOptions):
+    """The run evaluated and where; its pools are EvalOptions' flags (``POOLS``), taken as they are."""
+
+    run_dir: Optional[str] = param(None, "a trained run's directory (required)", type=str)
+    device: str = common.device("cpu")
+    threads: Optional[int] = common.threads()
+
+    def __post_init__(self):
+        if self.run_dir is None:
+            raise ParameterError("run_dir", "is required: a trained run's directory, e.g. "
+                                            "results/reproduce/fmnist_vgg11_patched_w0.25_n10000")
+        super().__post_init__()
 
 
 def main(argv=None) -> int:
@@ -25,27 +46,23 @@ def main(argv=None) -> int:
 
     from defenses import DETECTORS, PAPER_DETECTORS
     from evaluation.protocol import EvalOptions, evaluate
+    from pipeline.flags import add_flags, from_args
     from pipeline.prepare import load_trained
     from pipeline.rundir import RunDir
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run_dir", required=True, help="a trained run's directory")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--pool_sizes", type=int, nargs="+", default=[100, 500])
-    parser.add_argument("--pool_ratios", type=float, nargs="+", default=[0.5, 1.0])
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    parsed = add_flags(common.parser(DetectorsOptions, __doc__), EvalOptions, names=POOLS).parse_args(argv)
+    args, pools = from_args(DetectorsOptions, parsed), from_args(EvalOptions, parsed)
+    common.thread_count(args.threads)
     subject = load_trained(RunDir(args.run_dir).config(device=args.device, progress=False)).subject
     timings = {}
     for label, names in (("paper", PAPER_DETECTORS), ("all", tuple(DETECTORS))):
-        options = EvalOptions(pool_sizes=tuple(args.pool_sizes), pool_ratios=tuple(args.pool_ratios), detectors=names)
+        options = replace(pools, detectors=names)
         started = time.perf_counter()
         result = evaluate(subject, options)
         timings[label] = {"evaluate_s": round(time.perf_counter() - started, 1),
                           "detector_s": result["detection"]["seconds"]}
     print(json.dumps({"run_dir": args.run_dir, "device": args.device, "threads": torch.get_num_threads(),
-                      "pools": {"N": args.pool_sizes, "ratio": args.pool_ratios},
+                      "pools": {"N": list(pools.pool_sizes), "ratio": list(pools.pool_ratios)},
                       "evaluate_s_paper_detectors": timings["paper"]["evaluate_s"],
                       "evaluate_s_every_detector": timings["all"]["evaluate_s"],
                       "ratio": round(timings["all"]["evaluate_s"] / max(timings["paper"]["evaluate_s"], 1e-9), 2),

@@ -13,16 +13,36 @@ teacher_share:  the teacher's forward passes, timed over the same batches
 loss_share:     the distillation loss, forward and backward, on the recorded level features of the
                 same batches (the student's features as leaves), over the epoch's time
 """
-import argparse
 import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from utils.params import param  # noqa: E402
+
+DEFENSES = ("finetune", "nad", "argd")
+
+
+@dataclass
+class EraseOptions(common.BenchmarkOptions):
+    """The benchmark's flags, one field each; the JSON repeats those that say what was timed."""
+
+    models: list = param(["vgg11", "wrn16_1"], "architectures timed (the grid's base model and the erasing "
+                         "defenses' own)", nargs="+")
+    defenses: list = param(list(DEFENSES), "erasing defenses timed", choices=DEFENSES, nargs="+")
+    images: int = param(2500, "the defender's images (5% of CIFAR-10: 2500)", low=2)
+    width: float = common.width(1.0)
+    epochs: int = param(2, "timed epochs per defense (median), after one warm-up", low=1)
+    device: str = common.device("auto")
+    threads: Optional[int] = common.threads()
 
 
 def _sync(device):
@@ -73,22 +93,10 @@ def measure(model_name: str, defense: str, args, device) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["vgg11", "wrn16_1"])
-    parser.add_argument("--defenses", nargs="+", default=["finetune", "nad", "argd"],
-                        choices=["finetune", "nad", "argd"])
-    parser.add_argument("--images", type=int, default=2500, help="the defender's images (5%% of CIFAR-10: 2500)")
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per defense (median), after one warm-up")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args(argv)
-    if args.images < 2 or args.epochs < 1 or not args.width > 0:
-        parser.error("--images must be at least 2, --epochs at least 1 and --width positive")
     from utils.device import resolve_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = common.parse(EraseOptions, argv, __doc__)
+    common.thread_count(args.threads)
     device = resolve_device(args.device)
     results = [measure(model, defense, args, device) for model in args.models for defense in args.defenses]
     print(json.dumps({"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -97,4 +105,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -11,12 +11,12 @@ forward:  the median ms of the whole model's inference forward (the same weights
           max_pool2d, NCHW with the maxima (the project's NCHW path), channels-last (torch's
           channels-last max-pool); whether the logits are equal to the first's
 """
-import argparse
 import copy
 import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +25,20 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
+from benchmarks import common  # noqa: E402
 from models.pooling import pairwise_max_2x2  # noqa: E402
+from utils.params import param  # noqa: E402
+
+
+@dataclass
+class MaxPoolOptions(common.BenchmarkOptions):
+    """The benchmark's flags, one field each; the JSON repeats them."""
+
+    model_name: str = common.model_name(choices=("vgg11", "vgg16"))  # the architectures with 2×2 max-pools
+    width: float = common.width(0.25)
+    batch_size: int = param(512, "images of an inference forward pass (the evaluation's --eval_batch_size)", low=1)
+    threads: int = common.threads(1, note="; the grid runs each run on 1")
+    rounds: int = param(5, "timed rounds of each (median), after one untimed", low=1)
 
 
 def median_ms(function, rounds: int) -> float:
@@ -39,14 +52,8 @@ def median_ms(function, rounds: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name", default="vgg11", choices=("vgg11", "vgg16"))
-    parser.add_argument("--width", type=float, default=0.25)
-    parser.add_argument("--batch_size", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (the grid runs each run on 1)")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = common.parse(MaxPoolOptions, argv, __doc__)
+    common.thread_count(args.threads)
     torch.manual_seed(0)
     model = models.build(args.model_name, width=args.width).eval()
     reference = copy.deepcopy(model)
@@ -76,4 +83,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -9,15 +9,31 @@ benchmark needs no trained run. Reported: seconds per optimisation step (per cla
 sequential path, per all-class step for the batched one), total time to run the budget, and
 their ratio. Both paths do the same work: K classes × steps × batch images.
 """
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from utils.params import param  # noqa: E402
+
+
+@dataclass
+class CleanseOptions(common.BenchmarkOptions):
+    """The benchmark's flags, one field each: the model, and the budget both paths run in full."""
+
+    model_name: str = common.model_name()
+    width: float = common.width(0.25)
+    num_classes: int = param(10, "classes of the model: the masks optimised, one per class", low=2)
+    epochs: int = param(6, "Neural Cleanse epochs of each path (early stopping off)", low=1)
+    steps_per_epoch: int = param(4, "mini-batches per epoch (0: the clean images over --batch_size)", low=0)
+    batch_size: int = param(32, "images per class per step (the reference's 32)", low=1)
+    device: str = common.device("cpu")
 
 
 def main(argv=None) -> int:
@@ -25,16 +41,10 @@ def main(argv=None) -> int:
     import models
     from defenses import NCOptions, neural_cleanse
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name", default="vgg11")
-    parser.add_argument("--width", type=float, default=0.25)
-    parser.add_argument("--num_classes", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--steps_per_epoch", type=int, default=4)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    from utils.device import resolve_device
+
+    args = common.parse(CleanseOptions, argv, __doc__)
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     model = models.build(args.model_name, num_classes=args.num_classes, width=args.width).to(device).eval()
     clean = datasets.build("digits").train_x[:256]
@@ -52,7 +62,7 @@ def main(argv=None) -> int:
         timings[name] = {"seconds": time.perf_counter() - started, "steps": int(result["steps"])}
     batched, sequential = timings["batched"], timings["sequential"]
     print(json.dumps({
-        "model_name": args.model_name, "width": args.width, "device": args.device, "classes": args.num_classes,
+        "model_name": args.model_name, "width": args.width, "device": str(device), "classes": args.num_classes,
         "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,
         "batched_total_s": round(batched["seconds"], 3), "sequential_total_s": round(sequential["seconds"], 3),
         "batched_step_s": round(batched["seconds"] / batched["steps"], 4),
@@ -63,4 +73,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import run_cli
+
+    sys.exit(run_cli(main))

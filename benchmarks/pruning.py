@@ -8,10 +8,10 @@ per place (s3's output, the last convolution's input): the seconds of each way, 
 whether the two curves are equal (they should be: the same batches through the same layers).
 Random weights and random images of Fashion-MNIST's padded shape: the cost does not depend on them.
 """
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,20 +20,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
 from attacks import build as build_attack  # noqa: E402
+from benchmarks import common  # noqa: E402
 from defenses.repair.pruning import last_convolution, pruning_curve  # noqa: E402
 from inference import benign_accuracy_and_asr, channel_means  # noqa: E402
 from inference.cut import repeated_ba_asr  # noqa: E402
+from utils.params import param  # noqa: E402
+
+
+@dataclass
+class PruningOptions(common.BenchmarkOptions):
+    """The benchmark's flags, one field each; the JSON repeats those that say what was timed."""
+
+    model_name: str = common.model_name(choices=models.NAMES)
+    width: float = common.width(0.25)
+    images: int = param(2000, "test images (the grid's s3 curve uses 10000)", low=1)
+    batch_size: int = param(512, "images of a forward pass", low=1)
+    threads: int = common.threads(1, note="; the grid runs each run on 1")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name", default="vgg11", choices=models.NAMES)
-    parser.add_argument("--width", type=float, default=0.25)
-    parser.add_argument("--images", type=int, default=2000, help="test images (the grid's s3 curve uses 10000)")
-    parser.add_argument("--batch_size", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (the grid runs each run on 1)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = common.parse(PruningOptions, argv, __doc__)
+    common.thread_count(args.threads)
     torch.manual_seed(0)
     model = models.build(args.model_name, width=args.width).eval()
     images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8)
@@ -61,4 +68,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -30,18 +30,22 @@ size), forward only: ours builds the n×n Gram matrix, the broadcast formulation
 prototype) builds the n×n×d difference tensor. Peak memory is measured in a fresh process
 (CPU: peak RSS increase; CUDA: torch.cuda.max_memory_allocated).
 """
-import argparse
 import json
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from utils.params import param  # noqa: E402
 
 
 def mmd2_broadcast(x: torch.Tensor, y: torch.Tensor, sigmas=(0.25, 0.5, 1.0, 2.0, 4.0)) -> torch.Tensor:
@@ -315,37 +319,34 @@ def cifar10_grid() -> dict:
             "images": sum(run.epochs * sizes[run.attack_name] for run in runs)}
 
 
+@dataclass
+class StepOptions(common.BenchmarkOptions):
+    """The benchmark's flags, one field each; the JSON repeats those that say what was timed."""
+
+    model_name: str = common.model_name()
+    width: float = common.width(1.0)
+    batch_size: int = param(256, "images of a training step (the paper's batch, §3.4)", low=1)
+    attack_name: str = param("patched", "the attack whose poisoned set the steps train on")
+    device: str = common.device("cpu")
+    steps: int = param(3, "timed rounds", low=1)
+    warmup: int = param(1, "untimed rounds first", low=0)
+    mmd_n: int = param(256, "pooled samples for the MMD² comparison", low=2)
+    mmd_d: int = param(16384, "feature dimension for the MMD² comparison", low=1)
+    skip_broadcast: bool = param(False, "skip the n×n×d MMD² (it needs ~2·n²·d·4 bytes)")
+    paths: list = param(list(PATHS), "fast paths to time (images/s of the ML-MMDR step); none: skip",
+                        choices=tuple(PATHS), nargs="*")
+    ddp_ranks: int = param(2, "DDP ranks: gloo processes on the CPU; on CUDA one NCCL process per GPU, at most the "
+                              "visible GPUs (fewer than 2: skipped); 0 or 1: skip", low=0)
+    threads: Optional[int] = common.threads(note="; in all, the DDP ranks share them")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name", default="vgg11")
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--attack_name", default="patched")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda (cuda:N) or auto; every rate is timed on it")
-    parser.add_argument("--steps", type=int, default=3, help="timed rounds")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    parser.add_argument("--mmd_n", type=int, default=256, help="pooled samples for the MMD² comparison")
-    parser.add_argument("--mmd_d", type=int, default=16384, help="feature dimension for the MMD² comparison")
-    parser.add_argument("--skip_broadcast", action="store_true",
-                        help="skip the n×n×d MMD² (it needs ~2·n²·d·4 bytes)")
-    parser.add_argument("--paths", nargs="*", choices=list(PATHS), default=list(PATHS),
-                        help="fast paths to time (images/s of the ML-MMDR step); none: skip")
-    parser.add_argument("--ddp_ranks", type=int, default=2,
-                        help="DDP ranks: gloo processes on the CPU; on CUDA one NCCL process per GPU, at most the "
-                             "visible GPUs (fewer than 2: skipped); 0 or 1: skip")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="CPU threads in all (the DDP ranks share them)")
-    args = parser.parse_args(argv)
     from utils.device import resolve_device
-    from utils.errors import ParameterError
 
-    for name, low in (("steps", 1), ("batch_size", 1), ("threads", 1), ("warmup", 0), ("ddp_ranks", 0)):
-        if getattr(args, name) < low:
-            raise ParameterError(name, f"must be at least {low}, got {getattr(args, name)}")
-
+    args = common.parse(StepOptions, argv, __doc__)
     device = resolve_device(args.device)
     args.device = str(device)  # auto resolved: the JSON names the device every rate was timed on
-    torch.set_num_threads(args.threads)
+    args.threads = common.thread_count(args.threads)  # the DDP ranks share them
     step = time_steps(args)
     result = {"model_name": args.model_name, "width": args.width, "batch_size": args.batch_size,
               "device": args.device, "threads": torch.get_num_threads(), "timed_rounds": args.steps,

@@ -12,10 +12,6 @@ from metrics.erasing import Pair
 from models import LEVELS
 from visualization.common import method_label
 
-MODEL_NAMES = {"vgg11": "VGG-11", "vgg16": "VGG-16", "resnet18": "ResNet-18", "preactresnet18": "PreActResNet-18",
-               "wrn16_1": "WRN-16-1"}
-
-
 def counted(count: int, noun: str) -> str:
     """'1 case', '3 cases': a count with its noun in the right number."""
     return f"{count} {noun}{'s' * (count != 1)}"
@@ -48,10 +44,6 @@ def mean_of(values):
 def median_of(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
-
-
-def model_display(name: str) -> str:
-    return MODEL_NAMES.get(name, name)
 
 
 def method_label_of(record) -> str:

@@ -30,134 +30,36 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments.options import BUDGET_CORES, BUDGET_HOURS, PROFILES  # noqa: E402
 from pipeline.cli import OneLineParser, run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def parse(argv):
-    from experiments.grid import GRID_DEFAULTS as grid
+def build_parser():
+    """reproduce.py's flags: its options, declared in experiments/options.py, then where the runs
+    execute (pipeline.executors)."""
+    from experiments.options import ReproduceOptions
     from pipeline.executors import add_executor_flags
+    from pipeline.flags import add_flags
 
-    parser = OneLineParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data_name", default="fmnist")
-    parser.add_argument("--data_path", default="/usr/share/datasets/fashion-mnist")
-    parser.add_argument("--model_name", default="vgg11")
-    parser.add_argument("--width", type=float, default=0.25)
-    parser.add_argument("--train_subset", type=int, default=10000)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--profile", choices=tuple(PROFILES), default="full",
-                        help=f"full: the committed REPRODUCTION.md's grid (sized for {BUDGET_HOURS['full']:g} hours "
-                             f"on {BUDGET_CORES} CPU cores; the report states what it took); quick: every claim on "
-                             f"one seed in about {BUDGET_HOURS['quick']:g} hour (" + describe_profile("quick")
-                             + "). A flag given explicitly overrides the profile's value")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="the base seed: the λ sweep's smaller λ values and the loss study run on it alone")
-    parser.add_argument("--milestones", type=int, nargs="*", default=None,
-                        help="main.py's --milestones (lr ÷10); default: the dataset's fractions of --epochs "
-                             "(fmnist: 50%% and 70%%, i.e. 6 8 of 12, paper §3.4 scaled). Runs are not renamed by "
-                             "it: use another --out_dir")
-    parser.add_argument("--no_channels_last", dest="channels_last", action="store_false",
-                        help="train and measure the runs in NCHW memory format instead of channels-last (the "
-                             "default: on this project's 2-core CPU it trains VGG-11 and PreActResNet-18 about 1.4 "
-                             "times as fast, python benchmarks/train_step.py --paths plain channels_last). Training's "
-                             "float rounding differs from the first step on, so the two train different models of the "
-                             "same experiment; the memory format is not part of a run's identity, a run keeps the "
-                             "format it was trained in, and the report counts the runs trained each way")
-    parser.add_argument("--eval_every", type=int, default=4,
-                        help="main.py's --eval_every: BA/ASR every N epochs during training (final always)")
-    parser.add_argument("--lambdas", type=float, nargs="+", default=list(grid["lambdas"]),
-                        help="λ values of the λ sweep; the claims and the other studies use the largest")
-    parser.add_argument("--attacks", nargs="+", default=list(grid["attacks"]))
-    parser.add_argument("--second_model", default=grid["second_model"],
-                        help="the second architecture (the paper's headline PreActResNet-18); none: skip")
-    parser.add_argument("--second_width", type=float, default=grid["second_width"],
-                        help="its width: 0.125 costs about what VGG-11 costs at 0.25 (17.7 vs 19.8 MFLOPs a 32×32 "
-                             "image)")
-    parser.add_argument("--second_attacks", nargs="+", default=list(grid["second_attacks"]))
-    parser.add_argument("--focus_attack", default=grid["focus_attack"],
-                        help="the attack of the kernel, seed and loss studies (the paper's Fig. 11 uses patched)")
-    parser.add_argument("--kernels", nargs="*", default=list(grid["kernels"]),
-                        help="TABLE 3 kernels of the kernel study (none: skip)")
-    parser.add_argument("--seeds", type=int, nargs="*", default=list(grid["seeds"]),
-                        help="every claim is judged on each of these seeds (with --seed)")
-    parser.add_argument("--adaptive_attacks", nargs="*", default=list(grid["adaptive_attacks"]),
-                        help="C10: attacks built for latent inseparability, trained under RBT and compared with "
-                             "ML-MMDR on the λ sweep's attacks (none: skip)")
-    parser.add_argument("--stacked_attacks", nargs="*", default=list(grid["stacked_attacks"]),
-                        help="C11: adaptive attacks also trained with ML-MMDR at the largest λ")
-    parser.add_argument("--adaptive_rates", nargs="+", default=[str(r) for r in grid["adaptive_rates"]],
-                        help="poisoning rates of the adaptive study: fractions, or 'reference' for each attack's "
-                             "own (0.3%%)")
-    parser.add_argument("--no_pooled", action="store_true",
-                        help="skip the study of the prototype's pooled loss against Algorithm 1's split loss")
-    parser.add_argument("--defended_attacks", nargs="*", default=list(grid["defended_attacks"]),
-                        help="attacks whose λ-sweep and second-model runs also get Neural Cleanse and pruning")
-    parser.add_argument("--nc_flags", default="--nc_epochs 300",
-                        help="defend.py's Neural Cleanse flags (--clean_samples, --nc_*); default: the reference's "
-                             "budget (1000 clean images, epochs of 31 mini-batches of 32, early stopping) but at most "
-                             "300 epochs instead of 1000: early stopping ended most runs of the v2 grid by epoch 250, "
-                             "and a run that never stops costs 45 minutes at 1000 on a CPU ('' for the reference's)")
-    parser.add_argument("--erased_attacks", nargs="*", default=list(grid["erased_attacks"]),
-                        help="attacks whose RBT and largest-λ ML-MMDR runs also get fine-tuning, NAD and ARGD "
-                             "(none: skip erasing)")
-    parser.add_argument("--erasing_seeds", type=int, nargs="*", default=list(grid["erasing_seeds"]),
-                        help="seeds of the erasing studies' runs (training and the defender's sample)")
-    parser.add_argument("--reference_model", default=grid["reference_model"],
-                        help="the erasing defenses' own model family, trained at --reference_lr and erased with the "
-                             "references' settings (none: skip that arm)")
-    parser.add_argument("--reference_lr", type=float, default=grid["reference_lr"],
-                        help="its training learning rate (NAD's and ARGD's code: 0.1)")
-    parser.add_argument("--tune_flags", default="",
-                        help="defend.py's --tune_* flags: the grid of the tuning on the base model's runs, e.g. "
-                             "'--tune_lrs 0.01 0.003'")
-    parser.add_argument("--erase_flags", default="--defense_eval_subset 2000",
-                        help="defend.py's flags of fine-tuning, NAD and ARGD (--defense_ratio, --teacher_epochs, "
-                             "--ft_*, --nad_*, --argd_*), e.g. '--defense_ratio 0.1 --nad_lr_scale 0.1'. Default: "
-                             "each epoch's BA/ASR on a seeded 2,000-image test subset (before and after on the "
-                             "whole test set), which makes an erasing about 2.5× faster on a CPU")
-    parser.add_argument("--eval_flags", default="", help="evaluate.py's protocol flags (--num_samples, --pool_sizes, …)")
-    parser.add_argument("--report_only", action="store_true",
-                        help="run nothing: write the report from the stages finished so far (it says how many are "
-                             "missing), e.g. while the grid runs in another process; refused when --out_dir holds "
-                             "none, or when --report records more (see --force)")
-    parser.add_argument("--no_benchmark", action="store_true",
-                        help="skip timing a full-width training step of each architecture (the report's GPU-hours)")
-    parser.add_argument("--out_dir", default="results/reproduce",
-                        help="the grid's runs. The default is the results archive: its JSON records are committed "
-                             "(checkpoints are not: a run missing a stage retrains first, keeping its records when the "
-                             "model is the same bit for bit), so --report_only rewrites the report without training")
-    parser.add_argument("--figure_dir", default="figures/reproduce")
-    parser.add_argument("--report", default="REPRODUCTION.md")
-    parser.add_argument("--force", action="store_true",
-                        help="write --report even over a report that records more finished stages (or a file "
-                             "this command did not write)")
+    parser = add_flags(OneLineParser(description=__doc__.split("\n\n")[0]), ReproduceOptions)
     add_executor_flags(parser)
-    # a profile sets the defaults; what the command line gives explicitly wins
-    profile = parser.parse_known_args(argv)[0].profile
+    return parser
+
+
+def parse(argv):
+    """The parsed flags, each option checked against its declared domain: a bad one raises
+    ParameterError naming its flag. A profile sets the defaults; a flag given explicitly wins."""
+    from experiments.options import ReproduceOptions
+    from pipeline.flags import from_args
+
+    parser = build_parser()
+    profile = from_args(ReproduceOptions, parser.parse_known_args(argv)[0]).profile  # one of PROFILES
     parser.set_defaults(**PROFILES[profile])
-    return parser.parse_args(argv)
-
-
-# {profile: hours of wall time on BUDGET_CORES CPU cores it is sized for}: the report measures the grid against it
-BUDGET_HOURS = {"full": 10, "quick": 1}
-BUDGET_CORES = 2
-
-# {profile: {flag: value}}: the defaults each profile changes ("full" is the flags' own defaults)
-PROFILES = {
-    "full": {},
-    "quick": {"seeds": [0], "lambdas": [0.3], "attacks": ["patched", "blended"], "second_attacks": ["patched"],
-              "kernels": ["gmk2", "gk1", "lk"], "no_pooled": True, "epochs": 6, "adaptive_rates": ["0.1"],
-              "eval_flags": "--pool_sizes 100",
-              "erasing_seeds": [0], "reference_model": "none", "nc_flags": "--nc_epochs 10",
-              "tune_flags": "--tune_lrs 0.01 --tune_beta_scales 0.25 --tune_finetune_lrs 0.01",
-              "out_dir": "runs/quick", "figure_dir": "runs/quick/figures", "report": "runs/quick/REPRODUCTION.md"},
-}
-
-
-def describe_profile(name: str) -> str:
-    return ", ".join(f"--{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-                     for flag, value in PROFILES[name].items())
+    args = parser.parse_args(argv)
+    from_args(ReproduceOptions, args)
+    return args
 
 
 def build_grid(args):
@@ -207,15 +109,12 @@ def adaptive_rates(values) -> list:
 
 
 def draw_claim_figures(grid, runs, judged: list, args) -> dict:
-    """The seeds' spread of every claim (``judged``), and detection F1 against BA of the adaptive
-    study; {caption: path}."""
-    from experiments.sections_extended import adaptive_points
-    from visualization.claims import detection_ba_figure, seeds_figure
+    """The seeds' spread of every claim (``judged``), and the figures the claims draw; {caption: path}."""
+    from experiments.claims import claim_figures
+    from visualization.claims import seeds_figure
 
     figures = {"all claims: seeds": seeds_figure(judged, Path(args.figure_dir) / "claims_seeds.png")}
-    if grid.adaptive_attacks or grid.stacked_attacks:
-        figures["C10, C11: detection against BA"] = detection_ba_figure(
-            adaptive_points(runs), Path(args.figure_dir) / "adaptive_detection_ba.png")
+    figures.update(claim_figures(runs, args.figure_dir))
     return {caption: path for caption, path in figures.items() if path}
 
 
@@ -300,20 +199,17 @@ def versions() -> str:
 
 def main(argv=None) -> int:
     import datasets
-    from experiments.claims import claims
+    from experiments.claims import judge_all
     from experiments.grid import collect
     from experiments.records import Runs
     from experiments.report import render
     from experiments.wallclock import Invocations
     from pipeline.executors import slurm_options
     from pipeline.schedule import run_jobs
-    from utils.errors import UserError
     from utils.io import save_json, save_text
 
     args = parse(argv)
     slurm = slurm_options(args)  # checks --jobs, --threads and the Slurm flags before any work
-    if not args.lambdas or not all(0 < lamb < float("inf") for lamb in args.lambdas):
-        raise UserError(f"--lambdas must be positive finite numbers, got {args.lambdas}")
     grid = build_grid(args)
     jobs = [in_recorded_format(job) for job in grid.jobs()]  # every run's configuration is validated here
     timing_path = Path(args.out_dir) / "timings.json"
@@ -352,7 +248,7 @@ def main(argv=None) -> int:
     speed = {} if args.no_benchmark else benchmark(grid, args)
     records = collect(grid)
     runs = Runs(records, grid.lamb)
-    judged = claims(runs)  # once: the figures and the report both show it
+    judged = judge_all(runs)  # once: the figures and the report both show it
     figures.update(draw_claim_figures(grid, runs, judged, args))
     shown = [a for a in (argv or sys.argv[1:]) if a != "--report_only"]  # the command that makes the runs
     command = "python experiments/reproduce.py " + " ".join(shlex.quote(a) for a in shown)

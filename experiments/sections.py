@@ -1,33 +1,19 @@
-"""The Markdown sections of REPRODUCTION.md after the claims: one function per section, each
-returning its lines (an empty list when the grid has nothing for it)."""
+"""The report's own Markdown sections, those no one claim owns: the setting, the verdicts and the
+claims tables, and the detail sections on the grid as a whole (the architectures, the seeds, the
+loss study, the distances, the paper's scale). One function per section, each returning its lines
+(an empty list when the grid has nothing for it); the claims' own sections are in their modules
+(experiments/claims/)."""
 import statistics
 
-from defenses import DETECTORS, PAPER_DETECTORS, display_name, target_ranking
-from metrics.erasing import LAST_EPOCHS, last_epochs_asr, why_unusable
-from experiments.claims import CHECKS
-from experiments.claims_extended import CHECKS as EXTENDED_CHECKS
-from experiments.claims_extended import PRUNED_ASR, pruning_point
-from experiments.spread import describe, seed_agreement
+from defenses import PAPER_DETECTORS, display_name
 from experiments.grid import STUDIES
-from experiments.records import (Runs, aro_of, distance_of, f1_of, f1_variant_of, fmt, mean_f1_of, mean_of, mean_sd,
-                                 method_label_of, metric_of, mmd_ratio_of, model_display, pools_of, present)
+from experiments.records import (Runs, distance_of, f1_of, fmt, mean_f1_of, mean_of, mean_sd, method_label_of,
+                                 metric_of, mmd_ratio_of, present)
+from experiments.spread import describe, seed_agreement
+from experiments.tables import markdown_table
 from metrics import DISTANCES, METRICS
 from models import LEVELS
-
-# TABLE 2, CIFAR-10 columns (s1, s2, s3), for the architectures this grid trains.
-PAPER_ARO = {("vgg11", "patched"): (2.67, 3.00, 2.67), ("vgg11", "blended"): (2.67, 2.67, 2.67),
-             ("vgg11", "sig"): (2.67, 3.00, 3.00), ("vgg11", "warped"): (3.00, 3.00, 3.00),
-             ("preactresnet18", "patched"): (2.67, 2.67, 2.00), ("preactresnet18", "blended"): (3.00, 2.67, 3.00),
-             ("preactresnet18", "sig"): (3.00, 3.00, 2.00), ("preactresnet18", "warped"): (3.00, 3.00, 2.00)}
-ALL_CHECKS = {**CHECKS, **EXTENDED_CHECKS}
-
-
-def markdown_table(header: list, rows: list) -> list:
-    for row in rows:  # a cell too many or too few shifts every value under the wrong heading
-        if len(row) != len(header):
-            raise ValueError(f"a row of {len(row)} cells under {len(header)} headings {header}: {row}")
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+from models import display_name as model_display
 
 
 def section_setting(settings: dict, runs: Runs) -> list:
@@ -121,54 +107,7 @@ def section_claims(judged: list) -> list:
     doubtful = [c for c in judged if any(word in c.verdict for word in ("not reproduced", "partly", "not measurable"))]
     if doubtful:
         lines += ["", "Where a claim is not (fully) reproduced or not measurable, what rules out a bug in the computation it reads:", ""]
-        lines += [f"- {c.id} ({c.verdict}): {ALL_CHECKS[c.id]}" for c in doubtful]
-    return lines
-
-
-def section_table2(runs: Runs) -> list:
-    """TABLE 2's ARO per model, attack and level under RBT and ML-MMDR, each the mean over the seeds'
-    runs (a seed's ARO is itself a mean of three ranks, so seeds that agree give the paper's thirds)."""
-    lines = ["## TABLE 2: ARO by model, attack and level", "",
-             "ARO = the ascending rank of the benign/malicious distance among it, the intra-class and the nearest "
-             "inter-class baseline, averaged over MMD², ED² and SWD₁ (3 = farther than the nearest other class); "
-             "each value is the mean over the seeds' runs (seeds: RBT's / ML-MMDR's where they differ). "
-             f"ML-MMDR at λ = {runs.lamb:g}; the paper's columns are its CIFAR-10 RBT values.", ""]
-    by_cell = {}
-    for model, attack, rbt, _, ml in runs.cells():
-        by_cell.setdefault((model, attack), []).append((rbt, ml))
-    rows = []
-    for (model, attack), pairs in by_cell.items():
-        paper = PAPER_ARO.get((model, attack), (None,) * 3)
-        ml_seeds = sum(ml is not None for _, ml in pairs)  # fewer than RBT's while the grid runs
-        seeds = str(len(pairs)) if ml_seeds == len(pairs) else f"{len(pairs)} / {ml_seeds}"
-        rows.append([model_display(model), attack, seeds]
-                    + [fmt(mean_of([aro_of(rbt, lv) for rbt, _ in pairs]), 2) for lv in LEVELS]
-                    + [fmt(mean_of([aro_of(ml, lv) for _, ml in pairs]), 2) for lv in LEVELS]
-                    + [fmt(v, 2) for v in paper])
-    return lines + markdown_table(["model", "attack", "seeds"] + [f"RBT {lv}" for lv in LEVELS]
-                                  + [f"ML-MMDR {lv}" for lv in LEVELS] + [f"paper {lv}" for lv in LEVELS], rows)
-
-
-def section_lambda(runs: Runs, figures: dict) -> list:
-    lines = ["## λ sweep (paper Fig. 3)", "",
-             "BA and ASR on the test set after the last epoch; MMD² between the benign and malicious target "
-             "representations per level; F1 = the mean headline F1 of AC, SS and SR over levels and pools.", ""]
-    rows = []
-    for r in runs.main():
-        rows.append([model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r), r["config"].seed, fmt(metric_of(r, "ba")),
-                     fmt(metric_of(r, "asr"))] + [fmt(distance_of(r, "mmd2", lv)) for lv in LEVELS] + [fmt(mean_f1_of(r))])
-    lines += markdown_table(["model", "attack", "method", "seed", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS] + ["F1"],
-                            rows)
-    unstable = []
-    for r in runs.records:
-        history = (r["metrics"] or {}).get("history", [])
-        measured = [(row["epoch"], row["ba"]) for row in history if row.get("ba") is not None]
-        if measured and max(ba for _, ba in measured) - measured[-1][1] > 0.1:
-            unstable.append(f"{r['config'].run_name}: BA at epochs " + ", ".join(f"{e} {fmt(ba)}" for e, ba in measured))
-    if unstable:
-        lines += ["", "Runs whose final BA is more than 0.1 below their best measured BA:", ""]
-        lines += [f"- {item}" for item in unstable]
-    lines += [""] + figures_of(figures, "sweep")
+        lines += [f"- {c.id} ({c.verdict}): {c.checks}" for c in doubtful]
     return lines
 
 
@@ -201,92 +140,6 @@ def section_distances(runs: Runs) -> list:
                      for key, name in (("intra", "intra-class (RBT)"), ("inter", "inter-class min (RBT)"))]
             lines += ["", f"### {model_display(model)}, {attack}", ""] + markdown_table([""] + header, rows)
     return lines
-
-
-def section_detection(runs: Runs, figures: dict) -> list:
-    """The paper's detectors' F1 per model, attack, method and level, each the mean over the seeds'
-    runs (the figures below draw the base seed's)."""
-    by_method = {}
-    for r in runs.main():
-        c = r["config"]
-        by_method.setdefault((c.model_name, c.attack_name, method_label_of(r)), []).append(r)
-    lines = []
-    for rule, title in (("headline", "headline: each method's own rule as the paper uses it (SR: max F1 over "
-                                     "thresholds)"),
-                        ("oracle", "oracle diagnostic: the best labeling / threshold chosen with the ground truth")):
-        rows = [[model_display(model), attack, label, sum(bool(r["evaluation"]) for r in records)]
-                + [fmt(mean_of([f1_of(r, d, lv, rule) for r in records])) for d in PAPER_DETECTORS for lv in LEVELS]
-                for (model, attack, label), records in by_method.items()]
-        lines += ["", f"## Detection F1, {title} (paper §6.1, Figs. 5–7)", "",
-                  "Mean over the pools (N, r′) and over the seeds' evaluated runs (seeds: how many).", ""]
-        lines += markdown_table(["model", "attack", "method", "seeds"]
-                                + [f"{display_name(d)} {lv}" for d in PAPER_DETECTORS for lv in LEVELS], rows)
-    return lines + [""] + figures_of(figures, "detection")
-
-
-def sensitivity_rows(runs: Runs) -> list:
-    """(detector, form or None, rule, label) for every detector, form and rule the evaluations
-    store, in the registry's order: the headline rule first, then every variant. Derived from
-    evaluation.json and the registry, so a detector added later gets its rows, and no rule is
-    restated here."""
-    record = next((r for r in runs.records if r["evaluation"] and pools_of(r)), None)
-    if record is None:
-        return []
-    detection = record["evaluation"]["detection"]
-    first = pools_of(record)[0]["levels"][LEVELS[0]]
-    rows = []
-    for name in detection.get("detectors", PAPER_DETECTORS):
-        if name not in first:
-            continue
-        entry, label = first[name], display_name(name) if name in DETECTORS else name
-        headline = entry["headline_rule"]
-        other = "oracle" if headline == "own" else "own"
-        rows += [(name, None, headline, f"{label}: its headline rule ({headline})"),
-                 (name, None, other, f"{label}: {other}")]
-        rows += [(name, form, rule, f"{label}, {form}, {rule}") for form, rules in entry["variants"].items()
-                 for rule in rules]
-    return rows
-
-
-def section_sensitivity(runs: Runs) -> list:
-    lines = ["## Detector sensitivity", "",
-             f"Mean F1 over attacks, seeds, levels and pools of RBT and ML-MMDR (λ = {runs.lamb:g}) under every "
-             "detector, form and decision rule that evaluation.json stores, so the reader sees how much C4 (which "
-             "rests on AC, SS and SR) depends on the detector's configuration.", ""]
-    header, rows = ["detector configuration"], []
-    for model in runs.models():
-        header += [f"{model_display(model)} RBT", f"{model_display(model)} ML-MMDR", "drop"]
-    pairs = {model: [(rbt, ml) for m, _, rbt, _, ml in runs.cells() if m == model and ml] for model in runs.models()}
-    for detector, form, decision, label in sensitivity_rows(runs):
-        def value(record):
-            if form is None:  # the headline form: its own rule and the oracle are top-level entries
-                return mean_of([f1_of(record, detector, lv, decision) for lv in LEVELS])
-            return mean_of([f1_variant_of(record, detector, lv, form, decision) for lv in LEVELS])
-        row = [label]
-        for model in runs.models():
-            a, b = mean_of([value(r) for r, _ in pairs[model]]), mean_of([value(m) for _, m in pairs[model]])
-            row += [fmt(a), fmt(b), fmt(a - b) if present(a, b) else "–"]
-        rows.append(row)
-    return lines + markdown_table(header, rows)
-
-
-def section_kernels(runs: Runs) -> list:
-    """One seed's kernel study (the report passes the base seed's runs; C6 reads every seed)."""
-    pairs = runs.kernel_rows()
-    if not pairs:
-        return []
-    rbt, rows = pairs[0][0], [r for _, r in pairs]
-    lines = ["## Kernels (paper §6.3, TABLE 3, Fig. 11)", "",
-             f"ML-MMDR at λ = {runs.lamb:g} on {rows[0]['config'].attack_name} with each kernel, seed "
-             f"{rows[0]['config'].seed}; the first row is the RBT run. F1: headline, mean over the pools.", ""]
-    table = []
-    for r in ([rbt] if rbt else []) + rows:
-        name = "RBT" if r is rbt else r["config"].kernel.upper()
-        table.append([name, fmt(metric_of(r, "ba")), fmt(metric_of(r, "asr"))]
-                     + [fmt(distance_of(r, "mmd2", lv)) for lv in LEVELS]
-                     + [fmt(f1_of(r, d, lv)) for d in PAPER_DETECTORS for lv in LEVELS])
-    return lines + markdown_table(["kernel", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS]
-                          + [f"{display_name(d)} {lv}" for d in PAPER_DETECTORS for lv in LEVELS], table)
 
 
 def section_seeds(runs: Runs) -> list:
@@ -325,113 +178,6 @@ def section_loss(runs: Runs) -> list:
             f"The {records[0]['config'].attack_name} ML-MMDR run (λ = {runs.lamb:g}) with each form of the "
             "cross-entropy; F1 = mean headline F1 over levels and pools.", ""] + markdown_table(
         ["loss", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS] + [f"{display_name(d)} F1" for d in PAPER_DETECTORS], rows)
-
-
-def section_defenses(runs: Runs, figures: dict) -> list:
-    defended = [r for r in runs.main() if r["nc"] or r["prune"]]
-    if not defended:
-        return []
-    rows = []
-    for r in defended:
-        nc, prune = r["nc"], r["prune"]
-        target = r["config"].target
-        ranking = target_ranking(nc["norms"], target) if nc else {}
-        point = pruning_point(prune)
-        rows.append([model_display(r["config"].model_name), r["config"].attack_name, method_label_of(r), r["config"].seed,
-                     fmt(nc["norms"][target], 1) if nc else "–", ranking.get("target_l1_rank", "–"),
-                     fmt(ranking.get("target_l1_ratio_to_median"), 2), fmt(nc["target_anomaly_index"], 2) if nc else "–",
-                     f"{max(nc['epochs'])} ({fmt(nc['seconds'] / 60, 1)} min)" if nc else "–",
-                     fmt(point["ratio"], 2) if point else "never", fmt(point["ba"]) if point else "–"])
-    lines = ["## Neural Cleanse and pruning (paper §6.2, Figs. 8–10)", ""]
-    lines += markdown_table(["model", "attack", "method", "seed", "target ‖m‖₁", "its rank (1 = smallest)", "ratio to the others' median",
-                     "target anomaly index", "NC epochs (time)", f"pruned ratio where ASR < {PRUNED_ASR:g}", "BA there"], rows)
-    return lines + _pruned_to_the_end(defended) + [""] + figures_of(figures, "nc_norms") + figures_of(figures, "prune_curves")
-
-
-def _pruned_to_the_end(defended: list) -> list:
-    """A note on the runs whose ASR fell below PRUNED_ASR only with every s3 channel pruned, so a reader
-    does not take a pruned-out model's constant output for pruning working."""
-    whole = [r for r in defended if (pruning_point(r["prune"]) or {}).get("ratio") == 1.0]
-    if not whole:
-        return []
-    names = "; ".join(f"{model_display(r['config'].model_name)} {r['config'].attack_name} {method_label_of(r)} "
-                      f"seed {r['config'].seed} ({r['prune']['layer']}, ranked by '{r['prune']['rank']}')" for r in whole)
-    # only App. A's PreActResNet-18 pools its s3 without a ReLU, so only there does this reason apply
-    signed = any(r["config"].model_name == "preactresnet18" for r in whole)
-    why = (f" A possible reason, which the diagnostic below tests: {model_display('preactresnet18')}'s s3 (App. A) is the last block's "
-           "sum, pooled with no ReLU before it, so a channel can carry the trigger through a negative activation, "
-           "which pruning by the largest mean activation on triggered inputs removes last." if signed else "")
-    return ["", f"ASR stayed at {PRUNED_ASR:g} or above until every s3 channel was pruned, where the output is a "
-                f"constant and BA is chance, on: {names}. There pruning did not remove the backdoor at any ratio short "
-                f"of the whole layer.{why}"]
-
-
-def _erased_scores(scores: dict) -> str:
-    """'BA / ASR', with the collapse in place of an ASR that measures nothing."""
-    if scores.get("collapsed_to_class") is not None:
-        return f"{fmt(scores['ba'])} / collapsed (→ {scores['collapsed_to_class']}, {100 * scores['top_class_share']:.0f}%)"
-    return f"{fmt(scores['ba'])} / {fmt(scores['asr'])}"
-
-
-def _erasing_settings(result: dict) -> str:
-    """'lr 0.1→0.01 at 2, β×1' from the options a defense ran with (a tuned choice already applied)."""
-    options = result.get("options", {})
-    lrs = [lr * options.get("lr_scale", 1.0) for lr in options.get("lrs", [])]
-    shown = "lr " + "→".join(f"{lr:g}" for lr in lrs)
-    if options.get("lr_epochs"):
-        shown += " at " + ",".join(map(str, options["lr_epochs"]))
-    beta = options.get("beta_scale")
-    return shown + (f", β×{beta:g}" if beta is not None else "") + (" (tuned)" if result.get("tuned") else "")
-
-
-def _teacher(result: dict) -> str:
-    return _erased_scores(result["teacher"]) if isinstance(result.get("teacher"), dict) else "—"
-
-
-def section_erasing(runs: Runs, figures: dict) -> list:
-    pairs = runs.erased_pairs()
-    if not pairs:
-        return []
-    rows = []
-    for model, pair in pairs:
-        for method, result in (("RBT", pair.rbt), ("ML-MMDR", pair.mlmmdr)):
-            rows.append([model_display(model), pair.attack, display_name(pair.defense), pair.seed, method,
-                         _erasing_settings(result), _teacher(result), _erased_scores(result["before"]),
-                         _erased_scores(result["after"]), fmt(last_epochs_asr(result)),
-                         why_unusable(result) or "yes"])
-    lines = ["## Erasing the backdoor (beyond the paper: C7)", "",
-             f"BA / ASR of the RBT and the ML-MMDR (λ = {runs.lamb:g}) run of each attack and seed before and after "
-             "each defense, trained on the defender's clean share of the training set (drawn outside the attacker's "
-             "subset); the teacher is NAD's and ARGD's fine-tuned model. A run that sent more than half of the clean "
-             "test images to one class is marked collapsed: its ASR measures nothing and it counts in no verdict. "
-             "Settings marked tuned were chosen on the RBT model's clean validation set by the rule of "
-             "docs/METHODS.md and applied unchanged to the ML-MMDR model.", ""]
-    lines += markdown_table(["model", "attack", "defense", "seed", "method", "settings", "teacher BA / ASR",
-                             "before BA / ASR", "after BA / ASR", f"ASR, last {LAST_EPOCHS} epochs", "usable"], rows)
-    return lines + [""] + _tuning_table(runs) + figures_of(figures, "erasing")
-
-
-def _tuning_table(runs: Runs) -> list:
-    """Each tuned model's own choice and its test BA / ASR: the sensitivity check of choosing per
-    model rather than on the RBT model."""
-    rows = []
-    for r in runs.records:
-        tuned, c = r.get("tune"), r["config"]
-        for defense, found in (tuned or {}).get("defenses", {}).items():
-            chosen = found["chosen"]
-            beta = f", β×{chosen['beta_scale']:g}" if "beta_scale" in chosen else ""
-            rows.append([model_display(c.model_name), c.attack_name, c.seed, method_label_of(r), display_name(defense),
-                         f"lr {chosen['lr']:g}{beta}", f"{fmt(chosen['validation_accuracy'])} (before "
-                         f"{fmt(tuned['before']['validation_accuracy'])})",
-                         "yes" if found["rule_met"] else "no: best validation accuracy taken",
-                         _erased_scores(found["test_after"])])
-    if not rows:
-        return []
-    return ["Each tuning's choice on its run's validation set (the grid tunes on the first seed's RBT run of "
-            "each erased attack and applies that choice to both methods on every seed), and that setting's test "
-            "BA / ASR on the tuned run, measured after the choice:", ""] + markdown_table(
-        ["model", "attack", "seed", "method", "defense", "chosen", "validation accuracy", "rule met",
-         "after BA / ASR"], rows) + [""]
 
 
 def _grid_cost(speed: dict) -> str:
@@ -474,11 +220,3 @@ def section_scale(settings: dict) -> list:
               "on this device (core-hours on a CPU). On a GPU, `python benchmarks/train_step.py --device cuda "
               "--model_name <model>` gives the GPU-hours.", ""]
     return lines + markdown_table(["architecture", "device", "batch", "images/s", "CIFAR-10 grid hours"], rows)
-
-
-def figures_of(figures: dict, kind: str) -> list:
-    lines = []
-    for caption, path in figures.items():
-        if caption.endswith(f": {kind}"):
-            lines += [f"**{caption}**", "", f"![{caption}]({path})", ""]
-    return lines

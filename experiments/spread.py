@@ -8,7 +8,7 @@ cases (``scipy.stats.bootstrap``) beside the rule's margin, so a reader sees whe
 rests on a margin wider than the spread.
 """
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from experiments.records import counted
 from metrics.intervals import bootstrap_interval
@@ -47,18 +47,6 @@ def spread_of(cases: dict, statistic: str, margin: str, threshold: float) -> Spr
         return Spread(statistic, margin, threshold, {}, 0)
     return Spread(statistic, margin, threshold, {seed: statistics.mean(values) for seed, values in cases.items()}, len(pooled),
                   statistics.mean(pooled), bootstrap_interval(pooled))
-
-
-def across_seeds(runs, judged):
-    """A claim judged on every seed pooled (``judged.judge(runs)``), with its verdict on each seed alone
-    (where ``judged.by_seed``) and the Spread of its cases (``judged.cases``, one seed at a time)."""
-    pooled = judged.judge(runs)
-    seeds = runs.seeds()
-    per_seed = ({seed: judged.judge(runs.for_seed(seed)).verdict for seed in seeds}
-                if judged.by_seed and len(seeds) > 1 else {})
-    spread = spread_of({seed: judged.cases(runs.for_seed(seed)) for seed in seeds}, judged.statistic, judged.margin,
-                       judged.threshold)
-    return replace(pooled, per_seed=per_seed, spread=spread)
 
 
 def seed_agreement(per_seed: dict) -> str:

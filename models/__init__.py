@@ -15,6 +15,10 @@ REGISTRY = {"vgg11": vgg11, "vgg16": vgg16, "resnet18": resnet18, "preactresnet1
             "preactresnet18_he": preactresnet18_he, "wrn16_1": wrn16_1, "wrn16_2": wrn16_2, "wrn40_1": wrn40_1,
             "wrn40_2": wrn40_2}
 NAMES = tuple(REGISTRY)
+# how reports and figures name each architecture
+DISPLAY_NAMES = {"vgg11": "VGG-11", "vgg16": "VGG-16", "resnet18": "ResNet-18", "preactresnet18": "PreActResNet-18",
+                 "preactresnet18_he": "PreActResNet-18 (He init.)", "wrn16_1": "WRN-16-1", "wrn16_2": "WRN-16-2",
+                 "wrn40_1": "WRN-40-1", "wrn40_2": "WRN-40-2"}
 LEVELS = ("s1", "s2", "s3")
 
 
@@ -26,6 +30,11 @@ def build(name: str, num_classes: int = 10, width: float = 1.0) -> nn.Module:
     return REGISTRY[name](num_classes=num_classes, width=width)
 
 
+def display_name(name: str) -> str:
+    """How reports and figures name the architecture ``name`` (its registry name when it has none)."""
+    return DISPLAY_NAMES.get(name, name)
+
+
 def tap_modules(model: nn.Module, levels=LEVELS) -> dict:
     """{level: module} for the model's declared taps."""
     unknown = [level for level in levels if level not in model.taps]
@@ -34,4 +43,4 @@ def tap_modules(model: nn.Module, levels=LEVELS) -> dict:
     return {level: model.get_submodule(model.taps[level]) for level in levels}
 
 
-__all__ = ["build", "tap_modules", "NAMES", "LEVELS"]
+__all__ = ["build", "tap_modules", "display_name", "NAMES", "LEVELS", "DISPLAY_NAMES"]

@@ -2,7 +2,7 @@
 
 Every field declared with ``param`` is a command-line flag of the same name (pipeline/flags.py);
 the chosen attack's own parameters live in ``attack_params`` and their flags come from the
-attack's dataclass. Defaults and their sources: docs/METHODS.md, "Flags and where each default comes from".
+attack's dataclass. Defaults and their sources: the pages of docs/methods/ that docs/METHODS.md lists.
 """
 import hashlib
 import json
@@ -170,9 +170,16 @@ class RunConfig:
         return self
 
     def train_settings(self) -> TrainSettings:
-        names = {f.name for f in fields(TrainSettings)}
-        values = {key: value for key, value in asdict(self).items() if key in names}
-        return TrainSettings(**{**values, "milestones": tuple(self.milestones), "levels": self.levels})
+        """The training loop's settings of this resolved configuration, named field by field: a field
+        renamed on either side fails here (tests/test_pipeline.py checks that each one arrives) instead
+        of training silently with TrainSettings' default, such as λ = 0."""
+        return TrainSettings(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, milestones=tuple(self.milestones),
+            momentum=self.momentum, weight_decay=self.weight_decay, target=self.target, mlmmdr_lamb=self.mlmmdr_lamb,
+            levels=self.levels, kernel=self.kernel, mlmmdr_reduce=self.mlmmdr_reduce, mmd_estimator=self.mmd_estimator,
+            ce_reduction=self.ce_reduction, amp=self.amp, sync_bn=self.sync_bn, mmd_sync=self.mmd_sync,
+            channels_last=self.channels_last, compile=self.compile, eval_batch_size=self.eval_batch_size,
+            eval_every=self.eval_every, progress=self.progress)
 
     def identity(self) -> dict:
         """The fields that decide what the trained model is: all but where and how it is run and shown."""

@@ -33,6 +33,11 @@ class Kernel:
     kind: str  # "gaussian" or "linear"
     sigmas: tuple = ()
 
+    @property
+    def display(self) -> str:
+        """How reports name the kernel: TABLE 3's capitals ("GMK2")."""
+        return self.name.upper()
+
     def __call__(self, gram: torch.Tensor) -> torch.Tensor:
         if self.kind == "linear":
             return gram

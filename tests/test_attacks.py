@@ -92,3 +92,11 @@ def test_the_default_blend_pattern_is_recorded_relative_and_found_from_anywhere(
     pattern = attacks.build("blended").pattern
     assert pattern.shape == (3, 32, 32) and torch.equal(pattern, (torch.from_numpy(make_pattern()).permute(2, 0, 1)
                                                                   .float() / 255))
+
+
+def test_every_registered_attack_carries_its_display_name():
+    """Each attack class names itself for reports; an attack without one is shown by its registry name."""
+    import attacks
+
+    assert all(cls.display for cls in attacks.REGISTRY.values())
+    assert attacks.display_name("warped") == "WaNet" and attacks.display_name("adaptive_blend") == "Adaptive-Blend"

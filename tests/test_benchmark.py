@@ -1,6 +1,6 @@
 """benchmarks/train_step.py: the training-set size its grid hours use is the one PoisonedData trains
 on (WaNet's noise images included), DDP runs on the device asked for, and every rate in the JSON
-names that device."""
+names that device; and every benchmark's flags are declared parameters, a bad one a line."""
 import json
 import subprocess
 import sys
@@ -138,3 +138,38 @@ def test_a_cuda_run_times_every_rate_on_the_gpu():
     else:
         assert "ddp_images_per_s" not in result and "ddp_speedup_vs_one_process" not in result
         assert "needs at least 2 GPUs" in result["ddp_skipped"]
+
+
+BENCHMARKS = ("train_step", "erase", "maxpool", "neural_cleanse", "pruning", "detectors")
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("erase", ["--images", "1"], "error: --images must be at least 2, got 1"),
+    ("erase", ["--defenses", "nad", "cut"], "error: --defenses must be one of finetune, nad, argd, got ['nad', 'cut']"),
+    ("maxpool", ["--width", "0"], "error: --width must be positive, got 0.0"),
+    ("neural_cleanse", ["--epochs", "0"], "error: --epochs must be at least 1, got 0"),
+    ("pruning", ["--threads", "0"], "error: --threads must be at least 1, got 0"),
+    ("pruning", ["--images", "many"], "error: argument --images: invalid int value: 'many'"),
+    ("detectors", ["--run_dir", "x", "--pool_sizes", "0"], "error: --pool_sizes must be at least 1"),
+    ("detectors", [], "error: --run_dir is required"),
+])
+def test_every_benchmark_refuses_a_bad_value_in_one_line(script, flags, message, capsys):
+    """Each benchmark's flags are declared parameters: a bad value is one line naming the flag and exit
+    status 2, before anything is timed."""
+    import importlib
+
+    from pipeline.cli import run_cli
+
+    assert run_cli(importlib.import_module(f"benchmarks.{script}").main, flags) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), lines
+
+
+@pytest.mark.parametrize("script", BENCHMARKS)
+def test_every_benchmark_lists_its_flags(script, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as done:
+        importlib.import_module(f"benchmarks.{script}").main(["--help"])
+    shown = capsys.readouterr().out
+    assert done.value.code == 0 and shown.startswith("usage: ") and ("--threads" in shown or "--device" in shown)

@@ -34,7 +34,7 @@ def throwaway(monkeypatch):
 def test_a_detector_registered_from_a_test_reaches_every_output(throwaway, tiny_sweep, tmp_path):
     import evaluate
     from experiments.records import Runs
-    from experiments.sections import section_sensitivity
+    from experiments.claims.c04_detection import section_sensitivity
     from pipeline.cli import run_cli
     from pipeline.rundir import find_runs
 

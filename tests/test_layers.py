@@ -1,8 +1,9 @@
 """The import arrows run one way: entry scripts → pipeline (the run layer) → library → utils.
 
 Each package may import only packages of a lower rank (and itself); packages of the same rank stay
-independent of each other. The walk reads every import statement with ast, including the ones
-inside functions, so a lazy import cannot hide an arrow that runs back up.
+independent of each other, and no modules anywhere import each other in a circle. The walk reads
+every import statement with ast, including the ones inside functions, so a lazy import cannot hide
+an arrow that runs back up, nor a circle.
 """
 import ast
 from pathlib import Path
@@ -82,11 +83,29 @@ def test_an_arrow_back_up_is_reported(tmp_path):
         "metrics/bad.py imports pipeline (layer 7 is not below metrics's layer 3)"]
 
 
-def pipeline_imports(root: Path) -> dict:
-    """{module: {(imported pipeline module, at module level?)}} for every module of pipeline/."""
+def module_of(path: Path, root: Path) -> str:
+    """'pipeline.stages.train' for pipeline/stages/train.py, 'pipeline' for pipeline/__init__.py."""
+    return ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+
+
+def project_modules(root: Path) -> dict:
+    """{module name: path} of every module of the project's layered packages and scripts."""
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        if "tests" not in path.relative_to(root).parts and owner(path, root) in RANK:
+            found[module_of(path, root)] = path
+    return found
+
+
+def module_imports(root: Path, within: str = None) -> dict:
+    """{module: {(imported project module, at module level?)}} for every project module (or those of
+    the package ``within``). Every import statement counts, the ones inside functions too, so a lazy
+    import cannot hide a circle; ``from a.b import c`` imports the module a.b.c where there is one."""
+    modules = project_modules(root)
     graph = {}
-    for path in sorted((root / "pipeline").rglob("*.py")):
-        module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+    for module, path in modules.items():
+        if within and module.split(".")[0] != within:
+            continue
         tree = ast.parse(path.read_text(), filename=str(path))
         top = {id(node) for node in tree.body}
         found = set()
@@ -94,14 +113,18 @@ def pipeline_imports(root: Path) -> dict:
             names = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            known = [name for name in names if name.startswith("pipeline") and
-                     ((root / name.replace(".", "/")).with_suffix(".py").is_file()
-                      or (root / name.replace(".", "/") / "__init__.py").is_file())]
-            found.update((name, id(node) in top) for name in known)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                submodules = [f"{node.module}.{alias.name}" for alias in node.names]
+                names = [name for name in submodules if name in modules] or [node.module]
+            found.update((name, id(node) in top) for name in names if name in modules)
         graph[module] = found
     return graph
+
+
+def pipeline_imports(root: Path) -> dict:
+    """module_imports of pipeline/, restricted to the pipeline modules they import."""
+    return {module: {(name, at_top) for name, at_top in names if name.split(".")[0] == "pipeline"}
+            for module, names in module_imports(root, "pipeline").items()}
 
 
 def test_pipeline_modules_import_each_other_at_the_top_and_without_a_circle():
@@ -132,6 +155,21 @@ def circles(graph: dict) -> list:
     for module in sorted(edges):
         visit(module, [])
     return found
+
+
+def test_no_import_circle_anywhere_in_the_project():
+    """Across every package and script, with imports inside functions counted as arrows."""
+    assert circles(module_imports(ROOT)) == []
+
+
+def test_a_circle_hidden_in_a_function_outside_pipeline_is_found(tmp_path):
+    """The checker itself, on the circle the report's claims once had: claims.py imported the later
+    claims inside a function, and they imported claims.py back."""
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "__init__.py").write_text("")
+    (tmp_path / "experiments" / "claims.py").write_text("def claims():\n    from experiments.later import EXTENDED\n")
+    (tmp_path / "experiments" / "later.py").write_text("from experiments.claims import Claim\n")
+    assert circles(module_imports(tmp_path)) == [["experiments.claims", "experiments.later", "experiments.claims"]]
 
 
 def test_a_hidden_import_and_a_circle_in_pipeline_are_found(tmp_path):

@@ -144,3 +144,11 @@ def test_vgg_trains_and_predicts_as_with_torchs_max_pool():
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), reference.state_dict().values()))
     with torch.no_grad():
         assert torch.equal(ours(images), reference(images))
+
+
+def test_every_registered_model_has_its_display_name():
+    """Reports take an architecture's name from its registry, so a model added without one shows up here."""
+    import models
+
+    assert set(models.DISPLAY_NAMES) == set(models.REGISTRY)
+    assert models.display_name("preactresnet18") == "PreActResNet-18" and models.display_name("unlisted") == "unlisted"

@@ -158,3 +158,25 @@ def test_a_failing_stage_names_the_run_and_its_log(tmp_path):
     config = RunConfig(data_name="digits", out_dir=str(tmp_path), progress=False).resolve_defaults()
     with pytest.raises(UserError, match=r"the evaluate stage of digits_vgg11_patched failed .*no model.pt.*\.log"):
         run_jobs([Job(config, [("evaluate", None)])], progress=False)
+
+
+def test_every_train_setting_comes_from_the_run_configuration():
+    """RunConfig.train_settings names each TrainSettings field: with every training field of the run
+    set away from TrainSettings' default, no field may keep its default, so a field renamed on one
+    side (or added to TrainSettings and never filled) fails here instead of training with λ = 0."""
+    from dataclasses import fields
+
+    from training import TrainSettings
+
+    config = RunConfig(
+        data_name="digits", epochs=7, batch_size=33, lr=0.05, milestones=[3, 5], momentum=0.8, weight_decay=1e-3,
+        target=3, mlmmdr_lamb=0.25, mlmmdr_layer="last", kernel="gk1", mlmmdr_reduce="sum", mmd_estimator="unbiased",
+        ce_reduction="pooled", amp=True, sync_bn=True, mmd_sync="local", channels_last=True, compile=True,
+        eval_batch_size=100, eval_every=3, progress=False).resolve_defaults()
+    settings, defaults = config.train_settings(), TrainSettings()
+    kept = [f.name for f in fields(TrainSettings) if getattr(settings, f.name) == getattr(defaults, f.name)]
+    assert not kept, f"TrainSettings fields left at their defaults: {kept}"
+    assert settings.levels == ("s3",) and settings.milestones == (3, 5)
+    for f in fields(TrainSettings):  # a field of the same name carries the run's value
+        if f.name not in ("levels", "milestones"):
+            assert getattr(settings, f.name) == getattr(config, f.name), f.name

@@ -3,9 +3,11 @@ import json
 from pathlib import Path
 
 from experiments.grid import Grid
-from experiments.claims import claims
+from experiments.claims import judge_all
+from experiments.claims.c05_neural_cleanse import _pruned_to_the_end
+from experiments.claims.c07_erasing import section_erasing
 from experiments.records import Runs, mean_sd
-from experiments.sections import _pruned_to_the_end, markdown_table, section_erasing
+from experiments.tables import markdown_table
 from experiments.reproduce import cpu_model, main as reproduce_main
 from tests.conftest import EVAL_SMALL
 from pipeline.cli import run_cli
@@ -120,7 +122,7 @@ def test_claim_verdicts_follow_their_rules():
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.7, 0.7, 0.7], kernel="gk1", studies=("kernel",)),
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.8, 0.8, 0.8], kernel="lk", studies=("kernel",))]
     runs = Runs(records, 0.3)
-    verdicts = {c.id: c.verdict for c in claims(runs)}
+    verdicts = {c.id: c.verdict for c in judge_all(runs)}
     beyond = {"C8": "not run", "C9": "not measurable", "C10": "not run", "C11": "not run"}  # no such results here
     assert verdicts == {"C1": "reproduced", "C2": "reproduced", "C3": "reproduced", "C4": "reproduced",
                         "C5": "reproduced", "C6": "reproduced", "C7": "VGG-11: not measurable (3 usable pairs)",
@@ -130,7 +132,7 @@ def test_claim_verdicts_follow_their_rules():
     records[4] = record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.5, 0.5, 0.5], kernel="lk", studies=("kernel",))
     records[2] = record("ML-MMDR", 0.3, [13.0, 13.0, 13.0], 0.5, [1.0, 1.0, 1.0], ba=0.5, flagged=False,
                         studies=both, erased=(0.1, 0.0))
-    verdicts = {c.id: c.verdict for c in claims(Runs(records, 0.3))}
+    verdicts = {c.id: c.verdict for c in judge_all(Runs(records, 0.3))}
     assert verdicts == {"C1": "partly reproduced", "C2": "not reproduced", "C3": "partly reproduced",
                         "C4": "not reproduced", "C5": "not reproduced", "C6": "not reproduced",
                         "C7": "VGG-11: not measurable (0 usable pairs)", **beyond}
@@ -138,7 +140,7 @@ def test_claim_verdicts_follow_their_rules():
     records = [record("RBT", 0, [12.0, 12.0, 12.0], 0.5, [1.0, 1.0, 1.0]),
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], studies=("lambda", "kernel")),
                record("ML-MMDR", 0.3, [0.1, 0.1, 0.1], 0.5, [0.4, 0.4, 0.4], ba=0.1, kernel="lk", studies=("kernel",))]
-    kernels = next(c for c in claims(Runs(records, 0.3)) if c.id == "C6")
+    kernels = next(c for c in judge_all(Runs(records, 0.3)) if c.id == "C6")
     assert kernels.verdict == "partly reproduced"
     assert "with the attack kept: 1/2 kernels" in kernels.evidence and "not kept (its F1 counts for nothing): LK seed 0 (BA 0.100" in kernels.evidence
     assert kernels.spread.cases == 1  # the failed kernel is no case of the statistic either
@@ -147,7 +149,7 @@ def test_claim_verdicts_follow_their_rules():
                 record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], studies=("lambda", "kernel"), seed=1),
                 record("ML-MMDR", 0.3, [0.1, 0.1, 0.1], 0.5, [0.4, 0.4, 0.4], ba=0.2, kernel="lk", studies=("kernel",),
                        seed=1)]
-    kernels = next(c for c in claims(Runs(records, 0.3)) if c.id == "C6")
+    kernels = next(c for c in judge_all(Runs(records, 0.3)) if c.id == "C6")
     assert "LK seed 0 (BA 0.100" in kernels.evidence and "LK seed 1 (BA 0.200" in kernels.evidence
 
 
@@ -310,15 +312,16 @@ def test_a_table_row_with_a_cell_too_many_is_refused():
 
 
 def test_neural_cleanse_is_judged_at_the_claims_lambda_with_the_others_shown_beside():
-    from experiments.claims import claim_neural_cleanse
+    from experiments.claim import judge
+    from experiments.claims import c05_neural_cleanse
 
     records = [record("RBT", 0, [12.0, 12.0, 12.0], 0.5, [1.0, 1.0, 1.0], flagged=True),
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], flagged=True),
                record("ML-MMDR", 0.1, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], flagged=False)]
-    claim = claim_neural_cleanse(Runs(records, 0.3))
+    claim = judge(c05_neural_cleanse.CLAIM, Runs(records, 0.3))
     assert claim.verdict == "reproduced"  # pooled with λ = 0.1's run it would be 'partly'
     assert "At the sweep's other λ (not judged): VGG-11 patched ML-MMDR, λ=0.1, seed 0: target ‖m‖₁ rank 3" in claim.evidence
-    assert claim_neural_cleanse(Runs(records[:1] + records[2:], 0.3)).verdict == "not run"
+    assert judge(c05_neural_cleanse.CLAIM, Runs(records[:1] + records[2:], 0.3)).verdict == "not run"
 
 
 def test_c2_counts_a_model_attack_and_lambda_once_whatever_its_seeds():
@@ -327,7 +330,7 @@ def test_c2_counts_a_model_attack_and_lambda_once_whatever_its_seeds():
     rbt = [record("RBT", 0, [12.0] * 3, 0.5, [1.0] * 3, seed=seed) for seed in (0, 1, 2)]
     small = record("ML-MMDR", 0.1, [1.0] * 3, 0.5, [0.6] * 3)
     large = [record("ML-MMDR", 0.3, [13.0] * 3, 0.5, [0.6] * 3, seed=seed) for seed in (0, 1, 2)]
-    reduction = next(c for c in claims(Runs(rbt + [small] + large, 0.3)) if c.id == "C2")
+    reduction = next(c for c in judge_all(Runs(rbt + [small] + large, 0.3)) if c.id == "C2")
     assert reduction.verdict == "partly reproduced"  # 1 of 2 (model, attack, λ), not 1 of 4 seed × λ
 
 
@@ -336,7 +339,7 @@ def test_c6_judges_each_kernel_against_the_rbt_runs_of_its_own_seeds():
     gmk2 = [record("ML-MMDR", 0.3, [1.0] * 3, 0.5, [0.6] * 3, studies=("lambda", "kernel"), seed=seed)
             for seed in (0, 1)]
     gmk3 = record("ML-MMDR", 0.3, [1.0] * 3, 0.5, [0.8] * 3, kernel="gmk3", studies=("kernel",))  # seed 0 only
-    kernels = next(c for c in claims(Runs(rbt + gmk2 + [gmk3], 0.3)) if c.id == "C6")
+    kernels = next(c for c in judge_all(Runs(rbt + gmk2 + [gmk3], 0.3)) if c.id == "C6")
     # GMK3 is 0.15 below seed 0's RBT run; against both seeds' RBT mean (0.85) it would be 0.05
     assert "with the attack kept: 2/2 kernels" in kernels.evidence
 
@@ -351,7 +354,7 @@ def test_a_kernel_run_finished_before_its_seeds_rbt_run_is_judged_without_it():
     runs = Runs([rbt, untrained] + kernels, 0.3)
     assert [pair[0] is rbt for pair in runs.kernel_rows()] == [True, False]
     assert runs.kernel_rows()[1][0] is None
-    c6 = next(c for c in claims(runs) if c.id == "C6")
+    c6 = next(c for c in judge_all(runs) if c.id == "C6")
     assert "with the attack kept: 1/1 kernels" in c6.evidence  # seed 0's pair alone
 
 
@@ -404,3 +407,26 @@ def test_the_machine_line_names_the_cpu_model():
     cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC  9R14 96-Core Processor\nflags\t: avx512f\n"
     assert cpu_model(cpuinfo) == "AMD EPYC 9R14 96-Core Processor"
     assert cpu_model("processor\t: 0\nflags\t: avx2\n") == ""
+
+
+def test_a_bad_option_is_one_line_with_exit_status_2(tmp_path, capsys):
+    """reproduce.py's options are declared parameters (experiments/options.py): a value outside its
+    domain is refused by name before any run starts or any report is written."""
+    for flags, message in ((["--epochs", "0"], "error: --epochs must be at least 1, got 0"),
+                           (["--width", "-1"], "error: --width must be positive, got -1.0"),
+                           (["--profile", "quick", "--seeds", "0", "-1"], "error: --seeds must be in [0, 2147483647], "
+                                                                          "got [0, -1]")):
+        assert run_cli(reproduce_main, flags + ["--report", str(tmp_path / "R.md")]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [message]
+    assert not (tmp_path / "R.md").exists()
+
+
+def test_help_lists_the_options_and_the_executor_flags(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as done:
+        run_cli(reproduce_main, ["--help"])
+    shown = capsys.readouterr().out
+    assert done.value.code == 0
+    for flag in ("--epochs EPOCHS", "--no_channels_last", "--profile {full,quick}", "--lambdas LAMBDAS", "--jobs JOBS"):
+        assert flag in shown, flag

@@ -1,15 +1,15 @@
-"""The rules of C8–C11 (experiments/claims_extended.py) and the seeds' spread (experiments/spread.py)
-on constructed records: for each rule one set that should pass, one that should fail, and one with
-too few usable cases."""
+"""The rules of C8–C11 (experiments/claims/c08_pruning.py … c11_stacked.py) and the seeds' spread
+(experiments/claim.py, experiments/spread.py) on constructed records: for each rule one set that
+should pass, one that should fail, and one with too few usable cases."""
 import pytest
 
 from defenses import DETECTORS
-from experiments.claims import JUDGED, claim_detection, cases_detection
-from experiments.claims_extended import (claim_adaptive, claim_later_detectors, claim_pruning, claim_stacked,
-                                         later_detectors)
+from experiments.claim import judge
+from experiments.claims import c04_detection, c08_pruning, c09_later_detectors, c10_adaptive, c11_stacked
+from experiments.claims.c09_later_detectors import later_detectors, section_later_detectors
+from experiments.claims.c10_adaptive import section_adaptive
 from experiments.records import Runs, detector_f1
-from experiments.sections_extended import section_adaptive, section_later_detectors
-from experiments.spread import across_seeds, seed_agreement
+from experiments.spread import seed_agreement
 from metrics.intervals import bootstrap_interval, paired_verdict
 from pipeline.config import RunConfig
 
@@ -70,22 +70,22 @@ def test_c8_pruning_rule():
     def pairs(rbt_at, ml_at, seeds=(0, 1, 2)):
         return [r for s in seeds for r in (run("RBT", seed=s, prune_at=rbt_at), run("ML-MMDR", seed=s, prune_at=ml_at))]
 
-    more = claim_pruning(Runs(pairs(0.25, 0.4), 0.3))
+    more = judge(c08_pruning.CLAIM, Runs(pairs(0.25, 0.4), 0.3))
     assert more.verdict == "VGG-11: reproduced: ML-MMDR needs more pruning"
     assert "RBT 0.25 ± 0.00 (BA there 0.775" in more.evidence
     # the VGG-11 grid's finding: ML-MMDR needs less
-    assert claim_pruning(Runs(pairs(0.35, 0.25), 0.3)).verdict == "VGG-11: not reproduced: ML-MMDR needs less pruning"
+    assert judge(c08_pruning.CLAIM, Runs(pairs(0.35, 0.25), 0.3)).verdict == "VGG-11: not reproduced: ML-MMDR needs less pruning"
     # a curve that needs the whole layer is no usable pair (PreActResNet-18's at s3)
-    whole = claim_pruning(Runs(pairs(0.3, 1.0), 0.3))
+    whole = judge(c08_pruning.CLAIM, Runs(pairs(0.3, 1.0), 0.3))
     assert whole.verdict == "VGG-11: not measurable" and "3 pairs, 0 usable" in whole.evidence
     assert "3 pairs unusable: on one run ASR fell below 0.2 only with the whole layer pruned, or never" in whole.evidence
-    assert claim_pruning(Runs(pairs(0.25, 0.4, seeds=(0, 1)), 0.3)).verdict == "VGG-11: not measurable"
+    assert judge(c08_pruning.CLAIM, Runs(pairs(0.25, 0.4, seeds=(0, 1)), 0.3)).verdict == "VGG-11: not measurable"
     # PreActResNet-18's case: never at s3, and at the last convolution's input ML-MMDR needs more pruning
     relu = [r for s in (0, 1, 2) for r in (run("RBT", seed=s, prune_at=1.0, last_relu_at=0.2),
                                            run("ML-MMDR", seed=s, prune_at=1.0, last_relu_at=0.4))]
-    assert claim_pruning(Runs(relu, 0.3)).verdict == (
+    assert judge(c08_pruning.CLAIM, Runs(relu, 0.3)).verdict == (
         "VGG-11: not measurable; reproduced: ML-MMDR needs more pruning at the last convolution's input")
-    assert claim_pruning(Runs([run("RBT")], 0.3)).verdict == "not run"
+    assert judge(c08_pruning.CLAIM, Runs([run("RBT")], 0.3)).verdict == "not run"
 
 
 def later(value: float) -> dict:
@@ -102,17 +102,17 @@ def test_c9_later_detectors_rule():
                            f1={**later(ml_f1 + 0.02 * i), "strip": strip_ml}, flagged=ml_flagged))
         return out
 
-    lowered = claim_later_detectors(Runs(cells(0.9, 0.5), 0.3))
+    lowered = judge(c09_later_detectors.CLAIM, Runs(cells(0.9, 0.5), 0.3))
     assert lowered.verdict == "SPECTRE lowered; SCAn lowered; Beatrix lowered; Beatrix class test lowered; STRIP (control) unchanged"
     assert "Separability" not in lowered.verdict and "0.990 → 0.990" in lowered.evidence
     # a class-level detector that no longer flags the target detects nothing there: its F1 is 0
     assert detector_f1(run("ML-MMDR", f1=later(0.9), flagged=False), "scan") == 0.0
-    same = claim_later_detectors(Runs(cells(0.9, 0.9, strip_ml=0.3), 0.3))
+    same = judge(c09_later_detectors.CLAIM, Runs(cells(0.9, 0.9, strip_ml=0.3), 0.3))
     assert same.verdict.startswith("SPECTRE not lowered") and "STRIP (control) changed" in same.verdict
     # a changed control is shown by attack, to tell one attack's change from a general one
     assert "STRIP (control) by attack: patched 0.800 → 0.300, blended 0.800 → 0.300, sig 0.800 → 0.300" in same.evidence
     assert "by attack" not in lowered.evidence
-    assert claim_later_detectors(Runs(cells(0.9, 0.5, count=2), 0.3)).verdict == "not measurable"
+    assert judge(c09_later_detectors.CLAIM, Runs(cells(0.9, 0.5, count=2), 0.3)).verdict == "not measurable"
 
 
 def adaptive_grid(adaptive_f1, stacked_f1, mlmmdr_f1=0.6, asr=1.0, seeds=(0, 1, 2)):
@@ -129,21 +129,21 @@ def adaptive_grid(adaptive_f1, stacked_f1, mlmmdr_f1=0.6, asr=1.0, seeds=(0, 1, 
 
 
 def test_c10_adaptive_rule():
-    better = claim_adaptive(adaptive_grid(0.3, 0.2))
+    better = judge(c10_adaptive.CLAIM, adaptive_grid(0.3, 0.2))
     assert better.verdict.startswith("Adaptive-Blend at 10%: hides better than ML-MMDR")
     assert "hides best: Adaptive-Blend (ML-MMDR, 10%): F1 0.210 ± 0.010" in better.verdict
-    assert claim_adaptive(adaptive_grid(0.9, 0.9)).verdict.startswith("Adaptive-Blend at 10%: hides worse than ML-MMDR")
+    assert judge(c10_adaptive.CLAIM, adaptive_grid(0.9, 0.9)).verdict.startswith("Adaptive-Blend at 10%: hides worse than ML-MMDR")
     # an attack that failed (ASR below 0.8) hides nothing: no case is left to judge
-    failed = claim_adaptive(adaptive_grid(0.3, 0.2, asr=0.4))
+    failed = judge(c10_adaptive.CLAIM, adaptive_grid(0.3, 0.2, asr=0.4))
     assert failed.verdict.startswith("Adaptive-Blend at 10%: not measurable (3 of 3 runs failed)")
-    assert claim_adaptive(Runs([run("RBT")], 0.3)).verdict == "not run"
+    assert judge(c10_adaptive.CLAIM, Runs([run("RBT")], 0.3)).verdict == "not run"
 
 
 def test_c11_stacked_rule():
-    assert claim_stacked(adaptive_grid(0.4, 0.2)).verdict == "Adaptive-Blend + ML-MMDR at 10%: they add up"
-    assert claim_stacked(adaptive_grid(0.4, 0.6)).verdict == (
+    assert judge(c11_stacked.CLAIM, adaptive_grid(0.4, 0.2)).verdict == "Adaptive-Blend + ML-MMDR at 10%: they add up"
+    assert judge(c11_stacked.CLAIM, adaptive_grid(0.4, 0.6)).verdict == (
         "Adaptive-Blend + ML-MMDR at 10%: worse than Adaptive-Blend alone, no better than ML-MMDR alone")
-    assert claim_stacked(adaptive_grid(0.4, 0.2, asr=0.5)).verdict == "Adaptive-Blend + ML-MMDR at 10%: not measurable"
+    assert judge(c11_stacked.CLAIM, adaptive_grid(0.4, 0.2, asr=0.5)).verdict == "Adaptive-Blend + ML-MMDR at 10%: not measurable"
 
 
 def test_a_claim_across_seeds_says_where_the_seeds_disagree():
@@ -151,8 +151,7 @@ def test_a_claim_across_seeds_says_where_the_seeds_disagree():
     for seed, ml_f1 in ((0, 0.5), (1, 0.55), (2, 0.95)):  # seed 2: ML-MMDR hides nothing
         records += [run("RBT", seed=seed, f1={"ac": 1.0, "ss": 1.0, "sr": 1.0}),
                     run("ML-MMDR", seed=seed, f1={"ac": ml_f1, "ss": ml_f1, "sr": ml_f1})]
-    judged = next(j for j in JUDGED if j.judge is claim_detection)
-    claim = across_seeds(Runs(records, 0.3), judged)
+    claim = judge(c04_detection.CLAIM, Runs(records, 0.3))
     assert claim.per_seed == {0: "reproduced", 1: "reproduced", 2: "not reproduced"}
     assert seed_agreement(claim.per_seed) == "; seeds disagree: reproduced on seeds 0 1, not reproduced on seed 2"
     # a seed whose runs are missing (a partial report) disagrees with none: it is named apart
@@ -162,7 +161,7 @@ def test_a_claim_across_seeds_says_where_the_seeds_disagree():
     assert seed_agreement({0: "not run", 1: "not run"}) == ""
     assert claim.spread.per_seed == pytest.approx({0: 0.5, 1: 0.45, 2: 0.05})
     assert claim.spread.cases == 3 and claim.spread.mean == pytest.approx(1 / 3)
-    assert cases_detection(Runs(records, 0.3).for_seed(1)) == pytest.approx([0.45])
+    assert c04_detection.cases(Runs(records, 0.3).for_seed(1)) == pytest.approx([0.45])
 
 
 def test_the_class_level_lines_give_the_target_statistic_against_the_threshold():
@@ -202,7 +201,7 @@ def test_the_pruning_diagnostic_gives_each_lambda_its_own_row():
     """Its spread is over seeds: ML-MMDR runs at another λ are another row, not more seeds."""
     from dataclasses import replace
 
-    from experiments.sections_extended import section_pruning_places
+    from experiments.claims.c08_pruning import section_pruning_places
 
     def with_places(record, falls_at):
         places = {"s3": {"module": "m", "hook": "output", "channels": 8, "negative_on_triggered": 0.0}}
@@ -220,7 +219,7 @@ def test_the_pruning_diagnostic_gives_each_lambda_its_own_row():
 
 
 def test_the_whole_layer_note_names_each_runs_own_layer_and_ranking():
-    from experiments.sections import _pruned_to_the_end
+    from experiments.claims.c05_neural_cleanse import _pruned_to_the_end
 
     by_activation, by_difference = run("RBT", prune_at=1.0), run("ML-MMDR", prune_at=1.0)
     by_difference["prune"] = {**by_difference["prune"], "layer": "y", "rank": "difference"}
@@ -231,7 +230,7 @@ def test_the_whole_layer_note_names_each_runs_own_layer_and_ranking():
 
 
 def test_table2_averages_each_level_over_the_seeds_and_counts_them():
-    from experiments.sections import section_table2
+    from experiments.claims.c01_differences import section_table2
 
     def with_aro(record, values):
         record["evaluation"]["distances"]["aro"] = dict(zip(LEVELS, values))

@@ -33,7 +33,7 @@ class EvalOptions:
     ac_reduce: str = param("pca", "AC's dimension reduction before k-means (k = 2). pca (default): keeps each "
                            "direction's variance, as IBM ART's AC; ica: FastICA, the paper's §6.1 ('ICA ... "
                            "vectors of length 20'), which whitens every component to unit variance and so hides "
-                           "the split from k-means (docs/METHODS.md, 'Why AC does not use the paper's ICA-20'). Both forms are always also stored in "
+                           "the split from k-means (docs/methods/detection-ac-ss-sr.md, 'Why AC does not use the paper's ICA-20'). Both forms are always also stored in "
                            "evaluation.json", choices=defenses.AC_REDUCTIONS)
     ac_components: int = param(10, "AC: dimensions kept (default 10, as Chen et al. and IBM ART; the paper: 20)",
                                low=1)

@@ -6,6 +6,7 @@ attack's dataclass. Defaults and their sources: the pages of docs/methods/ that 
 """
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Optional
 
@@ -148,6 +149,9 @@ class RunConfig:
             raise ParameterError("run_name", f"must be a non-empty name without path separators, got "
                                              f"{self.run_name!r}; use --out_dir to choose the directory")
         attacks.build(self.attack_name, self.attack_params, self.seed)  # the attack checks its own parameters
+        if not str(self.out_dir).strip():
+            raise ParameterError("out_dir", "is empty; give the directory runs are written to (default: runs)")
+        self.out_dir = os.path.expanduser(self.out_dir)  # as --data_path is: '~/x' is the home's x, not a folder '~'
         check_directory(self.out_dir, "out_dir")
         return self
 

@@ -46,8 +46,14 @@ class RunDir:
     def of(cls, config: RunConfig) -> "RunDir":
         """``<out_dir>/<run name>``, or where it points when it is a symbolic link: a run kept on
         another disk is written and read there, and its link keeps pointing at it."""
-        path = Path(config.out_dir) / config.run_name
-        return cls(path.resolve() if path.is_symlink() else path)
+        path = Path(config.out_dir).expanduser() / config.run_name
+        if not path.is_symlink():
+            return cls(path)
+        try:
+            return cls(path.resolve(strict=False))
+        except (RuntimeError, OSError) as error:  # a loop of links (Python raises RuntimeError before 3.13)
+            raise UserError(f"{path} is a symbolic link that cannot be followed ({error}); remove or repoint it, or "
+                            f"give another --out_dir") from None
 
     def locked(self):
         """Hold the run's lock (``<parent>/.<name>.lock``) for a ``with`` block: one writer per run

@@ -308,3 +308,40 @@ def test_an_evaluation_that_cannot_write_its_record_leaves_the_previous_files(tr
     assert run_cli(evaluate.main, T + ["--out_dir", str(tmp_path), *small, "--num_samples", "25"]) == 1
     assert one_line(capsys.readouterr().err).startswith("error: No space left on device (")
     assert snapshot(tmp_path / NAME) == before
+
+
+def test_an_empty_out_dir_is_one_line(tmp_path, capsys, monkeypatch):
+    """An empty --out_dir would train into the working directory: refused by name."""
+    import main
+    from pipeline.cli import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(main.main, [*T, "--out_dir", ""]) == 2
+    assert capsys.readouterr().err.strip() == "error: --out_dir is empty; give the directory runs are written to " \
+                                              "(default: runs)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_out_dir_under_the_home_is_expanded_as_the_data_path_is(tmp_path, monkeypatch):
+    """'~/x' is the home's x (as --data_path expands it), not a directory named '~' here."""
+    import main
+    from pipeline.cli import run_cli
+
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    assert run_cli(main.main, [*T, "--out_dir", "~/x"]) == 0
+    assert (home / "x" / NAME / "metrics.json").is_file() and not (here / "~").exists()
+
+
+def test_a_symlink_loop_at_the_run_path_is_one_line(tmp_path, capsys):
+    import main
+    from pipeline.cli import run_cli
+
+    (tmp_path / NAME).symlink_to(tmp_path / "other")
+    (tmp_path / "other").symlink_to(tmp_path / NAME)
+    assert run_cli(main.main, [*T, "--out_dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "is a symbolic link that cannot be followed" in error

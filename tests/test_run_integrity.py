@@ -141,3 +141,22 @@ def test_atomic_files_get_the_umask_mode(tmp_path, monkeypatch):
         monkeypatch.undo()
     save_json({"a": 1}, tmp_path / "y.json")
     assert (tmp_path / "y.json").stat().st_mode & 0o777 == 0o666 & ~previous
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_users_file_at_the_run_path_is_refused_and_kept(tmp_path, capsys, kind):
+    """Promoting a trained run replaces whatever is at its path: a user's file there, or a directory
+    of files that is not a run, must stop training before it starts, and stay as it was."""
+    import main
+    from pipeline.cli import run_cli
+
+    target = tmp_path / NAME
+    if kind == "file":
+        target.write_text("my notes")
+    else:
+        target.mkdir()
+        (target / "notes.txt").write_text("my notes")
+    assert run_cli(main.main, [*RUN, "--epochs", "1", "--out_dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "exists and is not a run directory" in error and "move it away" in error
+    assert (target.read_text() if kind == "file" else (target / "notes.txt").read_text()) == "my notes"

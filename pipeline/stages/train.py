@@ -57,6 +57,20 @@ def claim(run: RunDir, config: RunConfig) -> None:
                         f"replace it, or --run_name/--out_dir for a new run")
 
 
+def refuse_foreign(run: RunDir) -> None:
+    """Refuse to train where something other than a run lives: promoting a finished run replaces
+    whatever is at its path, so a user's file there, or a directory of files without a run's
+    config.json, would be deleted."""
+    path = run.path
+    if path.is_dir() and not path.is_symlink():
+        foreign = any(path.iterdir()) and not run.has("config")
+    else:
+        foreign = path.exists() or path.is_symlink()
+    if foreign:
+        raise UserError(f"{path} exists and is not a run directory (no config.json), and training would replace it; "
+                        f"move it away, or give another --run_name or --out_dir")
+
+
 def staging_of(run: RunDir) -> RunDir:
     """Where a run is written while it trains: ``<out_dir>/.<name>.staging``, renamed into place
     when complete, so the run directory never mixes two runs' files."""
@@ -180,6 +194,7 @@ def open_staging(run: RunDir, config: RunConfig, stack: ExitStack) -> RunDir:
     if problem:
         raise ParameterError("out_dir", f"{config.out_dir} cannot hold runs ({problem}); choose a writable directory")
     stack.enter_context(run.locked())
+    refuse_foreign(run)
     staging = staging_of(run)
     if not (config.resume and staging.has("resume")):  # resuming continues a run that was already let in
         claim(run, config)

@@ -25,8 +25,8 @@ def model_name(choices: tuple = None):
 
 def width(default: float):
     """--width: the timed model's channel-width multiplier."""
-    return param(default, f"channel-width multiplier of the timed model (default: {default:g}; 1 is the paper's)",
-                 low=0.0, low_open=True)
+    return param(default, f"channel-width multiplier of the timed model (default: {default:g}; 1 is the paper's; "
+                          f"at most 16)", low=0.0, low_open=True, high=16.0)
 
 
 def device(default: str):

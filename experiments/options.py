@@ -50,7 +50,7 @@ class ReproduceOptions:
                            "for digits, which is built in)")
     model_name: str = param("vgg11", "the base architecture: every study's runs but the second architecture's and "
                             "the erasing reference arm's")
-    width: float = param(0.25, "its channel-width multiplier (the paper: 1)", low=0.0, low_open=True)
+    width: float = param(0.25, "its channel-width multiplier (the paper: 1)", low=0.0, low_open=True, high=16.0)
     train_subset: int = param(10000, "train on a seeded, class-stratified subset of N training images (0: the whole "
                               "training set)", low=0)
     epochs: int = param(12, "training epochs of every run (the paper: 100)", low=1)
@@ -77,7 +77,7 @@ class ReproduceOptions:
     second_model: str = param(GRID["second_model"], "the second architecture (the paper's headline PreActResNet-18); "
                               "none: skip")
     second_width: float = param(GRID["second_width"], "its width: 0.125 costs about what VGG-11 costs at 0.25 (17.7 "
-                                "vs 19.8 MFLOPs a 32×32 image)", low=0.0, low_open=True)
+                                "vs 19.8 MFLOPs a 32×32 image)", low=0.0, low_open=True, high=16.0)
     second_attacks: list = param(grid_list("second_attacks"), "attacks of the second architecture's runs", nargs="+")
     focus_attack: str = param(GRID["focus_attack"], "the attack of the kernel, seed and loss studies (the paper's "
                               "Fig. 11 uses patched)")

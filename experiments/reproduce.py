@@ -68,18 +68,18 @@ def build_grid(args):
     from evaluation.protocol import EvalOptions
     from experiments.grid import Grid
     from pipeline.config import RunConfig
-    from pipeline.flags import parse_eval_flags, parse_flag_groups, parse_flags
+    from pipeline.flags import parse_eval_flags, parse_flag_groups, parse_flags, split_flags
     from pipeline.stages.figures import ScatterOptions
 
     base = RunConfig(data_name=args.data_name, data_path=None if args.data_name == "digits" else args.data_path,
                      model_name=args.model_name, width=args.width, epochs=args.epochs, seed=args.seed,
                      out_dir=args.out_dir, eval_every=args.eval_every, train_subset=args.train_subset or None,
                      milestones=args.milestones, progress=False, channels_last=args.channels_last)
-    options = {"evaluate": parse_eval_flags(EvalOptions, shlex.split(args.eval_flags)),
-               "nc": parse_flags(NCOptions, shlex.split(args.nc_flags), prefix="nc_", source="nc_flags")}
+    options = {"evaluate": parse_eval_flags(EvalOptions, split_flags(args.eval_flags, "eval_flags")),
+               "nc": parse_flags(NCOptions, split_flags(args.nc_flags, "nc_flags"), prefix="nc_", source="nc_flags")}
     options.update(parse_flag_groups({"finetune": (FinetuneOptions, "ft_"), "nad": (NADOptions, "nad_"),
-                                      "argd": (ARGDOptions, "argd_")}, shlex.split(args.erase_flags), "erase_flags"))
-    options["tune"] = parse_flags(TuneOptions, shlex.split(args.tune_flags), prefix="tune_", source="tune_flags")
+                                      "argd": (ARGDOptions, "argd_")}, split_flags(args.erase_flags, "erase_flags"), "erase_flags"))
+    options["tune"] = parse_flags(TuneOptions, split_flags(args.tune_flags, "tune_flags"), prefix="tune_", source="tune_flags")
     options["scatter"] = ScatterOptions(figure_dir=args.figure_dir)
     second = None if args.second_model.lower() == "none" else args.second_model
     return Grid(base=base, attacks=tuple(args.attacks), lambdas=tuple(args.lambdas),

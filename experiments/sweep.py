@@ -12,7 +12,6 @@ is one run whatever --mlmmdr_layer lists. Finished runs are skipped and interrup
 the same command can be run again until everything is done.
 """
 import itertools
-import shlex
 import sys
 from pathlib import Path
 
@@ -45,9 +44,10 @@ def parse(argv):
 def build_jobs(args) -> list:
     """One Job per distinct run of the grid, each configuration validated before any work starts."""
     from pipeline.cli import build_run_parser, config_from_args
+    from pipeline.flags import split_flags
     from pipeline.schedule import Job
 
-    shared = shlex.split(args.flags)
+    shared = split_flags(args.flags, "flags")
     taken = sorted({flag.lstrip("-").split("=")[0] for flag in shared if flag.startswith("--")} & set(AXES))
     if taken:
         raise UserError(f"--flags sets {', '.join('--' + name for name in taken)}, which is an axis of the sweep; give it "

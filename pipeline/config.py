@@ -37,8 +37,8 @@ class RunConfig:
     model_name: str = param("vgg11", f"architecture: {', '.join(models.NAMES)} (paper App. A; default: vgg11). "
                             f"preactresnet18 is App. A's P-18 (Conv-BN-ReLU stem, GAP+FC right after the last "
                             f"block); preactresnet18_he is He et al.'s form (conv stem, final BN-ReLU)")
-    width: float = param(1.0, "channel-width multiplier for fast experiments (default: 1, the paper's)",
-                         low=0.0, low_open=True)
+    width: float = param(1.0, "channel-width multiplier for fast experiments (default: 1, the paper's; at most 16)",
+                         low=0.0, low_open=True, high=16.0)
     # attack (paper §2.2, §3.2)
     attack_name: str = param("patched", f"trigger: {', '.join(attacks.NAMES)} (default: patched); each "
                              f"attack's own flags are listed under its name below")

@@ -6,6 +6,7 @@ building the dataclass is reworded to name the flag.
 """
 import argparse
 import re
+import shlex
 
 from utils.errors import ParameterError
 from utils.params import declared, default_of
@@ -84,6 +85,15 @@ def from_args(cls, args: argparse.Namespace, prefix: str = "", **extra):
 class _RaisingParser(argparse.ArgumentParser):
     def error(self, message):
         raise ValueError(message)
+
+
+def split_flags(text: str, source: str) -> list:
+    """``text`` (the value of the flag ``source``, itself a line of flags) split as a shell would;
+    an unclosed quote is a ParameterError naming ``source``, not a traceback."""
+    try:
+        return shlex.split(text)
+    except ValueError as error:
+        raise ParameterError(source, f"cannot be split into flags ({error}): check its quotes, got {text!r}") from None
 
 
 def parse_flags(cls, argv: list, prefix: str = "", source: str = "flags"):

@@ -66,3 +66,22 @@ def test_a_bad_number_is_one_line_and_leaves_nothing(script, prefix, extra, name
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert flag.lstrip("-") in err[0] or repr(value) in err[0] or value in err[0], err[0]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "figures").exists()
+
+
+def test_a_width_too_large_to_build_is_one_line(tmp_path, capsys):
+    """--width 1e308 is finite but overflows a layer's channel count: refused by its bound."""
+    assert run_cli(main.main, DIGITS + ["--width", "1e308", "--out_dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "error: --width must be in (0, 16], got 1e+308"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("script, flag", [("reproduce", "--eval_flags"), ("reproduce", "--nc_flags"),
+                                          ("sweep", "--flags")])
+def test_a_line_of_flags_with_an_unclosed_quote_is_one_line(script, flag, tmp_path, capsys):
+    import importlib
+
+    module = importlib.import_module(f"experiments.{script}")
+    extra = ["--data_name", "digits"] if script == "sweep" else ["--report_only", "--out_dir", str(tmp_path / "runs")]
+    assert run_cli(module.main, extra + [flag, "'x"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {flag} cannot be split into flags (No closing quotation)") and "\n" not in error

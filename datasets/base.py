@@ -67,15 +67,17 @@ class ImageDataset:
         return bool(torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2]))
 
 
-def require_dir(data_path, dataset: str, expected: str) -> Path:
-    """The dataset root, or a clear error saying which flag to set and what it must hold."""
+def require_dir(data_path, dataset: str, expected: str, downloadable: bool = True) -> Path:
+    """The dataset root, or a clear error saying which flag to set and what it must hold, and, for a
+    dataset torchvision can fetch, that --download would."""
+    fetch = "; or add --download to let torchvision fetch it into --data_path (default ./data)" if downloadable else ""
     if data_path is None:
         raise ParameterError("data_path", f"is required for {dataset}: point it at the directory that "
-                             f"holds {expected}")
+                             f"holds {expected}{fetch}")
     root = Path(data_path).expanduser()
     if not root.is_dir():
         raise ParameterError("data_path", f"{root} does not exist; point it at the directory that holds "
-                             f"{expected}")
+                             f"{expected}{fetch}")
     return root
 
 

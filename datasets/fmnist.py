@@ -45,7 +45,9 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 def load(data_path=None, seed: int = 0, download: bool = False) -> ImageDataset:
-    root = require_dir(data_path, "fmnist", "train-images-idx3-ubyte[.gz] and the other IDX files")
+    root = require_dir(data_path, "fmnist", "train-images-idx3-ubyte[.gz] and the other IDX files "
+                       "(apt-get install dataset-fashion-mnist puts them in /usr/share/datasets/fashion-mnist)",
+                       downloadable=False)
     arrays = {key: read_idx(_find(root, stem), 3 if key.endswith("images") else 1)
               for key, stem in FILES.items()}
     split = {}

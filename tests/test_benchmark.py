@@ -146,7 +146,7 @@ BENCHMARKS = ("train_step", "erase", "maxpool", "neural_cleanse", "pruning", "de
 @pytest.mark.parametrize("script, flags, message", [
     ("erase", ["--images", "1"], "error: --images must be at least 2, got 1"),
     ("erase", ["--defenses", "nad", "cut"], "error: --defenses must be one of finetune, nad, argd, got ['nad', 'cut']"),
-    ("maxpool", ["--width", "0"], "error: --width must be positive, got 0.0"),
+    ("maxpool", ["--width", "0"], "error: --width must be in (0, 16], got 0.0"),
     ("neural_cleanse", ["--epochs", "0"], "error: --epochs must be at least 1, got 0"),
     ("pruning", ["--threads", "0"], "error: --threads must be at least 1, got 0"),
     ("pruning", ["--images", "many"], "error: argument --images: invalid int value: 'many'"),

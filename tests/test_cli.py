@@ -136,6 +136,9 @@ BAD_INPUTS = [
     (["--attack_name", "lira"], "unknown attack 'lira'; choose one of"),
     (["--kernel", "rbf"], "unknown kernel 'rbf'; choose one of"),
     (["--data_name", "fmnist"], "--data_path is required for fmnist"),
+    # the command a reader of the paper types first: the default dataset is CIFAR-10, which --download fetches
+    (["--mlmmdr_lamb", "0.1", "--data_name", "cifar10"], "; or add --download to let torchvision fetch it"),
+    (["--data_name", "gtsrb"], "; or add --download to let torchvision fetch it"),
     (["--data_name", "cifar10", "--data_path", "/nonexistent"], "does not exist"),
     (["--mlmmdr_lamb", "-0.1"], "--mlmmdr_lamb must be ≥ 0"),
     (["--poison_ratio", "0"], "--poison_ratio must be in (0, 1]"),
@@ -143,7 +146,7 @@ BAD_INPUTS = [
     (["--target", "10"], "--target 10 is outside digits's classes 0..9"),
     (["--mlmmdr_layer", "first"], "--mlmmdr_layer must be one of all, last, got first"),
     (["--attack_name", "blended", "--blend_alpha", "2"], "--blend_alpha must be in (0, 1], got 2.0"),
-    (["--width", "0"], "--width must be positive, got 0.0"),
+    (["--width", "0"], "--width must be in (0, 16], got 0.0"),
     (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
     (["--width", "inf"], "--width must be a finite number, got inf"),
     (["--seed", "-1"], "--seed must be in [0, 2147483647], got -1"),

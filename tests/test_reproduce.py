@@ -413,7 +413,7 @@ def test_a_bad_option_is_one_line_with_exit_status_2(tmp_path, capsys):
     """reproduce.py's options are declared parameters (experiments/options.py): a value outside its
     domain is refused by name before any run starts or any report is written."""
     for flags, message in ((["--epochs", "0"], "error: --epochs must be at least 1, got 0"),
-                           (["--width", "-1"], "error: --width must be positive, got -1.0"),
+                           (["--width", "-1"], "error: --width must be in (0, 16], got -1.0"),
                            (["--profile", "quick", "--seeds", "0", "-1"], "error: --seeds must be in [0, 2147483647], "
                                                                           "got [0, -1]")):
         assert run_cli(reproduce_main, flags + ["--report", str(tmp_path / "R.md")]) == 2

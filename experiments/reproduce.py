@@ -23,7 +23,6 @@ stages, unless --force.
 """
 import json
 import platform
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -203,7 +202,7 @@ def main(argv=None) -> int:
     from experiments.grid import collect
     from experiments.records import Runs
     from experiments.report import render
-    from experiments.wallclock import Invocations
+    from experiments.wallclock import Invocations, grid_command
     from pipeline.executors import slurm_options
     from pipeline.schedule import run_jobs
     from utils.io import save_json, save_text
@@ -214,8 +213,10 @@ def main(argv=None) -> int:
     jobs = [in_recorded_format(job) for job in grid.jobs()]  # every run's configuration is validated here
     timing_path = Path(args.out_dir) / "timings.json"
     timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    argv = list(sys.argv[1:] if argv is None else argv)
     invocations = Invocations(Path(args.out_dir) / "invocations.json",
-                              machine=f"{platform.node()}: {describe_machine()}", jobs=args.jobs, threads=args.threads)
+                              machine=f"{platform.node()}: {describe_machine()}", jobs=args.jobs, threads=args.threads,
+                              command=None if args.report_only else grid_command([], argv))
     finished = set()
 
     def record(name: str, stages: dict) -> None:  # saved as each run finishes, so a kill loses none
@@ -250,8 +251,7 @@ def main(argv=None) -> int:
     runs = Runs(records, grid.lamb)
     judged = judge_all(runs)  # once: the figures and the report both show it
     figures.update(draw_claim_figures(grid, runs, judged, args))
-    shown = [a for a in (argv or sys.argv[1:]) if a != "--report_only"]  # the command that makes the runs
-    command = "python experiments/reproduce.py " + " ".join(shlex.quote(a) for a in shown)
+    command = grid_command(invocations.ran(), argv)  # the command that made the runs, as they recorded it
     milestones = (args.milestones if args.milestones is not None
                   else datasets.defaults(args.data_name).milestones(args.epochs))
     settings = {

@@ -92,3 +92,27 @@ def test_the_report_names_the_machines_the_stages_ran_on_not_only_the_writers():
     assert machines_of({"machine": "CPU, 2 cores, x86_64, AVX512", "invocations": ran[1:3]}) == (
         "the stages ran on CPU, 2 cores, x86_64, AVX512")
     assert machines_of({"machine": "GPU", "invocations": []}) == "GPU"
+
+
+def test_the_report_names_the_command_that_made_the_runs_not_the_one_rewriting_it():
+    """--report_only rewrites the report with its own flags; the Command line must still be the
+    grid's: the last recorded command, or for older entries their --jobs and --threads (the thread
+    count changes the numbers)."""
+    from experiments.wallclock import grid_command
+
+    older = [{"wall_s": 60.0, "runs_finished": 3, "jobs": 2, "threads": 1}]
+    assert grid_command(older, ["--report_only"]) == "python experiments/reproduce.py --jobs 2 --threads 1"
+    assert grid_command(older, ["--report_only", "--threads", "4", "--out_dir", "a b"]) == (
+        "python experiments/reproduce.py --jobs 2 --threads 1 --out_dir 'a b'")
+    recorded = older + [{"wall_s": 9.0, "runs_finished": 1, "jobs": 1, "threads": 2,
+                         "command": "python experiments/reproduce.py --jobs 1 --threads 2"}]
+    assert grid_command(recorded, ["--report_only", "--jobs", "8"]) == "python experiments/reproduce.py --jobs 1 --threads 2"
+    assert grid_command([], ["--profile", "quick", "--report_only"]) == "python experiments/reproduce.py --profile quick"
+
+
+def test_an_invocation_records_its_command(tmp_path):
+    with Invocations(tmp_path / "invocations.json", every_s=60, jobs=2, threads=1,
+                     command="python experiments/reproduce.py --jobs 2 --threads 1") as invocations:
+        invocations.save(runs_finished=1)
+    entry = json.loads((tmp_path / "invocations.json").read_text())[0]
+    assert entry["command"] == "python experiments/reproduce.py --jobs 2 --threads 1"

@@ -1,4 +1,8 @@
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +11,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(2)
+# torch.compile's on-disk cache does not key its kernels on the CPU kernels in use (ATEN_CPU_CAPABILITY,
+# ONEDNN_MAX_CPU_ISA): a backward compiled by an earlier session crashed when reused under others. Each
+# session, and the runs it spawns, compiles into a cache of its own, so the suite is hermetic wherever it runs.
+INDUCTOR_CACHE = tempfile.mkdtemp(prefix="ml-mmdr-inductor-")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = INDUCTOR_CACHE
+atexit.register(shutil.rmtree, INDUCTOR_CACHE, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -5,6 +5,8 @@ Float32 BatchNorm gradients sum over N·H·W elements, so any change of summatio
 memory format, fused kernels) moves them by ~1e-3 relative even in one step (in float64 the two
 formats agree to 1e-15); the tests therefore compare the loss of the same step tightly and the
 update loosely, against the size of the update itself."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -88,3 +90,13 @@ def test_compile_trains_the_same_weights(poisoned, plain_vgg):
     assert trainer.network is not trainer.model  # the steps ran through torch.compile
     assert terms[0]["loss"].item() == pytest.approx(plain_vgg[1][0]["loss"].item(), rel=1e-4)
     assert _max_difference(weights, plain_vgg[0]) < 0.1 * _max_difference(plain_vgg[0], _initial("vgg11"))
+
+
+def test_the_session_compiles_into_a_cache_of_its_own():
+    """A compile cache shared with an earlier session (another CPU kernel setting) once broke the
+    compiled backward; tests/conftest.py gives each session its own, which torch's inductor reads."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    from tests.conftest import INDUCTOR_CACHE
+
+    assert cache_dir() == INDUCTOR_CACHE and Path(INDUCTOR_CACHE).is_dir()

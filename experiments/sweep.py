@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     slurm = slurm_options(args)  # checks --jobs, --threads and the Slurm flags before any work
     jobs = build_jobs(args)
     pending = [job for job in jobs if job.pending()]
-    print(f"{len(jobs)} runs, {len(pending)} with work to do", file=sys.stderr)
+    print(f"{len(jobs)} runs, {len(pending)} with work to do")  # what it will do, on stdout: stderr is for what went wrong
     run_jobs(jobs, args.jobs, threads=args.threads, executor=args.executor, slurm=slurm,
              submitit_dir=args.submitit_dir)
     if args.executor == "slurm" and pending:

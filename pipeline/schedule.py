@@ -13,6 +13,7 @@ from tqdm import tqdm
 from pipeline.executors import submit
 from pipeline.jobs import Job, run_job
 from pipeline.stages import get
+from utils.progress import bar_disabled
 
 __all__ = ["Job", "run_job", "run_jobs"]
 
@@ -35,7 +36,7 @@ def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, 
     pending = [job for job in jobs if job.pending()]
     total = sum(len(job.pending()) for job in pending)
     results = {}
-    with tqdm(total=total, desc="stages", dynamic_ncols=True, disable=not progress) as bar:
+    with tqdm(total=total, desc="stages", dynamic_ncols=True, disable=bar_disabled(progress)) as bar:
         if executor == "local" and workers == 1:
             for job in pending:
                 results[job.config.run_name] = run_job(job, log_dir, threads)

@@ -34,7 +34,7 @@ def test_a_two_run_grid_runs_through_submitits_local_executor_and_is_skipped_whe
     submitted = sorted(path.name for path in (tmp_path / "submitit").glob("*_result.pkl"))
     assert len(submitted) == 2  # one submitit job per run
     again = sweep(*flags)
-    assert again.returncode == 0 and "2 runs, 0 with work to do" in again.stderr
+    assert again.returncode == 0 and "2 runs, 0 with work to do" in again.stdout
     assert sorted(path.name for path in (tmp_path / "submitit").glob("*_result.pkl")) == submitted
 
 
@@ -86,3 +86,13 @@ def test_bad_sweeps_fail_with_one_line(argv, message, tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and message in error
     assert not any(tmp_path.glob("digits_*"))
+
+
+def test_a_failed_stage_without_a_terminal_is_one_line(tmp_path):
+    """No progress bar is drawn where stderr is not a terminal (a log, a pipe, CI), so the failure of
+    a stage is the one line on stderr (a 'stages: 0%' bar once came before it)."""
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "sweep.py"), "--data_name", "digits", "--jobs", "1",
+                           "--flags", f"--epochs 1 --width 0.125 --train_subset 100 --lr 1e30 --out_dir {tmp_path}"],
+                          cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: the train stage of"), lines

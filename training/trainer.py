@@ -19,6 +19,7 @@ from training.loss import backdoor_cross_entropy
 from training.sync_bn import convert_sync_batchnorm
 from utils.distributed import SINGLE, Context
 from utils.errors import UserError
+from utils.progress import bar_disabled
 
 MMD_SYNCS = ("global", "local")
 
@@ -163,7 +164,8 @@ class Trainer:
         unchecked = []  # (step, terms) since the last finiteness check
         total = self.data.num_batches(self.config.batch_size)
         bar = tqdm(self.data.batches(self.config.batch_size, epoch, self.context), total=total, leave=False,
-                   desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self._progress, dynamic_ncols=True)
+                   desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=bar_disabled(self._progress),
+                   dynamic_ncols=True)
         for batch in bar:
             terms = self.step(batch)
             for key, value in terms.items():
@@ -265,7 +267,7 @@ class Trainer:
         """Train the remaining epochs (all of them, or those after ``history``, a resumed run's);
         ``on_epoch(history)`` runs after each epoch."""
         history = list(history or [])
-        overall = tqdm(range(len(history), self.config.epochs), desc="training", disable=not self._progress,
+        overall = tqdm(range(len(history), self.config.epochs), desc="training", disable=bar_disabled(self._progress),
                        dynamic_ncols=True, initial=len(history), total=self.config.epochs)
         for epoch in overall:
             started = time.perf_counter()

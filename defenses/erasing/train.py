@@ -45,6 +45,7 @@ from metrics.erasing import last_epochs_asr
 from models import tap_modules
 from utils.errors import ParameterError, UserError
 from utils.params import check_params, param
+from utils.progress import bar_disabled
 from utils.seed import derive_seed, generator
 
 
@@ -275,7 +276,7 @@ def erase(subject: Subject, options: ErasingOptions, name: str, distill=None, te
     before = measure(subject, data, test)
     history = [{"epoch": 0, "lr": None, **(before if subset is None else measure(subject, data, test, subset)),
                 "seconds": 0.0}]
-    for epoch in tqdm(range(options.epochs), desc=name, disable=not progress, dynamic_ncols=True):
+    for epoch in tqdm(range(options.epochs), desc=name, disable=bar_disabled(progress), dynamic_ncols=True):
         epoch_started = time.perf_counter()
         means = eraser.train_epoch(epoch)
         if not all(math.isfinite(value) for value in means.values()):

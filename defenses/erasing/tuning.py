@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from defenses.erasing.train import DefenderOptions
 from utils.params import check_params, param
+from utils.progress import bar_disabled
 
 
 @dataclass
@@ -90,7 +91,7 @@ def tune_defense(subject, defense, base_options, grid: list, before_accuracy: fl
     {candidates, chosen, rule_met, kept, chosen_model} where ``chosen_model`` is the chosen
     candidate's erased model (for fine-tuning: the teacher of the others)."""
     candidates, models = [], []
-    for lr, beta_scale in tqdm(grid, desc=f"tuning {defense.__name__}", disable=not progress, dynamic_ncols=True):
+    for lr, beta_scale in tqdm(grid, desc=f"tuning {defense.__name__}", disable=bar_disabled(progress), dynamic_ncols=True):
         options = scaled(base_options, lr, beta_scale)
         trial = replace(subject, model=copy.deepcopy(subject.model))
         result = defense(trial, options=options, progress=False, test=False, data=data, **defense_args)

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from inference import Subject, to_unit
 from utils.io import load_checkpoint, save_torch
 from utils.params import check_params, param
+from utils.progress import bar_disabled
 from utils.seed import generator, sample
 
 
@@ -233,7 +234,7 @@ def _optimise(model, images: torch.Tensor, classes: list, options: NCOptions, se
         steps, first_epoch, earlier_seconds = saved["steps"], saved["next_epoch"], saved["seconds"]
     started = last_save = time.perf_counter()
     bar = tqdm(range(first_epoch, options.epochs), initial=first_epoch, total=options.epochs,
-               desc=f"nc {classes[0]}" if count == 1 else "nc", disable=not progress, dynamic_ncols=True, leave=False)
+               desc=f"nc {classes[0]}" if count == 1 else "nc", disable=bar_disabled(progress), dynamic_ncols=True, leave=False)
     for epoch in bar:
         active = np.flatnonzero(~schedule.done)
         if len(active) == 0:

@@ -10,6 +10,7 @@ from pipeline.prepare import load_trained
 from pipeline.rundir import RunDir, find_runs
 from pipeline.stages.registry import register, run_stage, up_to_date
 from utils.io import atomic_write, save_csv, save_text
+from utils.progress import bar_disabled
 
 
 @register("evaluate", output=lambda run, options: run.file("evaluation"), options=EvalOptions, needs=("train",),
@@ -44,7 +45,7 @@ def evaluate_all(pattern: str, options: EvalOptions, overrides: dict, force: boo
     old numbers under the new ones. ``force`` recomputes every run anyway."""
     rows, evaluated = [], []
     runs = find_runs(pattern)
-    for run in tqdm(runs, desc="evaluating runs", disable=not overrides.get("progress", True)):
+    for run in tqdm(runs, desc="evaluating runs", disable=bar_disabled(overrides.get("progress", True))):
         config = run.config(**overrides)
         if force or not up_to_date("evaluate", run, config, options):
             result = run_stage("evaluate", config, options)

@@ -162,7 +162,7 @@ def benchmark(grid, args) -> dict:
     plain ML-MMDR step on this machine's device; saved beside the runs and reused when present."""
     import torch
 
-    from utils.io import save_json
+    from utils.io import read_json, save_json
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     models = [grid.base.model_name] + ([grid.second_model] if grid.second_model else [])
@@ -170,7 +170,8 @@ def benchmark(grid, args) -> dict:
     for model in models:
         path = Path(args.out_dir) / f"benchmark_{model}_{device}.json"
         # one saved before cifar10_grid was recorded counted 55,000 images for WaNet too: time it again
-        if not path.is_file() or "cifar10_grid" not in json.loads(path.read_text()):
+        fix = "delete it, and the next run of this command times the step again"
+        if not path.is_file() or "cifar10_grid" not in read_json(path, dict, fix):
             command = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--model_name", model,
                        "--device", device, "--steps", "1", "--paths", "plain", "--ddp_ranks", "0",
                        "--skip_broadcast", "--threads", str(args.threads or torch.get_num_threads())]
@@ -179,7 +180,7 @@ def benchmark(grid, args) -> dict:
                 print(f"note: the benchmark of {model} failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
                 continue
             save_json({"command": " ".join(command[1:]), "machine": describe_machine(), **json.loads(done.stdout)}, path)
-        results[model] = json.loads(path.read_text())
+        results[model] = read_json(path, dict, fix)
     return results
 
 
@@ -205,14 +206,15 @@ def main(argv=None) -> int:
     from experiments.wallclock import Invocations, grid_command
     from pipeline.executors import slurm_options
     from pipeline.schedule import run_jobs
-    from utils.io import save_json, save_text
+    from utils.io import read_json, save_json, save_text
 
     args = parse(argv)
     slurm = slurm_options(args)  # checks --jobs, --threads and the Slurm flags before any work
     grid = build_grid(args)
     jobs = [in_recorded_format(job) for job in grid.jobs()]  # every run's configuration is validated here
     timing_path = Path(args.out_dir) / "timings.json"
-    timings = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    timings = (read_json(timing_path, dict, "resolve it (keep every run's entry) or delete it; each run's "
+                                            "stage_seconds.json keeps its own times") if timing_path.is_file() else {})
     argv = list(sys.argv[1:] if argv is None else argv)
     invocations = Invocations(Path(args.out_dir) / "invocations.json",
                               machine=f"{platform.node()}: {describe_machine()}", jobs=args.jobs, threads=args.threads,

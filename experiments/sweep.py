@@ -63,6 +63,15 @@ def build_jobs(args) -> list:
     return jobs
 
 
+def score(metrics: dict, key: str, job) -> str:
+    """A run's BA or ASR for the summary ('nan' before it trained); a value that is not a number is a
+    damaged metrics.json, named in one line."""
+    value = metrics.get(key, float("nan"))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{job.run.file('metrics')} holds {key} = {value!r}, not a number; delete it and retrain the run")
+    return f"{value:.4f}"
+
+
 def main(argv=None) -> int:
     from pipeline.executors import slurm_options
     from pipeline.schedule import run_jobs
@@ -78,7 +87,7 @@ def main(argv=None) -> int:
         return 0
     for job in jobs:
         metrics = job.run.read("metrics") or {}
-        print(f"{job.config.run_name}: BA={metrics.get('ba', float('nan')):.4f} ASR={metrics.get('asr', float('nan')):.4f}")
+        print(f"{job.config.run_name}: BA={score(metrics, 'ba', job)} ASR={score(metrics, 'asr', job)}")
     return 0
 
 

@@ -4,13 +4,12 @@ finish and once a minute in between, so the time of an invocation cut off by the
 is counted up to its last minute, not to its last finished run. Each entry names the machine it ran
 on, the command that ran, and how many runs it ran at once with how many threads each: the report
 states the command and the stages' wall time as they ran, not as the command that writes it is set."""
-import json
 import shlex
 import threading
 import time
 from pathlib import Path
 
-from utils.io import save_json
+from utils.io import read_json, save_json
 
 
 MINUTE_S = 60.0
@@ -20,7 +19,9 @@ class Invocations:
     def __init__(self, path, every_s: float = 60.0, machine: str = "", jobs: int = None, threads: int = None,
                  command: str = ""):
         self.path = Path(path)
-        self.earlier = json.loads(self.path.read_text()) if self.path.is_file() else []
+        self.earlier = (read_json(self.path, list, "resolve it (keep every invocation's entry) or delete it, which "
+                                               "forgets the earlier invocations' wall time")
+                        if self.path.is_file() else [])
         self.this = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": 0.0, "runs_finished": 0,
                      **({"machine": machine} if machine else {}), **({"command": command} if command else {}),
                      **({"jobs": jobs, "threads": threads} if jobs is not None else {})}

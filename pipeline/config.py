@@ -15,9 +15,9 @@ import datasets
 import models
 from regularizers import ESTIMATORS, KERNELS, REDUCTIONS
 from training import CE_REDUCTIONS, TrainSettings
-from utils.errors import ParameterError, unknown_name
+from utils.errors import ParameterError, UserError, unknown_name
 from utils.io import check_directory
-from utils.params import check_params, param
+from utils.params import check_params, default_of, param
 
 LAYER_CHOICES = {"all": ("s1", "s2", "s3"), "last": ("s3",)}  # ML-MMDR, SL-MMDR
 
@@ -214,15 +214,39 @@ class RunConfig:
         return replace(self, run_name=changes.pop("run_name", None), **changes).resolve_defaults()
 
     @classmethod
-    def from_dict(cls, values: dict) -> "RunConfig":
+    def from_dict(cls, values: dict, source: str = "a recorded configuration") -> "RunConfig":
         """From config.json (or a flat dict): unknown keys are ignored; a file written before
-        attack parameters were nested keeps them flat, and they are gathered here."""
-        known = {f.name for f in fields(cls)}
+        attack parameters were nested keeps them flat, and they are gathered here. A value of the
+        wrong type (``attack_params: null``, a number written as text) is a UserError naming
+        ``source``: a file that parses but is damaged inside."""
+        known = {f.name: f for f in fields(cls)}
+        for key, value in values.items():
+            if key in known and not _fits(value, known[key]):
+                raise UserError(f"{source} holds {key} = {value!r}, which is not what a run records; restore the "
+                                f"file, or retrain the run")
         config = cls(**{key: value for key, value in values.items() if key in known})
         if "attack_params" not in values and config.attack_name in attacks.NAMES:
             config.attack_params = {key: values[key] for key in attacks.param_names(config.attack_name)
                                     if key in values}
         return config
+
+
+def _fits(value, f) -> bool:
+    """Whether ``value`` has the type of field ``f``'s default (any value where the default is None
+    and no type is declared; None only where the default is None)."""
+    default = default_of(f)
+    kind = f.metadata.get("type") or (type(default) if default is not None else None)
+    if value is None:
+        return default is None
+    if f.metadata.get("nargs") or isinstance(default, (list, tuple)):  # a list of values (its type: each one's)
+        return isinstance(value, (list, tuple))
+    if kind is None:
+        return True
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind in (int, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or float(value).is_integer())
+    return isinstance(value, kind)
 
 
 # Where and how a run is executed and shown, not what it is: excluded from its identity. (The

@@ -101,7 +101,7 @@ def check_identity(config: RunConfig, recorded: dict, where) -> None:
     """Raise ParameterError when a flag contradicts the configuration the run was trained with."""
     if not isinstance(recorded, dict):
         raise UserError(f"{where} records no configuration of a run; retrain the run")
-    trained = RunConfig.from_dict(recorded).resolve_defaults()
+    trained = RunConfig.from_dict(recorded, str(where)).resolve_defaults()
 
     def comparable(key, value):
         if key == "attack_params" and "blend_pattern" in value:  # one file, however its path is written

@@ -19,12 +19,11 @@
     figures/<data>_<model>_<attack>/<kind>.png   per-group figures (every λ and method of one attack)
 """
 import glob
-import json
 from pathlib import Path
 
 from pipeline.config import RunConfig
 from utils.errors import UserError
-from utils.io import exclusive, load_checkpoint, save_json
+from utils.io import exclusive, load_checkpoint, read_json, save_json
 
 FILES = {"checkpoint": "model.pt", "config": "config.json", "metrics": "metrics.json", "history": "history.csv",
          "evaluation": "evaluation.json", "evaluation_report": "evaluation.md", "nc": "defense_nc.json",
@@ -87,15 +86,7 @@ class RunDir:
         path = self.file(key)
         if not path.is_file():
             return None
-        try:
-            value = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read {path} ({exc}); delete it and rerun its stage (evaluate.py --all_runs "
-                            f"--force recomputes evaluation.json)") from None
-        if not isinstance(value, dict):  # every file of a run is a JSON object
-            raise UserError(f"{path} holds a JSON {type(value).__name__}, not what its stage writes; delete it and "
-                            f"rerun its stage (config.json: retrain the run)")
-        return value
+        return read_json(path, dict, "delete it and rerun its stage (config.json or metrics.json: retrain the run)")
 
     def write(self, key: str, obj) -> Path:
         save_json(obj, self.file(key))
@@ -119,7 +110,7 @@ class RunDir:
         if values is None:
             raise UserError(f"{self.file('config')} is missing; it is not a trained run")
         values.update(out_dir=str(self.path.parent), run_name=self.name, **overrides)
-        return RunConfig.from_dict(values).resolve_defaults()
+        return RunConfig.from_dict(values, str(self.file("config"))).resolve_defaults()
 
     def figure(self, kind: str, figure_dir) -> Path:
         return Path(figure_dir) / self.name / f"{kind}.png"

@@ -345,3 +345,33 @@ def test_a_symlink_loop_at_the_run_path_is_one_line(tmp_path, capsys):
     assert run_cli(main.main, [*T, "--out_dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "is a symbolic link that cannot be followed" in error
+
+
+def test_a_config_json_that_parses_but_is_damaged_inside_is_one_line(tiny_run, tmp_path, capsys):
+    """config.json with attack_params: null once gave a TypeError traceback from the evaluation."""
+    import shutil
+
+    import evaluate
+    from pipeline.cli import run_cli
+
+    argv, run_dir = tiny_run
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "attack_params": None}))
+    assert run_cli(evaluate.main, argv[:-1] + [str(tmp_path)]) == 2  # the run's flags, --out_dir the copy's
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "config.json holds attack_params = None, which is not what a run records" in error
+
+
+def test_a_metrics_json_with_a_score_that_is_not_a_number_is_one_line(tmp_path):
+    from types import SimpleNamespace
+
+    from experiments.sweep import score
+    from pipeline.rundir import RunDir
+    from utils.errors import UserError
+
+    job = SimpleNamespace(run=RunDir(tmp_path / NAME))
+    assert score({"ba": 0.5}, "ba", job) == "0.5000" and score({}, "asr", job) == "nan"
+    with pytest.raises(UserError, match=r"metrics.json holds ba = 'x', not a number; delete it and retrain the run"):
+        score({"ba": "x"}, "ba", job)

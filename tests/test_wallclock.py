@@ -3,6 +3,8 @@ runs still has its time saved, and earlier invocations are kept."""
 import json
 import time
 
+import pytest
+
 from experiments.wallclock import Invocations
 
 
@@ -116,3 +118,30 @@ def test_an_invocation_records_its_command(tmp_path):
         invocations.save(runs_finished=1)
     entry = json.loads((tmp_path / "invocations.json").read_text())[0]
     assert entry["command"] == "python experiments/reproduce.py --jobs 2 --threads 1"
+
+
+CONFLICT = '[\n<<<<<<< HEAD\n  {"wall_s": 60.0, "runs_finished": 1}\n=======\n  {"wall_s": 70.0, "runs_finished": 2}\n>>>>>>> other\n]\n'
+
+
+def test_a_record_with_a_merge_conflict_is_one_line(tmp_path):
+    """The archive travels between machines by git: a conflicted invocations.json or timings.json is
+    named with what to do, never a JSONDecodeError."""
+    from utils.errors import UserError
+
+    (tmp_path / "invocations.json").write_text(CONFLICT)
+    with pytest.raises(UserError, match=r"invocations.json holds a git merge conflict; resolve it"):
+        Invocations(tmp_path / "invocations.json")
+    (tmp_path / "invocations.json").write_text('{"wall_s": 1}')
+    with pytest.raises(UserError, match=r"invocations.json holds a JSON dict, not a list"):
+        Invocations(tmp_path / "invocations.json")
+
+
+def test_reproduce_refuses_a_conflicted_timings_file_in_one_line(tmp_path, capsys):
+    from experiments.reproduce import main as reproduce_main
+    from pipeline.cli import run_cli
+
+    (tmp_path / "timings.json").write_text(CONFLICT.replace("[", "{").replace("]", "}"))
+    assert run_cli(reproduce_main, ["--report_only", "--out_dir", str(tmp_path), "--report", str(tmp_path / "R.md")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "timings.json holds a git merge conflict; resolve it" in error
+    assert not (tmp_path / "R.md").exists()

@@ -150,6 +150,27 @@ def save_json(obj, path) -> None:
     save_text(json.dumps(obj, indent=2) + "\n", path)
 
 
+def read_json(path, kind: type, fix: str):
+    """The JSON file ``path`` holding a ``kind`` (dict or list), or a UserError in one line naming it,
+    what is wrong (unreadable, not JSON, a git merge conflict, another type) and ``fix``: a record
+    carried across machines by git can come back with conflict markers in it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        value = json.loads(text)
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file; {fix}") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path} ({error.strerror or error}); {fix}") from None
+    except ValueError as error:
+        conflict = any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in text.splitlines())
+        what = "holds a git merge conflict" if conflict else f"is not valid JSON ({error})"
+        raise UserError(f"{path} {what}; {fix}") from None
+    if not isinstance(value, kind):
+        raise UserError(f"{path} holds a JSON {type(value).__name__}, not a {kind.__name__}; {fix}")
+    return value
+
+
 def state_digest(state: dict) -> str:
     """SHA-256 of a state dict's names, dtypes, shapes and bytes, in key order: equal digests mean
     the same weights, bit for bit (a retrained checkpoint is checked against the recorded one)."""

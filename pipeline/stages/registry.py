@@ -130,7 +130,7 @@ def run_stage(name: str, config, options=None) -> dict:
     options = options if options is not None else stage.default_options()
     if not stage.needs:  # training: it takes the run's lock itself, for its staging directory
         return stage.compute(config, options)
-    check_identity(config, run.read("config"), run.path)
+    check_identity(config, run.read("config"), run.file("config"))
     config = run.config(**{key: getattr(config, key) for key in NOT_IDENTITY - {"out_dir", "run_name"}})
     if not os.access(run.path, os.W_OK | os.X_OK):  # found now, not after the stage's computing
         raise UserError(f"{run.path} is not writable, and the {name} stage writes its results there; make it "

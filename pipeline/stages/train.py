@@ -48,7 +48,7 @@ def claim(run: RunDir, config: RunConfig) -> None:
     recorded = run.read("config")
     if recorded is None or config.overwrite:
         return
-    previous = RunConfig.from_dict(recorded).resolve_defaults()
+    previous = RunConfig.from_dict(recorded, str(run.file("config"))).resolve_defaults()
     if previous.config_hash() != config.config_hash():
         mine, theirs = config.identity(), previous.identity()
         changed = [key for key in mine if mine[key] != theirs.get(key)]

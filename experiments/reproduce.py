@@ -368,6 +368,8 @@ def check_report(args, stages: tuple) -> None:
     from utils.errors import UserError
 
     done, total = stages
+    if Path(args.report).is_dir():
+        raise UserError(f"--report {args.report} is a directory; give the path of the Markdown file to write")
     if done == 0:
         where = "does not exist" if not Path(args.out_dir).is_dir() else "holds no finished stage of this grid"
         raise UserError(f"--out_dir {args.out_dir} {where}, so there is no report to write and {args.report} is left "

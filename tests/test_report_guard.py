@@ -126,3 +126,17 @@ def test_an_unknown_flag_is_one_line(capsys):
     assert run_cli(reproduce_main, ["--report_onyl"]) == 2
     line = one_error_line(capsys)
     assert "--report_onyl" in line and "--help" in line
+
+
+def test_a_report_path_that_is_a_directory_is_refused_before_any_figure(tmp_path, capsys):
+    """Refused before the figures are drawn: nothing is written for a report that cannot be."""
+    from pipeline.cli import run_cli
+    from tests.conftest import ROOT
+
+    (tmp_path / "report").mkdir()
+    argv = ["--report_only", "--out_dir", str(ROOT / "results" / "reproduce"), "--report", str(tmp_path / "report"),
+            "--figure_dir", str(tmp_path / "figures")]
+    assert run_cli(reproduce_main, argv) == 2
+    assert capsys.readouterr().err.strip() == f"error: --report {tmp_path / 'report'} is a directory; give the path " \
+                                              f"of the Markdown file to write"
+    assert not (tmp_path / "figures").exists() and list((tmp_path / "report").iterdir()) == []

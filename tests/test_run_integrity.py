@@ -60,6 +60,7 @@ def test_resume_without_an_incomplete_run_is_a_clear_error(tmp_path):
     process = train(tmp_path, "--resume", "--epochs", "1")
     assert process.returncode == 2
     assert process.stderr.strip().count("\n") == 0 and "nothing to resume in" in process.stderr
+    assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".staging")] == []  # nothing left behind
 
 
 def test_two_processes_cannot_write_one_run(tmp_path):

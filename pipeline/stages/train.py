@@ -123,6 +123,11 @@ def collapsed_class(prepared: Prepared, trainer: Trainer, history: list):
     return label
 
 
+def nothing_to_resume(run: RunDir) -> UserError:
+    state = "is complete" if run.has("checkpoint") else "has no finished epoch"
+    return UserError(f"nothing to resume in {run.path}: the run {state}; drop --resume to train it from the start")
+
+
 def resumed_history(staging: RunDir, run: RunDir, config: RunConfig, trainer: Trainer) -> list:
     """With ``--resume``, restore the trainer from the staging directory's resume.pt and return the
     history so far; without it, start from the first epoch. Under DDP rank 0 alone decides (from its
@@ -134,9 +139,7 @@ def resumed_history(staging: RunDir, run: RunDir, config: RunConfig, trainer: Tr
         if not config.resume:
             return None
         if not staging.has("resume"):
-            state = "is complete" if run.has("checkpoint") else "has no finished epoch"
-            raise UserError(f"nothing to resume in {run.path}: the run {state}; drop --resume to train it from the "
-                            f"start")
+            raise nothing_to_resume(run)
         try:
             state = load_checkpoint(staging.file("resume"), RESUME_KEYS)
         except UnreadableCheckpoint as error:
@@ -200,6 +203,8 @@ def open_staging(run: RunDir, config: RunConfig, stack: ExitStack) -> RunDir:
         claim(run, config)
     if not config.resume:
         remove_path(staging.path)
+    elif not staging.has("resume"):  # refused before anything is written: no empty staging directory is left
+        raise nothing_to_resume(run)
     staging.path.mkdir(parents=True, exist_ok=True)
     remove_orphans(staging.path)
     remove_orphans(run.path)  # under the lock: no writer of this run is in flight

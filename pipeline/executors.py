@@ -169,14 +169,18 @@ class RunTask:
 
 def export_distributed_environment() -> None:
     """Inside a submitit task with several processes (one per GPU), set RANK, WORLD_SIZE, LOCAL_RANK
-    and the rendezvous address as torchrun would, so the train stage runs DDP; these replace any the
-    submitting shell passed down (sbatch exports its environment). A single-process task drops
+    and the rendezvous address and port as torchrun would, so the train stage runs DDP; these replace any
+    the submitting shell passed down (sbatch exports its environment), the port included. A single-process task drops
     inherited ones, which would otherwise make it wait for ranks that do not exist."""
     try:
         environment = submitit.JobEnvironment()
     except RuntimeError:  # not inside a submitit job (this process)
         return
     if environment.num_tasks > 1:
+        # submitit takes an inherited MASTER_PORT as given (overwrite=True replaces only the other
+        # variables): two multi-GPU array tasks on one node would then share one port and fail to start.
+        # Without it, the port is drawn from the job's id: the same for its tasks, another for another job
+        os.environ.pop("MASTER_PORT", None)
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     else:
         for name in DISTRIBUTED_VARIABLES:

@@ -180,13 +180,24 @@ def test_a_single_task_drops_inherited_distributed_variables(monkeypatch):
 
 
 def test_several_tasks_overwrite_inherited_distributed_variables(monkeypatch):
+    """The port too: an inherited MASTER_PORT (a shell that ran torchrun, sbatch exporting it) would be
+    shared by two multi-GPU tasks on one node. Each job draws its own from its id, the same on its
+    every task."""
     inside_a_local_task(monkeypatch, tasks=2, rank=1)
-    monkeypatch.setenv("RANK", "7")
-    monkeypatch.setenv("WORLD_SIZE", "16")
-    for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+    for name, value in {"RANK": "7", "WORLD_SIZE": "16", "MASTER_PORT": "29500", "MASTER_ADDR": "elsewhere"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     export_distributed_environment()  # submitit's own export raises when RANK is already set
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("1", "2", "1")
+    first = os.environ["MASTER_PORT"]
+    assert first != "29500" and os.environ["MASTER_ADDR"] != "elsewhere"
+    inside_a_local_task(monkeypatch, tasks=2, rank=0)  # the same job's other task: the same port
+    export_distributed_environment()
+    assert os.environ["MASTER_PORT"] == first
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "124")  # another job on the node: another port
+    export_distributed_environment()
+    assert os.environ["MASTER_PORT"] != first
 
 
 @pytest.mark.parametrize("slurm, expected", [("3", 3), ("", None), ("0", None)])

@@ -96,3 +96,19 @@ def test_a_failed_stage_without_a_terminal_is_one_line(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: the train stage of"), lines
+
+
+def test_a_run_interrupted_on_another_rank_count_is_started_over_where_its_result_depends_on_it(tmp_path):
+    """A sweep rerun on another number of GPUs: resume.pt records the world size, and a run whose
+    result depends on it (no --sync_bn with --mmd_sync global) is trained again, not failed."""
+    from dataclasses import replace
+
+    config = RunConfig(data_name="digits", out_dir=str(tmp_path)).resolve_defaults()
+    staging = staging_of(RunDir.of(config))
+    staging.path.mkdir(parents=True)
+    state = {key: 0 for key in RESUME_KEYS}
+    torch.save({**state, "config_hash": config.config_hash(), "world_size": 2}, staging.file("resume"))
+    assert resumable(config, world_size=2) and not resumable(config, world_size=1)
+    global_batch = replace(config, sync_bn=True, mmd_sync="global")  # the same step on any rank count
+    torch.save({**state, "config_hash": global_batch.config_hash(), "world_size": 2}, staging.file("resume"))
+    assert resumable(global_batch, world_size=1) and resumable(global_batch, world_size=4)

@@ -174,15 +174,21 @@ def check_world_size(recorded: int, now: int, config: RunConfig, where) -> None:
                         f"{recorded} (torchrun --nproc_per_node {recorded}), or drop --resume to start over")
 
 
-def resumable(config: RunConfig) -> bool:
+def resumable(config: RunConfig, world_size: int = 1) -> bool:
     """Whether ``config``'s run was interrupted mid-training with a resume checkpoint of this very
-    configuration (what a scheduler resumes instead of starting over)."""
+    configuration that can go on on ``world_size`` ranks (what a scheduler resumes instead of starting
+    over). A checkpoint of another rank count that the run's result depends on is not resumable: a
+    sweep rerun on another number of GPUs starts such a run over instead of failing it."""
     staging = staging_of(RunDir.of(config))
     if not staging.has("resume"):
         return False
     try:
-        return load_checkpoint(staging.file("resume"), RESUME_KEYS)["config_hash"] == config.config_hash()
-    except UserError:  # unreadable (empty, truncated, a foreign or crafted file): start over
+        state = load_checkpoint(staging.file("resume"), RESUME_KEYS)
+        if state["config_hash"] != config.config_hash():
+            return False
+        check_world_size(state.get("world_size", 1), world_size, config, staging.file("resume"))
+        return True
+    except UserError:  # unreadable (empty, truncated, a foreign or crafted file), or refused on world_size ranks
         return False
 
 

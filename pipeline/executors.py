@@ -19,7 +19,7 @@ from pathlib import Path
 
 import submitit
 
-from pipeline.jobs import run_job
+from pipeline.jobs import allocated_cpus, run_job
 from utils.errors import UserError
 
 EXECUTORS = ("local", "slurm")
@@ -70,8 +70,9 @@ def add_executor_flags(parser) -> None:
                        help="submitit's job files and logs (default: OUT_DIR/submitit)")
     group.add_argument("--threads", type=int, default=None,
                        help="CPU threads of every run (default: the cores of the allocation the run executes in: "
-                            "Slurm's --cpus-per-task, else the process's affinity mask), the same whatever --jobs "
-                            "is, since CPU results depend on the thread count")
+                            "Slurm's --cpus-per-task; locally the affinity mask's cores shared equally among the "
+                            "--jobs run at once, so that they do not oversubscribe the machine). CPU results depend on "
+                            "the thread count (config.json records it): give --threads to keep it whatever --jobs is")
 
 
 def slurm_options(args) -> SlurmOptions:
@@ -187,6 +188,12 @@ def export_distributed_environment() -> None:
             os.environ.pop(name, None)
 
 
+def local_threads(cores: int, at_once: int) -> int:
+    """Each local job's thread count when ``at_once`` jobs share ``cores``: an equal share, at least
+    one (eight jobs each given every core would run 8× oversubscribed)."""
+    return max(1, cores // max(1, at_once))
+
+
 def submit(jobs: list, kind: str, folder, log_dir, threads: int = None, parallel: int = 1,
            slurm: SlurmOptions = None, on_done=None, progress=None, gpus: GpuSlots = None) -> dict:
     """Run ``jobs`` (each with a pending stage) as one submitted task each; at most ``parallel`` at
@@ -196,6 +203,8 @@ def submit(jobs: list, kind: str, folder, log_dir, threads: int = None, parallel
     before the error is raised, so none is left holding its run's lock."""
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     executor = make_executor(kind, folder, slurm, parallel)
+    if kind == "local" and threads is None:  # local jobs share this machine's cores; a Slurm task has its own
+        threads = local_threads(allocated_cpus(), min(parallel, len(jobs)))
     tasks = [RunTask(job, log_dir, threads) for job in jobs]
     results = {}
     if kind == "slurm":  # the array runs on its own; this command returns once it is queued

@@ -243,3 +243,12 @@ def test_a_refused_requeue_says_the_run_was_stopped_not_broken(tmp_path, monkeyp
     message = str(raised.value)
     assert "was stopped by Slurm during its evaluate stage and not requeued" in message
     assert "run the same command again" in message and "failed" not in message
+
+
+def test_local_jobs_share_the_cores_instead_of_each_taking_them_all():
+    """--jobs 8 once gave every local job all the machine's cores (8× oversubscribed); each now gets
+    an equal share, at least one, unless --threads fixes it."""
+    from pipeline.executors import local_threads
+
+    assert local_threads(16, 8) == 2 and local_threads(2, 2) == 1 and local_threads(2, 8) == 1
+    assert local_threads(16, 1) == 16 and local_threads(4, 0) == 4

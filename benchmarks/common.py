@@ -6,6 +6,7 @@ as in every entry script, and --help lists each flag with its help.
 from dataclasses import dataclass
 from typing import Optional
 
+from models import WIDTH_DOMAIN
 from utils.params import check_params, param
 
 
@@ -26,7 +27,7 @@ def model_name(choices: tuple = None):
 def width(default: float):
     """--width: the timed model's channel-width multiplier."""
     return param(default, f"channel-width multiplier of the timed model (default: {default:g}; 1 is the paper's; "
-                          f"at most 16)", low=0.0, low_open=True, high=16.0)
+                          f"at most 16)", **WIDTH_DOMAIN)
 
 
 def device(default: str):

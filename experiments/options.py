@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 from experiments.grid import GRID_DEFAULTS as GRID
+from models import WIDTH_DOMAIN
 from utils.params import check_params, param
+from utils.seed import SEED_DOMAIN
 
 # {profile: hours of wall time on BUDGET_CORES CPU cores it is sized for}: the report measures the grid against it
 BUDGET_HOURS = {"full": 10, "quick": 1}
@@ -24,8 +26,6 @@ PROFILES = {
               "tune_flags": "--tune_lrs 0.01 --tune_beta_scales 0.25 --tune_finetune_lrs 0.01",
               "out_dir": "runs/quick", "figure_dir": "runs/quick/figures", "report": "runs/quick/REPRODUCTION.md"},
 }
-
-SEED_DOMAIN = {"low": 0, "high": 2**31 - 1}  # as main.py's --seed (pipeline.config.RunConfig)
 
 
 def describe_profile(name: str) -> str:
@@ -50,7 +50,7 @@ class ReproduceOptions:
                            "for digits, which is built in)")
     model_name: str = param("vgg11", "the base architecture: every study's runs but the second architecture's and "
                             "the erasing reference arm's")
-    width: float = param(0.25, "its channel-width multiplier (the paper: 1)", low=0.0, low_open=True, high=16.0)
+    width: float = param(0.25, "its channel-width multiplier (the paper: 1)", **WIDTH_DOMAIN)
     train_subset: int = param(10000, "train on a seeded, class-stratified subset of N training images (0: the whole "
                               "training set)", low=0)
     epochs: int = param(12, "training epochs of every run (the paper: 100)", low=1)
@@ -77,7 +77,7 @@ class ReproduceOptions:
     second_model: str = param(GRID["second_model"], "the second architecture (the paper's headline PreActResNet-18); "
                               "none: skip")
     second_width: float = param(GRID["second_width"], "its width: 0.125 costs about what VGG-11 costs at 0.25 (17.7 "
-                                "vs 19.8 MFLOPs a 32×32 image)", low=0.0, low_open=True, high=16.0)
+                                "vs 19.8 MFLOPs a 32×32 image)", **WIDTH_DOMAIN)
     second_attacks: list = param(grid_list("second_attacks"), "attacks of the second architecture's runs", nargs="+")
     focus_attack: str = param(GRID["focus_attack"], "the attack of the kernel, seed and loss studies (the paper's "
                               "Fig. 11 uses patched)")

@@ -2,6 +2,7 @@
 pass, C2's "attack kept" (which C6 applies to its kernels), a difference per model × attack cell,
 and the margin and minimum of the detection comparisons (C9–C11)."""
 from experiments.records import metric_of, present
+from metrics.intervals import NOT_MEASURABLE
 
 KEPT_BA, KEPT_ASR = 0.02, 0.05      # BA within ±0.02 and ASR at most 0.05 lower count as "attack kept"
 DETECTION_MARGIN = 0.1              # C9–C11: a difference in detection F1 that counts …
@@ -11,7 +12,7 @@ MIN_CASES = 3                       # … over at least this many cases
 def verdict_by_share(fraction, full: float = 1.0, part: float = 0.5) -> str:
     """'reproduced' when at least ``full`` of the cases pass, 'partly reproduced' from ``part``."""
     if fraction is None:
-        return "not measurable"
+        return NOT_MEASURABLE
     return "reproduced" if fraction >= full else "partly reproduced" if fraction >= part else "not reproduced"
 
 

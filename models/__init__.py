@@ -20,6 +20,9 @@ DISPLAY_NAMES = {"vgg11": "VGG-11", "vgg16": "VGG-16", "resnet18": "ResNet-18", 
                  "preactresnet18_he": "PreActResNet-18 (He init.)", "wrn16_1": "WRN-16-1", "wrn16_2": "WRN-16-2",
                  "wrn40_1": "WRN-40-1", "wrn40_2": "WRN-40-2"}
 LEVELS = ("s1", "s2", "s3")
+# what a --width (channel multiplier) may be, for every flag that is one: beyond 16 a layer's channel count
+# overflows long before it fits in memory
+WIDTH_DOMAIN = {"low": 0.0, "low_open": True, "high": 16.0}
 
 
 def build(name: str, num_classes: int = 10, width: float = 1.0) -> nn.Module:

@@ -18,6 +18,7 @@ from training import CE_REDUCTIONS, TrainSettings
 from utils.errors import ParameterError, UserError, unknown_name
 from utils.io import check_directory
 from utils.params import check_params, default_of, param
+from utils.seed import SEED_DOMAIN
 
 LAYER_CHOICES = {"all": ("s1", "s2", "s3"), "last": ("s3",)}  # ML-MMDR, SL-MMDR
 
@@ -38,7 +39,7 @@ class RunConfig:
                             f"preactresnet18 is App. A's P-18 (Conv-BN-ReLU stem, GAP+FC right after the last "
                             f"block); preactresnet18_he is He et al.'s form (conv stem, final BN-ReLU)")
     width: float = param(1.0, "channel-width multiplier for fast experiments (default: 1, the paper's; at most 16)",
-                         low=0.0, low_open=True, high=16.0)
+                         **models.WIDTH_DOMAIN)
     # attack (paper §2.2, §3.2)
     attack_name: str = param("patched", f"trigger: {', '.join(attacks.NAMES)} (default: patched); each "
                              f"attack's own flags are listed under its name below")
@@ -90,7 +91,7 @@ class RunConfig:
                           "a horizontal flip (the paper names none; the common CIFAR recipe. The prototype "
                           "resizes to 36 and random-crops 32 instead, centre crop at test)", flag="--no_augment")
     # execution
-    seed: int = param(0, "drives every random choice (0; ours)", low=0, high=2**31 - 1)
+    seed: int = param(0, "drives every random choice (0; ours)", **SEED_DOMAIN)
     device: str = param("auto", "auto (CUDA when present), cpu or cuda")
     amp: bool = param(False, "bf16 autocast for the forward and backward passes (the MMD² and the cross-entropy "
                       "stay float32); meant for GPUs with bf16 (Ampere and later), allowed on the CPU")

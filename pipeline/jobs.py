@@ -109,7 +109,7 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
         with open(log, "w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
             try:  # a stale run is retrained in place (the grid owns its directories); an interrupted one resumes
                 config = (replace(job.config, overwrite=True,
-                                  resume=rank == 0 and resumable(job.config, int(os.environ.get("WORLD_SIZE", 1))))
+                                  resume=rank == 0 and resumable(job.config, distributed.launched_world_size()))
                           if name == "train" else job.config)
                 run_stage(name, config, options)
                 failure = None

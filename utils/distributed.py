@@ -167,7 +167,7 @@ def from_env(device_name: str = "auto") -> Context:
     """The context of this process: under torchrun (WORLD_SIZE > 1 in the environment) the process
     group is joined once, with NCCL when the run uses CUDA and gloo otherwise; else SINGLE."""
     global _current
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     if world_size <= 1:
         return SINGLE
     if _current.active:
@@ -184,9 +184,14 @@ def from_env(device_name: str = "auto") -> Context:
     return _current
 
 
+def launched_world_size() -> int:
+    """The number of ranks torchrun (or a Slurm task's environment) launched this process among (1 outside)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launched_rank() -> int:
     """This process's rank as torchrun set it (0 outside torchrun), before any process group exists."""
-    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    return int(os.environ.get("RANK", "0")) if launched_world_size() > 1 else 0
 
 
 def current() -> Context:

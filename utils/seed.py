@@ -6,6 +6,10 @@ import numpy as np
 import torch
 
 
+# what a --seed may be (a 32-bit signed range, as every generator takes): declared once for every flag that is one
+SEED_DOMAIN = {"low": 0, "high": 2**31 - 1}
+
+
 def derive_seed(seed: int, purpose: str) -> int:
     """A stable per-purpose seed, so adding a new random consumer never shifts the others."""
     return (seed * 1_000_003 + zlib.crc32(purpose.encode())) % (2**31)

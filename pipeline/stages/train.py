@@ -61,11 +61,8 @@ def refuse_foreign(run: RunDir) -> None:
     """Refuse to train where something other than a run lives: promoting a finished run replaces
     whatever is at its path, so a user's file there, or a directory of files without a run's
     config.json, would be deleted."""
-    path = run.path
-    if path.is_dir() and not path.is_symlink():
-        foreign = any(path.iterdir()) and not run.has("config")
-    else:
-        foreign = path.exists() or path.is_symlink()
+    path = run.path  # a symbolic link is already followed (RunDir.of)
+    foreign = (not run.has("config") and any(path.iterdir())) if path.is_dir() else path.exists()
     if foreign:
         raise UserError(f"{path} exists and is not a run directory (no config.json), and training would replace it; "
                         f"move it away, or give another --run_name or --out_dir")

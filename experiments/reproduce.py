@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     from experiments.report import render
     from experiments.wallclock import Invocations, grid_command
     from pipeline.executors import slurm_options
-    from pipeline.schedule import run_jobs
+    from pipeline.schedule import RunsFailed, run_jobs
     from utils.io import read_json, save_json, save_text
 
     args = parse(argv)
@@ -234,12 +234,18 @@ def main(argv=None) -> int:
     reads_other = lambda job: any(Path(getattr(options, "tuned_settings", "") or job.run.path) != job.run.path  # noqa: E731
                                   for _, options in job.stages)
     ordered = sorted(jobs, key=reads_other)
+    failed = None  # with --keep_going the grid goes on past a failed run; the report is written, then the error
     if not args.report_only:
         with invocations:
-            for phase in (ordered, ordered):
-                run_jobs(phase, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
-                         slurm=slurm, submitit_dir=args.submitit_dir)
-                if args.executor == "slurm" and any(job.pending() for job in phase):
+            for retry_failed in (args.retry_failed, False):  # the second pass runs what read another run's output
+                try:
+                    run_jobs(ordered, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
+                             slurm=slurm, submitit_dir=args.submitit_dir, keep_going=args.keep_going,
+                             retry_failed=retry_failed)
+                except RunsFailed as error:
+                    failed = error
+                if args.executor == "slurm" and any(job.pending() for job in ordered
+                                                    if not (failed and job.config.run_name in failed.failures)):
                     return 0  # queued: the same command, run again once the array has finished, goes on
     for job in jobs:  # a stage's time is also saved in its run as it ends: a run cut off later keeps it
         timings[job.config.run_name] = {**timings.get(job.config.run_name, {}), **(job.run.read("stage_seconds") or {})}
@@ -309,6 +315,8 @@ def main(argv=None) -> int:
                 else Path(path).resolve() for caption, path in figures.items()}
     save_text(render(records, settings, grid, relative, judged), args.report)
     print(f"wrote {args.report}")
+    if failed:  # the report says which stages are missing; the error says why
+        raise failed
     return 0
 
 

@@ -74,20 +74,30 @@ def score(metrics: dict, key: str, job) -> str:
 
 def main(argv=None) -> int:
     from pipeline.executors import slurm_options
-    from pipeline.schedule import run_jobs
+    from pipeline.schedule import RunsFailed, run_jobs
 
     args = parse(argv)
     slurm = slurm_options(args)  # checks --jobs, --threads and the Slurm flags before any work
     jobs = build_jobs(args)
     pending = [job for job in jobs if job.pending()]
     print(f"{len(jobs)} runs, {len(pending)} with work to do")  # what it will do, on stdout: stderr is for what went wrong
-    run_jobs(jobs, args.jobs, threads=args.threads, executor=args.executor, slurm=slurm,
-             submitit_dir=args.submitit_dir)
-    if args.executor == "slurm" and pending:
-        return 0
+    failed = None
+    try:
+        run_jobs(jobs, args.jobs, threads=args.threads, executor=args.executor, slurm=slurm,
+                 submitit_dir=args.submitit_dir, keep_going=args.keep_going, retry_failed=args.retry_failed)
+    except RunsFailed as error:  # the others ran: summarise them, then end with the failures' line
+        failed = error
+    if args.executor == "slurm" and len(pending) > len(failed.skipped if failed else ()):
+        return 0  # queued; the failures left alone were named on stderr
     for job in jobs:
+        name = job.config.run_name
+        if failed and name in failed.failures:
+            print(f"{name}: FAILED ({failed.failures[name]})")
+            continue
         metrics = job.run.read("metrics") or {}
-        print(f"{job.config.run_name}: BA={score(metrics, 'ba', job)} ASR={score(metrics, 'asr', job)}")
+        print(f"{name}: BA={score(metrics, 'ba', job)} ASR={score(metrics, 'asr', job)}")
+    if failed:
+        raise failed
     return 0
 
 

@@ -13,6 +13,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -73,6 +74,16 @@ def add_executor_flags(parser) -> None:
                             "Slurm's --cpus-per-task; locally the affinity mask's cores shared equally among the "
                             "--jobs run at once, so that they do not oversubscribe the machine). CPU results depend on "
                             "the thread count (config.json records it): give --threads to keep it whatever --jobs is")
+    failing = parser.add_argument_group("when a run fails")
+    stop = failing.add_mutually_exclusive_group()
+    stop.add_argument("--keep_going", dest="keep_going", action="store_true", default=True,
+                      help="the default: a failed run is recorded with its one-line reason (LOG_DIR/<run>.failure.json), "
+                           "the others go on, and the command ends with one error line naming the failures (exit status 2)")
+    stop.add_argument("--fail_fast", dest="keep_going", action="store_false",
+                      help="stop the grid at the first failed run (the runs in flight are stopped and resume next time)")
+    failing.add_argument("--retry_failed", action="store_true",
+                         help="try again the runs that failed in an earlier invocation, after the others (without it they "
+                              "are left alone, so one bad cell never blocks a grid)")
 
 
 def slurm_options(args) -> SlurmOptions:
@@ -155,17 +166,70 @@ def local_parameters(device) -> dict:
 class RunTask:
     """The callable of one submitted task: run one job's missing stages (train resumes an
     interrupted run). Checkpointable, so a task Slurm preempts or times out is requeued and goes
-    on from the run's last finished epoch."""
+    on from the run's last finished epoch. A local task watches ``driver`` (the sweep's process, as
+    :func:`process_identity` names it) and stops when it is gone (:func:`stop_with`)."""
 
-    def __init__(self, job, log_dir, threads: int = None):
-        self.job, self.log_dir, self.threads = job, Path(log_dir), threads
+    def __init__(self, job, log_dir, threads: int = None, driver: tuple = None):
+        self.job, self.log_dir, self.threads, self.driver = job, Path(log_dir), threads, driver
 
     def __call__(self) -> dict:
+        if self.driver is not None and self.driver[0] != os.getpid():
+            stop_with(self.driver)
         export_distributed_environment()
         return run_job(self.job, self.log_dir, self.threads)
 
     def checkpoint(self, *args, **kwargs):
-        return submitit.helpers.DelayedSubmission(RunTask(self.job, self.log_dir, self.threads))
+        return submitit.helpers.DelayedSubmission(RunTask(self.job, self.log_dir, self.threads, self.driver))
+
+
+def process_identity(pid: int) -> tuple:
+    """(pid, start time in clock ticks since boot) of a running process: the pair names it even once
+    its pid is reused (Linux's /proc/PID/stat; the start time is None elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return pid, None
+    return pid, int(stat.rsplit(")", 1)[1].split()[19])  # field 22: after the parenthesised name, the 20th
+
+
+def _running(identity: tuple) -> bool:
+    pid, started = identity
+    if started is None:  # no /proc: whether some process has this pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        return process_identity(pid)[1] == started and Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+    except OSError:
+        return False
+
+
+def stop_with(driver: tuple, every_s: float = 1.0) -> threading.Thread:
+    """Stop this task, what it started and its submitit controller once the ``driver`` process is
+    gone. A driver killed with SIGKILL (or by the out-of-memory killer) runs no handler: without
+    this, its local jobs would train on unwatched, holding their runs' locks so that the rerun is
+    refused. Killing loses only the unfinished epoch: every stage writes atomically and training
+    resumes from its last finished epoch."""
+    controller = process_identity(os.getppid())  # named now: once it is gone, the parent is another process
+
+    def watch() -> None:
+        while _running(driver):
+            time.sleep(every_s)
+        for pid in _descendants(os.getpid()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if _running(controller):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(controller[0], signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    thread = threading.Thread(target=watch, name="stop-with-driver", daemon=True)
+    thread.start()
+    return thread
 
 
 def export_distributed_environment() -> None:
@@ -195,17 +259,21 @@ def local_threads(cores: int, at_once: int) -> int:
 
 
 def submit(jobs: list, kind: str, folder, log_dir, threads: int = None, parallel: int = 1,
-           slurm: SlurmOptions = None, on_done=None, progress=None, gpus: GpuSlots = None) -> dict:
+           slurm: SlurmOptions = None, on_done=None, progress=None, gpus: GpuSlots = None, on_failure=None,
+           keep_going: bool = False) -> dict:
     """Run ``jobs`` (each with a pending stage) as one submitted task each; at most ``parallel`` at
     once, locally each on its own GPU from ``gpus`` (default: this machine's). Returns {run name:
-    {stage: seconds}} and calls ``on_done(name, timings)`` as each ends. When a local job fails or
-    this process is interrupted, the jobs still running are stopped (their runs resume next time)
-    before the error is raised, so none is left holding its run's lock."""
+    {stage: seconds}} and calls ``on_done(name, timings)`` as each ends, and ``on_failure(name,
+    reason)`` (which returns the reason to report) as a local job fails. With ``keep_going`` the
+    others go on; without, and when this process is interrupted, the jobs still running are stopped
+    (their runs resume next time) before the error is raised, so none is left holding its run's lock."""
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     executor = make_executor(kind, folder, slurm, parallel)
+    Path(log_dir).mkdir(parents=True, exist_ok=True)  # after make_executor: a refused --executor writes nothing
     if kind == "local" and threads is None:  # local jobs share this machine's cores; a Slurm task has its own
         threads = local_threads(allocated_cpus(), min(parallel, len(jobs)))
-    tasks = [RunTask(job, log_dir, threads) for job in jobs]
+    watched = process_identity(os.getpid()) if kind == "local" else None  # a Slurm array outlives this command
+    tasks = [RunTask(job, log_dir, threads, watched) for job in jobs]
     results = {}
     if kind == "slurm":  # the array runs on its own; this command returns once it is queued
         handles = executor.submit_array(tasks)
@@ -220,14 +288,16 @@ def submit(jobs: list, kind: str, folder, log_dir, threads: int = None, parallel
         if progress is not None:
             progress(len(timings))
 
-    return run_local(named, executor, parallel, gpus or GpuSlots.of_this_machine(), finished)
+    return run_local(named, executor, parallel, gpus or GpuSlots.of_this_machine(), finished, on_failure, keep_going)
 
 
-def run_local(named_tasks: list, executor, parallel: int, gpus: GpuSlots, on_result=None) -> dict:
+def run_local(named_tasks: list, executor, parallel: int, gpus: GpuSlots, on_result=None, on_failure=None,
+              keep_going: bool = False) -> dict:
     """Run each (name, callable) of ``named_tasks`` as a job of the LocalExecutor ``executor``, at most
     ``parallel`` at once, each with its own device from ``gpus``; returns {name: result} and calls
-    ``on_result(name, result)`` as each ends. A failed job raises UserError naming its log, after
-    the jobs still running are stopped."""
+    ``on_result(name, result)`` as each ends. A failed job is passed to ``on_failure(name, reason)``,
+    whose return is the reason reported; then, unless ``keep_going``, it raises UserError naming its
+    log, after the jobs still running are stopped."""
     results, submitted, waiting = {}, [], list(named_tasks)
     try:
         while waiting or submitted:
@@ -244,7 +314,11 @@ def run_local(named_tasks: list, executor, parallel: int, gpus: GpuSlots, on_res
                 try:
                     results[name] = handle.result()
                 except Exception as error:  # submitit wraps the task's exception; its message names the log
-                    raise UserError(_first_line(error, name, handle)) from None
+                    reason = _first_line(error, name, handle)
+                    reason = on_failure(name, reason) if on_failure is not None else reason
+                    if not keep_going:
+                        raise UserError(reason) from None
+                    continue
                 if on_result is not None:
                     on_result(name, results[name])
             if not finished:

@@ -3,6 +3,9 @@ runs the job's missing stages in this process. Both the scheduler (pipeline/sche
 executors' submitted tasks (pipeline/executors.py) use them, so they live below both.
 
 Each stage's output (and, on failure, its traceback) goes to ``<log_dir>/<run name>.<stage>.log``.
+A run whose job failed is recorded in ``<log_dir>/<run name>.failure.json`` (its stage and one-line
+reason) until a later job of it succeeds: a grid goes on past it, and a rerun leaves it alone unless
+asked to retry it (:func:`recorded_failure`).
 """
 import contextlib
 import os
@@ -20,6 +23,7 @@ from pipeline.stages.registry import ready, restorable, up_to_date
 from pipeline.stages.train import resumable
 from utils import distributed
 from utils.errors import UserError
+from utils.io import read_json, save_json
 
 
 @dataclass
@@ -68,15 +72,44 @@ def allocated_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def failure_path(log_dir, run_name: str) -> Path:
+    return Path(log_dir) / f"{run_name}.failure.json"
+
+
+def record_failure(log_dir, run_name: str, reason: str) -> None:
+    """Note that ``run_name``'s job failed, and why (one line). Only rank 0 writes: under DDP every
+    rank fails together, and the ranks of a multi-node task may not share this file system."""
+    if distributed.launched_rank() == 0:
+        save_json({"run_name": run_name, "reason": reason}, failure_path(log_dir, run_name))
+
+
+def recorded_failure(log_dir, run_name: str):
+    """The one-line reason ``run_name``'s last job failed, or None when it has not failed (or its
+    last job succeeded)."""
+    path = failure_path(log_dir, run_name)
+    if not path.is_file():
+        return None
+    reason = read_json(path, dict, "delete it to let the run be tried again").get("reason")
+    return reason if isinstance(reason, str) and reason else f"see {path}"
+
+
 def run_job(job: Job, log_dir: Path, threads: int = None) -> dict:
     """Run ``job``'s missing stages in order with ``threads`` CPU threads (default: the cores of this
-    process's allocation, :func:`allocated_cpus`); returns {stage: seconds} for the stages it ran."""
+    process's allocation, :func:`allocated_cpus`); returns {stage: seconds} for the stages it ran.
+    A failure is recorded (:func:`record_failure`) before it is raised, wherever the job runs (this
+    process, a local worker or a Slurm task, which no driver watches); a success clears it."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or allocated_cpus())
     try:
-        return _run_stages(job, Path(log_dir))
+        timings = _run_stages(job, Path(log_dir))
+    except UserError as error:
+        record_failure(log_dir, job.config.run_name, str(error))
+        raise
     finally:
         torch.set_num_threads(previous)
+    if distributed.launched_rank() == 0:
+        failure_path(log_dir, job.config.run_name).unlink(missing_ok=True)
+    return timings
 
 
 def _requeue_refused(error: BaseException) -> bool:

@@ -10,39 +10,87 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import sys
+
 from pipeline.executors import submit
-from pipeline.jobs import Job, run_job
+from pipeline.jobs import Job, record_failure, recorded_failure, run_job
 from pipeline.stages import get
+from utils.errors import UserError
 from utils.progress import bar_disabled
 
-__all__ = ["Job", "run_job", "run_jobs"]
+__all__ = ["Job", "RunsFailed", "run_job", "run_jobs"]
+
+
+class RunsFailed(UserError):
+    """Runs of a grid failed or were left alone because they had failed before; ``results`` holds
+    what the others ran ({run name: {stage: seconds}}), ``failures`` {run name: one-line reason}."""
+
+    def __init__(self, failures: dict, skipped: set, results: dict, log_dir: Path):
+        self.failures, self.skipped, self.results = failures, skipped, results
+        first = next(iter(failures.items()))
+        before = f" ({len(skipped)} left alone: they had failed before)" if skipped else ""
+        super().__init__(f"{len(failures)} run(s) failed{before}: {', '.join(failures)}; the first: {first[1]}; every "
+                         f"reason is in {log_dir}/<run>.failure.json; fix the cause and run the same command with "
+                         f"--retry_failed to try them again")
 
 
 def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, threads: int = None,
-             on_done=None, executor: str = "local", slurm=None, submitit_dir=None) -> dict:
+             on_done=None, executor: str = "local", slurm=None, submitit_dir=None, keep_going: bool = False,
+             retry_failed: bool = False) -> dict:
     """Run every missing stage of ``jobs``; returns {run name: {stage: seconds}} for those it ran.
     ``executor="local"`` with ``workers`` = 1 runs them in this process; with more, that many runs
     at once as submitit local jobs; ``executor="slurm"`` submits one Slurm array task per run
     (pipeline/executors.py). Every run uses ``threads`` CPU threads (default: the cores of the
     allocation it runs in, read where it runs: pipeline.jobs.allocated_cpus) whatever ``workers``
     is, because CPU results depend on the thread count: with ``threads`` set, the same grid
-    gives the same numbers with any ``workers``. Runs with nothing pending are skipped."""
+    gives the same numbers with any ``workers``. Runs with nothing pending are skipped.
+
+    A failed run is recorded with its one-line reason (pipeline.jobs.record_failure). With
+    ``keep_going`` the others go on and :class:`RunsFailed` is raised once they are done; without,
+    the first failure stops the grid. A run that failed in an earlier invocation is left alone,
+    unless ``retry_failed``, which tries it again after the others: one bad cell never blocks a grid."""
     on_done = on_done or (lambda name, timings: None)  # called as each run finishes, e.g. to save timings
     for job in jobs:
         for name, _ in job.stages:
             get(name)  # an unknown stage fails before any work starts
     log_dir = Path(log_dir or Path(jobs[0].config.out_dir) / "logs")
-    log_dir.mkdir(parents=True, exist_ok=True)
     pending = [job for job in jobs if job.pending()]
+    before = {job.config.run_name: recorded_failure(log_dir, job.config.run_name) for job in pending}
+    before = {name: reason for name, reason in before.items() if reason is not None}
+    skipped = set() if retry_failed else set(before)
+    pending = sorted((job for job in pending if job.config.run_name not in skipped),
+                     key=lambda job: job.config.run_name in before)  # retried failures last
+    if skipped:
+        print(f"leaving alone {len(skipped)} run(s) that failed before: {', '.join(sorted(skipped))} "
+              f"(--retry_failed tries them again)", file=sys.stderr)
+    failures = {name: before[name] for name in sorted(skipped)}
+
+    def failed(name: str, reason: str) -> str:
+        failures[name] = recorded_failure(log_dir, name) or reason  # the task's own record names its stage's log
+        record_failure(log_dir, name, failures[name])
+        return failures[name]
+
     total = sum(len(job.pending()) for job in pending)
     results = {}
-    with tqdm(total=total, desc="stages", dynamic_ncols=True, disable=bar_disabled(progress)) as bar:
-        if executor == "local" and workers == 1:
-            for job in pending:
-                results[job.config.run_name] = run_job(job, log_dir, threads)
-                on_done(job.config.run_name, results[job.config.run_name])
-                bar.update(len(results[job.config.run_name]))
-            return results
-        folder = Path(submitit_dir or Path(jobs[0].config.out_dir) / "submitit")
-        return submit(pending, executor, folder, log_dir, threads, workers, slurm, on_done, bar.update) if pending \
-            else results
+    if pending:
+        with tqdm(total=total, desc="stages", dynamic_ncols=True, disable=bar_disabled(progress)) as bar:
+            if executor == "local" and workers == 1:
+                log_dir.mkdir(parents=True, exist_ok=True)
+                for job in pending:
+                    name = job.config.run_name
+                    try:
+                        results[name] = run_job(job, log_dir, threads)
+                    except UserError as error:
+                        if not keep_going:
+                            raise
+                        failed(name, str(error))
+                        continue
+                    on_done(name, results[name])
+                    bar.update(len(results[name]))
+            else:
+                folder = Path(submitit_dir or Path(jobs[0].config.out_dir) / "submitit")
+                results = submit(pending, executor, folder, log_dir, threads, workers, slurm, on_done, bar.update,
+                                 on_failure=failed, keep_going=keep_going)
+    if failures:
+        raise RunsFailed(failures, skipped, results, log_dir)
+    return results

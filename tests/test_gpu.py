@@ -12,6 +12,7 @@ which prints one PASSED/FAILED/SKIPPED line per path:
 - a local sweep whose jobs each train on their own GPU;
 - (tests/test_benchmark.py) the benchmark on CUDA.
 """
+import contextlib
 import json
 import os
 import re
@@ -101,28 +102,53 @@ def _history(path) -> list:
         return [{key: value for key, value in row.items() if key != "seconds"} for row in csv.DictReader(handle)]
 
 
+def _torchrun(flags: list) -> list:
+    """torchrun with a free rendezvous port of its own (--standalone), so that this test does not
+    meet another job's on torchrun's default 29500."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "main.py", *flags]
+
+
+def _kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL torchrun and its workers, and wait until none is left. Torchrun starts each worker in a
+    session of its own, so killing torchrun's process group would leave them training (or holding
+    the run's lock): the workers are found below it and killed by pid."""
+    from pipeline.executors import _descendants
+    from tests.test_executors import alive
+
+    pids = [process.pid, *_descendants(process.pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.time() + 30
+    while any(alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids), "a worker outlived the kill"
+
+
 @two_gpus
 def test_a_killed_ddp_run_resumes_on_the_same_gpus_and_on_one(tmp_path):
     flags = RUN + ["--mlmmdr_lamb", "0.3", "--sync_bn", "--deterministic"]
     name = "digits_vgg11_patched_mlmmdr_0.3_all_w0.25_n600"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "main.py", *flags]
-    whole = subprocess.run(torchrun + ["--out_dir", str(tmp_path / "whole")], cwd=ROOT, capture_output=True,
+    whole = subprocess.run(_torchrun(flags + ["--out_dir", str(tmp_path / "whole")]), cwd=ROOT, capture_output=True,
                            text=True, timeout=480)
     assert whole.returncode == 0, whole.stderr
 
     def killed_after_first_epoch(out_dir):
-        process = subprocess.Popen(torchrun + ["--out_dir", str(out_dir)], cwd=ROOT, start_new_session=True,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        resume = out_dir / f".{name}.staging" / "resume.pt"
-        deadline = time.time() + 300
-        while not resume.exists() and process.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        assert 1 <= len(_history(out_dir / f".{name}.staging" / "history.csv")) < 4
+        log = out_dir.parent / f"{out_dir.name}.killed.log"  # the killed run's output, shown if it went wrong
+        with open(log, "w") as handle:
+            process = subprocess.Popen(_torchrun(flags + ["--out_dir", str(out_dir)]), cwd=ROOT, stdout=handle,
+                                       stderr=subprocess.STDOUT)
+            resume = out_dir / f".{name}.staging" / "resume.pt"
+            deadline = time.time() + 300
+            while not resume.exists() and process.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            _kill_tree(process)
+        history = out_dir / f".{name}.staging" / "history.csv"
+        assert history.is_file() and 1 <= len(_history(history)) < 4, log.read_text()[-3000:]
 
     killed_after_first_epoch(tmp_path / "same")
-    same = subprocess.run(torchrun + ["--out_dir", str(tmp_path / "same"), "--resume"], cwd=ROOT,
+    same = subprocess.run(_torchrun(flags + ["--out_dir", str(tmp_path / "same"), "--resume"]), cwd=ROOT,
                           capture_output=True, text=True, timeout=480)
     assert same.returncode == 0, same.stderr
     assert _history(tmp_path / "same" / name / "history.csv") == _history(tmp_path / "whole" / name / "history.csv")
@@ -151,5 +177,7 @@ def test_a_local_sweep_trains_each_job_on_its_own_gpu(tmp_path):
                            "--flags", f"--width 0.125 --epochs 1 --train_subset 200 --device cuda --out_dir {tmp_path}",
                            "--jobs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=480)
     assert done.returncode == 0, done.stderr
-    devices = {json.loads(path.read_text())["resolved"]["device"] for path in tmp_path.glob("digits_*/config.json")}
-    assert devices <= {"cuda", "cuda:0"} and len(list(tmp_path.glob("digits_*/model.pt"))) == 2
+    resolved = [json.loads(path.read_text())["resolved"] for path in tmp_path.glob("digits_*/config.json")]
+    assert len(resolved) == 2 and len(list(tmp_path.glob("digits_*/model.pt"))) == 2
+    assert {entry["device"] for entry in resolved} <= {"cuda", "cuda:0"}  # each job sees its one GPU as the first
+    assert len({entry["gpu"]["uuid"] for entry in resolved}) == 2  # … and they were two different cards

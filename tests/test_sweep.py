@@ -1,5 +1,6 @@
 """Sweeps through submitit: a 2-run grid on the local executor, skipping finished runs, resuming
 interrupted ones; the Slurm array's sbatch header; bad input."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -95,7 +96,8 @@ def test_a_failed_stage_without_a_terminal_is_one_line(tmp_path):
                            "--flags", f"--epochs 1 --width 0.125 --train_subset 100 --lr 1e30 --out_dir {tmp_path}"],
                           cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: the train stage of"), lines
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: 1 run(s) failed: "), lines
+    assert "the train stage of digits_vgg11_patched_w0.125_n100 failed (TrainingDiverged" in lines[0]
 
 
 def test_a_run_interrupted_on_another_rank_count_is_started_over_where_its_result_depends_on_it(tmp_path):
@@ -112,3 +114,88 @@ def test_a_run_interrupted_on_another_rank_count_is_started_over_where_its_resul
     global_batch = replace(config, sync_bn=True, mmd_sync="global")  # the same step on any rank count
     torch.save({**state, "config_hash": global_batch.config_hash(), "world_size": 2}, staging.file("resume"))
     assert resumable(global_batch, world_size=1) and resumable(global_batch, world_size=4)
+
+
+# λ = 1e30 diverges in the first steps (TrainingDiverged: no model.pt), λ = 0 trains: the failing run comes first
+DIVERGING_FIRST = ["--mlmmdr_lamb", "1e30", "0"]
+BAD, GOOD = "digits_vgg11_patched_mlmmdr_1e+30_all_w0.125_n100", "digits_vgg11_patched_w0.125_n100"
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_failed_run_is_recorded_and_the_grid_goes_on_without_retrying_it(tmp_path, jobs):
+    """--keep_going (the default): the run after a failed one still trains, the summary names the
+    failure, and the command ends with one error line; a rerun leaves the failed run alone unless
+    --retry_failed, so one bad cell cannot block a grid."""
+    flags = [*DIVERGING_FIRST, "--jobs", jobs, "--threads", "1", "--flags",
+             f"--width 0.125 --epochs 1 --train_subset 100 --out_dir {tmp_path}"]
+    first = sweep(*flags)
+    assert first.returncode == 2 and (tmp_path / GOOD / "model.pt").is_file(), first.stderr
+    assert f"{BAD}: FAILED (the train stage of {BAD} failed (TrainingDiverged" in first.stdout
+    assert f"{GOOD}: BA=" in first.stdout
+    error = first.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"error: 1 run(s) failed: {BAD}; the first: the train stage of "), error
+    record = json.loads((tmp_path / "logs" / f"{BAD}.failure.json").read_text())
+    assert record["run_name"] == BAD and "TrainingDiverged" in record["reason"]
+    log = tmp_path / "logs" / f"{BAD}.train.log"
+    trained_at = log.stat().st_mtime_ns
+
+    again = sweep(*flags)
+    assert again.returncode == 2 and "2 runs, 1 with work to do" in again.stdout
+    assert again.stderr.splitlines()[0] == f"leaving alone 1 run(s) that failed before: {BAD} (--retry_failed tries " \
+                                           f"them again)"
+    assert "(1 left alone: they had failed before)" in again.stderr and log.stat().st_mtime_ns == trained_at
+
+    retried = sweep(*flags, "--retry_failed")
+    assert retried.returncode == 2 and "leaving alone" not in retried.stderr
+    assert log.stat().st_mtime_ns != trained_at  # tried again (and it diverges again)
+
+
+def test_fail_fast_stops_the_grid_at_the_first_failed_run(tmp_path):
+    done = sweep(*DIVERGING_FIRST, "--fail_fast", "--threads", "1", "--flags",
+                 f"--width 0.125 --epochs 1 --train_subset 100 --out_dir {tmp_path}")
+    assert done.returncode == 2 and done.stderr.startswith(f"error: the train stage of {BAD} failed"), done.stderr
+    assert not (tmp_path / GOOD).exists()  # never started
+    assert (tmp_path / "logs" / f"{BAD}.failure.json").is_file()  # recorded all the same
+
+
+def test_a_run_that_succeeds_clears_its_recorded_failure(tmp_path):
+    from pipeline.jobs import Job, record_failure, recorded_failure, run_job
+
+    config = RunConfig(data_name="digits", width=0.125, epochs=1, train_subset=100, out_dir=str(tmp_path),
+                       progress=False).resolve_defaults()
+    record_failure(tmp_path / "logs", config.run_name, "the train stage failed (on purpose)")
+    assert recorded_failure(tmp_path / "logs", config.run_name) == "the train stage failed (on purpose)"
+    run_job(Job(config, [("train", None)]), tmp_path / "logs", threads=1)
+    assert recorded_failure(tmp_path / "logs", config.run_name) is None
+
+
+KILLED_DRIVER_FLAGS = "--width 0.125 --epochs 200 --train_subset 100 --eval_every 200"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads processes from Linux's /proc")
+def test_a_killed_sweep_takes_its_workers_with_it(tmp_path):
+    """kill -9 of a --jobs 2 sweep runs no handler of the driver: its local jobs (submitit's
+    controllers and the tasks that train) must still stop, so that they do not train on unwatched
+    holding their runs' locks."""
+    import os
+    import signal
+    import time
+
+    from pipeline.executors import _descendants
+    from tests.test_executors import alive
+
+    driver = subprocess.Popen([sys.executable, "experiments/sweep.py", "--attack_name", "patched", "blended", "--jobs",
+                               "2", "--threads", "1", "--flags", f"{KILLED_DRIVER_FLAGS} --out_dir {tmp_path}"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    logs = tmp_path / "logs"
+    deadline = time.time() + 120
+    while len(list(logs.glob("*.train.log"))) < 2 and time.time() < deadline:  # both tasks are training
+        time.sleep(0.2)
+    workers = _descendants(driver.pid)
+    driver.kill()
+    driver.wait()
+    assert len(workers) >= 4  # two controllers, each with its task
+    deadline = time.time() + 20
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers)

@@ -38,7 +38,17 @@ def resolved_config(prepared: Prepared, poisoned: PoisonedData) -> dict:
                          "training_set_size": len(poisoned), "taps": dict(prepared.model.taps),
                          "attack": prepared.attack.params(),
                          "torch": str(torch.__version__), "python": platform.python_version(),
-                         "threads": torch.get_num_threads(), "world_size": distributed.current().world_size}}
+                         "threads": torch.get_num_threads(), "world_size": distributed.current().world_size,
+                         **gpu_identity(prepared.device)}}
+
+
+def gpu_identity(device: torch.device) -> dict:
+    """{"gpu": its name and UUID} for a CUDA device (nothing for another): "cuda:0" names a different
+    card in each job that sees one GPU of its own, so the record says which one it was."""
+    if device.type != "cuda":
+        return {}
+    properties = torch.cuda.get_device_properties(device)
+    return {"gpu": {"name": properties.name, "uuid": str(properties.uuid)}}
 
 
 def claim(run: RunDir, config: RunConfig) -> None:

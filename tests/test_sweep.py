@@ -199,3 +199,11 @@ def test_a_killed_sweep_takes_its_workers_with_it(tmp_path):
     while any(alive(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(alive(pid) for pid in workers)
+
+
+@pytest.mark.skipif(__import__("shutil").which("srun") is not None, reason="this machine has Slurm")
+def test_slurm_without_slurm_is_refused_before_anything_is_written(tmp_path):
+    out_dir = tmp_path / "runs"
+    done = sweep("--executor", "slurm", "--flags", f"--width 0.125 --out_dir {out_dir}")
+    assert done.returncode == 2 and done.stderr.startswith("error: --executor slurm needs a Slurm cluster")
+    assert not out_dir.exists()  # no logs/ and no submitit/ left behind

@@ -4,9 +4,10 @@ run was interrupted mid-training, resumes it from its last finished epoch).
 
     local, --jobs 1   every run in this process, one after the other
     local, --jobs N   N runs at once, each a submitit LocalExecutor job (a subprocess)
-    slurm             one array task per run (sbatch --array, at most --jobs at once), each with
-                      --slurm_gpus GPUs on --slurm_partition for --slurm_time minutes; a task with
-                      several GPUs trains its run with DDP (one process per GPU)
+    slurm             one array task per run (sbatch --array, at most --jobs at once), each on
+                      --slurm_nodes nodes with --slurm_gpus GPUs each, on --slurm_partition for
+                      --slurm_time minutes; a task with several GPUs trains its run with DDP (one
+                      process per GPU, on every node)
 """
 import contextlib
 import os
@@ -25,7 +26,8 @@ from utils.errors import UserError
 
 EXECUTORS = ("local", "slurm")
 ROOT = Path(__file__).resolve().parents[1]
-DISTRIBUTED_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+DISTRIBUTED_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                         "GROUP_RANK", "GROUP_WORLD_SIZE")
 
 
 @dataclass
@@ -34,7 +36,8 @@ class SlurmOptions:
     declaration: :func:`add_executor_flags` reads the defaults and help from here)."""
 
     partition: str = None   # sbatch --partition (default: the cluster's)
-    gpus: int = 1           # GPUs per run; more than 1 trains it with DDP, one process per GPU
+    nodes: int = 1          # nodes per run
+    gpus: int = 1           # GPUs per node; nodes × gpus > 1 trains the run with DDP, one process per GPU
     time: int = 720         # minutes per run before Slurm stops it (a requeued task resumes)
     cpus_per_gpu: int = 8   # CPU cores per GPU (per process)
     mem: float = None       # GB of memory per node (default: the cluster's)
@@ -43,10 +46,15 @@ class SlurmOptions:
         if self.gpus < 0 or self.time < 1 or self.cpus_per_gpu < 1 or (self.mem is not None and not self.mem > 0):
             raise UserError(f"--slurm_gpus must be ≥ 0, --slurm_time and --slurm_cpus_per_gpu ≥ 1 and --slurm_mem "
                             f"positive; got {self.gpus}, {self.time}, {self.cpus_per_gpu}, {self.mem}")
+        if self.nodes < 1 or (self.nodes > 1 and self.gpus < 1):
+            raise UserError(f"--slurm_nodes must be at least 1, and several nodes need --slurm_gpus ≥ 1 (one process per "
+                            f"GPU); got {self.nodes} node(s) with {self.gpus} GPU(s)")
         return self
 
 
-SLURM_HELP = {"partition": "sbatch --partition", "gpus": "GPUs per run; more than 1 trains it with DDP",
+SLURM_HELP = {"partition": "sbatch --partition",
+              "nodes": "nodes per run: with --slurm_gpus G a run trains on nodes × G GPUs, with DDP across the nodes",
+              "gpus": "GPUs per node of a run; more than 1 in all trains it with DDP",
               "time": "minutes per run before Slurm stops it (a requeued task resumes)",
               "cpus_per_gpu": "CPU cores per GPU, which is also every run's thread count unless --threads is given",
               "mem": "GB of memory per node"}
@@ -112,14 +120,14 @@ def make_executor(kind: str, folder, slurm: SlurmOptions = None, parallel: int =
 
 
 def slurm_parameters(slurm: SlurmOptions, parallel: int) -> dict:
-    """submitit's SlurmExecutor parameters: one task (process) per GPU on one node, so a run with
-    several GPUs trains with DDP; the array runs at most ``parallel`` runs at once; Slurm signals
+    """submitit's SlurmExecutor parameters: one task (process) per GPU on each of ``slurm.nodes``
+    nodes, so a run with several GPUs trains with DDP; the array runs at most ``parallel`` runs at once; Slurm signals
     the task 2 minutes before its time is up, and submitit requeues it (it resumes). srun's
     --kill-on-bad-exit ends every rank of a run as soon as one exits with an error, instead of
     leaving the others in a collective until its timeout."""
     optional = {"partition": slurm.partition, "mem": f"{slurm.mem:g}GB" if slurm.mem else None}
     return {"time": slurm.time, "gpus_per_node": slurm.gpus or None, "ntasks_per_node": max(slurm.gpus, 1),
-            "nodes": 1, "cpus_per_task": slurm.cpus_per_gpu, "array_parallelism": parallel, "job_name": "ml-mmdr",
+            "nodes": slurm.nodes, "cpus_per_task": slurm.cpus_per_gpu, "array_parallelism": parallel, "job_name": "ml-mmdr",
             "signal_delay_s": 120, "srun_args": ["--kill-on-bad-exit=1"],
             **{key: value for key, value in optional.items() if value is not None}}
 
@@ -233,10 +241,13 @@ def stop_with(driver: tuple, every_s: float = 1.0) -> threading.Thread:
 
 
 def export_distributed_environment() -> None:
-    """Inside a submitit task with several processes (one per GPU), set RANK, WORLD_SIZE, LOCAL_RANK
-    and the rendezvous address and port as torchrun would, so the train stage runs DDP; these replace any
-    the submitting shell passed down (sbatch exports its environment), the port included. A single-process task drops
-    inherited ones, which would otherwise make it wait for ranks that do not exist."""
+    """Inside a submitit task with several processes (one per GPU, on one node or several), set what
+    torchrun would set for a worker: RANK and WORLD_SIZE over every node, LOCAL_RANK and
+    LOCAL_WORLD_SIZE on this one, GROUP_RANK and GROUP_WORLD_SIZE (the node's index and the node
+    count), and MASTER_ADDR (the job's first node) and MASTER_PORT, so the train stage runs DDP.
+    These replace any the submitting shell passed down (sbatch exports its environment), the port
+    included. A single-process task drops inherited ones, which would otherwise make it wait for
+    ranks that do not exist."""
     try:
         environment = submitit.JobEnvironment()
     except RuntimeError:  # not inside a submitit job (this process)
@@ -247,6 +258,7 @@ def export_distributed_environment() -> None:
         # Without it, the port is drawn from the job's id: the same for its tasks, another for another job
         os.environ.pop("MASTER_PORT", None)
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        os.environ.update(GROUP_RANK=str(environment.node), GROUP_WORLD_SIZE=str(environment.num_nodes))
     else:
         for name in DISTRIBUTED_VARIABLES:
             os.environ.pop(name, None)

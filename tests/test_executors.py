@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.executors import (GpuSlots, SlurmOptions, export_distributed_environment, make_executor,
-                                run_local, slurm_parameters)
+from pipeline.executors import (DISTRIBUTED_VARIABLES, GpuSlots, SlurmOptions, export_distributed_environment,
+                                make_executor, run_local, slurm_parameters)
 from pipeline.jobs import allocated_cpus
 from utils.errors import UserError
 
@@ -198,6 +198,47 @@ def test_several_tasks_overwrite_inherited_distributed_variables(monkeypatch):
     monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "124")  # another job on the node: another port
     export_distributed_environment()
     assert os.environ["MASTER_PORT"] != first
+
+
+def inside_a_slurm_task(monkeypatch, node: int, local_rank: int, nodes: int = 2, per_node: int = 2) -> None:
+    """The environment srun gives one task of a 2-node job with 2 tasks per node (SLURM_PROCID runs
+    over every node's tasks, node by node)."""
+    for name in ("SUBMITIT_LOCAL_JOB_ID", "SUBMITIT_EXECUTOR", *DISTRIBUTED_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    for name, value in {"JOB_ID": "4242_7", "NTASKS": nodes * per_node, "JOB_NUM_NODES": nodes, "NODEID": node,
+                        "JOB_NODELIST": "gpu[017-018]", "PROCID": node * per_node + local_rank,
+                        "LOCALID": local_rank}.items():
+        monkeypatch.setenv(f"SLURM_{name}", str(value))
+
+
+def test_a_two_node_task_gets_the_environment_torchrun_would_give_it(monkeypatch):
+    """--slurm_nodes 2 --slurm_gpus 2: four ranks, two per node; every one rendezvouses at the first
+    node on the same port, with its global and local rank and its node's rank, as torchrun
+    --nnodes 2 --nproc_per_node 2 would set them."""
+    assert slurm_parameters(SlurmOptions(nodes=2, gpus=2), parallel=4)["nodes"] == 2
+    seen = {}
+    for node in (0, 1):
+        for local_rank in (0, 1):
+            inside_a_slurm_task(monkeypatch, node, local_rank)
+            monkeypatch.setenv("MASTER_PORT", "29500")  # inherited from the submitting shell: replaced
+            export_distributed_environment()
+            seen[node, local_rank] = {name: os.environ[name] for name in DISTRIBUTED_VARIABLES}
+    assert [(e["RANK"], e["LOCAL_RANK"], e["GROUP_RANK"]) for e in seen.values()] == [
+        ("0", "0", "0"), ("1", "1", "0"), ("2", "0", "1"), ("3", "1", "1")]
+    for environment in seen.values():
+        assert (environment["WORLD_SIZE"], environment["LOCAL_WORLD_SIZE"], environment["GROUP_WORLD_SIZE"]) == (
+            "4", "2", "2")
+        assert environment["MASTER_ADDR"] == "gpu017"
+    ports = {environment["MASTER_PORT"] for environment in seen.values()}
+    assert len(ports) == 1 and ports != {"29500"}
+
+
+def test_several_nodes_need_a_gpu_each():
+    with pytest.raises(UserError, match="several nodes need --slurm_gpus"):
+        SlurmOptions(nodes=2, gpus=0).check()
+    with pytest.raises(UserError, match="--slurm_nodes must be at least 1"):
+        SlurmOptions(nodes=0).check()
 
 
 @pytest.mark.parametrize("slurm, expected", [("3", 3), ("", None), ("0", None)])

@@ -101,8 +101,9 @@ class RunConfig:
     compile: bool = param(False, "torch.compile the training network (the first steps compile: minutes; "
                           "also runs on the CPU)")
     deterministic: bool = param(False, "on CUDA: deterministic kernels and no cuDNN autotuning, so that a run and "
-                                "its resumption give the same numbers on one GPU (slower); without it CUDA runs "
-                                "repeat only up to floating-point noise. CPU runs are deterministic either way")
+                                "its resumption give the same numbers on one GPU (slower; an op without a deterministic "
+                                "kernel stops the run); without it CUDA runs repeat only up to floating-point noise. CPU "
+                                "runs are deterministic either way")
     sync_bn: bool = param(False, "under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm; on "
                           "the CPU an all-reduce BatchNorm), as one process computes them; without it each "
                           "rank normalises its own shard")

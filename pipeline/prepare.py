@@ -55,13 +55,27 @@ def load_data(config: RunConfig) -> datasets.ImageDataset:
 
 def configure_cuda(deterministic: bool) -> None:
     """cuDNN's autotuner picks the fastest convolution algorithms, which may differ from run to
-    run and use atomics; ``deterministic`` turns it off and asks for deterministic kernels (an op
-    that has none warns), so a run and its resumption on one GPU give the same numbers."""
+    run and use atomics; ``deterministic`` turns it off and requires deterministic kernels, so a run
+    and its resumption on one GPU give the same numbers. An op that has none stops the run
+    (:func:`nondeterministic_op`) rather than warn: a warning in a log would leave a run recorded as
+    deterministic that is not. The models' global average pool has a deterministic backward of its
+    own (models.pooling.global_avg_pool), torch's having none on CUDA."""
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True)
+
+
+def nondeterministic_op(error: RuntimeError):
+    """The one-line UserError for torch's refusal of an op without a deterministic implementation
+    under --deterministic, or None for another RuntimeError."""
+    text = str(error)
+    if "does not have a deterministic implementation" not in text:
+        return None
+    return UserError(f"--deterministic: {text.split(', but you set')[0].strip()}, so this run cannot be made "
+                     f"deterministic on this device; drop --deterministic (the run is then reproducible up to that "
+                     f"op's order of sums), or train on the CPU")
 
 
 def prepare(config: RunConfig) -> Prepared:

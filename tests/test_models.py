@@ -152,3 +152,40 @@ def test_every_registered_model_has_its_display_name():
 
     assert set(models.DISPLAY_NAMES) == set(models.REGISTRY)
     assert models.display_name("preactresnet18") == "PreActResNet-18" and models.display_name("unlisted") == "unlisted"
+
+
+def test_the_deterministic_global_pool_gives_adaptive_avg_pools_values_and_gradients():
+    """The backward used on CUDA under --deterministic (torch's own has no deterministic CUDA kernel):
+    on the CPU, where both run, the same values bit for bit and the same gradient."""
+    from models.pooling import _DeterministicMeanBackward
+
+    x = torch.randn(4, 8, 5, 7, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(4, 8, 1, 1, dtype=torch.float64)
+    ours = _DeterministicMeanBackward.apply(x)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), x)
+    theirs = torch.nn.functional.adaptive_avg_pool2d(x, 1)
+    (expected,) = torch.autograd.grad((theirs * weights).sum(), x)
+    assert torch.equal(ours, theirs) and torch.allclose(grad, expected, rtol=0, atol=1e-15)
+    assert torch.equal(grad[1, 2], (weights[1, 2] / 35).expand(5, 7))  # spread evenly over 5×7 pixels
+
+
+def test_deterministic_is_required_not_warned_and_a_refused_op_is_one_line():
+    from pipeline.prepare import configure_cuda, nondeterministic_op
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        configure_cuda(True)
+        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, False
+    # the wording of torch's refusal (ATen's alertNotDeterministic)
+    refusal = RuntimeError("adaptive_avg_pool2d_backward_cuda does not have a deterministic implementation, but you "
+                           "set 'torch.use_deterministic_algorithms(True)'. You can turn off determinism just for this "
+                           "operation, or you can use the 'warn_only=True' option, if that's acceptable for your "
+                           "application. You can also file an issue at https://github.com/pytorch/pytorch/issues to "
+                           "help us prioritize adding deterministic support for this operation.")
+    error = nondeterministic_op(refusal)
+    assert str(error).startswith("--deterministic: adaptive_avg_pool2d_backward_cuda does not have a deterministic "
+                                 "implementation, so this run cannot be made deterministic") and "\n" not in str(error)
+    assert nondeterministic_op(RuntimeError("CUDA out of memory")) is None

@@ -17,6 +17,14 @@ ddp_images_per_s: the same step under DDP on --device (global batch --batch_size
                --ddp_ranks gloo processes; on CUDA NCCL with one process per visible GPU,
                min(--ddp_ranks, GPUs) of them, and ddp_skipped says why when fewer than 2 GPUs are
                visible. ddp_device names the device, so no rate is ever divided by one measured elsewhere.
+mmd_gather:    bytes one rank receives per step in the global MMD's all-gather (--mmd_sync global; it sends
+               as many back in the backward's reduce-scatter) on ``ranks`` ranks (those of the DDP
+               timing, else max(--ddp_ranks, 2)): all_rows_bytes when every rank sends its whole shard
+               of every level, one collective per level (the scheme before), used_rows_bytes when it
+               sends the benign target-class and poisoned rows alone, the levels side by side in one
+               collective (regularizers.multilevel.gather_used_rows); the mean over the batches the
+               DDP timing steps through, computed from the levels' shapes and the batches' masks
+               (regularizers.multilevel.gather_traffic), without a process group
 cifar10_grid_hours: what the paper's CIFAR-10 grid costs for this architecture at the fastest path's
                rate: Σ over its runs (each attack × RBT, SL- and ML-MMDR at 3 λ) of epochs × the
                attack's training set, 50,000 images + the poisoned copies (10%) + the noise-mode
@@ -259,6 +267,39 @@ def _ddp_rank(rank: int, ranks: int, port: int, args, queue) -> None:
         distributed.shutdown()
 
 
+def mmd_gather_traffic(args, ranks: int) -> dict:
+    """The mmd_gather field (see the module's docstring): float32 features of the timed model at
+    the timed step's levels, on the batches _step_rate draws."""
+    import datasets
+    import models
+    from attacks import build as build_attack
+    from attacks.poisoning import PoisonedData
+    from regularizers import MultiLevelMMD
+    from regularizers.multilevel import gather_traffic
+    from training import TrainSettings
+
+    settings = TrainSettings()
+    data = datasets.build("digits")
+    poisoned = PoisonedData(data.train_x, data.train_y, build_attack(args.attack_name))
+    generator = torch.Generator().manual_seed(0)  # _step_rate's batches
+    batches = [poisoned.make_batch(torch.randint(0, len(poisoned), (args.batch_size,), generator=generator))
+               for _ in range(args.warmup + args.steps)]
+    model = models.build(args.model_name, num_classes=10, width=args.width)
+    regularizer = MultiLevelMMD(model, settings.levels)
+    with torch.no_grad():
+        model.eval()(batches[0].x[:1])
+    features = regularizer.features.values()
+    row_bytes = sum(feats[0].numel() * feats.element_size() for feats in features)
+    collectives = {"all_rows": len(features), "used_rows": len({feats.dtype for feats in features})}
+    regularizer.remove()
+    steps = [gather_traffic(row_bytes, batch.benign_target_mask(settings.target), batch.poisoned, ranks)
+             for batch in batches]
+    mean = {scheme: round(sum(step[scheme] for step in steps) / len(steps)) for scheme in ("all_rows", "used_rows")}
+    return {"ranks": ranks, "batches": len(steps), "all_rows_bytes": mean["all_rows"],
+            "used_rows_bytes": mean["used_rows"], "collectives": collectives,
+            "ratio_all_vs_used": round(mean["all_rows"] / max(mean["used_rows"], 1), 2)}
+
+
 def time_ddp(args, ranks: int) -> float:
     """Global images per second of the DDP step with ``ranks`` processes on ``args.device``'s kind."""
     import torch.multiprocessing as mp
@@ -379,6 +420,7 @@ def main(argv=None) -> int:
                            "ddp_images_per_s": time_ddp(args, ranks)})
             if "plain" in rates:  # one process's rate on the same kind of device: like with like
                 result["ddp_speedup_vs_one_process"] = round(result["ddp_images_per_s"] / rates["plain"], 3)
+    result["mmd_gather"] = mmd_gather_traffic(args, result.get("ddp_ranks", max(args.ddp_ranks, 2)))
     print(json.dumps(result))
     return 0
 

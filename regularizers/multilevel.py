@@ -7,6 +7,7 @@ import torch.nn as nn
 from models import tap_modules
 from regularizers.kernels import get_kernel
 from regularizers.mmd import ESTIMATORS, pooled_mmd2
+from utils.distributed import SINGLE, Context
 from utils.errors import UserError
 
 REDUCTIONS = ("mean", "sum")
@@ -56,29 +57,32 @@ class MultiLevelMMD:
         finally:
             self.enabled = previous
 
-    def loss(self, benign_target_mask: torch.Tensor, poisoned_mask: torch.Tensor, gather=None):
+    def loss(self, benign_target_mask: torch.Tensor, poisoned_mask: torch.Tensor, context: Context = SINGLE):
         """(reduced loss, {level: MMD²}) for the last forward pass; releases its features.
 
-        ``gather(features) -> features`` turns one DDP rank's recorded rows into the global
-        batch's (an autograd-aware all-gather); the masks then describe the global batch."""
+        Under DDP (an active ``context``, ``--mmd_sync global``) the masks describe the global
+        batch and the recorded features are this rank's shard of it (:meth:`Context.shard`); the
+        loss is then the global batch's, on the rows :func:`gather_used_rows` brings together."""
         try:
             missing = [level for level in self.levels if level not in self.features]
             if missing:
                 raise RuntimeError(f"no features recorded at {missing}: run a forward pass first")
+            poisoned_mask = torch.as_tensor(poisoned_mask)
             benign = torch.as_tensor(benign_target_mask).nonzero().flatten()
-            poisoned = torch.as_tensor(poisoned_mask).nonzero().flatten()
-            rows = torch.cat([benign, poisoned])
+            poisoned = poisoned_mask.nonzero().flatten()
             self.last_active = len(benign) >= 2 and len(poisoned) >= 2
-            per_level = {}
-            for level in self.levels:
-                feats = self.features[level]
-                if len(benign) < 2 or len(poisoned) < 2:
-                    per_level[level] = feats.new_zeros((), dtype=torch.float32)
-                    continue
-                if gather is not None:
-                    feats = gather(feats)
-                pooled = feats.index_select(0, rows.to(feats.device, non_blocking=True))
-                per_level[level] = pooled_mmd2(pooled, len(benign), self.kernel, self.estimator)
+            features = {level: self.features[level] for level in self.levels}
+            if not self.last_active:
+                per_level = {level: feats.new_zeros((), dtype=torch.float32) for level, feats in features.items()}
+            else:
+                rows = torch.cat([benign, poisoned])
+                if context.active:
+                    pooled = gather_used_rows(features, rows, len(poisoned_mask), context)
+                else:
+                    pooled = {level: feats.index_select(0, rows.to(feats.device, non_blocking=True))
+                              for level, feats in features.items()}
+                per_level = {level: pooled_mmd2(pooled[level], len(benign), self.kernel, self.estimator)
+                             for level in self.levels}
             stacked = torch.stack(list(per_level.values()))
             return (stacked.mean() if self.reduce == "mean" else stacked.sum()), per_level
         finally:
@@ -89,3 +93,72 @@ class MultiLevelMMD:
             handle.remove()
         self._handles = []
         self.features.clear()
+
+
+def shard_rows(rows: torch.Tensor, sizes: list) -> list:
+    """Per rank, its rows among the global batch's ``rows`` (kept in their order), as indices into
+    its contiguous shard of ``sizes[rank]`` rows (:meth:`Context.shard`)."""
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(rows[(rows >= start) & (rows < start + size)] - start)
+        start += size
+    return parts
+
+
+def gather_used_rows(features: dict, rows: torch.Tensor, batch_size: int, context: Context) -> dict:
+    """{level: the global batch's ``rows`` of that level's features, in the order of ``rows``,
+    flattened}, where each rank recorded its shard of the ``batch_size`` rows: the pooled
+    features of Eq. 6's MMD² terms (benign rows, then poisoned rows) on the global batch.
+
+    Every rank knows the global masks (``Batch`` keeps them), so each sends only its own used
+    rows (about a fifth of the batch at r = 0.1), not its whole shard, with no extra collective
+    to agree on the counts. The gathered rows arrive in rank order and are then put in the order
+    of ``rows``: the result is a copy of what indexing the whole gathered batch gives, and the
+    backward sums each row's gradient over the ranks as that did, so loss and gradients are the
+    same bit for bit on two ranks (tests/test_distributed.py); on more, up to the order in which
+    the backward's reduce-scatter adds the ranks' terms, which NCCL may choose by the buffer's
+    size (gloo adds them in rank order either way). The levels travel side by side as one buffer
+    (each row's features at every level), so a step makes one all-gather, and one
+    reduce-scatter in backward, instead of one of each per level; levels of different dtypes
+    (autocast may leave some in bf16) travel in one buffer per dtype, since casting one level
+    to another's dtype would round its gradient's sum differently.
+    """
+    sizes = context.shard_sizes(batch_size)
+    sent = shard_rows(rows, sizes)
+    counts, starts = [len(part) for part in sent], [sum(sizes[:rank]) for rank in range(len(sizes))]
+    arrived = torch.cat([part + start for part, start in zip(sent, starts)])  # the global row of each gathered row
+    position = torch.empty(batch_size, dtype=torch.long)
+    position[arrived] = torch.arange(len(arrived))
+    order, mine = position[rows], sent[context.rank]  # order: where each of ``rows`` arrives
+    by_dtype = {}
+    for level, feats in features.items():
+        by_dtype.setdefault(feats.dtype, []).append(level)
+    pooled = {}
+    for levels in by_dtype.values():
+        device = features[levels[0]].device
+        local = torch.cat([features[level].index_select(0, mine.to(device, non_blocking=True)).flatten(1)
+                           for level in levels], dim=1)
+        gathered = context.gather_rows(local, counts)
+        start, order_here = 0, order.to(device, non_blocking=True)
+        for level in levels:
+            width = features[level][0].numel()
+            pooled[level] = gathered[:, start:start + width].index_select(0, order_here)
+            start += width
+    return pooled
+
+
+def gather_traffic(row_bytes: int, benign_mask: torch.Tensor, poisoned_mask: torch.Tensor,
+                   world_size: int) -> dict:
+    """Bytes one rank receives in one step's global-MMD all-gather, {"all_rows", "used_rows"}:
+    when every rank sends its whole shard (as before :func:`gather_used_rows`) and when it sends
+    the rows the MMD uses. ``row_bytes`` is one sample's features at every level. An all-gather
+    pads every rank's part to the largest, so a rank receives (K − 1)·max_r part_r rows; the
+    backward's reduce-scatter sends as many bytes back. Zero when a group has fewer than 2 rows
+    (nothing is gathered)."""
+    benign, poisoned = benign_mask.nonzero().flatten(), poisoned_mask.nonzero().flatten()
+    if len(benign) < 2 or len(poisoned) < 2:
+        return {"all_rows": 0, "used_rows": 0}
+    sizes = Context(0, world_size).shard_sizes(len(poisoned_mask))
+    used = [len(part) for part in shard_rows(torch.cat([benign, poisoned]), sizes)]
+    return {"all_rows": (world_size - 1) * max(sizes) * row_bytes,
+            "used_rows": (world_size - 1) * max(used) * row_bytes}

@@ -12,7 +12,7 @@ import attacks
 import datasets
 from attacks.poisoning import MODES, PoisonedData
 from benchmarks.train_step import (CIFAR10_TRAIN_IMAGES, cifar10_grid, ddp_world_size, main,
-                                   training_set_size)
+                                   mmd_gather_traffic, training_set_size)
 from tests.conftest import ROOT
 from utils.errors import ParameterError, UserError
 
@@ -106,6 +106,20 @@ def test_a_cpu_run_times_everything_on_the_cpu(capsys):
     rate = result["images_per_s"]["plain"]
     assert result["ddp_speedup_vs_one_process"] == round(result["ddp_images_per_s"] / rate, 3)
     assert result["cifar10_grid_hours"] == round(result["cifar10_grid"]["images"] / rate / 3600, 1)
+    assert result["mmd_gather"]["ranks"] == 2 and result["mmd_gather"]["batches"] == 1
+
+
+def test_the_gather_traffic_is_the_shards_against_the_used_rows():
+    """VGG-11 at width 0.125 has 32·8·8 + 64·4·4 + 64·2·2 = 3328 float32 features a sample at s1–s3:
+    every rank's whole shard (32 of 64 rows on 2 ranks) in three collectives before, a fifth or so
+    of it in one now."""
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(model_name="vgg11", width=0.125, batch_size=64, attack_name="patched", warmup=1, steps=3)
+    traffic = mmd_gather_traffic(args, 2)
+    assert traffic["all_rows_bytes"] == 32 * 3328 * 4 and traffic["batches"] == 4
+    assert 0 < traffic["used_rows_bytes"] < traffic["all_rows_bytes"] / 2
+    assert traffic["collectives"] == {"all_rows": 3, "used_rows": 1}
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -1,5 +1,6 @@
 """DistributedDataParallel on the CPU (gloo, 2 processes): three steps of DDP equal three steps of
-one process on the same global batches, for RBT and for ML-MMDR with the all-gathered MMD; and
+one process on the same global batches, for RBT and for ML-MMDR with the all-gathered MMD; the
+global MMD gathers only the rows it uses, with the loss and gradients of gathering every row; and
 torchrun end to end, killed and resumed.
 
 The equality is checked in float64 (model and inputs). In float32 the two computations differ by
@@ -139,6 +140,181 @@ def test_mmd_sync_local_is_another_estimator(ddp_results):
     assert _max_difference(local, single) > 1e-4
 
 
+def _step_gathers(context: Context) -> dict:
+    """One ML-MMDR step (float64, --sync_bn) of the first global batch of 64, with every tensor this
+    rank hands to torch.distributed.all_gather recorded (the real collective still runs)."""
+    import torch.distributed as dist
+
+    import datasets
+    import models
+    from attacks import build as build_attack
+    from attacks.poisoning import PoisonedData
+    from training import Trainer, TrainSettings
+
+    data = datasets.build("digits", seed=0)
+    torch.manual_seed(0)
+    model = models.build("vgg11", num_classes=10, width=0.125).double()
+    poisoned = PoisonedData(data.train_x, data.train_y, build_attack("patched"), poison_ratio=0.2)
+    trainer = Trainer(model, poisoned, TrainSettings(batch_size=64, mlmmdr_lamb=0.3, sync_bn=True, progress=False),
+                      torch.device("cpu"), context)
+    batch = next(iter(poisoned.batches(64, 0, context)))
+    sent, all_gather = [], dist.all_gather
+
+    def spy(tensor_list, tensor, *args, **kwargs):
+        sent.append(tuple(tensor.shape))
+        return all_gather(tensor_list, tensor, *args, **kwargs)
+
+    dist.all_gather = spy
+    try:
+        trainer.step(dataclasses.replace(batch, x=batch.x.double()))
+    finally:
+        dist.all_gather = all_gather
+    active = trainer.regularizer.last_active
+    trainer.close()
+    return {"sent": sent, "active": active, "benign": batch.benign_target_mask(0), "poisoned": batch.poisoned}
+
+
+def _whole_batch_gather_loss(regularizer, benign, poisoned, context: Context):
+    """The global MMD as it was computed before gather_used_rows: every level's whole shard
+    all-gathered, then the benign and poisoned rows picked from the global batch."""
+    from regularizers.mmd import pooled_mmd2
+
+    rows = torch.cat([benign.nonzero().flatten(), poisoned.nonzero().flatten()])
+    sizes = context.shard_sizes(len(benign))
+    per_level = [pooled_mmd2(context.gather_rows(feats, sizes).index_select(0, rows), int(benign.sum()))
+                 for feats in regularizer.features.values()]
+    regularizer.features.clear()
+    return torch.stack(per_level).mean()
+
+
+def _used_rows_equal_whole_batch(context: Context, dtype, batch_size: int) -> bool:
+    """Whether the regulariser's loss and this rank's parameter gradients equal, bit for bit, those
+    of the whole-batch gather. The masks put most used rows on rank 0, so the parts are padded."""
+    import models
+    from regularizers import MultiLevelMMD
+
+    torch.manual_seed(0)
+    model = models.build("vgg11", num_classes=10, width=0.125).to(dtype)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(batch_size, 3, 32, 32, generator=generator, dtype=dtype)
+    benign, poisoned = torch.zeros(batch_size, dtype=torch.bool), torch.zeros(batch_size, dtype=torch.bool)
+    benign[[0, 3, 4, 9, 20, 40, 50]], poisoned[[1, 2, 5, 6, 7, 11, 25, 30, 45]] = True, True
+    outcomes = []
+    for whole in (True, False):
+        regularizer = MultiLevelMMD(model)
+        model.zero_grad()
+        model(x[context.shard(batch_size)])
+        loss = (_whole_batch_gather_loss(regularizer, benign, poisoned, context) if whole
+                else regularizer.loss(benign, poisoned, context)[0])
+        loss.backward()
+        outcomes.append([loss.detach()] + [parameter.grad.clone() for parameter in model.parameters()
+                                           if parameter.grad is not None])  # the layers up to s3
+        regularizer.remove()
+    return all(torch.equal(a, b) for a, b in zip(*outcomes))
+
+
+def _mixed_dtypes_equal_whole_batch(context: Context) -> bool:
+    """gather_used_rows on levels of two dtypes (one buffer each) against the whole-batch gather:
+    the same pooled rows and the same gradients on this rank's shard, bit for bit."""
+    from regularizers.multilevel import gather_used_rows
+
+    generator = torch.Generator().manual_seed(2)
+    batch_size = 13
+    shard = context.shard(batch_size)
+    features = {"a": torch.randn(batch_size, 3, 4, generator=generator, dtype=torch.float64)[shard],
+                "b": torch.randn(batch_size, 5, generator=generator).to(torch.bfloat16)[shard],
+                "c": torch.randn(batch_size, 2, 2, generator=generator)[shard]}
+    weights = {level: torch.randn(feats[0].numel(), generator=generator) for level, feats in features.items()}
+    rows = torch.tensor([12, 0, 5, 6, 1, 11])
+    outcomes = []
+    for whole in (True, False):
+        leaves = {level: feats.clone().requires_grad_() for level, feats in features.items()}
+        if whole:
+            sizes = context.shard_sizes(batch_size)
+            pooled = {level: context.gather_rows(feats, sizes).index_select(0, rows).flatten(1)
+                      for level, feats in leaves.items()}
+        else:
+            pooled = gather_used_rows(leaves, rows, batch_size, context)
+        sum((pooled[level].float() @ weights[level]).cumsum(0).sum() for level in leaves).backward()
+        outcomes.append([pooled[level].detach() for level in leaves] + [leaves[level].grad for level in leaves])
+    return all(a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(*outcomes))
+
+
+def _rank_gathers(rank: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from utils import distributed
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        context = Context(rank, 2)
+        results = {"step": _step_gathers(context), "mixed_dtypes": _mixed_dtypes_equal_whole_batch(context),
+                   "equal": {f"{str(dtype)[6:]}_{size}": _used_rows_equal_whole_batch(context, dtype, size)
+                             for dtype, size in ((torch.float64, 64), (torch.float64, 63), (torch.float32, 63))}}
+        torch.save(results, f"{out}.{rank}")
+    finally:
+        distributed.shutdown()
+    leave_spawned_rank()
+
+
+@pytest.fixture(scope="module")
+def gathers(tmp_path_factory):
+    """Each rank's results of the gather checks above, on 2 gloo ranks."""
+    import torch.multiprocessing as mp
+
+    folder = tmp_path_factory.mktemp("gathers")
+    out = folder / "gathers.pt"
+    mp.spawn(_rank_gathers, args=(str(folder / "store"), str(out)), nprocs=2, join=True)
+    return [torch.load(f"{out}.{rank}", weights_only=False) for rank in range(2)]
+
+
+def _tap_widths() -> list:
+    """Features per sample at each of VGG-11's levels s1, s2, s3 (width 0.125, a 32×32 image)."""
+    import models
+
+    model = models.build("vgg11", num_classes=10, width=0.125)
+    shapes = []
+    for module in models.tap_modules(model).values():
+        module.register_forward_hook(lambda module, inputs, output: shapes.append(output[0].numel()))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 32, 32))
+    return shapes
+
+
+def test_the_global_mmd_gathers_only_the_rows_it_uses(gathers):
+    """One ML-MMDR step makes one all-gather, of every level's features side by side, and each
+    rank sends its benign target-class and poisoned rows (padded to the rank with the most), not
+    its whole shard of 32 rows."""
+    for rank, results in enumerate(gathers):
+        step = results["step"]
+        assert step["active"]
+        used = torch.cat([step["benign"].nonzero().flatten(), step["poisoned"].nonzero().flatten()])
+        per_rank = [int(((used >= start) & (used < start + 32)).sum()) for start in (0, 32)]
+        assert 4 <= sum(per_rank) < 32  # the MMD uses a fraction of the batch's 64 rows
+        assert step["sent"] == [(max(per_rank), sum(_tap_widths()))], (rank, per_rank, step["sent"])
+
+
+def test_gather_traffic_counts_the_bytes_a_step_sends(gathers):
+    from regularizers.multilevel import gather_traffic
+
+    step = gathers[0]["step"]
+    (rows, width), = step["sent"]
+    row_bytes = sum(_tap_widths()) * 8  # float64
+    assert gather_traffic(row_bytes, step["benign"], step["poisoned"], 2) == {"all_rows": 32 * row_bytes,
+                                                                              "used_rows": rows * row_bytes}
+    assert gather_traffic(row_bytes, step["benign"], torch.zeros(64, dtype=torch.bool), 2)["used_rows"] == 0
+
+
+@pytest.mark.parametrize("case", ["float64_64", "float64_63", "float32_63"])
+def test_gathering_the_used_rows_gives_the_whole_batch_gathers_loss_and_gradients(gathers, case):
+    assert [results["equal"][case] for results in gathers] == [True, True]
+
+
+def test_levels_of_two_dtypes_travel_apart_with_the_same_values(gathers):
+    assert [results["mixed_dtypes"] for results in gathers] == [True, True]
+
+
 def test_shards_cover_the_batch_in_order():
     sizes = [Context(rank, 3).shard(10) for rank in range(3)]
     assert [(part.start, part.stop) for part in sizes] == [(0, 4), (4, 7), (7, 10)]
@@ -148,7 +324,7 @@ def test_shards_cover_the_batch_in_order():
 def test_single_process_collectives_are_identities():
     context = Context()
     rows = torch.arange(6.0).reshape(3, 2)
-    assert context.gather_rows(rows, 3) is rows and context.all_true(True) and not context.all_true(False)
+    assert context.gather_rows(rows, [3]) is rows and context.all_true(True) and not context.all_true(False)
     assert context.agree(lambda: 7) == 7 and os.environ.get("WORLD_SIZE", "1") == "1"
 
 

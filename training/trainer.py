@@ -124,8 +124,7 @@ class Trainer:
         if self.regularizer is not None:
             benign_target = batch.benign_target_mask(self.config.target)
             if self.config.mmd_sync == "global":
-                mmd, per_level = self.regularizer.loss(
-                    benign_target, batch.poisoned, gather=lambda rows: self.context.gather_rows(rows, batch.size))
+                mmd, per_level = self.regularizer.loss(benign_target, batch.poisoned, self.context)
             else:
                 mmd, per_level = self.regularizer.loss(benign_target[batch.rows], batch.poisoned[batch.rows])
             loss = loss + self.config.mlmmdr_lamb * mmd

@@ -58,22 +58,22 @@ class Context:
         base, extra = divmod(count, self.world_size)
         return [base + (1 if rank < extra else 0) for rank in range(self.world_size)]
 
-    def gather_rows(self, local: torch.Tensor, count: int) -> torch.Tensor:
-        """The global batch's rows (``count`` of them, in order) from every rank's shard, with the
-        autograd-aware all-gather: the backward pass sums each rank's gradient into the shard's
-        owner, so a loss of the gathered rows has the gradient of the single-process loss."""
+    def gather_rows(self, local: torch.Tensor, counts) -> torch.Tensor:
+        """Every rank's ``local`` rows (``counts[r]`` of them on rank r), concatenated in rank order,
+        with the autograd-aware all-gather: the backward sums each rank's gradient of the gathered
+        rows into the rows' owner, so a loss of the gathered rows has the gradient of the
+        single-process loss on them."""
         if not self.active:
             return local
-        sizes = self.shard_sizes(count)
         padded = local
-        if len(local) < max(sizes):  # all-gather needs equal shapes: pad, then drop the padding
-            padded = torch.cat([local, local.new_zeros((max(sizes) - len(local), *local.shape[1:]))])
+        if len(local) < max(counts):  # all-gather needs equal shapes: pad, then drop the padding
+            padded = torch.cat([local, local.new_zeros((max(counts) - len(local), *local.shape[1:]))])
         import torch.distributed.nn.functional as autograd_collectives
 
         with warnings.catch_warnings():  # deprecated in favour of a private API; the public one is kept
             warnings.simplefilter("ignore", FutureWarning)
             parts = autograd_collectives.all_gather(padded)
-        return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+        return torch.cat([part[:count] for part, count in zip(parts, counts)])
 
     def all_reduce_sum(self, tensor: torch.Tensor, autograd: bool = False) -> torch.Tensor:
         """Σ over ranks; with ``autograd`` the backward sums the gradients back (a synchronised

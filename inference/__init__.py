@@ -14,10 +14,13 @@ import torch.nn as nn
 import models
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast when ``enabled`` (``--amp``), on CUDA or the CPU; a no-op otherwise. bf16 keeps
-    float32's exponent range, so no loss scaling is needed; the losses compute in float32."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+def autocast(device: torch.device, enabled):
+    """Autocast for ``--amp``, on CUDA or the CPU: ``enabled`` is False (a no-op), True (bf16) or the
+    dtype to compute in (torch.bfloat16, or torch.float16 with ``--amp_dtype fp16``). bf16 keeps
+    float32's exponent range, so it needs no loss scaling; fp16's training scales the loss (the
+    trainer's GradScaler). The losses compute in float32 either way."""
+    dtype = enabled if isinstance(enabled, torch.dtype) else torch.bfloat16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=bool(enabled))
 
 
 def to_unit(images_uint8: torch.Tensor, device) -> torch.Tensor:

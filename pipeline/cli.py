@@ -23,7 +23,7 @@ RUN_GROUPS = (
     ("execution", ("seed", "device", "eval_batch_size", "eval_every", "out_dir", "run_name", "progress",
                    "resume", "overwrite")),
     ("speed (GPU fast path) and several GPUs (torchrun --nproc_per_node K main.py …; --batch_size is the global "
-     "batch)", ("amp", "channels_last", "compile", "deterministic", "sync_bn", "mmd_sync")),
+     "batch)", ("amp", "amp_dtype", "channels_last", "compile", "deterministic", "sync_bn", "mmd_sync")),
 )
 
 

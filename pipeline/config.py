@@ -14,7 +14,7 @@ import attacks
 import datasets
 import models
 from regularizers import ESTIMATORS, KERNELS, REDUCTIONS
-from training import CE_REDUCTIONS, TrainSettings
+from training import AMP_DTYPES, CE_REDUCTIONS, TrainSettings
 from utils.errors import ParameterError, UserError, unknown_name
 from utils.io import check_directory
 from utils.params import check_params, default_of, param
@@ -95,6 +95,9 @@ class RunConfig:
     device: str = param("auto", "auto (CUDA when present), cpu or cuda")
     amp: bool = param(False, "bf16 autocast for the forward and backward passes (the MMD² and the cross-entropy "
                       "stay float32); meant for GPUs with bf16 (Ampere and later), allowed on the CPU")
+    amp_dtype: str = param("bf16", "--amp's precision: bf16 (no loss scaling; GPUs from Ampere on, and the CPU) or "
+                           "fp16 with a dynamic loss scale (torch's GradScaler, saved in resume.pt; for V100-era GPUs, "
+                           "which have no fast bf16)", choices=tuple(AMP_DTYPES))
     channels_last: bool = param(False, "channels-last memory format for the model and its inputs, in training and "
                                 "in every stage on the trained model (faster convolutions on tensor-core GPUs, and "
                                 "on this project's CPU about 1.4x the images/s; float rounding differs from NCHW's)")
@@ -183,13 +186,20 @@ class RunConfig:
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, milestones=tuple(self.milestones),
             momentum=self.momentum, weight_decay=self.weight_decay, target=self.target, mlmmdr_lamb=self.mlmmdr_lamb,
             levels=self.levels, kernel=self.kernel, mlmmdr_reduce=self.mlmmdr_reduce, mmd_estimator=self.mmd_estimator,
-            ce_reduction=self.ce_reduction, amp=self.amp, sync_bn=self.sync_bn, mmd_sync=self.mmd_sync,
+            ce_reduction=self.ce_reduction, amp=self.amp, amp_dtype=self.amp_dtype, sync_bn=self.sync_bn, mmd_sync=self.mmd_sync,
             channels_last=self.channels_last, compile=self.compile, eval_batch_size=self.eval_batch_size,
             eval_every=self.eval_every, progress=self.progress)
 
     def identity(self) -> dict:
         """The fields that decide what the trained model is: all but where and how it is run and shown."""
-        return {key: value for key, value in self.to_dict().items() if key not in NOT_IDENTITY}
+        return {key: value for key, value in self.to_dict().items()
+                if key not in NOT_IDENTITY and not self._unrecorded(key)}
+
+    def _unrecorded(self, key: str) -> bool:
+        """Whether ``key`` is a field added after runs were recorded, at the value those runs had
+        (``ADDED_LATER``), or one that does not act (the AMP dtype without --amp): left out of the
+        identity, so that runs recorded before it keep their hash and do not go stale."""
+        return key in ADDED_LATER and (getattr(self, key) == ADDED_LATER[key] or (key == "amp_dtype" and not self.amp))
 
     def config_hash(self) -> str:
         """A hash of :meth:`identity`, recorded in config.json and in every result of the run."""
@@ -254,6 +264,8 @@ def _fits(value, f) -> bool:
 # Where and how a run is executed and shown, not what it is: excluded from its identity. (The
 # device is excluded too: the same run on another device is the same experiment, and its numbers
 # may differ only as floating point does.)
+# {field: the value every run recorded before the field existed}: see RunConfig._unrecorded
+ADDED_LATER = {"amp_dtype": "bf16"}
 NOT_IDENTITY = {"data_path", "download", "device", "eval_batch_size", "eval_every", "out_dir", "run_name",
                 "progress", "overwrite", "resume", "channels_last", "compile", "deterministic"}
 

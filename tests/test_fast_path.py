@@ -100,3 +100,44 @@ def test_the_session_compiles_into_a_cache_of_its_own():
     from tests.conftest import INDUCTOR_CACHE
 
     assert cache_dir() == INDUCTOR_CACHE and Path(INDUCTOR_CACHE).is_dir()
+
+
+def test_fp16_amp_scales_the_loss_and_trains_the_same_step(poisoned, plain):
+    """--amp --amp_dtype fp16 (V100-era GPUs): the network runs in float16, the losses in float32,
+    and the GradScaler multiplies the loss by its scale and divides the gradients by it again, so
+    the update is the plain one to fp16's precision; its scale is saved in the resume state and
+    restored from it. bf16's trainer has no scaler in its state: its runs resume as before."""
+    weights, terms, trainer = steps(poisoned, amp=True, amp_dtype="fp16")
+    seen = {}
+    handle = trainer.model.fc.register_forward_hook(lambda m, i, o: seen.setdefault("dtype", o.dtype))
+    from inference import autocast
+
+    with autocast(torch.device("cpu"), trainer.amp):
+        trainer.model(torch.rand(2, 3, 32, 32))
+    handle.remove()
+    assert seen["dtype"] == torch.float16 and trainer.scaler.is_enabled()
+    assert all(terms[0][key].dtype == torch.float32 for key in ("ce", "mmd_s1", "loss"))
+    for key in ("ce", "mmd_s1", "mmd_s2", "mmd_s3"):
+        assert terms[0][key].item() == pytest.approx(plain[1][0][key].item(), rel=0.01)
+    update, plain_update = _max_difference(weights, _initial("wrn16_1")), _max_difference(plain[0], _initial("wrn16_1"))
+    assert update == pytest.approx(plain_update, rel=0.05)  # unscaled: not 65,536 times the plain step
+    state = trainer.state_dict([])
+    assert state["grad_scaler"]["scale"] == trainer.scaler.get_scale() == 2.0 ** 16  # no overflow in one step
+    resumed = Trainer(models.build("wrn16_1", num_classes=10, width=WIDTH), poisoned,
+                      TrainSettings(batch_size=BATCH, mlmmdr_lamb=0.3, amp=True, amp_dtype="fp16", progress=False),
+                      torch.device("cpu"))
+    state["grad_scaler"]["scale"] = 1024.0
+    resumed.load_state_dict(state)
+    assert resumed.scaler.get_scale() == 1024.0
+    resumed.close()
+    assert "grad_scaler" not in plain[2].state_dict([]) and not plain[2].scaler.is_enabled()
+
+
+def test_the_amp_dtype_leaves_the_identity_of_runs_recorded_before_it():
+    from pipeline.config import RunConfig
+
+    before = RunConfig(data_name="digits").resolve_defaults()
+    assert "amp_dtype" not in before.identity()  # every run recorded before the flag keeps its hash
+    assert RunConfig(data_name="digits", amp=True, amp_dtype="fp16").resolve_defaults().config_hash() != \
+        RunConfig(data_name="digits", amp=True).resolve_defaults().config_hash()
+    assert RunConfig(data_name="digits", amp_dtype="fp16").resolve_defaults().config_hash() == before.config_hash()

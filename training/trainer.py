@@ -43,6 +43,7 @@ class TrainSettings:
     mmd_estimator: str = "biased"
     ce_reduction: str = "split"
     amp: bool = False
+    amp_dtype: str = "bf16"
     sync_bn: bool = False
     mmd_sync: str = "global"
     channels_last: bool = False
@@ -50,6 +51,10 @@ class TrainSettings:
     eval_batch_size: int = 512
     eval_every: int = 1
     progress: bool = True
+
+
+# --amp_dtype: bf16 keeps float32's exponent range; fp16 needs its loss scaled (Trainer.scaler)
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingDiverged(UserError):
@@ -84,7 +89,13 @@ class Trainer:
                                          weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(config.milestones),
                                                               gamma=0.1)
-        self.amp = config.amp  # bf16 autocast: no loss scaling needed, and it runs on the CPU too
+        if config.amp_dtype not in AMP_DTYPES:
+            raise UserError(f"unknown --amp_dtype '{config.amp_dtype}'; choose one of {', '.join(AMP_DTYPES)}")
+        # autocast's dtype, or False without --amp; bf16 runs on the CPU too
+        self.amp = AMP_DTYPES[config.amp_dtype] if config.amp else False
+        # fp16's gradients underflow unless the loss is scaled up; disabled, the scaler is a pass-through
+        # (scale returns the loss, step is optimizer.step()), so every other run steps as it did without it
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
         self.regularizer = None
         self.last_clean_predictions = None
         self._warned_inactive = False
@@ -132,8 +143,9 @@ class Trainer:
             terms.update({f"mmd_{level}": value.detach() / world for level, value in per_level.items()})
         terms["loss"] = share
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)  # under fp16, skipped when a gradient overflowed (the scale then halves)
+        self.scaler.update()
         return terms
 
     def evaluate(self, test_x, test_y) -> dict:
@@ -244,6 +256,8 @@ class Trainer:
         # recorded here would stop a resume on fewer GPUs. The world size is kept: a resume on another number of ranks is another run
         # unless the run is rank-invariant (see pipeline/stages/train.py).
         state["world_size"] = self.context.world_size
+        if self.scaler.is_enabled():  # fp16's loss scale and its growth counter: a resume goes on with them
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> list:
@@ -260,6 +274,10 @@ class Trainer:
         kind, keys, position, has_gauss, gauss = state["numpy_rng"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
         random.setstate(state["python_rng"])  # a "cuda_rng" entry of an older checkpoint is not needed
+        if self.scaler.is_enabled():
+            if "grad_scaler" not in state:
+                raise KeyError("grad_scaler (the checkpoint was not written by an --amp_dtype fp16 run)")
+            self.scaler.load_state_dict(state["grad_scaler"])
         return list(state["history"])
 
     def fit(self, test_x, test_y, on_epoch=None, history=None) -> list:

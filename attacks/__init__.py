@@ -20,6 +20,7 @@ REGISTRY = {"patched": Patched, "blended": Blended, "sig": Sig, "warped": Warped
             # built since the paper to be latent-inseparable by their data (issue 26)
             "adaptive_blend": AdaptiveBlend, "adaptive_patch": AdaptivePatch, "tact": TaCT}
 NAMES = tuple(REGISTRY)
+PAPER_ATTACKS = ("patched", "blended", "sig", "warped")  # TABLE 1's: the paper's grid
 
 
 def attack_class(name: str) -> type:

@@ -3,11 +3,12 @@
 Each loader decodes once into uint8 tensors (N,3,32,32) kept in memory (see ``base.ImageDataset``).
 """
 from datasets import celeba, cifar10, digits, fmnist, gtsrb
-from datasets.base import ImageDataset, TrainDefaults
+from datasets.base import DownloadFailed, ImageDataset, TrainDefaults
 from utils.errors import unknown_name
 
 REGISTRY = {"digits": digits, "fmnist": fmnist, "cifar10": cifar10, "celeba": celeba, "gtsrb": gtsrb}
 NAMES = tuple(REGISTRY)
+DOWNLOADABLE = ("cifar10", "celeba", "gtsrb")  # what --download fetches with torchvision (the others ignore it)
 
 
 def defaults(name: str) -> TrainDefaults:
@@ -23,4 +24,4 @@ def build(name: str, data_path=None, seed: int = 0, download: bool = False) -> I
     return REGISTRY[name].load(data_path=data_path, seed=seed, download=download)
 
 
-__all__ = ["build", "defaults", "ImageDataset", "TrainDefaults", "NAMES"]
+__all__ = ["build", "defaults", "DownloadFailed", "ImageDataset", "TrainDefaults", "NAMES", "DOWNLOADABLE"]

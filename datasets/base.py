@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from utils.errors import ParameterError, UserError
-from utils.io import save_torch
+from utils.io import first_missing, remove_path, save_torch
 
 IMAGE_SIZE = 32
 
@@ -79,6 +79,60 @@ def require_dir(data_path, dataset: str, expected: str, downloadable: bool = Tru
         raise ParameterError("data_path", f"{root} does not exist; point it at the directory that holds "
                              f"{expected}{fetch}")
     return root
+
+
+class DownloadFailed(UserError):
+    """A ``--download`` that did not complete (no network, a refused or cut connection, a corrupt
+    archive); what it had written is already removed."""
+
+
+def _reason(error: BaseException) -> str:
+    """Why a download failed, in a few words: a host that cannot be resolved (offline, or no DNS), a
+    refused connection, an HTTP status, torchvision's own complaint."""
+    import socket
+    import urllib.error
+
+    if isinstance(error, urllib.error.HTTPError):
+        return str(error)
+    cause = getattr(error, "reason", None) if isinstance(error, urllib.error.URLError) else None
+    cause = cause if cause is not None else error
+    what = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve the server's name: {what}"
+    return what
+
+
+def download(dataset: str, root, fetch, files: str) -> None:
+    """Run ``fetch()``, torchvision's download of ``dataset`` into the folder ``root``. If it fails or
+    is interrupted, what it wrote is removed first: ``root`` itself and the parents it created when
+    they were not there, else what appeared in ``root`` and in the folders directly under it (a
+    partial archive, a half-extracted folder). A failure then raises :class:`DownloadFailed`: the
+    download failed and why, and how to go on without a network here (``files`` names what to fetch)."""
+    root = Path(root).expanduser()
+    created = first_missing(root)
+    before = set() if created else _entries(root)
+    try:
+        fetch()
+    except BaseException as error:
+        if created is not None:
+            remove_path(created)
+        else:
+            for path in sorted(_entries(root) - before, key=lambda p: len(p.parts)):
+                remove_path(path)
+        if not isinstance(error, Exception):  # Ctrl-C, SIGTERM: cleaned up, and passed on as they are
+            raise
+        raise DownloadFailed(f"downloading {dataset} into {root} failed ({_reason(error)}); on a machine with "
+                             f"internet access run this command (or fetch {files}), copy --data_path's folder to "
+                             f"this machine and give it as --data_path, without --download") from None
+
+
+def _entries(root: Path) -> set:
+    """What ``root`` holds, and what its folders hold (not deeper: an extracted dataset holds many files)."""
+    if not root.is_dir():
+        return set()
+    found = set(root.iterdir())
+    return found | {path for folder in found if folder.is_dir() and not folder.is_symlink()
+                    for path in folder.iterdir()}
 
 
 def hwc_to_chw_uint8(images: np.ndarray) -> torch.Tensor:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import torch
 
-from datasets.base import ImageDataset, TrainDefaults, decode_image_files, load_cached, require_dir
+from datasets.base import ImageDataset, TrainDefaults, decode_image_files, download as fetch, load_cached, require_dir
 from utils.errors import UserError
 
 DEFAULTS = TrainDefaults(epochs=40, milestone_fractions=(0.5, 0.75))  # paper §3.4: 40 epochs, ÷10 at 20, 30
@@ -56,7 +56,9 @@ def load(data_path=None, seed: int = 0, download: bool = False) -> ImageDataset:
     if download:
         from torchvision.datasets import CelebA
 
-        CelebA(str(Path(data_path or "data").expanduser()), split="all", download=True)
+        root = Path(data_path or "data").expanduser()
+        fetch("CelebA", root, lambda: CelebA(str(root), split="all", download=True),
+              f"CelebA's img_align_celeba.zip and annotation files into {FOLDER}/ and extract the zip")
         data_path = data_path or "data"
     base = _base(require_dir(data_path, "celeba", f"{FOLDER}/ in torchvision's CelebA layout"))
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.base import ImageDataset, TrainDefaults, require_dir
+from datasets.base import ImageDataset, TrainDefaults, download as fetch, require_dir
 from utils.errors import UserError
 
 DEFAULTS = TrainDefaults(epochs=100, milestone_fractions=(0.5, 0.7))  # paper §3.4: 100 epochs, ÷10 at 50, 70
@@ -72,7 +72,8 @@ def load(data_path=None, seed: int = 0, download: bool = False) -> ImageDataset:
         root = Path(data_path or "data").expanduser()
         from torchvision.datasets import CIFAR10
 
-        CIFAR10(str(root), train=True, download=True)
+        fetch("CIFAR-10", root, lambda: CIFAR10(str(root), train=True, download=True),
+              f"{CIFAR10.url} and extract it")
     root = require_dir(data_path if not download else str(root), "cifar10",
                        f"{FOLDER}/ (the extracted python version)")
     folder = _batch_dir(root)

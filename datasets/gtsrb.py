@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from datasets.base import ImageDataset, TrainDefaults, decode_image_files, load_cached, require_dir
+from datasets.base import ImageDataset, TrainDefaults, decode_image_files, download as fetch, load_cached, require_dir
 from utils.errors import UserError
 
 # Not in the paper: CIFAR-10's schedule (§3.4) reused.
@@ -51,8 +51,9 @@ def load(data_path=None, seed: int = 0, download: bool = False) -> ImageDataset:
     if download:
         from torchvision.datasets import GTSRB
 
-        for split in ("train", "test"):
-            GTSRB(str(Path(data_path or "data").expanduser()), split=split, download=True)
+        root = Path(data_path or "data").expanduser()
+        fetch("GTSRB", root, lambda: [GTSRB(str(root), split=split, download=True) for split in ("train", "test")],
+              f"GTSRB's training and test archives into {FOLDER}/ and extract them")
         data_path = data_path or "data"
     base = _base(require_dir(data_path, "gtsrb", f"{FOLDER}/ in torchvision's GTSRB layout"))
 

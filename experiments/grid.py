@@ -26,15 +26,16 @@ interrupted reproduction resumes where it stopped.
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Optional
 
-from attacks import attack_class
+from attacks import PAPER_ATTACKS, attack_class
 from defenses import ERASERS, PAPER_DETECTORS
 from pipeline.config import RunConfig
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, rewrite
 from pipeline.schedule import Job
 from pipeline.stages import get
 from regularizers.kernels import KERNELS
+from utils.errors import UserError
 
-ATTACKS = ("patched", "blended", "sig", "warped")
+ATTACKS = PAPER_ATTACKS
 PAPER_STUDIES = ("lambda", "model", "kernel", "loss")
 STUDIES = PAPER_STUDIES + ("adaptive", "erase_reference", "erase_tuned")
 REFERENCE_RATE = "reference"   # an adaptive study rate: each attack's own (attacks' ``reference_rates``)
@@ -203,13 +204,23 @@ def _member(config: RunConfig, configs: list) -> bool:
 
 
 def collect(grid: Grid) -> list:
-    """Every run's config, the studies it belongs to and its result files, for the report."""
+    """Every run's config, the studies it belongs to and its result files, for the report. An
+    evaluation.json that holds no whole evaluation (cut to its header) counts as not there yet, as
+    for the grid, which evaluates the run again; a metrics.json whose BA or ASR is not a number is
+    refused in one line (training wrote it: retraining is what writes it again)."""
     studies = grid.studies()
     records = []
     for config in grid.runs():
         run = RunDir.of(config)
-        records.append({"config": config, "run_dir": run.path,
-                        "studies": [name for name, configs in studies.items() if _member(config, configs)],
-                        **{key: run.read(key) for key in ("metrics", "evaluation", "nc", "prune", "prune_places", "tune",
-                                                          *ERASERS)}})
+        record = {"config": config, "run_dir": run.path,
+                  "studies": [name for name, configs in studies.items() if _member(config, configs)],
+                  **{key: run.read(key) for key in ("metrics", "evaluation", "nc", "prune", "prune_places", "tune",
+                                                    *ERASERS)}}
+        if record["evaluation"] is not None and not get("evaluate").complete(record["evaluation"]):
+            record["evaluation"] = None
+        for key, value in (record["metrics"] or {}).items():
+            if key in ("ba", "asr", "asr_other_classes") and not (
+                    value is None or isinstance(value, (int, float)) and not isinstance(value, bool)):
+                raise UserError(f"{run.file('metrics')} holds {key} = {value!r}, not a number; {rewrite('metrics')}")
+        records.append(record)
     return records

@@ -20,7 +20,7 @@ from pipeline.rundir import RunDir
 from utils.device import resolve_device
 from utils import distributed
 from utils.errors import ParameterError, UserError
-from utils.io import waiting_lock
+from utils.io import UnreadableCheckpoint, first_missing, fit_weights, remove_empty_dirs, waiting_lock
 from utils.seed import seed_everything
 
 
@@ -45,12 +45,24 @@ class Prepared:
 def load_data(config: RunConfig) -> datasets.ImageDataset:
     """The dataset of ``config``. With ``--download`` every process (each DDP rank, each array task
     of a sweep) takes the data folder's lock in turn: the first downloads, the others find the
-    files in place, instead of all writing one folder at once."""
-    if not config.download:
+    files in place, instead of all writing one folder at once. A download that fails leaves nothing
+    behind: the loader removes what it wrote, and this the lock and the folders made for it."""
+    if not config.download or config.data_name not in datasets.DOWNLOADABLE:
         return datasets.build(config.data_name, data_path=config.data_path, seed=config.seed)
     folder = Path(config.data_path or "data").expanduser()
-    with waiting_lock(folder / f".{config.data_name}.download.lock"):
-        return datasets.build(config.data_name, data_path=config.data_path, seed=config.seed, download=True)
+    lock = folder / f".{config.data_name}.download.lock"
+    created, had_lock = first_missing(folder), lock.exists()
+    try:
+        with waiting_lock(lock):
+            try:
+                return datasets.build(config.data_name, data_path=config.data_path, seed=config.seed, download=True)
+            except datasets.DownloadFailed:
+                if not had_lock:  # removed while held: a process waiting for it takes the file at the path anew
+                    lock.unlink(missing_ok=True)
+                raise
+    except datasets.DownloadFailed:
+        remove_empty_dirs(folder, created)
+        raise
 
 
 def configure_cuda(deterministic: bool) -> None:
@@ -139,10 +151,10 @@ def load_trained(config: RunConfig) -> Prepared:
     check_identity(config, checkpoint.get("config", {}), run.file("checkpoint"))
     prepared = prepare(config)
     try:
-        prepared.model.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, KeyError) as exc:
-        raise UserError(f"{run.file('checkpoint')} does not match --model_name {config.model_name} --width "
-                        f"{config.width} ({str(exc).splitlines()[0]}); pass the flags the run was trained with") from None
+        fit_weights(prepared.model, checkpoint["state_dict"], run.file("checkpoint"),
+                    f"--model_name {config.model_name} --width {config.width:g}")
+    except UnreadableCheckpoint as error:
+        raise UserError(f"{error}; pass the flags the run was trained with") from None
     # the command's execution setting (experiments/reproduce.py passes each run the format it trained in)
     if config.channels_last:
         prepared.model.to(memory_format=torch.channels_last)

@@ -35,6 +35,25 @@ FILES = {"checkpoint": "model.pt", "config": "config.json", "metrics": "metrics.
          "stage_seconds": "stage_seconds.json"}
 
 
+# How a run's record that cannot be read is written again, each checked to work: training reads no
+# metrics.json or failed.json of the run it replaces, and --overwrite reads no config.json; a single
+# run's evaluate.py and defend.py stages read no record of their own before writing it (evaluate.py
+# --all_runs and the grid do, to see whether it is up to date: --force, or deleting it, gets past that).
+_RETRAIN = "python main.py with the run's flags"
+REWRITE = {"config": f"retrain the run: {_RETRAIN} and --overwrite",
+           "metrics": f"delete it and retrain the run: {_RETRAIN}",
+           "failure": f"retrain the run: {_RETRAIN}",
+           "evaluation": "delete it, or write it anew with python evaluate.py and the run's flags (evaluate.py "
+                         "--all_runs --force re-evaluates every run)",
+           **{key: f"delete it, or write it anew with python defend.py --defense {key} and the run's flags"
+              for key in ("nc", "prune", "finetune", "nad", "argd", "tune")},
+           "stage_seconds": "delete it (it only records how long the run's stages took)"}
+
+
+def rewrite(key: str) -> str:
+    """What to do about the run's record ``key`` when it cannot be read (``REWRITE``)."""
+    return REWRITE.get(key, "delete it, and the stage that writes it runs again")
+
 class RunDir:
     """The directory ``<out_dir>/<run name>`` and the files in it, by key (see ``FILES``)."""
 
@@ -82,11 +101,12 @@ class RunDir:
         return record["error"] if record else ""
 
     def read(self, key: str):
-        """The JSON file ``key`` as a dict, or None when the stage that writes it has not run."""
+        """The JSON file ``key`` as a dict, or None when the stage that writes it has not run; one that
+        cannot be read is a UserError saying how to write it again (``REWRITE``)."""
         path = self.file(key)
         if not path.is_file():
             return None
-        return read_json(path, dict, "delete it and rerun its stage (config.json or metrics.json: retrain the run)")
+        return read_json(path, dict, rewrite(key))
 
     def write(self, key: str, obj) -> Path:
         save_json(obj, self.file(key))

@@ -203,3 +203,73 @@ def test_missing_data_path_and_unknown_dataset():
         datasets.build("cifar10", data_path="/nonexistent/place")
     with pytest.raises(UserError, match="unknown dataset 'mnist'"):
         datasets.build("mnist")
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A local HTTP server whose cifar-10-python.tar.gz is 4 KiB of noise (not the archive): a real
+    download, from 127.0.0.1, that torchvision then refuses as corrupt. Yields its URL."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "served"
+    root.mkdir()
+    (root / "cifar-10-python.tar.gz").write_bytes(np.random.default_rng(0).bytes(4096))
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz"
+    server.shutdown()
+    server.server_close()
+
+
+# .invalid never resolves (RFC 6761): a download from it fails at the name lookup on any machine,
+# as every download fails on one without a network
+UNRESOLVABLE = "http://invalid.invalid/cifar-10-python.tar.gz"
+
+
+@pytest.mark.parametrize("case", ["unresolvable", "corrupt"])
+def test_a_failed_download_is_one_line_and_leaves_nothing_behind(tmp_path, monkeypatch, capsys, served, case):
+    """A --download that fails (offline: the name lookup; or an archive that is not CIFAR-10's) left
+    the data folder, its lock and the partial archive behind, with a traceback or "check the path":
+    now what the command created is removed, a folder that was there and its files stay, and the
+    line says the download failed, why, and how to go on without a network."""
+    from torchvision.datasets import CIFAR10
+
+    import main
+    from pipeline.cli import run_cli
+
+    for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)  # straight to the server, as on a machine without a proxy
+    url = UNRESOLVABLE if case == "unresolvable" else served
+    monkeypatch.setattr(CIFAR10, "url", url)
+    data = tmp_path / "data" / "cifar"
+    if case == "corrupt":  # a folder of the user's: it and what it held stay
+        data.mkdir(parents=True)
+        (data / "notes.txt").write_text("mine\n")
+    before = sorted(path for path in tmp_path.rglob("*") if "served" not in path.parts)
+    argv = ["--data_name", "cifar10", "--data_path", str(data), "--download", "--out_dir", str(tmp_path / "runs")]
+    assert run_cli(main.main, argv) == 2
+    *progress, error = capsys.readouterr().err.strip().splitlines()  # before it, only torchvision's download bar
+    assert all("%|" in line for line in progress) and bool(progress) == (case == "corrupt"), progress
+    why = "cannot resolve the server's name: " if case == "unresolvable" else "File not found or corrupted.)"
+    assert error.startswith(f"error: downloading CIFAR-10 into {data} failed ({why}"), error
+    assert error.endswith(f"; on a machine with internet access run this command (or fetch {url} and extract it), "
+                          f"copy --data_path's folder to this machine and give it as --data_path, without --download")
+    assert sorted(path for path in tmp_path.rglob("*") if "served" not in path.parts) == before
+
+
+def test_download_for_a_dataset_that_is_never_downloaded_writes_nothing(tmp_path):
+    """digits is built in: --download took the download lock all the same, leaving data/ and
+    data/.digits.download.lock behind; it takes none for a dataset it does not fetch."""
+    from pipeline.config import RunConfig
+    from pipeline.prepare import load_data
+
+    data = tmp_path / "data"
+    assert load_data(RunConfig(data_name="digits", data_path=str(data), download=True)).name == "digits"
+    assert list(tmp_path.iterdir()) == []

@@ -305,6 +305,39 @@ def test_a_teacher_of_another_architecture_is_refused(erased_run, tmp_path, caps
     assert sorted(p.name for p in run_dir.iterdir()) == before
 
 
+def test_a_fine_tuned_teacher_that_does_not_fit_the_run_is_one_line_and_deleting_it_works(tiny_run, tmp_path, capsys):
+    """The run's defense_finetune_model.pt (NAD's and ARGD's teacher) of another width, or without its
+    state_dict, was a traceback from load_state_dict (or a KeyError): it is one line naming the file
+    and what to do, nothing is written, and doing that (deleting it) fine-tunes the teacher anew."""
+    import shutil
+
+    import models
+
+    argv, run_dir = tiny_run
+    shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns("defense_*", "evaluation.*"))
+    copy, teacher = tmp_path / run_dir.name, tmp_path / run_dir.name / "defense_finetune_model.pt"
+    argv = argv[:-1] + [str(tmp_path), "--figure_dir", str(tmp_path / "figures"), "--defense", "nad",
+                        "--nad_epochs", "2", "--teacher_epochs", "1"]
+    assert _defend(argv, capsys)[0] == 0 and teacher.is_file()  # the teacher fine-tuned first, and saved
+    wider = {key: value for key, value in models.build("vgg11", width=0.5).state_dict().items()}
+    for content, problem in (({"state_dict": wider, "defense": "finetune"},
+                              "does not fit the run's model (vgg11, width 0.25) (size mismatch for "),
+                             ({"defense": "finetune"}, "lacks state_dict")):
+        torch.save(content, teacher)
+        before = {path.name: path.read_bytes() for path in copy.iterdir()}
+        code, out = _defend(argv, capsys)
+        assert code == 2 and len(out.strip().splitlines()) == 1, out
+        assert out.startswith(f"error: {teacher} {problem}"), out
+        assert out.strip().endswith("; delete it and run the same command again, which fine-tunes the teacher anew "
+                                    "(or give --teacher)"), out
+        assert {path.name: path.read_bytes() for path in copy.iterdir()} == before
+    teacher.unlink()
+    code, out = _defend(argv, capsys)
+    assert code == 0, out
+    assert set(torch.load(teacher, weights_only=True)["state_dict"]) == set(
+        torch.load(copy / "model.pt", weights_only=True)["state_dict"])
+
+
 def test_a_run_without_a_checkpoint_is_refused(tmp_path, capsys):
     code, out = _defend(["--data_name", "digits", "--out_dir", str(tmp_path), "--defense", "finetune"], capsys)
     assert code == 2 and len(out.strip().splitlines()) == 1 and "no model.pt" in out

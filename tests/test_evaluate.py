@@ -173,6 +173,47 @@ def test_all_runs_recomputes_a_run_evaluated_with_other_options(tiny_run, tmp_pa
     assert printed.startswith("evaluated 1 of 1 runs") and computed == [("evaluate", run_dir.name)]
 
 
+def test_all_runs_evaluates_again_a_run_whose_evaluation_json_holds_only_its_header(tiny_run, tmp_path, capsys):
+    """An evaluation.json cut to its header parses, and its inputs_hash is current, but it holds no
+    evaluation: --all_runs evaluates the run again, as it does one evaluated with other options (it
+    was a KeyError traceback from the summary), and writes what a first evaluation writes."""
+    import shutil
+
+    _, run_dir = tiny_run
+    out_dir = tmp_path / "runs"
+    shutil.copytree(run_dir, out_dir / run_dir.name, ignore=shutil.ignore_patterns("evaluation.*"))
+    evaluation, summary = out_dir / run_dir.name / "evaluation.json", out_dir / "summary.csv"
+    cheap = ["--num_samples", "20", "--pool_sizes", "20", "--pool_ratios", "1.0", "--swd_projections", "5",
+             "--sr_reference", "20", "--strip_n", "5", "--strip_overlay_pool", "20", "--strip_fit_samples", "20",
+             "--class_samples", "100", "--clean_reserve", "100"]
+    argv = ["--all_runs", str(out_dir), "--no_progress", *cheap]
+
+    def without_timings(result: dict) -> dict:
+        return {**result, "detection": {k: v for k, v in result["detection"].items() if k != "seconds"}}
+
+    assert run_cli(evaluate.main, argv) == 0
+    whole, first_summary = json.loads(evaluation.read_text()), summary.read_bytes()
+    keys = list(whole)
+    header = {key: whole[key] for key in keys[:keys.index("inputs_hash") + 1]}
+    assert "ba" not in header and "distances" not in header
+    capsys.readouterr()
+    evaluation.write_text(json.dumps(header, indent=2) + "\n")
+    assert run_cli(evaluate.main, argv) == 0
+    assert capsys.readouterr().out.startswith("evaluated 1 of 1 runs (0 up to date")
+    assert without_timings(json.loads(evaluation.read_text())) == without_timings(whole)
+    assert summary.read_bytes() == first_summary
+    assert run_cli(evaluate.main, argv) == 0  # and, whole again, it is up to date
+    assert capsys.readouterr().out.startswith("evaluated 0 of 1 runs (1 up to date")
+    evaluation.write_text("{oops")  # not JSON at all (a merge conflict, a hand edit): refused, and the advice works
+    assert run_cli(evaluate.main, argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {evaluation} is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
+        f"(char 1)); delete it, or write it anew with python evaluate.py and the run's flags (evaluate.py --all_runs "
+        f"--force re-evaluates every run)")
+    assert run_cli(evaluate.main, argv + ["--force"]) == 0
+    assert without_timings(json.loads(evaluation.read_text())) == without_timings(whole)
+
+
 def test_a_stage_on_a_run_computes_in_channels_last_when_asked(tiny_run):
     """--channels_last is an execution setting of every stage on a trained run, not of training
     alone: the weights are channels-last and the logits those of the NCHW model up to rounding."""

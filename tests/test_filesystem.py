@@ -375,3 +375,34 @@ def test_a_metrics_json_with_a_score_that_is_not_a_number_is_one_line(tmp_path):
     assert score({"ba": 0.5}, "ba", job) == "0.5000" and score({}, "asr", job) == "nan"
     with pytest.raises(UserError, match=r"metrics.json holds ba = 'x', not a number; delete it and retrain the run"):
         score({"ba": "x"}, "ba", job)
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.json"])
+def test_a_training_record_that_is_not_json_says_how_to_retrain_and_doing_that_works(trained, tmp_path, capsys, name):
+    """A damaged config.json or metrics.json named "delete it and rerun its stage", which for
+    config.json ended in "not a run directory (no config.json)", and retraining refused it even with
+    --overwrite: the advice now is the command that writes it again, and that command works."""
+    import shutil
+
+    import main
+    from pipeline.cli import run_cli
+    from pipeline.rundir import RunDir
+    from utils.errors import UserError
+
+    shutil.copytree(trained / NAME, tmp_path / NAME)
+    damaged = tmp_path / NAME / name
+    damaged.write_text("{oops")
+    with pytest.raises(UserError) as error:
+        RunDir(tmp_path / NAME).read(name.split(".")[0])
+    retrain = T + ["--out_dir", str(tmp_path)]
+    if name == "config.json":
+        advice = "; retrain the run: python main.py with the run's flags and --overwrite"
+        assert run_cli(main.main, retrain) == 2  # where a researcher meets it: training the run again
+        assert one_line(capsys.readouterr().err) == f"error: {error.value}"
+        retrain.append("--overwrite")
+    else:
+        advice = "; delete it and retrain the run: python main.py with the run's flags"
+        damaged.unlink()
+    assert str(error.value).startswith(f"{damaged} is not valid JSON (") and str(error.value).endswith(advice)
+    assert run_cli(main.main, retrain) == 0
+    assert ("ba" if name == "metrics.json" else "run_name") in RunDir(tmp_path / NAME).read(name.split(".")[0])

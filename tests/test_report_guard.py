@@ -122,6 +122,26 @@ def test_a_run_file_that_is_not_an_object_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "R.md").exists()
 
 
+def test_a_metrics_json_with_a_score_that_is_not_a_number_is_refused_and_a_headless_evaluation_is_not_there(tmp_path):
+    """The report read metrics.json's BA as it was ({"ba": "x"}: a TypeError traceback from a claim's
+    rule, once the figures were drawn): it is refused in one line saying that retraining writes it
+    again; an evaluation.json cut to its header is no evaluation, so the report shows none (the grid
+    evaluates the run again: its stage is not up to date), instead of a KeyError."""
+    from experiments.grid import collect
+    from utils.errors import UserError
+
+    grid = build_grid(parse(grid_argv(tmp_path / "runs", tmp_path)))
+    run = grid.jobs()[0].run
+    run.path.mkdir(parents=True)
+    run.file("evaluation").write_text('{"run_name": "%s", "inputs_hash": "0123456789abcdef"}' % run.name)
+    assert [record["evaluation"] for record in collect(grid)] == [None] * len(grid.jobs())
+    run.file("metrics").write_text('{"ba": "x", "asr": 0.5}')
+    with pytest.raises(UserError) as error:
+        collect(grid)
+    assert str(error.value) == (f"{run.file('metrics')} holds ba = 'x', not a number; delete it and retrain the run: "
+                                f"python main.py with the run's flags")
+
+
 def test_an_unknown_flag_is_one_line(capsys):
     assert run_cli(reproduce_main, ["--report_onyl"]) == 2
     line = one_error_line(capsys)

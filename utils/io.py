@@ -83,6 +83,35 @@ def remove_path(path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+
+def first_missing(path):
+    """The outermost of ``path`` and its parents that does not exist (what creating ``path`` would
+    create first, and removing it would take away again), or None when ``path`` exists."""
+    path = Path(path).expanduser().absolute()
+    missing = None
+    for part in (path, *path.parents):
+        if part.exists() or part.is_symlink():
+            return missing
+        missing = part
+    return missing
+
+
+def remove_empty_dirs(path, top) -> None:
+    """Remove the directory ``path`` and its parents up to ``top`` (one of them, or None for none), each
+    only while it is empty: the folders a failed step created, and nothing another process wrote."""
+    if top is None:
+        return
+    path, top = Path(path).expanduser().absolute(), Path(top)
+    for part in (path, *path.parents):
+        try:
+            part.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:  # not empty, or not ours to remove: what is above it stays too
+            return
+        if part == top:
+            return
+
 def remove_orphans(directory) -> list:
     """Delete the temporary files a killed writer left in ``directory``; returns their names."""
     directory = Path(directory)
@@ -234,6 +263,20 @@ def load_checkpoint(path, keys=()) -> dict:
         raise UnreadableCheckpoint(f"{path} lacks {', '.join(missing)} (written by another version?)")
     return state
 
+
+
+def fit_weights(model, state, path, what: str) -> None:
+    """``model.load_state_dict(state)``, the weights ``state`` read from the checkpoint ``path``; weights
+    that do not fit (another architecture or width, not a state dict at all) raise
+    :class:`UnreadableCheckpoint` naming ``path``, ``what`` it should fit and the first mismatch, and
+    the caller adds what to do (as for :func:`load_checkpoint`)."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        first = lines[1] if lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1 else lines[0]
+        raise UnreadableCheckpoint(f"{path} does not fit {what} "
+                                   f"({first if len(first) <= 200 else first[:199] + '…'})") from None
 
 def save_text(text: str, path) -> None:
     atomic_write(path, lambda h: h.write(text.encode()))

@@ -14,8 +14,8 @@ from pipeline.config import RunConfig, inputs_hash
 from pipeline.prepare import load_trained
 from pipeline.rundir import FILES, RunDir
 from pipeline.stages.registry import register
-from utils.errors import ParameterError
-from utils.io import load_checkpoint, save_torch
+from utils.errors import ParameterError, UserError
+from utils.io import UnreadableCheckpoint, fit_weights, load_checkpoint, save_torch
 
 
 @register("nc", output=lambda run, options: run.file("nc"), options=NCOptions, needs=("train",),
@@ -133,19 +133,20 @@ def _checkpoint_teacher(config: RunConfig, options, prepared) -> tuple:
     if not path.is_file():
         raise ParameterError("teacher", f"{path} is not a file; give a checkpoint of the run's model or drop "
                                         f"the flag to use the run's fine-tuned model")
-    try:
-        state = load_checkpoint(path)
-    except Exception as exc:
-        raise ParameterError("teacher", f"cannot load {path} ({type(exc).__name__}); give a model.pt-style "
-                                        f"checkpoint") from None
     teacher = copy.deepcopy(prepared.model)
     try:
-        teacher.load_state_dict(state["state_dict"] if isinstance(state, dict) and "state_dict" in state else state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise ParameterError("teacher", f"{path} does not fit the run's model ({config.model_name}, width "
-                                        f"{config.width:g}): {str(exc).splitlines()[0]}; give a checkpoint of the "
-                                        f"same architecture") from None
+        state = load_checkpoint(path)
+    except UnreadableCheckpoint as error:
+        raise ParameterError("teacher", f"{error}; give a model.pt-style checkpoint") from None
+    try:
+        fit_weights(teacher, state.get("state_dict", state), path, _the_runs_model(config))
+    except UnreadableCheckpoint as error:
+        raise ParameterError("teacher", f"{error}; give a checkpoint of the same architecture") from None
     return teacher, str(path)
+
+
+def _the_runs_model(config: RunConfig) -> str:
+    return f"the run's model ({config.model_name}, width {config.width:g})"
 
 
 def _load_teacher(config: RunConfig, options, prepared) -> tuple:
@@ -159,7 +160,12 @@ def _load_teacher(config: RunConfig, options, prepared) -> tuple:
     source = str(run.file("finetune_model"))
     if run.has("finetune_model") and recorded and _teacher_data_matches(recorded, options):
         teacher = copy.deepcopy(prepared.model)
-        teacher.load_state_dict(load_checkpoint(run.file("finetune_model"))["state_dict"])
+        try:  # a file cut short, written by another version, or of another width
+            fit_weights(teacher, load_checkpoint(run.file("finetune_model"), keys=("state_dict",))["state_dict"],
+                        source, _the_runs_model(config))
+        except UnreadableCheckpoint as error:
+            raise UserError(f"{error}; delete it and run the same command again, which fine-tunes the teacher "
+                            f"anew (or give --teacher)") from None
         return teacher, source
     # fine-tune a copy of the loaded model: the data and the student are already in memory
     tuned_copy = replace(prepared, model=copy.deepcopy(prepared.model))

@@ -13,8 +13,18 @@ from utils.io import atomic_write, save_csv, save_text
 from utils.progress import bar_disabled
 
 
+def holds_result(record: dict) -> bool:
+    """Whether an evaluation.json holds a whole evaluation beside its header (what the summary, the
+    figures and the report read); one that does not, cut to its header or written by another
+    version, is not up to date: --all_runs and the grid evaluate the run again."""
+    distances, detection = record.get("distances"), record.get("detection")
+    return (all(key in record for key in ("ba", "asr", "options"))
+            and isinstance(distances, dict) and {"levels", "aro"} <= distances.keys()
+            and isinstance(detection, dict) and "pools" in detection)
+
+
 @register("evaluate", output=lambda run, options: run.file("evaluation"), options=EvalOptions, needs=("train",),
-          help="python evaluate.py with the run's flags", record="evaluation")
+          help="python evaluate.py with the run's flags", record="evaluation", complete=holds_result)
 def evaluate(config: RunConfig, options: EvalOptions) -> dict:
     """Distances and detections of one trained run; writes evaluation.json and evaluation.md."""
     prepared = load_trained(config)

@@ -31,6 +31,7 @@ class Stage:
     summary: str = None         # RunDir key of a JSON that shows it finished when its output is such an artifact
     ready: Callable = None      # (options) -> whether what it reads from another run is there yet (else deferred)
     agrees: Callable = None     # (record, options) -> whether what it read from another run still says what it did
+    complete: Callable = None   # (record) -> whether the record holds the stage's whole result (else computed again)
 
     def default_options(self):
         return self.options() if self.options is not None else None
@@ -40,13 +41,14 @@ STAGES = {}
 
 
 def register(name: str, *, output, options=None, needs=(), scope: str = "run", help: str = "", record: str = None,
-             follows=(), artifacts=(), summary: str = None, ready: Callable = None, agrees: Callable = None):
+             follows=(), artifacts=(), summary: str = None, ready: Callable = None, agrees: Callable = None,
+             complete: Callable = None):
     """Decorator: register ``compute`` as the stage ``name``."""
     def wrap(compute):
         if name in STAGES:
             raise ValueError(f"stage '{name}' is registered twice")
         STAGES[name] = Stage(name, compute, output, options, tuple(needs), scope, help, record, tuple(follows),
-                             tuple(artifacts), summary, ready, agrees)
+                             tuple(artifacts), summary, ready, agrees, complete)
         return compute
     return wrap
 
@@ -89,10 +91,13 @@ def up_to_date(name: str, run, config, options=None) -> bool:
 
 def _recorded_with(stage: Stage, run, config, options) -> bool:
     """Whether the stage's record says it ran with this configuration and these options, and with
-    what it read from another run as that run's files say now (``Stage.agrees``)."""
+    what it read from another run as that run's files say now (``Stage.agrees``), and holds its whole
+    result (``Stage.complete``): a record cut to its header, or written by another version without a
+    field, is not a result, and the stage computes it again as it would a missing one."""
     recorded = run.read(stage.record) or {}
     return (recorded.get("inputs_hash") == inputs_hash(config, options)
-            and (stage.agrees is None or stage.agrees(recorded, options)))
+            and (stage.agrees is None or stage.agrees(recorded, options))
+            and (stage.complete is None or stage.complete(recorded)))
 
 
 def ready(name: str, options=None) -> bool:

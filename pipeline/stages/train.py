@@ -55,8 +55,10 @@ def claim(run: RunDir, config: RunConfig) -> None:
     """Refuse to train ``config`` where a run with another configuration lives, unless
     ``overwrite``; the old run (and its results, another model's) is replaced when the new one is
     promoted into place."""
+    if config.overwrite:  # unread: a damaged config.json is replaced as any other would be
+        return
     recorded = run.read("config")
-    if recorded is None or config.overwrite:
+    if recorded is None:
         return
     previous = RunConfig.from_dict(recorded, str(run.file("config"))).resolve_defaults()
     if previous.config_hash() != config.config_hash():

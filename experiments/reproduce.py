@@ -169,9 +169,8 @@ def benchmark(grid, args) -> dict:
     results = {}
     for model in models:
         path = Path(args.out_dir) / f"benchmark_{model}_{device}.json"
-        # one saved before cifar10_grid was recorded counted 55,000 images for WaNet too: time it again
         fix = "delete it, and the next run of this command times the step again"
-        if not path.is_file() or "cifar10_grid" not in read_json(path, dict, fix):
+        if not path.is_file() or "plain" not in read_json(path, dict, fix).get("images_per_s", {}):
             command = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--model_name", model,
                        "--device", device, "--steps", "1", "--paths", "plain", "--ddp_ranks", "0",
                        "--skip_broadcast", "--threads", str(args.threads or torch.get_num_threads())]
@@ -238,14 +237,14 @@ def main(argv=None) -> int:
     if not args.report_only:
         with invocations:
             for retry_failed in (args.retry_failed, False):  # the second pass runs what read another run's output
+                phase = [job for job in ordered if not (failed and job.config.run_name in failed.failures)]
                 try:
-                    run_jobs(ordered, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
+                    run_jobs(phase, args.jobs, threads=args.threads, on_done=record, executor=args.executor,
                              slurm=slurm, submitit_dir=args.submitit_dir, keep_going=args.keep_going,
                              retry_failed=retry_failed)
                 except RunsFailed as error:
-                    failed = error
-                if args.executor == "slurm" and any(job.pending() for job in ordered
-                                                    if not (failed and job.config.run_name in failed.failures)):
+                    failed = error if failed is None else failed.merge(error)
+                if args.executor == "slurm" and any(job.pending() for job in phase):
                     return 0  # queued: the same command, run again once the array has finished, goes on
     for job in jobs:  # a stage's time is also saved in its run as it ends: a run cut off later keeps it
         timings[job.config.run_name] = {**timings.get(job.config.run_name, {}), **(job.run.read("stage_seconds") or {})}

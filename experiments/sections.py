@@ -180,22 +180,6 @@ def section_loss(runs: Runs) -> list:
         ["loss", "BA", "ASR"] + [f"MMD² {lv}" for lv in LEVELS] + [f"{display_name(d)} F1" for d in PAPER_DETECTORS], rows)
 
 
-def _grid_cost(speed: dict) -> str:
-    """What the grid hours count, worded from the benchmark's own ``cifar10_grid`` (the training set
-    differs per attack: WaNet's noise images), so the text cannot disagree with the number."""
-    grid = next((result["cifar10_grid"] for result in speed.values() if "cifar10_grid" in result), None)
-    if grid is None:
-        return "the CIFAR-10 grid of that architecture (each run's epochs × its attack's training set),"
-    by_size = {}
-    for attack, size in grid["training_images"].items():
-        by_size.setdefault(size, []).append(attack)
-    named = [", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0] for names in by_size.values()]
-    sizes = ", ".join(f"{size:,} images for {names}" for size, names in zip(by_size, named))
-    return (f"the {grid['runs']} CIFAR-10 runs of that architecture ({grid['runs_per_attack']} per attack, "
-            f"{grid['epochs']} epochs each) on their attack's training set of {grid['train_images']:,} images plus the "
-            f"poisoned copies and any noise-mode images (WaNet's): {sizes},")
-
-
 def section_scale(settings: dict) -> list:
     lines = ["## At the paper's scale", "",
              "The paper's CIFAR-10 grid (4 architectures × 4 attacks × 7 trainings, 100 epochs) runs as a Slurm "
@@ -211,12 +195,13 @@ def section_scale(settings: dict) -> list:
     speed = settings.get("benchmark") or {}
     if not speed:
         return lines + ["No step was timed (`--no_benchmark`)."]
-    rows = [[model_display(model), result["device"], result["batch_size"], fmt(result["images_per_s"]["plain"], 1),
-             fmt(result["cifar10_grid_hours"], 1)] for model, result in speed.items()]
+    rows = [[model_display(model), result["device"], result["batch_size"], fmt(result["images_per_s"]["plain"], 1)]
+            for model, result in speed.items()]
     # a saved timing is reused by later invocations, maybe on another machine: it names its own
     machines = sorted({result.get("machine", "a machine it did not record") for result in speed.values()})
-    lines += [f"`benchmarks/train_step.py` timed one ML-MMDR step of each architecture at full width "
-              f"({'; '.join(machines)}); its `cifar10_grid_hours` is {_grid_cost(speed)} at that rate: device-hours "
-              "on this device (core-hours on a CPU). On a GPU, `python benchmarks/train_step.py --device cuda "
-              "--model_name <model>` gives the GPU-hours.", ""]
-    return lines + markdown_table(["architecture", "device", "batch", "images/s", "CIFAR-10 grid hours"], rows)
+    lines += [f"`benchmarks/train_step.py` timed one ML-MMDR training step of each architecture at full width "
+              f"({'; '.join(machines)}). What the grid above costs on GPUs (training, the per-epoch BA/ASR and the "
+              "evaluate stage of its 112 runs, on one 8-GPU node and as a Slurm array) is `benchmarks/grid_hours.py`'s "
+              "arithmetic: measured with `--device cuda` on the GPU, or estimated from an assumed FLOP rate (README, "
+              "'The paper's grid on GPUs').", ""]
+    return lines + markdown_table(["architecture", "device", "batch", "images/s"], rows)

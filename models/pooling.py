@@ -1,6 +1,4 @@
-"""The models' pooling: VGG's 2×2 max-pool, and every model's global average pool (at the end).
-
-VGG's 2×2, stride-2 max-pool is computed on the CPU at NCHW inference as two elementwise maxima.
+"""VGG's 2×2, stride-2 max-pool, computed on the CPU at NCHW inference as two elementwise maxima.
 
 At the widths and batch sizes this project runs on a CPU, torch's NCHW CPU ``max_pool2d`` kernel
 costs about as much as the convolution before it (a width-0.25 VGG-11 on a batch of 512 32×32
@@ -16,12 +14,6 @@ activations), ``max_pool2d`` routes the gradient to the first and ``torch.maximu
 maxima are used only where no gradient can flow (no autograd, or an input that does not require
 it), on a CPU, and for an NCHW-contiguous input; everything else, training and Neural Cleanse's
 trigger optimisation included, runs ``max_pool2d`` itself.
-
-The global average pool is ``adaptive_avg_pool2d(x, 1)`` everywhere but in one case: training on
-CUDA under ``--deterministic``. torch has no deterministic CUDA kernel for its backward (it raises
-under ``torch.use_deterministic_algorithms(True)``), so there the gradient, which is the output's
-gradient spread evenly over the pixels, is computed as that (:class:`_DeterministicMeanBackward`).
-The values are ``adaptive_avg_pool2d``'s in every case, and CPU training is unchanged to the bit.
 """
 import torch
 import torch.nn as nn
@@ -53,36 +45,3 @@ class MaxPool2x2(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return max_pool_2x2(x)
-
-
-class _DeterministicMeanBackward(torch.autograd.Function):
-    """``adaptive_avg_pool2d(x, 1)`` whose backward spreads each output's gradient evenly over its
-    H×W inputs with an expand and a division: no atomics, so deterministic on CUDA."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.shape = x.shape
-        return F.adaptive_avg_pool2d(x, 1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.expand(ctx.shape) / (ctx.shape[-2] * ctx.shape[-1])
-
-
-def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
-    """``F.adaptive_avg_pool2d(x, 1)``, with a deterministic backward where torch has none (CUDA under
-    deterministic algorithms, when a gradient can flow)."""
-    if x.is_cuda and torch.are_deterministic_algorithms_enabled() and torch.is_grad_enabled() and x.requires_grad:
-        return _DeterministicMeanBackward.apply(x)
-    return F.adaptive_avg_pool2d(x, 1)
-
-
-class GlobalAvgPool(nn.AdaptiveAvgPool2d):
-    """``nn.AdaptiveAvgPool2d(1)`` with :func:`global_avg_pool`'s forward (no parameters: checkpoints
-    are unchanged)."""
-
-    def __init__(self):
-        super().__init__(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return global_avg_pool(x)

@@ -2,7 +2,6 @@
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.pooling import global_avg_pool
 from models.vgg import scaled
 
 
@@ -59,7 +58,7 @@ class ResNet(nn.Module):
     def forward(self, x):
         out = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
         out = self.head(out)
-        return self.linear(global_avg_pool(out).flatten(1))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
 def resnet18(num_classes: int = 10, width: float = 1.0) -> ResNet:

@@ -5,7 +5,7 @@ after stage 5, global average pooling and a single linear classifier.
 """
 import torch.nn as nn
 
-from models.pooling import GlobalAvgPool, MaxPool2x2
+from models.pooling import MaxPool2x2
 
 # Channels per conv, "M" = 2×2 max-pool between stages. Stage 5 is not followed by a pool.
 CONFIGS = {
@@ -39,7 +39,7 @@ class VGG(nn.Module):
             in_channels = out_channels
         relu_at_stage_end.append(len(layers) - 1)
         self.features = nn.Sequential(*layers)
-        self.pool = GlobalAvgPool()
+        self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(in_channels, num_classes)
         self.taps = {level: f"features.{relu_at_stage_end[stage]}"
                      for level, stage in (("s1", 2), ("s2", 3), ("s3", 4))}

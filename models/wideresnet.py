@@ -14,7 +14,6 @@ import math
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.pooling import GlobalAvgPool
 from models.vgg import scaled
 
 
@@ -51,7 +50,7 @@ class WideResNet(nn.Module):
         self.block2 = self._group(channels[1], channels[2], blocks, stride=2)
         self.block3 = self._group(channels[2], channels[3], blocks, stride=2)
         self.bn = nn.BatchNorm2d(channels[3])
-        self.pool = GlobalAvgPool()
+        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels[3], num_classes)
         # the reference code's initialisation: He-normal convs (fan-out), unit BN, zero biases
         for module in self.modules():

@@ -221,11 +221,11 @@ def stop_with(driver: tuple, every_s: float = 1.0) -> threading.Thread:
     gone. A driver killed with SIGKILL (or by the out-of-memory killer) runs no handler: without
     this, its local jobs would train on unwatched, holding their runs' locks so that the rerun is
     refused. Killing loses only the unfinished epoch: every stage writes atomically and training
-    resumes from its last finished epoch."""
+    resumes from its last finished epoch. The same holds when the controller is gone."""
     controller = process_identity(os.getppid())  # named now: once it is gone, the parent is another process
 
-    def watch() -> None:
-        while _running(driver):
+    def watch() -> None:  # a controller killed (out of memory) would leave this task orphaned as well
+        while _running(driver) and _running(controller):
             time.sleep(every_s)
         for pid in _descendants(os.getpid()):
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -279,7 +279,8 @@ def submit(jobs: list, kind: str, folder, log_dir, threads: int = None, parallel
     reason)`` (which returns the reason to report) as a local job fails. With ``keep_going`` the
     others go on; without, and when this process is interrupted, the jobs still running are stopped
     (their runs resume next time) before the error is raised, so none is left holding its run's lock."""
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    paths = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *(entry for entry in paths if entry != str(ROOT))])
     executor = make_executor(kind, folder, slurm, parallel)
     Path(log_dir).mkdir(parents=True, exist_ok=True)  # after make_executor: a refused --executor writes nothing
     if kind == "local" and threads is None:  # local jobs share this machine's cores; a Slurm task has its own
@@ -318,8 +319,8 @@ def run_local(named_tasks: list, executor, parallel: int, gpus: GpuSlots, on_res
                 device = gpus.take()
                 executor.update_parameters(**local_parameters(device))
                 submitted.append((name, executor.submit(task), device))
-            finished = [entry for entry in submitted if entry[1].done()]
-            for entry in finished:
+            finished, stop = [entry for entry in submitted if entry[1].done()], None
+            for entry in finished:  # every finished job is reported before a failure stops the others
                 name, handle, device = entry
                 submitted.remove(entry)
                 gpus.give_back(device)
@@ -328,11 +329,12 @@ def run_local(named_tasks: list, executor, parallel: int, gpus: GpuSlots, on_res
                 except Exception as error:  # submitit wraps the task's exception; its message names the log
                     reason = _first_line(error, name, handle)
                     reason = on_failure(name, reason) if on_failure is not None else reason
-                    if not keep_going:
-                        raise UserError(reason) from None
+                    stop = stop or (None if keep_going else reason)
                     continue
                 if on_result is not None:
                     on_result(name, results[name])
+            if stop:
+                raise UserError(stop)
             if not finished:
                 time.sleep(0.5)
     finally:

@@ -72,43 +72,68 @@ def allocated_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def failure_path(log_dir, run_name: str) -> Path:
-    return Path(log_dir) / f"{run_name}.failure.json"
+class RunStopped(UserError):
+    """Slurm stopped the run's task and will not requeue it: the run was stopped, not broken, so
+    it is not recorded as failed and the next invocation goes on with it."""
 
 
-def record_failure(log_dir, run_name: str, reason: str) -> None:
-    """Note that ``run_name``'s job failed, and why (one line). Only rank 0 writes: under DDP every
-    rank fails together, and the ranks of a multi-node task may not share this file system."""
-    if distributed.launched_rank() == 0:
-        save_json({"run_name": run_name, "reason": reason}, failure_path(log_dir, run_name))
+def failure_path(log_dir, run_name: str, rank: int = 0) -> Path:
+    """Where rank ``rank`` records that ``run_name``'s job failed: every rank writes its own (a
+    failure may be one rank's alone, a GPU out of memory, and the others are then stopped)."""
+    return Path(log_dir) / (f"{run_name}.failure.json" if rank == 0 else f"{run_name}.failure.rank{rank}.json")
 
 
-def recorded_failure(log_dir, run_name: str):
-    """The one-line reason ``run_name``'s last job failed, or None when it has not failed (or its
-    last job succeeded)."""
-    path = failure_path(log_dir, run_name)
-    if not path.is_file():
-        return None
-    reason = read_json(path, dict, "delete it to let the run be tried again").get("reason")
-    return reason if isinstance(reason, str) and reason else f"see {path}"
+def _failure_records(log_dir, run_name: str) -> list:
+    return sorted(Path(log_dir).glob(f"{run_name}.failure*.json"))
+
+
+def record_failure(log_dir, run_name: str, reason: str, config_hash: str = None) -> None:
+    """Note that ``run_name``'s job failed, why (one line) and for which configuration."""
+    save_json({"run_name": run_name, "reason": reason, "config_hash": config_hash},
+              failure_path(log_dir, run_name, distributed.launched_rank()))
+
+
+def recorded_failure(log_dir, run_name: str, config_hash: str = None):
+    """The one-line reason ``run_name``'s last job failed (rank 0's, else another rank's), or None
+    when it has not failed, its last job succeeded, or it failed with another configuration than
+    ``config_hash`` (changed flags deserve a new try)."""
+    for path in _failure_records(log_dir, run_name):
+        record = read_json(path, dict, "delete it to let the run be tried again")
+        if config_hash is not None and record.get("config_hash") not in (None, config_hash):
+            continue
+        reason = record.get("reason")
+        return reason if isinstance(reason, str) and reason else f"see {path}"
+    return None
+
+
+def forget_failure(log_dir, run_name: str) -> None:
+    """Remove every rank's record of ``run_name``'s failure (it is tried again, or it succeeded)."""
+    for path in _failure_records(log_dir, run_name):
+        path.unlink(missing_ok=True)
 
 
 def run_job(job: Job, log_dir: Path, threads: int = None) -> dict:
     """Run ``job``'s missing stages in order with ``threads`` CPU threads (default: the cores of this
     process's allocation, :func:`allocated_cpus`); returns {stage: seconds} for the stages it ran.
-    A failure is recorded (:func:`record_failure`) before it is raised, wherever the job runs (this
-    process, a local worker or a Slurm task, which no driver watches); a success clears it."""
+    A failure is recorded by the rank it happened on (:func:`record_failure`) before it is raised,
+    wherever the job runs (this process, a local worker or a Slurm task, which no driver watches);
+    the record is cleared once the run has nothing left to do (a stage deferred until another run's
+    output exists is not done)."""
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)  # on this node: a Slurm task may run where the driver did not
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or allocated_cpus())
     try:
-        timings = _run_stages(job, Path(log_dir))
+        timings = _run_stages(job, log_dir)
+    except RunStopped:
+        raise
     except UserError as error:
-        record_failure(log_dir, job.config.run_name, str(error))
+        record_failure(log_dir, job.config.run_name, str(error), job.config.config_hash())
         raise
     finally:
         torch.set_num_threads(previous)
-    if distributed.launched_rank() == 0:
-        failure_path(log_dir, job.config.run_name).unlink(missing_ok=True)
+    if distributed.launched_rank() == 0 and not job.pending():
+        forget_failure(log_dir, job.config.run_name)
     return timings
 
 
@@ -145,9 +170,10 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
                                   resume=rank == 0 and resumable(job.config, distributed.launched_world_size()))
                           if name == "train" else job.config)
                 run_stage(name, config, options)
-                failure = None
+                failure, stopped = None, False
             except Exception as error:  # reported below with the log's path, never swallowed
                 traceback.print_exc(file=handle)
+                stopped = _requeue_refused(error)
                 failure = (f"{job.config.run_name} was stopped by Slurm during its {name} stage and not requeued "
                            f"({error}); run the same command again to go on from its last epoch"
                            if _requeue_refused(error) else
@@ -156,7 +182,7 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
                 if name == "train":
                     distributed.shutdown()  # the later stages are single-process
         if failure:
-            raise UserError(f"{failure}; see {log}")
+            raise (RunStopped if stopped else UserError)(f"{failure}; see {log}")
         timings[name] = round(time.perf_counter() - started, 1)
         if rank == 0 and job.run.path.is_dir():  # in the run itself, so a run cut off later keeps its stages' times
             job.run.write("stage_seconds", {**(job.run.read("stage_seconds") or {}), name: timings[name]})

@@ -70,13 +70,14 @@ def configure_cuda(deterministic: bool) -> None:
     run and use atomics; ``deterministic`` turns it off and requires deterministic kernels, so a run
     and its resumption on one GPU give the same numbers. An op that has none stops the run
     (:func:`nondeterministic_op`) rather than warn: a warning in a log would leave a run recorded as
-    deterministic that is not. The models' global average pool has a deterministic backward of its
-    own (models.pooling.global_avg_pool), torch's having none on CUDA."""
+    deterministic that is not. (The models' 1×1 global average pool is computed by torch as a mean,
+    never by adaptive_avg_pool2d's CUDA backward, which has no deterministic kernel.) Set both ways:
+    a later stage or run in this process without the flag is not held to it."""
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
-        torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def nondeterministic_op(error: RuntimeError):

@@ -13,7 +13,7 @@ from tqdm import tqdm
 import sys
 
 from pipeline.executors import submit
-from pipeline.jobs import Job, record_failure, recorded_failure, run_job
+from pipeline.jobs import Job, forget_failure, record_failure, recorded_failure, run_job
 from pipeline.stages import get
 from utils.errors import UserError
 from utils.progress import bar_disabled
@@ -26,12 +26,17 @@ class RunsFailed(UserError):
     what the others ran ({run name: {stage: seconds}}), ``failures`` {run name: one-line reason}."""
 
     def __init__(self, failures: dict, skipped: set, results: dict, log_dir: Path):
-        self.failures, self.skipped, self.results = failures, skipped, results
+        self.failures, self.skipped, self.results, self.log_dir = failures, skipped, results, log_dir
         first = next(iter(failures.items()))
         before = f" ({len(skipped)} left alone: they had failed before)" if skipped else ""
         super().__init__(f"{len(failures)} run(s) failed{before}: {', '.join(failures)}; the first: {first[1]}; every "
                          f"reason is in {log_dir}/<run>.failure.json; fix the cause and run the same command with "
                          f"--retry_failed to try them again")
+
+    def merge(self, later: "RunsFailed") -> "RunsFailed":
+        """These failures and those of a later pass over other runs of the same grid."""
+        return RunsFailed({**self.failures, **later.failures}, self.skipped | later.skipped,
+                          {**self.results, **later.results}, self.log_dir)
 
 
 def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, threads: int = None,
@@ -55,7 +60,8 @@ def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, 
             get(name)  # an unknown stage fails before any work starts
     log_dir = Path(log_dir or Path(jobs[0].config.out_dir) / "logs")
     pending = [job for job in jobs if job.pending()]
-    before = {job.config.run_name: recorded_failure(log_dir, job.config.run_name) for job in pending}
+    hashes = {job.config.run_name: job.config.config_hash() for job in jobs}
+    before = {name: recorded_failure(log_dir, name, hashes[name]) for name in (job.config.run_name for job in pending)}
     before = {name: reason for name, reason in before.items() if reason is not None}
     skipped = set() if retry_failed else set(before)
     pending = sorted((job for job in pending if job.config.run_name not in skipped),
@@ -63,11 +69,14 @@ def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, 
     if skipped:
         print(f"leaving alone {len(skipped)} run(s) that failed before: {', '.join(sorted(skipped))} "
               f"(--retry_failed tries them again)", file=sys.stderr)
+    for name in set(before) - skipped:  # tried again: a task that dies without a word must not leave the old reason
+        forget_failure(log_dir, name)
     failures = {name: before[name] for name in sorted(skipped)}
 
     def failed(name: str, reason: str) -> str:
-        failures[name] = recorded_failure(log_dir, name) or reason  # the task's own record names its stage's log
-        record_failure(log_dir, name, failures[name])
+        # the task's own record names its stage's log; one killed outright (out of memory) left none
+        failures[name] = recorded_failure(log_dir, name) or reason
+        record_failure(log_dir, name, failures[name], hashes[name])
         return failures[name]
 
     total = sum(len(job.pending()) for job in pending)

@@ -161,6 +161,8 @@ def test_executor_flags_take_their_defaults_from_slurm_options():
 
 def inside_a_local_task(monkeypatch, tasks: int, rank: int) -> None:
     """The environment submitit's local controller gives task ``rank`` of a job with ``tasks``."""
+    for name in DISTRIBUTED_VARIABLES:  # what the export sets is put back as it was after the test
+        monkeypatch.setenv(name, os.environ[name]) if name in os.environ else monkeypatch.delenv(name, raising=False)
     for name, value in {"EXECUTOR": "local", "LOCAL_JOB_ID": "123", "LOCAL_NTASKS": tasks, "LOCAL_LOCALID": rank,
                         "LOCAL_GLOBALID": rank, "LOCAL_NODEID": 0, "LOCAL_JOB_NUM_NODES": 1}.items():
         monkeypatch.setenv(f"SUBMITIT_{name}", str(value))
@@ -284,6 +286,27 @@ def test_a_refused_requeue_says_the_run_was_stopped_not_broken(tmp_path, monkeyp
     message = str(raised.value)
     assert "was stopped by Slurm during its evaluate stage and not requeued" in message
     assert "run the same command again" in message and "failed" not in message
+    assert not list(tmp_path.glob("*.failure*.json"))  # not recorded as failed: the next invocation goes on with it
+    monkeypatch.setattr(pipeline.jobs, "run_stage", lambda *args: 1 / 0)  # a stage that is broken is recorded
+    with pytest.raises(UserError):
+        pipeline.jobs.run_job(_job(tmp_path), tmp_path)
+    assert "ZeroDivisionError" in pipeline.jobs.recorded_failure(tmp_path, _job(tmp_path).config.run_name)
+
+
+def test_a_failure_is_recorded_by_the_rank_it_happened_on_and_for_its_configuration(tmp_path, monkeypatch):
+    """One rank's own failure (its GPU out of memory) is recorded by that rank, which the others
+    are then stopped by; a failure recorded for other flags does not hold back the new ones."""
+    from pipeline.jobs import forget_failure, record_failure, recorded_failure
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    record_failure(tmp_path, "run", "rank 1: CUDA out of memory", "hash-a")
+    assert (tmp_path / "run.failure.rank1.json").is_file() and not (tmp_path / "run.failure.json").exists()
+    assert recorded_failure(tmp_path, "run") == recorded_failure(tmp_path, "run", "hash-a") == \
+        "rank 1: CUDA out of memory"
+    assert recorded_failure(tmp_path, "run", "hash-b") is None  # the run's flags changed since
+    forget_failure(tmp_path, "run")
+    assert recorded_failure(tmp_path, "run") is None and not list(tmp_path.iterdir())
 
 
 def test_local_jobs_share_the_cores_instead_of_each_taking_them_all():

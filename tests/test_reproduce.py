@@ -282,9 +282,10 @@ def test_the_paper_scale_section_reads_the_benchmark():
     from experiments.sections import section_scale
 
     speed = {"vgg11": {"device": "cuda", "batch_size": 256, "images_per_s": {"plain": 5000.0},
-                       "cifar10_grid_hours": 8.6}}
+                       "cifar10_grid_hours": 8.6}}  # an old timing's grid hours (49 runs, no evaluation): not shown
     lines = section_scale({"benchmark": speed, "machine": "the machine writing the report"})
-    assert "| VGG-11 | cuda | 256 | 5000.0 | 8.6 |" in lines
+    assert "| VGG-11 | cuda | 256 | 5000.0 |" in lines and not any("8.6" in line for line in lines)
+    assert any("`benchmarks/grid_hours.py`'s arithmetic" in line for line in lines)
     # a timing saved by an earlier invocation names its own machine, never the report writer's
     assert any("at full width (a machine it did not record)" in line for line in lines)
     speed["vgg11"]["machine"] = "NVIDIA H100, 16 cores"

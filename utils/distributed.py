@@ -37,7 +37,7 @@ class PeerFailure(UserError):
 class Context:
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
+    local_rank: int = 0   # on CUDA, the index of this rank's GPU among those the process sees
 
     @property
     def active(self) -> bool:
@@ -177,6 +177,9 @@ def from_env(device_name: str = "auto") -> Context:
 
     cuda = resolve_device(device_name).type == "cuda"
     if cuda:
+        # local rank r uses GPU r of those it sees; a cluster that binds one GPU to each task (Slurm's
+        # --gpus-per-task, --gpu-bind) shows each rank only its own, GPU 0
+        local_rank %= max(1, torch.cuda.device_count())
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30))

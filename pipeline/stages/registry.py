@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pipeline.config import NOT_IDENTITY, inputs_hash
-from pipeline.prepare import check_identity
+from pipeline.prepare import check_identity, nondeterministic_op
 from pipeline.rundir import RunDir
 from utils.errors import UserError, unknown_name
 from utils.io import remove_orphans
@@ -133,6 +133,16 @@ def run_stage(name: str, config, options=None) -> dict:
     run = RunDir.of(config)
     require(run, stage.needs)
     options = options if options is not None else stage.default_options()
+    try:
+        return _compute(stage, name, run, config, options)
+    except RuntimeError as error:  # torch refusing a nondeterministic op under --deterministic: one line
+        refused = nondeterministic_op(error)
+        if refused is None:
+            raise
+        raise refused from None
+
+
+def _compute(stage: Stage, name: str, run: RunDir, config, options) -> dict:
     if not stage.needs:  # training: it takes the run's lock itself, for its staging directory
         return stage.compute(config, options)
     check_identity(config, run.read("config"), run.file("config"))

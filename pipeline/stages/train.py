@@ -9,7 +9,7 @@ import torch
 from attacks.poisoning import PoisonedData
 from inference import collapsed_to, dominant_class
 from pipeline.config import RunConfig, inputs_hash
-from pipeline.prepare import Prepared, nondeterministic_op, prepare
+from pipeline.prepare import Prepared, prepare
 from pipeline.rundir import RunDir
 from pipeline.stages.registry import register
 from regularizers import describe
@@ -288,11 +288,6 @@ def _train_in(staging: RunDir, run: RunDir, prepared: Prepared, poisoned: Poison
 
         context.agree(mark_failed)
         raise
-    except RuntimeError as error:  # torch refusing a nondeterministic op under --deterministic: one line
-        refused = nondeterministic_op(error)
-        if refused is None:
-            raise
-        raise refused from None
     finally:
         trainer.close()
     final = history[-1]

@@ -16,6 +16,9 @@ from pipeline.stages.train import RESUME_KEYS, resumable, staging_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = "--width 0.125 --epochs 1 --train_subset 200"
+# λ = 1e30 diverges in the first steps (TrainingDiverged: no model.pt), λ = 0 trains: the failing run comes first
+DIVERGING_FIRST = ["--mlmmdr_lamb", "1e30", "0"]
+BAD, GOOD = "digits_vgg11_patched_mlmmdr_1e+30_all_w0.125_n100", "digits_vgg11_patched_w0.125_n100"
 
 
 def sweep(*argv) -> subprocess.CompletedProcess:
@@ -91,13 +94,15 @@ def test_bad_sweeps_fail_with_one_line(argv, message, tmp_path, capsys):
 
 def test_a_failed_stage_without_a_terminal_is_one_line(tmp_path):
     """No progress bar is drawn where stderr is not a terminal (a log, a pipe, CI), so the failure of
-    a stage is the one line on stderr (a 'stages: 0%' bar once came before it)."""
+    a stage is the one line on stderr (a 'stages: 0%' bar once came before it); in this process
+    (--jobs 1) the run after the failed one still trains."""
     done = subprocess.run([sys.executable, str(ROOT / "experiments" / "sweep.py"), "--data_name", "digits", "--jobs", "1",
-                           "--flags", f"--epochs 1 --width 0.125 --train_subset 100 --lr 1e30 --out_dir {tmp_path}"],
+                           *DIVERGING_FIRST, "--flags", f"--epochs 1 --width 0.125 --train_subset 100 --out_dir {tmp_path}"],
                           cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: 1 run(s) failed: "), lines
-    assert "the train stage of digits_vgg11_patched_w0.125_n100 failed (TrainingDiverged" in lines[0]
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: 1 run(s) failed: {BAD}; "), lines
+    assert f"the train stage of {BAD} failed (TrainingDiverged" in lines[0]
+    assert (tmp_path / GOOD / "model.pt").is_file()
 
 
 def test_a_run_interrupted_on_another_rank_count_is_started_over_where_its_result_depends_on_it(tmp_path):
@@ -116,17 +121,13 @@ def test_a_run_interrupted_on_another_rank_count_is_started_over_where_its_resul
     assert resumable(global_batch, world_size=1) and resumable(global_batch, world_size=4)
 
 
-# λ = 1e30 diverges in the first steps (TrainingDiverged: no model.pt), λ = 0 trains: the failing run comes first
-DIVERGING_FIRST = ["--mlmmdr_lamb", "1e30", "0"]
-BAD, GOOD = "digits_vgg11_patched_mlmmdr_1e+30_all_w0.125_n100", "digits_vgg11_patched_w0.125_n100"
 
-
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_a_failed_run_is_recorded_and_the_grid_goes_on_without_retrying_it(tmp_path, jobs):
+def test_a_failed_run_is_recorded_and_the_grid_goes_on_without_retrying_it(tmp_path):
     """--keep_going (the default): the run after a failed one still trains, the summary names the
     failure, and the command ends with one error line; a rerun leaves the failed run alone unless
-    --retry_failed, so one bad cell cannot block a grid."""
-    flags = [*DIVERGING_FIRST, "--jobs", jobs, "--threads", "1", "--flags",
+    --retry_failed, so one bad cell cannot block a grid. Local jobs (--jobs 2) here; the in-process
+    path (--jobs 1) is test_a_failed_stage_without_a_terminal_is_one_line's."""
+    flags = [*DIVERGING_FIRST, "--jobs", "2", "--threads", "1", "--flags",
              f"--width 0.125 --epochs 1 --train_subset 100 --out_dir {tmp_path}"]
     first = sweep(*flags)
     assert first.returncode == 2 and (tmp_path / GOOD / "model.pt").is_file(), first.stderr
@@ -177,8 +178,6 @@ def test_a_killed_sweep_takes_its_workers_with_it(tmp_path):
     """kill -9 of a --jobs 2 sweep runs no handler of the driver: its local jobs (submitit's
     controllers and the tasks that train) must still stop, so that they do not train on unwatched
     holding their runs' locks."""
-    import os
-    import signal
     import time
 
     from pipeline.executors import _descendants

@@ -25,13 +25,8 @@ mmd_gather:    bytes one rank receives per step in the global MMD's all-gather (
                collective (regularizers.multilevel.gather_used_rows); the mean over the batches the
                DDP timing steps through, computed from the levels' shapes and the batches' masks
                (regularizers.multilevel.gather_traffic), without a process group
-cifar10_grid_hours: what the paper's CIFAR-10 grid costs for this architecture at the fastest path's
-               rate: Σ over its runs (each attack × RBT, SL- and ML-MMDR at 3 λ) of epochs × the
-               attack's training set, 50,000 images + the poisoned copies (10%) + the noise-mode
-               images of an attack that has them (WaNet: 2 per poisoned one), i.e. 55,000 for
-               patched, blended and SIG and 65,000 for WaNet, computed by training_set_size from
-               the attacks' declared parameters (cifar10_grid lists them). ML-MMDR's rate for every
-               run (RBT is a little faster): GPU-hours on a GPU, core-hours on --device cpu
+What the paper's CIFAR-10 grid costs on GPUs (training, per-epoch BA/ASR and the evaluate stage,
+on N GPUs) is benchmarks/grid_hours.py.
 
 mmd_*: MMD² (GMK2) of n = 256 pooled samples (128 + 128) of d = 16384 features (VGG-11's s1
 size), forward only: ours builds the n×n Gram matrix, the broadcast formulation (the authors'
@@ -309,57 +304,6 @@ def time_ddp(args, ranks: int) -> float:
     return round(queue.get(), 1)
 
 
-CIFAR10_TRAIN_IMAGES = 50_000  # CIFAR-10's training split: data_batch_1 … data_batch_5, 10,000 images each
-PAPER_LAMBDAS = (0.1, 0.2, 0.3)  # paper §5: SL-MMDR and ML-MMDR at each λ, beside RBT
-
-
-def training_set_size(train_size: int, attack_name: str, poison_ratio: float, mode: str = "add",
-                      params: dict = None) -> int:
-    """|C|, the images one epoch trains on, for ``train_size`` clean images: the count PoisonedData
-    (attacks/poisoning.py) arrives at, without building it, so the grid's cost needs no dataset.
-    It follows the same rules (tests/test_benchmark.py holds the two equal for every attack): |U| =
-    round(r·|D|) poisoned copies, and round(noise_per_poison·|U|) noise images from the others for
-    an attack with a noise mode (WaNet's cross ratio), read from the attack built with ``params``,
-    and round(cover_per_poison·|U|) cover images (the adaptive attacks'); "add" trains on all of them beside D, "replace" on |D| images. Whether enough images lie outside
-    the target class is a question of the labels, which PoisonedData asks."""
-    from attacks import build
-    from attacks.poisoning import MODES
-    from utils.errors import ParameterError
-
-    if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
-        raise ParameterError("train_size", f"must be a positive whole number of images, got {train_size!r}")
-    if mode not in MODES:
-        raise ParameterError("poison_mode", f"must be one of {', '.join(MODES)}, got '{mode}'")
-    if not 0 < poison_ratio <= 1:
-        raise ParameterError("poison_ratio", f"must be in (0, 1], got {poison_ratio}")
-    poisoned = int(round(poison_ratio * train_size))
-    if poisoned < 1:
-        raise ParameterError("poison_ratio", f"{poison_ratio} poisons no image of {train_size}; raise it")
-    attack = build(attack_name, params)
-    noise = min(round(attack.noise_per_poison * poisoned), train_size - poisoned)
-    cover = round(attack.cover_per_poison * poisoned)  # the default --cover_ratio
-    return train_size + poisoned + noise + cover if mode == "add" else train_size
-
-
-def cifar10_grid() -> dict:
-    """The paper's CIFAR-10 grid of one architecture, each run resolved as main.py resolves it
-    (pipeline/config.py: the dataset's epochs, the default poison ratio and mode, each attack's
-    default parameters): RBT, and SL-MMDR and ML-MMDR at each λ, for every attack of TABLE 1.
-    ``images`` is what the grid trains on, Σ epochs × |C|, the numerator of its cost."""
-    from attacks import NAMES
-    from pipeline.config import LAYER_CHOICES, RunConfig
-
-    base = RunConfig(data_name="cifar10")
-    methods = [(0.0, "all")] + [(lamb, layer) for layer in LAYER_CHOICES for lamb in PAPER_LAMBDAS]
-    runs = [base.with_changes(attack_name=attack, mlmmdr_lamb=lamb, mlmmdr_layer=layer)
-            for attack in NAMES for lamb, layer in methods]
-    sizes = {run.attack_name: training_set_size(CIFAR10_TRAIN_IMAGES, run.attack_name, run.poison_ratio,
-                                                run.poison_mode, run.attack_params) for run in runs}
-    return {"runs": len(runs), "runs_per_attack": len(methods), "epochs": runs[0].epochs,
-            "train_images": CIFAR10_TRAIN_IMAGES, "training_images": sizes,
-            "images": sum(run.epochs * sizes[run.attack_name] for run in runs)}
-
-
 @dataclass
 class StepOptions(common.BenchmarkOptions):
     """The benchmark's flags, one field each; the JSON repeats those that say what was timed."""
@@ -406,9 +350,7 @@ def main(argv=None) -> int:
     rates = {}
     if args.paths:
         rates = time_fast_paths(args)
-        grid = cifar10_grid()
-        hours = grid["images"] / max(rates.values()) / 3600  # at the fastest path's rate
-        result.update({"images_per_s": rates, "cifar10_grid_hours": round(hours, 1), "cifar10_grid": grid})
+        result["images_per_s"] = rates
     if args.ddp_ranks > 1:
         gpus = torch.cuda.device_count() if device.type == "cuda" else 0
         ranks, skipped = ddp_world_size(device, args.ddp_ranks, gpus)

@@ -19,6 +19,26 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = INDUCTOR_CACHE
 atexit.register(shutil.rmtree, INDUCTOR_CACHE, ignore_errors=True)
 
 
+# What makes a process think it is one rank of a DDP run: left in the environment by one test, it would
+# make every later one in this session (and every process it starts) wait for ranks that do not exist
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
+                    "GROUP_WORLD_SIZE")
+
+
+@pytest.fixture(autouse=True)
+def no_launch_variables_left_behind():
+    before = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
+    yield
+    after = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
+    left = {name: value for name, value in after.items() if value != before[name]}
+    for name, value in before.items():  # put back, so that one leak fails one test, not the rest of the session
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    assert not left, f"the test left {left} in the environment; set them with monkeypatch (see test_executors)"
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now, for a test's DDP rendezvous (MASTER_PORT)."""
     import socket

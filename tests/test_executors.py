@@ -159,10 +159,18 @@ def test_executor_flags_take_their_defaults_from_slurm_options():
         action.dest[len("slurm_"):] for action in parser._actions if action.dest.startswith("slurm_")}
 
 
+def unset_for_the_test(monkeypatch, names) -> None:
+    """Unset ``names`` and have each put back as it was after the test, set or not: delenv alone
+    records nothing for a variable that is absent, so one the code under test then sets (RANK,
+    WORLD_SIZE) would leak into every later test and make it wait for ranks that do not exist."""
+    for name in names:
+        monkeypatch.setenv(name, "")  # records the value before (or its absence) for the teardown
+        monkeypatch.delenv(name)
+
+
 def inside_a_local_task(monkeypatch, tasks: int, rank: int) -> None:
     """The environment submitit's local controller gives task ``rank`` of a job with ``tasks``."""
-    for name in DISTRIBUTED_VARIABLES:  # what the export sets is put back as it was after the test
-        monkeypatch.setenv(name, os.environ[name]) if name in os.environ else monkeypatch.delenv(name, raising=False)
+    unset_for_the_test(monkeypatch, DISTRIBUTED_VARIABLES)
     for name, value in {"EXECUTOR": "local", "LOCAL_JOB_ID": "123", "LOCAL_NTASKS": tasks, "LOCAL_LOCALID": rank,
                         "LOCAL_GLOBALID": rank, "LOCAL_NODEID": 0, "LOCAL_JOB_NUM_NODES": 1}.items():
         monkeypatch.setenv(f"SUBMITIT_{name}", str(value))
@@ -188,8 +196,7 @@ def test_several_tasks_overwrite_inherited_distributed_variables(monkeypatch):
     inside_a_local_task(monkeypatch, tasks=2, rank=1)
     for name, value in {"RANK": "7", "WORLD_SIZE": "16", "MASTER_PORT": "29500", "MASTER_ADDR": "elsewhere"}.items():
         monkeypatch.setenv(name, value)
-    for name in ("LOCAL_RANK", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(name, raising=False)
+    unset_for_the_test(monkeypatch, ("LOCAL_RANK", "LOCAL_WORLD_SIZE"))
     export_distributed_environment()  # submitit's own export raises when RANK is already set
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("1", "2", "1")
     first = os.environ["MASTER_PORT"]
@@ -205,8 +212,7 @@ def test_several_tasks_overwrite_inherited_distributed_variables(monkeypatch):
 def inside_a_slurm_task(monkeypatch, node: int, local_rank: int, nodes: int = 2, per_node: int = 2) -> None:
     """The environment srun gives one task of a 2-node job with 2 tasks per node (SLURM_PROCID runs
     over every node's tasks, node by node)."""
-    for name in ("SUBMITIT_LOCAL_JOB_ID", "SUBMITIT_EXECUTOR", *DISTRIBUTED_VARIABLES):
-        monkeypatch.delenv(name, raising=False)
+    unset_for_the_test(monkeypatch, ("SUBMITIT_LOCAL_JOB_ID", "SUBMITIT_EXECUTOR", *DISTRIBUTED_VARIABLES))
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     for name, value in {"JOB_ID": "4242_7", "NTASKS": nodes * per_node, "JOB_NUM_NODES": nodes, "NODEID": node,
                         "JOB_NODELIST": "gpu[017-018]", "PROCID": node * per_node + local_rank,

@@ -71,3 +71,22 @@ def test_bad_input_is_one_line(flags, message, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), lines
 
+
+
+def test_the_readmes_grid_hours_are_the_committed_estimates():
+    """The README states the grid's hours; they are results/grid_hours.json's, so they cannot drift
+    from the arithmetic that produced them (regenerate the file, then the sentence, together)."""
+    import re
+
+    from tests.conftest import ROOT
+
+    recorded = json.loads((ROOT / "results" / "grid_hours.json").read_text())
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    stated = re.search(r"\*\*([\d.]+) GPU-hours: about ([\d.]+) hours on one 8-GPU node and ([\d.]+) hours as the "
+                       r"Slurm array\*\*", readme)
+    assert stated, "the README's grid hours sentence is gone"
+    assert [float(value) for value in stated.groups()] == [
+        recorded["gpu_hours"], recorded["node_wall_hours"], recorded["slurm_wall_hours"]]
+    assert recorded["estimate"] and recorded["runs"] == 112 and recorded["node_gpus"] == 8 \
+        and recorded["slurm_jobs"] == 32
+    assert re.sub(r"\s+", " ", recorded["command"]) in readme

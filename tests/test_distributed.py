@@ -79,7 +79,9 @@ def three_steps(context: Context, model_name: str, batch_size: int, lamb: float,
     return {key: value.detach().clone() for key, value in model.state_dict().items()}, active
 
 
-def _rank_main(rank: int, store: str, out: str) -> None:
+def _in_gloo_group(rank: int, store: str, out: str, compute) -> None:
+    """One spawned rank of a 2-rank gloo group: ``compute(context)``'s results saved to ``out``.<rank>,
+    the group freed before the interpreter exits."""
     import torch.distributed as dist
 
     from utils import distributed
@@ -87,12 +89,18 @@ def _rank_main(rank: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
-        results = {name: three_steps(Context(rank, 2), *setting) for name, setting in SETTINGS.items()}
-        if rank == 0:
-            torch.save(results, out)
+        torch.save(compute(Context(rank, 2)), f"{out}.{rank}")
     finally:
-        distributed.shutdown()  # frees the group before the interpreter exits
+        distributed.shutdown()
     leave_spawned_rank()
+
+
+def _three_steps_of_each_setting(context: Context) -> dict:
+    return {name: three_steps(context, *setting) for name, setting in SETTINGS.items()}
+
+
+def _rank_main(rank: int, store: str, out: str) -> None:
+    _in_gloo_group(rank, store, out, _three_steps_of_each_setting)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +110,7 @@ def ddp_results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
     out = folder / "states.pt"
     mp.spawn(_rank_main, args=(str(folder / "store"), str(out)), nprocs=2, join=True)
-    return torch.load(out, weights_only=True)
+    return torch.load(f"{out}.0", weights_only=True)
 
 
 def _max_difference(a: dict, b: dict) -> float:
@@ -240,22 +248,14 @@ def _mixed_dtypes_equal_whole_batch(context: Context) -> bool:
     return all(a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(*outcomes))
 
 
+def _gather_checks(context: Context) -> dict:
+    return {"step": _step_gathers(context), "mixed_dtypes": _mixed_dtypes_equal_whole_batch(context),
+            "equal": {f"{str(dtype)[6:]}_{size}": _used_rows_equal_whole_batch(context, dtype, size)
+                      for dtype, size in ((torch.float64, 64), (torch.float64, 63), (torch.float32, 63))}}
+
+
 def _rank_gathers(rank: int, store: str, out: str) -> None:
-    import torch.distributed as dist
-
-    from utils import distributed
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    try:
-        context = Context(rank, 2)
-        results = {"step": _step_gathers(context), "mixed_dtypes": _mixed_dtypes_equal_whole_batch(context),
-                   "equal": {f"{str(dtype)[6:]}_{size}": _used_rows_equal_whole_batch(context, dtype, size)
-                             for dtype, size in ((torch.float64, 64), (torch.float64, 63), (torch.float32, 63))}}
-        torch.save(results, f"{out}.{rank}")
-    finally:
-        distributed.shutdown()
-    leave_spawned_rank()
+    _in_gloo_group(rank, store, out, _gather_checks)
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +266,7 @@ def gathers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gathers")
     out = folder / "gathers.pt"
     mp.spawn(_rank_gathers, args=(str(folder / "store"), str(out)), nprocs=2, join=True)
-    return [torch.load(f"{out}.{rank}", weights_only=False) for rank in range(2)]
+    return [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
 
 
 def _tap_widths() -> list:

@@ -83,8 +83,7 @@ def run_jobs(jobs: list, workers: int = 1, log_dir=None, progress: bool = True, 
     results = {}
     if pending:
         with tqdm(total=total, desc="stages", dynamic_ncols=True, disable=bar_disabled(progress)) as bar:
-            if executor == "local" and workers == 1:
-                log_dir.mkdir(parents=True, exist_ok=True)
+            if executor == "local" and workers == 1:  # run_job makes the log directory, as a submitted task does
                 for job in pending:
                     name = job.config.run_name
                     try:

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     note = "" if collapsed is None else f", collapsed: most clean images → {collapsed}, the ASR means nothing"
     others = f" (other classes {result['asr_other_classes']:.4f})" if "asr_other_classes" in result else ""
     print(f"{config.run_name}: BA={result['ba']:.4f} ASR={result['asr']:.4f}{others} "
-          f"({config.method}, {result['epochs']} epochs, {result['train_seconds']:.0f}s{note}) -> {result['run_dir']}")
+          f"({config.method}, {config.describe_regime()}, {result['epochs']} epochs, {result['train_seconds']:.0f}s{note}) -> {result['run_dir']}")
     return 0
 
 

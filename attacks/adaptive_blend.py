@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from attacks.base import Attack
+from attacks.base import TOOLBOX, Attack
 from attacks.blended import DEFAULT_PATTERN_NAME, load_pattern
 from attacks.stamps import SIDE
 from utils.params import param
@@ -40,6 +40,7 @@ class AdaptiveBlend(Attack):
     name = "adaptive_blend"
     display = "Adaptive-Blend"
     reference_rates = (0.003, 0.003)
+    published_regime = TOOLBOX
 
     def __post_init__(self):
         super().__post_init__()

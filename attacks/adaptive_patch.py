@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from attacks.base import Attack
+from attacks.base import TOOLBOX, Attack
 from attacks import stamps
 from utils.params import param
 
@@ -34,6 +34,7 @@ class AdaptivePatch(Attack):
     name = "adaptive_patch"
     display = "Adaptive-Patch"
     reference_rates = (0.003, 0.006)
+    published_regime = TOOLBOX
 
     def __post_init__(self):
         super().__post_init__()

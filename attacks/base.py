@@ -1,9 +1,36 @@
-"""What every attack is: a batched tensor function x (B,C,H,W) in [0,1] → triggered x′."""
+"""What every attack is: a batched tensor function x (B,C,H,W) in [0,1] → triggered x′, and the
+training regime its authors published it with."""
 from dataclasses import asdict, dataclass
 
 import torch
 
 from utils.params import check_params
+
+
+@dataclass(frozen=True)
+class Regime:
+    """How a backdoored model is trained on an attack's data: the cross-entropy's reduction, how
+    the poisoned images are batched and whether they are added beside their originals or replace
+    them (``pipeline.config.RunConfig``'s ``ce_reduction``, ``poison_batching``, ``poison_mode``).
+    ``source`` says where the choice comes from."""
+
+    ce_reduction: str
+    poison_batching: str
+    poison_mode: str
+    source: str
+
+    def settings(self) -> dict:
+        return {"ce_reduction": self.ce_reduction, "poison_batching": self.poison_batching,
+                "poison_mode": self.poison_mode}
+
+
+# The paper's Algorithm 1: L1 + L2 over the batch's benign and poisoned rows (lines 9-10), C = D ∪ U,
+# shuffled batches (gathered only where a random batch would hold fewer than two poisoned images,
+# so that the MMD term can act at all: pipeline/config.py's --poison_batching)
+ALGORITHM_1 = Regime("split", "auto", "add", "the paper's Algorithm 1 (lines 9-10: L1 + L2; C = D ∪ U)")
+# Qi et al.'s adaptive attacks as the backdoor toolbox trains them
+TOOLBOX = Regime("pooled", "random", "replace", "backdoor-toolbox: train_on_poisoned_set.py trains on the poisoned "
+                 "set (poisoned and cover images modified in place) with one nn.CrossEntropyLoss over shuffled batches")
 
 
 @dataclass
@@ -29,11 +56,16 @@ class Attack:
 
     A field ``grayscale`` (not a ``param``) is set by ``attacks.build`` when the dataset's images
     are grey, so an attack that draws its own trigger draws it grey.
+
+    ``published_regime`` is how the attack's authors trained with it (a :class:`Regime`): a run
+    of the attack alone (RBT) trains so by default. The paper's attacks are trained as Algorithm 1
+    trains them.
     """
 
     name = "attack"
     display = ""                  # how reports name it ("WaNet" for warped); empty: its name
     reference_rates = None        # (poison, cover) fractions of the training set in the attack's reference code
+    published_regime = ALGORITHM_1
 
     def __post_init__(self):
         check_params(self)

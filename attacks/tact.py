@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from attacks import stamps
-from attacks.base import Attack
+from attacks.base import Attack, Regime
 from utils.params import param
 
 
@@ -28,6 +28,11 @@ class TaCT(Attack):
     name = "tact"
     display = "TaCT"
     reference_rates = (0.003, 0.003)
+    # Tang et al.'s own code (pysrc/train_cifar10.py ``_poison``) adds the stamped copies beside their
+    # clean originals; the toolbox's port modifies them in place. Both train one softmax cross-entropy
+    # over shuffled batches.
+    published_regime = Regime("pooled", "random", "add", "Tang et al., pysrc/train_cifar10.py: stamped copies "
+                              "added beside their originals, one cross-entropy over shuffled batches")
 
     def __post_init__(self):
         super().__post_init__()

@@ -5,6 +5,9 @@ from defenses import DETECTORS
 from experiments.records import Runs, detector_f1, mean_of, mean_sd, metric_of, present
 
 ASR_WORKS = 0.8         # an attack whose ASR is below this hides nothing: it failed
+# a source-specific attack (TaCT) whose trigger also fires on this share of the other classes is not
+# the attack it claims to be: firing for its source classes alone is what lets it slip past SCAn
+OTHER_CLASSES_FAIL = 0.2
 # the attack whose trigger an adaptive attack reshapes: C10 and C11 compare with ML-MMDR on it
 BASE_ATTACK = {"adaptive_blend": "blended", "adaptive_patch": "patched", "tact": "patched"}
 
@@ -15,17 +18,22 @@ def mean_detection_f1(record):
 
 
 def adaptive_runs(runs: Runs, method: str) -> dict:
-    """{(attack, poison ratio): [record, …]} of the adaptive study under ``method``."""
+    """{(attack, poison ratio): [record, …]} of the adaptive attacks' runs under ``method`` (not the
+    study's ML-MMDR runs on the attacks they reshape, which ``mlmmdr_on`` finds)."""
     found = {}
     for r in runs.study("adaptive"):
         c = r["config"]
-        if c.method == method and r["evaluation"]:
+        if c.method == method and r["evaluation"] and c.attack_name in BASE_ATTACK:
             found.setdefault((c.attack_name, c.poison_ratio), []).append(r)
     return found
 
 
 def works(record) -> bool:
-    return present(metric_of(record, "asr")) and metric_of(record, "asr") >= ASR_WORKS
+    """Whether the attack worked: ASR at least ``ASR_WORKS`` and, for a source-specific attack, its
+    trigger firing on at most ``OTHER_CLASSES_FAIL`` of the other classes' images."""
+    other = (record.get("metrics") or {}).get("asr_other_classes")  # only a source-specific attack records it
+    return (present(metric_of(record, "asr")) and metric_of(record, "asr") >= ASR_WORKS
+            and (not present(other) or other <= OTHER_CLASSES_FAIL))
 
 
 def against(records: list, counterpart) -> list:
@@ -43,11 +51,21 @@ def against(records: list, counterpart) -> list:
 
 
 def mlmmdr_on(runs: Runs, record, attack_names=None) -> list:
-    """The main grid's ML-MMDR runs (the claims' λ) of ``record``'s model and seed on ``attack_names``
-    (by default every attack the adaptive ones reshape)."""
+    """The ML-MMDR runs (the claims' λ) of ``record``'s model, seed and poisoning rate on
+    ``attack_names`` (by default every attack the adaptive ones reshape): the main grid's at its
+    rate, the adaptive study's at the attacks' reference rates. Attacks are compared at equal rates
+    only: a rate with no such run gives None."""
     c = record["config"]
     attack_names = attack_names or sorted(set(BASE_ATTACK.values()))
-    return [runs.pick(c.model_name, attack, "ML-MMDR", seed=c.seed) for attack in attack_names]
+    found = []
+    for attack in attack_names:
+        main = runs.pick(c.model_name, attack, "ML-MMDR", seed=c.seed)
+        candidates = ([main] if main else []) + [
+            r for r in runs.study("adaptive") if r["config"].attack_name == attack and r["config"].method == "ML-MMDR"
+            and r["config"].model_name == c.model_name and r["config"].seed == c.seed
+            and r["config"].mlmmdr_lamb == runs.lamb]
+        found.append(next((r for r in candidates if abs(r["config"].poison_ratio - c.poison_ratio) < 1e-12), None))
+    return found
 
 
 def rate(ratio: float) -> str:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Optional
 
 import attacks
+from attacks.base import ALGORITHM_1, Regime
 import datasets
 import models
 from regularizers import ESTIMATORS, KERNELS, REDUCTIONS
@@ -21,6 +22,7 @@ from utils.params import check_params, default_of, param
 from utils.seed import SEED_DOMAIN
 
 LAYER_CHOICES = {"all": ("s1", "s2", "s3"), "last": ("s3",)}  # ML-MMDR, SL-MMDR
+REGIME_FIELDS = tuple(ALGORITHM_1.settings())  # the flags a training regime sets (attacks.base.Regime)
 
 
 @dataclass
@@ -46,24 +48,35 @@ class RunConfig:
     target: int = param(0, "target class t (paper: 0)", low=0)
     poison_ratio: float = param(0.1, "r = |U|/|D|, poisoned copies of non-target training images over the "
                                 "training-set size (paper: 0.1)", low=0.0, high=1.0, low_open=True)
-    poison_mode: str = param("add", "add: poisoned copies are added to the clean set, C = D ∪ U (Algorithm 1, "
-                             "default); replace: they replace their originals", choices=("add", "replace"))
+    poison_mode: Optional[str] = param(None, "add: poisoned copies are added to the clean set, C = D ∪ U (Algorithm 1); "
+                                       "replace: they replace their originals. Default: the run's regime (see "
+                                       "--ce_reduction): add for the paper's attacks and TaCT, replace for "
+                                       "adaptive_blend and adaptive_patch", choices=("add", "replace"), type=str)
     cover_ratio: Optional[float] = param(None, "cover images over the training-set size: they carry the training "
                                          "trigger and keep their true labels (beyond the paper; default: the attack's "
                                          "own cover per poisoned image × the poisoned count: none for the paper's "
                                          "attacks, 1× for adaptive_blend and tact, 2× for adaptive_patch, as their "
                                          "reference rates 0.3%%/0.3%% and 0.3%%/0.6%%)", low=0.0, high=1.0, type=float)
-    poison_batching: str = param("auto", "random: Algorithm 1's shuffled batches; gather (beyond the paper): each "
-                                 "epoch's poisoned images dealt into a few batches, as many per batch as the paper's "
-                                 "10%% puts there, so the MMD term acts at low rates; auto (default): gather only "
-                                 "when a random batch would hold fewer than 2 poisoned images on average",
-                                 choices=("auto", "random", "gather"))
+    poison_batching: Optional[str] = param(None, "random: Algorithm 1's shuffled batches; gather (beyond the paper): "
+                                           "each epoch's poisoned images dealt into a few batches, as many per batch "
+                                           "as the paper's 10%% puts there, so the MMD term acts at low rates; auto: "
+                                           "gather only when a random batch would hold fewer than 2 poisoned images "
+                                           "on average. Default: the run's regime (see --ce_reduction): auto for the "
+                                           "paper's attacks and for ML-MMDR, random for the adaptive attacks and "
+                                           "TaCT alone", choices=("auto", "random", "gather"), type=str)
     attack_params: dict = field(default_factory=dict)  # the chosen attack's parameters, resolved
     # loss and regulariser (paper Algorithm 1, Eq. 6)
-    ce_reduction: str = param("split", "split: L1 + L2, the mean CE of the batch's benign samples plus the mean "
-                              "CE of its poisoned samples (Algorithm 1 lines 9-10, Eq. 2 and 6; default); pooled: "
-                              "one CE averaged over the whole batch (the authors' prototype). WaNet's noise-mode "
-                              "samples keep their labels and count as benign", choices=CE_REDUCTIONS)
+    ce_reduction: Optional[str] = param(None, "split: L1 + L2, the mean CE of the batch's benign samples plus the "
+                                        "mean CE of its poisoned samples (Algorithm 1 lines 9-10, Eq. 2 and 6); pooled: "
+                                        "one CE averaged over the whole batch (the authors' prototype, and how the "
+                                        "adaptive attacks and TaCT were published). WaNet's noise-mode samples keep "
+                                        "their labels and count as benign. Default: the run's regime. RBT trains as "
+                                        "the attack was published: Algorithm 1 (split, auto batching, add) for the "
+                                        "paper's attacks; pooled, random batches and in-place poisoning (replace) "
+                                        "for adaptive_blend and adaptive_patch (the backdoor toolbox); pooled, "
+                                        "random, add for TaCT (Tang et al.'s code). ML-MMDR and SL-MMDR train as "
+                                        "Algorithm 1 on the attack's poisoning: the attacker controls training",
+                                        choices=CE_REDUCTIONS, type=str)
     mlmmdr_lamb: float = param(0.0, "λ; 0 is regular backdoor training (RBT); the paper sweeps 0.1, 0.2, 0.3 (§5)",
                                low=0.0)
     mlmmdr_layer: str = param("all", "all = levels s1,s2,s3 (ML-MMDR); last = s3 only (SL-MMDR) (paper §5)",
@@ -137,6 +150,41 @@ class RunConfig:
             return "RBT"
         return "ML-MMDR" if self.mlmmdr_layer == "all" else "SL-MMDR"
 
+    def default_regime(self) -> Regime:
+        """The training regime a run of this method on this attack takes by default: the attack's
+        published one for RBT; for ML-MMDR and SL-MMDR, Algorithm 1's loss and batching on the
+        attack's own poisoning (the attacker who adds the regulariser controls training, Algorithm 1;
+        the data it plants stays the attack's)."""
+        published = attacks.attack_class(self.attack_name).published_regime
+        if self.mlmmdr_lamb == 0:
+            return published
+        return Regime(ALGORITHM_1.ce_reduction, ALGORITHM_1.poison_batching, published.poison_mode,
+                      f"{ALGORITHM_1.source}, on the attack's poisoning ({published.poison_mode})")
+
+    @property
+    def regime(self) -> str:
+        """How this resolved run trained, in one word for its records: ``published`` (RBT as the
+        attack's authors trained it), ``algorithm1`` (ML-/SL-MMDR: Algorithm 1's loss and batching
+        on the attack's poisoning; for the paper's attacks the two are the same) or ``custom`` (a
+        flag changed the loss, the batching or the poisoning mode)."""
+        if self.default_regime().settings() != {key: getattr(self, key) for key in REGIME_FIELDS}:
+            return "custom"
+        return "published" if self.mlmmdr_lamb == 0 else "algorithm1"
+
+    def regime_source(self) -> str:
+        """Where this run's regime comes from, in words (config.json's ``resolved``)."""
+        if self.regime == "custom":
+            changed = [f"{key} {getattr(self, key)}" for key, value in self.default_regime().settings().items()
+                       if getattr(self, key) != value]
+            return f"set by flags ({', '.join(changed)}) over {self.default_regime().source}"
+        return self.default_regime().source
+
+    def describe_regime(self) -> str:
+        """The regime in a few words, for the line a command prints: 'published: pooled CE, random
+        batches, replace'."""
+        return (f"{self.regime}: {self.ce_reduction} CE, {self.poison_batching} batches, "
+                f"{self.poison_mode} poisoned images")
+
     @property
     def group(self) -> str:
         """``{data}_{model}_{attack}``: the runs that share a group figure (RBT, SL- and ML-MMDR at each λ)."""
@@ -174,6 +222,9 @@ class RunConfig:
         if self.milestones is None:
             self.milestones = schedule.milestones(self.epochs)
         self.attack_params = {**attacks.default_params(self.attack_name), **self.attack_params}
+        for key, value in self.default_regime().settings().items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         if self.run_name is None:
             self.run_name = run_name(self)
         return self
@@ -212,6 +263,7 @@ class RunConfig:
         return {"run_name": self.run_name, "method": self.method, "data_name": self.data_name,
                 "model_name": self.model_name, "attack_name": self.attack_name, "target": self.target,
                 "mlmmdr_lamb": self.mlmmdr_lamb, "mlmmdr_layer": self.mlmmdr_layer, "seed": self.seed,
+                "regime": self.regime, **{key: getattr(self, key) for key in REGIME_FIELDS},
                 "config_hash": self.config_hash(), "inputs_hash": inputs_hash(self, options)}
 
     def to_dict(self) -> dict:
@@ -289,7 +341,9 @@ def run_name(config: RunConfig) -> str:
     """``{data}_{model}_{attack}[_mlmmdr_{λ}_{all|last}]`` plus a suffix per non-default choice.
 
     The base follows the authors' README; the suffixes make sure that runs differing in seed,
-    ratio, target, width or any regulariser/attack option never overwrite each other silently.
+    ratio, target, width or any regulariser/attack option never overwrite each other silently. The
+    loss, batching and poisoning mode are named where they differ from Algorithm 1's (split, auto,
+    add), so a run trained as an adaptive attack was published says so (``_pooled…_replace_random``).
     """
     name = config.group
     defaults = RunConfig()
@@ -298,12 +352,12 @@ def run_name(config: RunConfig) -> str:
         for key in ("kernel", "mlmmdr_reduce", "mmd_estimator"):
             if getattr(config, key) != getattr(defaults, key):
                 name += f"_{getattr(config, key)}"
-    if config.ce_reduction != defaults.ce_reduction:
+    if config.ce_reduction != ALGORITHM_1.ce_reduction:
         name += f"_{config.ce_reduction}"
     for key, tag in (("width", "w"), ("train_subset", "n"), ("poison_ratio", "r"), ("cover_ratio", "c"),
                      ("target", "t"), ("poison_mode", ""), ("poison_batching", ""), ("seed", "seed")):
         value = getattr(config, key)
-        if value != getattr(defaults, key):
+        if value != (getattr(ALGORITHM_1, key) if key in REGIME_FIELDS else getattr(defaults, key)):
             name += f"_{tag}{_number(value) if isinstance(value, float) else value}"
     attack_defaults = attacks.default_params(config.attack_name)
     changed = [key for key in attack_defaults if config.attack_params.get(key, attack_defaults[key]) != attack_defaults[key]]

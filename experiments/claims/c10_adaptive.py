@@ -5,7 +5,7 @@ import statistics
 
 from attacks import display_name as display_attack
 from defenses import DETECTORS, display_name
-from experiments.adaptive import (ASR_WORKS, BASE_ATTACK, adaptive_runs, against, mean_detection_f1, mlmmdr_on, rate,
+from experiments.adaptive import (ASR_WORKS, BASE_ATTACK, OTHER_CLASSES_FAIL, adaptive_runs, against, mean_detection_f1, mlmmdr_on, rate,
                                   summary, works)
 from experiments.claim import NOT_IN_PAPER, Claim, Figure, Section, register
 from experiments.records import Runs, detector_f1, fmt, mean_of, mean_sd, metric_of
@@ -131,12 +131,16 @@ def _missed_by_threshold(points: list) -> list:
 
 
 def rule(runs: Runs) -> str:
-    return (f"for each adaptive attack and poisoning rate, per (seed, registered detector): its F1 under RBT minus "
-            f"ML-MMDR's (λ = {runs.lamb:g}, mean of the working Blended and Patched runs of the same seed at 10%). 'Hides "
-            f"better' if the mean difference is ≤ −{DETECTION_MARGIN:g} with its 95% bootstrap interval below 0, "
-            f"'worse' if ≥ {DETECTION_MARGIN:g} above 0, else 'as ML-MMDR does'; a run whose ASR is below "
-            f"{ASR_WORKS:g} failed and counts in no comparison; 'not measurable' below {MIN_CASES} cases. 'Hides "
-            f"best' = the lowest mean F1 over detectors among the working attacks")
+    return (f"for each adaptive attack and poisoning rate, per (seed, registered detector): its F1 under RBT, trained "
+            f"as its authors published it, minus ML-MMDR's (λ = {runs.lamb:g}, mean of the working Blended and "
+            f"Patched runs of the same seed at the same poisoning rate). 'Hides better' if the mean difference is ≤ "
+            f"−{DETECTION_MARGIN:g} with its 95% bootstrap interval below 0, 'worse' if ≥ {DETECTION_MARGIN:g} above "
+            f"0, else 'as ML-MMDR does'; a run whose ASR is below {ASR_WORKS:g}, or (TaCT) whose trigger fires on "
+            f"more than {OTHER_CLASSES_FAIL:g} of the other classes' images, failed and counts in no comparison; "
+            f"'not measurable' below {MIN_CASES} cases. 'Hides best' = the lowest mean F1 over detectors among the "
+            f"working attacks. (Changed by issue 42, before its runs: the adaptive attacks were trained with "
+            f"Algorithm 1's split loss and gathered batches, compared with ML-MMDR at 10% whatever their rate, and "
+            f"TaCT firing on other classes still counted as working)")
 
 
 CLAIM = register(Claim(

@@ -46,8 +46,13 @@ CLAIM = register(Claim(
     studies=("adaptive", "lambda"),
     rule="for each stacked attack and rate, per (seed, registered detector): its F1 with ML-MMDR minus (a) the "
          "same attack's under RBT and (b) ML-MMDR's on the attack it reshapes (Blended for Adaptive-Blend, Patched "
-         "for Adaptive-Patch) at 10%; each difference judged as in C10. 'They add up' if it is better than both",
+         "for Adaptive-Patch) at the same poisoning rate; each difference judged as in C10. 'They add up' if it is "
+         "better than both. (Changed by issue 42, before its runs: ML-MMDR alone was read at 10% whatever the "
+         "stacked attack's rate, and the attack alone trained with Algorithm 1's loss and batching)",
     judge=judge, cases=cases,
     statistic="stacked minus the adaptive attack alone, F1 per seed × detector",
     margin=f"≤ −{DETECTION_MARGIN:g} (better)", threshold=-DETECTION_MARGIN, by_seed=False,
-    checks="As C10; the stacked run differs from the adaptive attack alone only in λ (its run name says so)."))
+    checks="As C10. The stacked run differs from the adaptive attack alone in λ and in its training: the attacker "
+           "who adds the regulariser controls training, so it trains with Algorithm 1's split loss and batching on "
+           "the attack's own poisoning, where the attack alone trains as published (run names and records say "
+           "which)."))

@@ -29,7 +29,8 @@ def resolved_config(prepared: Prepared, poisoned: PoisonedData) -> dict:
     """config.json: the flags plus what they resolved to, so a run describes itself."""
     config = prepared.config
     return {**config.to_dict(), "config_hash": config.config_hash(), "inputs_hash": inputs_hash(config),
-            "resolved": {"method": config.method, "levels": list(config.levels),
+            "resolved": {"method": config.method, "regime": config.regime, "regime_source": config.regime_source(),
+                         "levels": list(config.levels),
                          "kernel": describe(config.kernel), "device": str(prepared.device),
                          "num_classes": prepared.data.num_classes,
                          "train_size": len(prepared.data.train_y), "test_size": len(prepared.data.test_y),
@@ -296,7 +297,7 @@ def _train_in(staging: RunDir, run: RunDir, prepared: Prepared, poisoned: Poison
                # the steps in which Algorithm 1's MMD term had both groups and acted, over the whole run
                **({"mmd_active_steps": sum(row.get("mmd_active_steps", 0) for row in history)}
                   if config.mlmmdr_lamb > 0 else {}),
-               "method": config.method,
+               "method": config.method, "regime": config.regime,
                "run_name": config.run_name, "epochs": len(history),
                "train_seconds": round(sum(row["seconds"] for row in history), 3),
                "collapsed_to_class": collapsed_class(prepared, trainer, history), "history": history}

@@ -29,7 +29,8 @@ def main(argv=None) -> int:
         return 0  # under torchrun rank 0 speaks for the run
     collapsed = result["collapsed_to_class"]
     note = "" if collapsed is None else f", collapsed: most clean images → {collapsed}, the ASR means nothing"
-    others = f" (other classes {result['asr_other_classes']:.4f})" if "asr_other_classes" in result else ""
+    others = (f" (other classes {result['asr_other_classes']:.4f}, the most in one "
+              f"{result['asr_worst_other_class']:.4f})" if "asr_other_classes" in result else "")
     print(f"{config.run_name}: BA={result['ba']:.4f} ASR={result['asr']:.4f}{others} "
           f"({config.method}, {config.describe_regime()}, {result['epochs']} epochs, {result['train_seconds']:.0f}s{note}) -> {result['run_dir']}")
     return 0

@@ -33,6 +33,11 @@ TOOLBOX = Regime("pooled", "random", "replace", "backdoor-toolbox: train_on_pois
                  "set (poisoned and cover images modified in place) with one nn.CrossEntropyLoss over shuffled batches")
 
 
+# cover_classes: every class that is neither a source class nor the target (Tang et al.'s TaCT runs
+# without cover labels)
+EVERY_OTHER = "every other class"
+
+
 @dataclass
 class Attack:
     """Base class. Subclasses are dataclasses whose ``param`` fields (utils.params) are their
@@ -98,7 +103,8 @@ class Attack:
 
     @property
     def cover_classes(self):
-        """The classes cover images are drawn from (None: every class)."""
+        """The classes cover images are drawn from (None: every class; ``EVERY_OTHER``: every class
+        but the source classes and the target)."""
         return None
 
     def params(self) -> dict:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from attacks.base import Attack
+from attacks.base import EVERY_OTHER, Attack
 from datasets.augment import random_crop_flip
 from utils.errors import ParameterError
 from utils.seed import generator
@@ -91,6 +91,16 @@ def choose_poisoned(labels: torch.Tensor, target: int, ratio: float, seed: int, 
         raise ParameterError("poison_ratio", f"{ratio} poisons no image of {len(labels)}; raise it")
     order = torch.randperm(len(candidates), generator=generator(seed, "poison-subset"))
     return candidates[order[:count]].sort().values
+
+
+def cover_classes(attack: Attack, labels: torch.Tensor, target: int):
+    """The classes ``attack``'s cover images are drawn from, its ``cover_classes`` with
+    ``EVERY_OTHER`` resolved against the classes of ``labels``: all but the source classes and
+    ``target``."""
+    if attack.cover_classes != EVERY_OTHER:
+        return attack.cover_classes
+    excluded = set(attack.source_classes or ()) | {int(target)}
+    return tuple(int(c) for c in labels.unique().tolist() if int(c) not in excluded)
 
 
 def choose_cover(labels: torch.Tensor, count: int, seed: int, taken: torch.Tensor, classes=None) -> torch.Tensor:
@@ -170,7 +180,8 @@ class PoisonedData:
         covers = (round(attack.cover_per_poison * len(self.poison_index)) if cover_ratio is None
                   else int(round(cover_ratio * size)))
         self.cover_index = (choose_cover(self.labels, covers, seed, torch.cat([self.poison_index, self.noise_index]),
-                                         attack.cover_classes) if covers else torch.empty(0, dtype=torch.long))
+                                         cover_classes(attack, self.labels, target))
+                            if covers else torch.empty(0, dtype=torch.long))
         groups = ((self.poison_index, POISONED), (self.noise_index, NOISE), (self.cover_index, COVER))
         if mode == "add":
             self.base_index = torch.cat([torch.arange(size)] + [index for index, _ in groups])

@@ -1,7 +1,8 @@
 """What detectors beyond a pool's representations need, drawn once per evaluation and seeded:
 feature maps and a small clean set of every class (maps), the pool's images and the model's
-probabilities with held-out clean images (inputs), and a sample of the poisoned training set as
-labelled with a clean reserve (classes). See defenses/detectors/detector.py for who consumes what."""
+probabilities with held-out clean images (inputs), and the poisoned training set as labelled, whole
+or in class-proportional samples, with a clean reserve and a size-only control (classes). See
+defenses/detectors/detector.py for who consumes what."""
 import numpy as np
 import torch
 
@@ -12,6 +13,24 @@ from evaluation.representations import FeatureBank
 from inference import Subject, extract
 from models import LEVELS
 from utils.seed import generator, sample
+
+# the strata of an inspected sample inside a labelled class: clean, poisoned and cover rows
+KINDS = (CLEAN, POISONED, COVER)
+
+
+def proportional_counts(sizes: dict, total: int) -> dict:
+    """{key: count}: min(total, Σ sizes) shared among the keys in proportion to ``sizes``, each
+    key's count the floor of its exact share, the rest going one each to the largest remainders
+    (ties in key order); never more than a key holds."""
+    available = sum(sizes.values())
+    total = min(int(total), available)
+    if available == 0:
+        return {key: 0 for key in sizes}
+    counts = {key: total * size // available for key, size in sizes.items()}
+    remainders = {key: total * size % available for key, size in sizes.items()}
+    for key in sorted(sizes, key=lambda key: -remainders[key])[:total - sum(counts.values())]:
+        counts[key] += 1
+    return counts
 
 
 class DetectionContext:
@@ -38,16 +57,23 @@ class DetectionContext:
         return np.asarray(flat).reshape(len(flat), *self.shapes()[level])
 
     def clean_per_class(self, per_class: int) -> tuple:
-        """(index, labels) of ``per_class`` clean training images of every class (seeded): the
-        defender's small clean set (Beatrix: 30 per class)."""
+        """(index, classes) of ``per_class`` clean training images the model predicts as each class
+        (seeded; fewer where it predicts fewer): the defender's small clean set, grouped as Beatrix's
+        reference groups its clean images, by the model's prediction (Beatrix: 30 per class)."""
         key = ("clean_per_class", per_class)
         if key not in self._cache:
-            labels = self.subject.data.train_y
+            predicted = self.train_predictions()
             gen = generator(self.subject.seed, "detector-clean-per-class")
-            index = torch.cat([sample((labels == label).nonzero().flatten(), per_class, gen)
+            index = torch.cat([sample((predicted == label).nonzero().flatten(), per_class, gen)
                                for label in range(self.subject.data.num_classes)])
-            self._cache[key] = (index, labels[index].numpy())
+            self._cache[key] = (index, predicted[index].numpy())
         return self._cache[key]
+
+    def train_predictions(self) -> torch.Tensor:
+        """The model's class for every clean training image (predicted once)."""
+        if "train_predictions" not in self._cache:
+            self._cache["train_predictions"] = self.subject.predict(self.subject.data.train_x).cpu()
+        return self._cache["train_predictions"]
 
     def add_maps(self, inputs: DetectorInputs, detector_options, pool_features) -> None:
         per_class = getattr(detector_options, "clean_per_class", 30)
@@ -56,6 +82,9 @@ class DetectionContext:
         inputs.predicted = np.full(len(pool_features), self.subject.target)  # a pool holds inputs classed as the target
         inputs.clean_maps = self._maps(self.train_bank(index)[inputs.level].numpy(), inputs.level)
         inputs.clean_labels = labels
+        # the pools at a level share most of their maps and all of their clean maps: Beatrix keeps
+        # each map's deviation between them
+        inputs.extra.setdefault("memo", self._cache.setdefault("maps_memo", {}))
 
     # inputs ---------------------------------------------------------------------------------
     def input_level(self, benign_index, malicious_index, detector_options) -> DetectorInputs:
@@ -92,73 +121,223 @@ class DetectionContext:
         return torch.cat(out) if out else torch.empty(0)
 
     # classes --------------------------------------------------------------------------------
-    def class_level(self, level: str, detector) -> tuple:
-        """(inputs, truth) for a class-level detector at ``level``: a seeded sample of the poisoned
-        training set as labelled, as many of every class (a poisoned copy carries the target label
-        and the trigger, so the target class's share of them is what poisoning put there), and a
-        clean reserve of test images, which the attacker never touched; ``truth`` = {"labels",
-        "poisoned"} of the inspected sample."""
-        inspected = self._inspected()
-        reserve = self._reserve()
-        inputs = DetectorInputs(level=level, seed=self.subject.seed, protocol=self.options,
-                                class_features=self._inspected_features()[level].numpy(),
-                                class_labels=inspected["labels"],
-                                clean_features=self.test_bank(reserve)[level].numpy(),
-                                clean_labels=self.subject.data.test_y[reserve].numpy(),
-                                map_shape=tuple(self.shapes()[level]))
+    def class_sizes(self) -> list:
+        """[(name, count)] of the inspected samples ``options.class_samples`` asks for, largest
+        first: "all" (the whole poisoned training set, as a defender holds it) for 0 or for a size
+        at least the set's, else the count written out; a size whose count another gives already
+        runs once."""
+        total = len(self._population()["rows"])
+        counts = {total if size == 0 or size >= total else int(size) for size in self.options.class_samples}
+        return [(self._name(count, total), count) for count in sorted(counts, reverse=True)]
+
+    @staticmethod
+    def _name(count: int, total: int) -> str:
+        return "all" if count >= total else str(count)
+
+    def class_protocol(self) -> dict:
+        """What the class-level detectors inspected, for the record: the sampling, each size, the
+        population it was drawn from and the size-only control."""
+        population = self._population()
+        return {"sampling": "class_proportional",
+                "sampling_rule": "a seeded uniform sample of the poisoned training set as labelled that keeps every "
+                                 "labelled class's share of the set and, inside a class, every kind's (clean, "
+                                 "poisoned, cover); all = the whole set",
+                "sizes": dict(self.class_sizes()), "headline_size": self.class_sizes()[0][0],
+                "population": len(population["rows"]), "noise_rows_left_out": population["noise_left_out"],
+                "size_control": "the same sample with every poisoned row replaced by a clean image of the target "
+                                "class: clean training images of the target the sample leaves out, then clean test "
+                                "images of the target outside the clean reserve, then the target's images a "
+                                "--train_subset run leaves out; the class counts are the sample's unless these run "
+                                "out (shortfall)"}
+
+    def class_level(self, level: str, detector=None, name: str = None) -> tuple:
+        """(inputs, truth) for a class-level detector at ``level`` on the inspected sample ``name``
+        (one of class_sizes(); default the largest): its rows' features as the model saw them in
+        training, their labels (a poisoned copy carries the target label and the trigger, so the
+        target class's share of them is what poisoning put there), and a clean reserve of test
+        images, which the attacker never touched; ``truth`` = {"labels", "poisoned"} of the sample."""
+        name = name or self.class_sizes()[0][0]
+        inspected = self._inspected(name)
+        inputs = self._class_inputs(level, self._row_features(inspected["rows"], level).numpy(), inspected["labels"])
         return inputs, {"labels": inspected["labels"], "poisoned": inspected["poisoned"]}
 
-    def _inspected_features(self) -> dict:
-        """{level: (M, d)} of the inspected sample as the model saw it in training: clean rows as they
-        are, poisoned and cover rows with the attack's training trigger (for the paper's attacks
-        the test trigger, whose features the bank may hold already)."""
-        if "inspected_features" not in self._cache:
-            inspected, subject = self._inspected(), self.subject
-            def of(rows):
-                return inspected["base"][torch.from_numpy(rows)]
-            parts = [(inspected["kind"] == CLEAN, self.train_bank(of(inspected["kind"] == CLEAN)))]
-            same_trigger = type(subject.attack).train_trigger is Attack.train_trigger
-            for kind, group, size in ((POISONED, "poisoned", inspected["poisoned_count"]),
-                                      (COVER, "cover", inspected["cover_count"])):
-                rows = inspected["kind"] == kind
-                if same_trigger and kind == POISONED:
-                    parts.append((rows, self.train_bank(of(rows), triggered=True)))
-                elif rows.any():
-                    planted = GroupTrigger(subject.attack, group, inspected["ordinal"][torch.from_numpy(rows)], size)
-                    parts.append((rows, extract(subject.model, subject.data.train_x[of(rows)],
-                                                subject.device, LEVELS, subject.batch_size, planted, subject.amp)))
-            features = {}
-            for level in LEVELS:
-                width = next(part[level].shape[1] for rows, part in parts if rows.any())
-                features[level] = torch.empty((len(inspected["kind"]), width))
-                for rows, part in parts:
-                    if rows.any():
-                        features[level][torch.from_numpy(rows.nonzero()[0])] = part[level]
-            self._cache["inspected_features"] = features
-        return self._cache["inspected_features"]
+    def class_control(self, level: str, name: str) -> tuple:
+        """(inputs, facts): the size-only control of the inspected sample ``name`` at ``level``: the
+        same rows and labels, each poisoned row replaced by a clean image of the target class (see
+        class_protocol), so that what a class-level statistic gives the target there is what the
+        class's size alone gives. ``facts``: how many rows were replaced from each source, the
+        shortfall (poisoned rows left out for want of clean images) and the target's count."""
+        inspected, plan = self._inspected(name), self._control_plan(name)
+        features = self._row_features(inspected["rows"], level)
+        data = self.subject.data
+        sources = [(plan["training"], self.train_bank), (plan["test"], self.test_bank)]
+        if len(plan["outside"]):
+            sources.append((plan["outside"], self._outside_bank()))
+        replacements = [bank(index)[level] for index, bank in sources if len(index)]
+        if replacements:
+            features[torch.from_numpy(plan["replaced_rows"])] = torch.cat(replacements)
+        keep = torch.from_numpy(plan["keep"])
+        labels = inspected["labels"][plan["keep"]]
+        facts = {"replaced": int(len(plan["replaced_rows"])),
+                 "sources": {"training": len(plan["training"]), "test": len(plan["test"]),
+                             "outside": len(plan["outside"])},
+                 "shortfall": int((~plan["keep"]).sum()),
+                 "target_count": int((labels == self.subject.target).sum()),
+                 "target_count_inspected": int((inspected["labels"] == self.subject.target).sum()),
+                 "outside_available": data.outside_x is not None}
+        return self._class_inputs(level, features[keep].numpy(), labels), facts
 
-    def _inspected(self) -> dict:
-        if "inspected" not in self._cache:
-            subject, data = self.subject, self.subject.data
+    def inspected_facts(self, name: str) -> dict:
+        """The inspected sample ``name`` in numbers: its size, every labelled class's count, the
+        poisoned rows and the target class's poisoned share."""
+        inspected, target = self._inspected(name), self.subject.target
+        labels, poisoned = inspected["labels"], inspected["poisoned"]
+        in_target = labels == target
+        return {"size": name, "count": int(len(labels)), "of": len(self._population()["rows"]),
+                "class_counts": {str(label): int((labels == label).sum())
+                                 for label in range(self.subject.data.num_classes)},
+                "poisoned": int(poisoned.sum()), "cover": int((inspected["kind"] == COVER).sum()),
+                "target_poisoned_share": float(poisoned[in_target].mean()) if in_target.any() else 0.0}
+
+    def training_class(self, level: str) -> tuple:
+        """(features (n, d), poisoned (n,) bool) of the target class of the whole poisoned training
+        set as labelled, at ``level``: what SPECTRE's reference inspects (one training class, its
+        poisoned share the attack's own)."""
+        inspected = self._inspected("all")
+        in_target = inspected["labels"] == self.subject.target
+        rows = inspected["rows"][torch.from_numpy(in_target)]
+        return self._row_features(rows, level).numpy(), inspected["poisoned"][in_target]
+
+    def _class_inputs(self, level: str, features: np.ndarray, labels: np.ndarray) -> DetectorInputs:
+        reserve = self._reserve()
+        return DetectorInputs(level=level, seed=self.subject.seed, protocol=self.options, class_features=features,
+                              class_labels=labels, clean_features=self.test_bank(reserve)[level].numpy(),
+                              clean_labels=self.subject.data.test_y[reserve].numpy(),
+                              map_shape=tuple(self.shapes()[level]),
+                              # per-row results a detector may keep between the sizes and the controls,
+                              # which share most rows (Beatrix's deviations)
+                              extra={"memo": self._cache.setdefault("class_memo", {})})
+
+    def _row_features(self, rows: torch.Tensor, level: str) -> torch.Tensor:
+        """(len(rows), d) at ``level`` of rows of the poisoned set as the model saw them in training:
+        clean rows as they are, poisoned and cover rows with the attack's training trigger (for the
+        paper's attacks the test trigger, whose features the training bank holds once extracted;
+        another's extracted once per row and kept)."""
+        poisoned_set, subject = self._population()["set"], self.subject
+        kind, base = poisoned_set.kind[rows], poisoned_set.base_index[rows]
+        same_trigger = type(subject.attack).train_trigger is Attack.train_trigger
+        parts = [(kind == CLEAN, lambda mask: self.train_bank(base[mask])[level])]
+        for planted in (POISONED, COVER):
+            if same_trigger:
+                parts.append((kind == planted, lambda mask: self.train_bank(base[mask], triggered=True)[level]))
+            else:
+                parts.append((kind == planted, lambda mask, planted=planted: self._planted(rows[mask], planted, level)))
+        found = [(mask, get(mask)) for mask, get in parts if mask.any()]
+        if not found:
+            return torch.empty((0, int(np.prod(self.shapes()[level]))))
+        features = torch.empty((len(rows), found[0][1].shape[1]))
+        for mask, part in found:
+            features[mask] = part
+        return features
+
+    def _planted(self, rows: torch.Tensor, kind: int, level: str) -> torch.Tensor:
+        """Features of poisoned or cover rows under an attack's own training trigger (GroupTrigger:
+        each row's trigger from its place in its group), extracted once per row."""
+        store = self._cache.setdefault("planted", {})
+        missing = [int(row) for row in rows if int(row) not in store]
+        if missing:
+            subject, poisoned_set = self.subject, self._population()["set"]
+            index = torch.tensor(missing, dtype=torch.long)
+            group, size = (("poisoned", len(poisoned_set.poison_index)) if kind == POISONED
+                           else ("cover", len(poisoned_set.cover_index)))
+            planted = GroupTrigger(subject.attack, group, poisoned_set.ordinal[index], size)
+            found = extract(subject.model, subject.data.train_x[poisoned_set.base_index[index]], subject.device,
+                            LEVELS, subject.batch_size, planted, subject.amp)
+            for position, row in enumerate(missing):
+                store[row] = {name: found[name][position] for name in LEVELS}
+        return torch.stack([store[int(row)][level] for row in rows])
+
+    def _population(self) -> dict:
+        """The poisoned training set as a defender holds it, every row as labelled, and one seeded
+        order of every stratum (labelled class × kind of row) whose prefixes the samples take.
+        WaNet's noise-mode rows are left out: their warp is drawn anew every epoch, so no one image
+        stands for them (they keep their labels and are neither group)."""
+        if "population" not in self._cache:
+            subject = self.subject
             poisoned_set = self._poisoned_set()
-            # WaNet's noise-mode images keep their labels: left out, as neither group
-            keep = poisoned_set.kind != NOISE
+            kind = poisoned_set.kind
             targets = torch.full_like(poisoned_set.base_index, subject.target)
-            labelled = torch.where(poisoned_set.kind == POISONED, targets, data.train_y[poisoned_set.base_index])
-            # as many of every labelled class: SCAn's statistic grows with a class's size, and the
-            # poisoned copies would otherwise make the target class look anomalous for its size alone
+            labels = torch.where(kind == POISONED, targets, subject.data.train_y[poisoned_set.base_index])
+            rows = (kind != NOISE).nonzero().flatten()
             gen = generator(subject.seed, "detector-inspected")
-            per_class = max(1, self.options.class_samples // data.num_classes)
-            chosen = torch.cat([sample((keep & (labelled == label)).nonzero().flatten(), per_class, gen)
-                                for label in range(data.num_classes)])
-            base = poisoned_set.base_index[chosen]
-            kind = poisoned_set.kind[chosen].numpy()
-            labels = labelled[chosen].numpy()
-            self._cache["inspected"] = {"base": base, "labels": labels, "poisoned": kind == POISONED, "kind": kind,
-                                        "ordinal": poisoned_set.ordinal[chosen],
-                                        "poisoned_count": len(poisoned_set.poison_index),
-                                        "cover_count": len(poisoned_set.cover_index)}
-        return self._cache["inspected"]
+            strata = {}
+            for label in range(subject.data.num_classes):
+                for stratum in KINDS:
+                    members = rows[(labels[rows] == label) & (kind[rows] == stratum)]
+                    strata[(label, stratum)] = members[torch.randperm(len(members), generator=gen)]
+            self._cache["population"] = {"set": poisoned_set, "rows": rows, "labels": labels, "strata": strata,
+                                         "noise_left_out": int((kind == NOISE).sum())}
+        return self._cache["population"]
+
+    def _inspected(self, name: str) -> dict:
+        """The inspected sample ``name`` ("all", or a count): a seeded uniform sample of the
+        population that keeps every labelled class's share (its count in proportion to the class's
+        size, the largest remainders taking the rounding) and, inside a class, every kind's share,
+        so that a class's size and its poisoned share are the training set's. Not as many of every
+        class: SCAn's statistic grows with a class's size, and the defender inspects the classes as
+        they are; the size-only control (class_control) says what size alone gives."""
+        key = ("inspected", name)
+        if key not in self._cache:
+            population = self._population()
+            strata, total = population["strata"], len(population["rows"])
+            count = total if name == "all" else int(name)
+            classes = range(self.subject.data.num_classes)
+            sizes = {label: sum(len(strata[(label, stratum)]) for stratum in KINDS) for label in classes}
+            chosen = []
+            for label, share in proportional_counts(sizes, count).items():
+                kinds = {stratum: len(strata[(label, stratum)]) for stratum in KINDS}
+                chosen += [strata[(label, stratum)][:take] for stratum, take in proportional_counts(kinds, share).items()]
+            rows = torch.cat(chosen).sort().values
+            poisoned_set = population["set"]
+            kind = poisoned_set.kind[rows].numpy()
+            self._cache[key] = {"rows": rows, "base": poisoned_set.base_index[rows],
+                                "labels": population["labels"][rows].numpy(), "kind": kind,
+                                "poisoned": kind == POISONED}
+        return self._cache[key]
+
+    def _control_plan(self, name: str) -> dict:
+        """Which clean target-class images replace the poisoned rows of sample ``name`` (seeded):
+        first the clean training images of the target that the sample leaves out (the model trained
+        on them, as on the rows they replace), then clean test images of the target outside the
+        reserve, then the target's images a --train_subset run leaves out."""
+        key = ("control", name)
+        if key not in self._cache:
+            subject, data, target = self.subject, self.subject.data, self.subject.target
+            inspected, population = self._inspected(name), self._population()
+            poisoned_rows = np.flatnonzero(inspected["poisoned"])
+            needed = len(poisoned_rows)
+            gen = generator(subject.seed, "detector-size-control")
+            clean_target = population["strata"][(target, CLEAN)]
+            left_out = clean_target[~torch.isin(clean_target, inspected["rows"])]
+            training = population["set"].base_index[sample(left_out, needed, gen)]
+            in_reserve = torch.zeros(len(data.test_y), dtype=torch.bool)
+            in_reserve[self._reserve()] = True
+            test = sample(((data.test_y == target) & ~in_reserve).nonzero().flatten(), needed - len(training), gen)
+            outside = torch.empty(0, dtype=torch.long)
+            if data.outside_x is not None and needed > len(training) + len(test):
+                outside = sample((data.outside_y == target).nonzero().flatten(), needed - len(training) - len(test),
+                                 gen)
+            replaced = len(training) + len(test) + len(outside)
+            keep = np.ones(len(inspected["labels"]), dtype=bool)
+            keep[poisoned_rows[replaced:]] = False
+            self._cache[key] = {"training": training, "test": test, "outside": outside,
+                                "replaced_rows": poisoned_rows[:replaced], "keep": keep}
+        return self._cache[key]
+
+    def _outside_bank(self) -> FeatureBank:
+        if "outside_bank" not in self._cache:
+            self._cache["outside_bank"] = FeatureBank(self.subject, self.subject.data.outside_x)
+        return self._cache["outside_bank"]
 
     def _poisoned_set(self) -> PoisonedData:
         subject = self.subject

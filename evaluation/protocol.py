@@ -19,6 +19,12 @@ from utils.params import check_params, param
 from utils.seed import generator, sample
 
 
+# The version of what evaluation.json records; raising it makes every earlier evaluation stale (its
+# inputs_hash differs). 2: every detection records its threshold-free score beside its rules' F1
+# (a pool's sample-level AUROC, a class verdict's target rank) and STRIP both threshold rules.
+RECORD_VERSION = 2
+
+
 @dataclass
 class EvalOptions:
     """The protocol's knobs; each is an ``evaluate.py`` flag of the same name."""
@@ -57,20 +63,45 @@ class EvalOptions:
 
     detectors: tuple = param((), "the registered detectors to run, by name (default: every one: "
                              "evaluate.py --help lists them)", nargs="*", type=str)
-    class_samples: int = param(2000, "class-level detectors (SCAn): a seeded sample of this many images of the "
-                               "poisoned training set as labelled, every class (the toolbox inspects the whole "
-                               "training set; a sample keeps the CPU cost bounded)", low=20)
+    class_samples: tuple = param((0, 5000, 2000), "class-level detectors (SCAn, the Beatrix class test): the "
+                                 "sizes of the inspected part of the poisoned training set as labelled, each run "
+                                 "and recorded on its own (detection.class_level's by_size): 0 = the whole set, as a "
+                                 "defender holds it (the toolbox inspects it whole); a count = a seeded uniform "
+                                 "sample that keeps every class's true share (class-proportional), each 0 or at "
+                                 "least 20. The verdict read first is the largest size's; each size also runs a "
+                                 "size-only control (its poisoned rows replaced by clean target-class images)",
+                                 low=0, nargs="+")
     clean_reserve: int = param(2000, "class-level detectors: clean test images of every class the defender "
                                "holds as a reserve (the backdoor toolbox's 2,000)", low=20)
+    training_class_levels: tuple = param(LEVELS, "levels at which SPECTRE also runs in its reference's regime: on "
+                                         "the target class of the whole poisoned training set, ε its true poisoned "
+                                         "count (recorded apart, as detection.training_class; none: not run). Up to "
+                                         "a few minutes a level when half the class is poisoned", nargs="*",
+                                         choices=LEVELS)
     detector_options: dict = field(default_factory=dict)  # {detector: {field: value}} from its --<name>_* flags
 
     def __post_init__(self):
         self.pool_sizes, self.pool_ratios = tuple(self.pool_sizes), tuple(self.pool_ratios)
         self.detectors = tuple(self.detectors or ())
+        # an evaluation recorded before the sizes were a list holds one count
+        samples = self.class_samples
+        self.class_samples = tuple(samples) if isinstance(samples, (list, tuple)) else (samples,)
+        self.training_class_levels = tuple(self.training_class_levels or ())
         check_params(self)
+        if not self.class_samples or any(0 < size < 20 for size in self.class_samples):
+            from utils.errors import ParameterError
+
+            raise ParameterError("class_samples", f"must be one or more sizes, each 0 (the whole training set) or at "
+                                 f"least 20, got {list(self.class_samples)}")
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    def identity(self) -> dict:
+        """What a run's ``inputs_hash`` compares: the options and, from version 2 on, the version of
+        what an evaluation records (RECORD_VERSION), so that an evaluation.json written before a
+        record changed is stale and the evaluate stage computes it again (reports still read it)."""
+        return {**asdict(self), "record_version": RECORD_VERSION}
 
 
 def distances(subject: Subject, groups: PredictedGroups, options: EvalOptions, features: FeatureBank = None) -> dict:
@@ -158,16 +189,22 @@ def detector_options(detector, options: EvalOptions):
 
 def score(detector, detection, malicious) -> dict:
     """One detector's F1 on one pool: its own decision, the oracle (the best labeling or threshold
-    chosen with the ground truth), the headline (the detector's declared rule) and every variant."""
+    chosen with the ground truth), the headline (the detector's declared rule) and every variant;
+    beside them the threshold-free ``auroc`` of its per-sample scores (higher = more suspicious,
+    each detector orients its own: STRIP's is −entropy), and ``variants_auroc`` per variant. The
+    AUROC is None for a detection without per-sample scores (AC: a clustering gives labels only)
+    and for a pool holding one kind of input only."""
     own, oracle = detection.own_f1(malicious), detection.oracle_f1(malicious)
     flagged, malicious = np.asarray(detection.flagged, dtype=bool), np.asarray(malicious, dtype=bool)
     return {"headline": own if detector.headline == "own" else oracle, "headline_rule": detector.headline,
-            "own": own, "oracle": oracle,
+            "own": own, "oracle": oracle, "auroc": detection.auroc(malicious),
             # its own decision's false rejection rate (benign inputs flagged) and false acceptance rate
             "frr": float(flagged[~malicious].mean()) if (~malicious).any() else None,
             "far": float((~flagged[malicious]).mean()) if malicious.any() else None,
             "variants": {name: {**result.decision_f1(malicious), "oracle": result.oracle_f1(malicious)}
                          for name, result in detection.variants.items()},
+            # kept apart from "variants", whose keys are all F1 rules (the reports average each)
+            "variants_auroc": {name: result.auroc(malicious) for name, result in detection.variants.items()},
             **detection.info}
 
 
@@ -235,25 +272,115 @@ def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, 
             for pool, benign, malicious, is_malicious in drawn:
                 rows = np.array([row_of[("b", int(i))] for i in benign] + [row_of[("m", int(i))] for i in malicious])
                 pool["input_level"][detector.name] = score(detector, result.subset(rows), is_malicious)
-    class_level = {}
-    for detector in chosen:
-        if detector.consumes == "classes":
-            for level in LEVELS:
-                started = time.perf_counter()
-                inputs, truth = context.class_level(level, detector)
-                verdict = detector.run(inputs, detector_options(detector, options), subject.seed)
-                seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started
-                class_level.setdefault(level, {})[detector.name] = class_verdict(verdict, truth, subject.target)
+    class_level, class_detectors = {}, [detector for detector in chosen if detector.consumes == "classes"]
+    for detector in class_detectors:
+        for level in LEVELS:
+            started = time.perf_counter()
+            class_level.setdefault(level, {})[detector.name] = class_level_record(
+                detector, detector_options(detector, options), context, level, subject.seed, subject.target)
+            seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started
+    training_class = training_class_record(chosen, context, options, subject.seed, seconds)
     return {"headline_rules": {d.name: d.headline for d in chosen}, "detectors": [d.name for d in chosen],
             "pools": pools, "class_level": class_level,
+            **({"class_protocol": context.class_protocol()} if class_detectors else {}),
+            **({"training_class": training_class} if training_class else {}),
             "seconds": {name: round(value, 3) for name, value in seconds.items()}}
+
+
+# The pool detectors whose reference inspects one whole training class, with the poisoned count as an
+# oracle budget: they also run there (training_class_record)
+TRAINING_CLASS_DETECTORS = ("spectre",)
+
+
+def class_level_record(detector, own_options, context: DetectionContext, level: str, seed: int, target: int) -> dict:
+    """One class-level detector at one level, as stored: its verdict (class_verdict) on every
+    inspected size (context.class_sizes(), largest first), each with what it inspected
+    (``inspected``), the verdict on its size-only control (``size_control``: the same class
+    counts, the poisoned rows replaced by clean target-class images, i.e. what the class sizes
+    alone give), the target's statistic in both and their ratio (``target_over_control``), and
+    ``flagged_beyond_size`` (the target flagged on the sample but not on its control). Where the detector records the classes several
+    variants flag (SCAn: each identity estimate × threshold, ``flagged_by_variant``),
+    ``variants_against_control`` gives, per variant, whether the target is flagged on the sample
+    and on the control. The record is the largest size's (the whole training set by default, the
+    defender's protocol), with ``by_size`` holding every size's."""
+    by_size = {}
+    for name, _ in context.class_sizes():
+        inputs, truth = context.class_level(level, detector, name)
+        record = class_verdict(detector.run(inputs, own_options, seed), truth, target)
+        control_inputs, facts = context.class_control(level, name)
+        control = detector.run(control_inputs, own_options, seed)
+        control_record = {**control.to_dict(), "target_flagged": target in control.flagged_classes,
+                          "others_flagged": [c for c in control.flagged_classes if c != target],
+                          "target_statistic": _of_target(control.to_dict()["statistic"], target), **facts}
+        record.update(size=name, inspected=context.inspected_facts(name), size_control=control_record,
+                      target_statistic=_of_target(record["statistic"], target),
+                      target_over_control=_ratio(_of_target(record["statistic"], target),
+                                                 control_record["target_statistic"]),
+                      flagged_beyond_size=bool(record["target_flagged"] and not control_record["target_flagged"]))
+        if "flagged_by_variant" in record and "flagged_by_variant" in control_record:
+            record["variants_against_control"] = {
+                variant: {"target_flagged": target in classes,
+                          "control_target_flagged": target in control_record["flagged_by_variant"][variant]}
+                for variant, classes in record["flagged_by_variant"].items()}
+        by_size[name] = record
+    return {**next(iter(by_size.values())), "by_size": by_size}
+
+
+def _of_target(statistic: dict, target: int):
+    value = statistic.get(str(target))
+    return None if value is None else float(value)
+
+
+def _ratio(value, control):
+    """value / control where both are finite and the control positive, else None."""
+    if value is None or control is None or not (np.isfinite(value) and np.isfinite(control)) or control <= 0:
+        return None
+    return float(value / control)
+
+
+def training_class_record(chosen: list, context: DetectionContext, options: EvalOptions, seed: int,
+                          seconds: dict) -> dict:
+    """The pool detectors of TRAINING_CLASS_DETECTORS in their reference's regime: on the target
+    class of the whole poisoned training set as labelled, ε its true poisoned count (an oracle, as
+    in the pools), at ``options.training_class_levels``; each scored as a pool is (score). {} when
+    none of them runs."""
+    from utils.errors import ParameterError
+
+    runs = [detector for detector in chosen if detector.name in TRAINING_CLASS_DETECTORS]
+    if not runs or not options.training_class_levels:
+        return {}
+    record, notes = {"set": "the target class of the whole poisoned training set as labelled (WaNet's noise-mode "
+                            "rows left out)", "levels": {}}, []
+    for level in options.training_class_levels:
+        features, poisoned = context.training_class(level)
+        record.update(N=int(len(poisoned)), poisoned=int(poisoned.sum()),
+                      poisoned_share=float(poisoned.mean()) if len(poisoned) else 0.0)
+        if not poisoned.any():
+            notes.append("the target class holds no poisoned row: nothing to detect")
+            break
+        for detector in runs:
+            started = time.perf_counter()
+            inputs = DetectorInputs(level=level, seed=seed, protocol=options, features=features,
+                                    expected_malicious=int(poisoned.sum()))
+            try:
+                result = detector.run(inputs, detector_options(detector, options), seed)
+            except ParameterError as error:
+                notes.append(f"{detector.name} at {level}: {error}")
+                continue
+            finally:
+                seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started
+            record["levels"].setdefault(level, {})[detector.name] = score(detector, result, poisoned)
+    if notes:
+        record["notes"] = notes
+    return record
 
 
 def class_verdict(verdict, truth, target: int) -> dict:
     """A class-level verdict as stored: each class's statistic, whether the target (and only it) is
     flagged, and the per-sample F1 inside the target class (the samples it flags there against
-    the poisoned ones)."""
-    from metrics import f1_score
+    the poisoned ones); beside them the threshold-free ``target_rank`` of the target's statistic
+    among the ``n_classes`` classes (1 = most anomalous; ``target_rank_ties`` others share its value)."""
+    from metrics import f1_score, target_rank
 
     record = verdict.to_dict()
     in_target = truth["labels"] == target
@@ -261,7 +388,8 @@ def class_verdict(verdict, truth, target: int) -> dict:
     record.update(target_flagged=target in verdict.flagged_classes,
                   others_flagged=[c for c in verdict.flagged_classes if c != target],
                   f1_in_target=(f1_score(flagged[in_target], truth["poisoned"][in_target])
-                                if flagged is not None and target in verdict.flagged_classes else 0.0))
+                                if flagged is not None and target in verdict.flagged_classes else 0.0),
+                  **target_rank(verdict.statistic, target))
     return record
 
 

@@ -32,11 +32,17 @@ def distance_table(result: dict) -> list:
     return lines
 
 
+def _auroc(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def _beside(scores: dict) -> str:
     """The headline F1 and, in parentheses, the other rule's F1 (the oracle for AC and SS; SR's
-    label-free percentile rule for SR, whose headline is the paper's max F1)."""
+    label-free percentile rule for SR, whose headline is the paper's max F1) and the threshold-free
+    AUROC of the detector's scores (– where it has none; absent from an evaluation that predates it)."""
     other = "oracle" if scores["headline_rule"] == "own" else "own"
-    return f"{scores['headline']:.3f} ({other} {scores[other]:.3f})"
+    auroc = f"; AUROC {_auroc(scores['auroc'])}" if "auroc" in scores else ""
+    return f"{scores['headline']:.3f} ({other} {scores[other]:.3f}{auroc})"
 
 
 def detectors_in(result: dict) -> list:
@@ -69,36 +75,53 @@ def detection_table(result: dict) -> list:
 
 
 def class_level_table(result: dict) -> list:
-    """Class-level detectors: each level's flagged classes, whether the target is among them, and
-    the F1 of the samples flagged inside the target class."""
+    """Class-level detectors: each level's flagged classes, whether the target is among them, the
+    F1 of the samples flagged inside the target class, and the threshold-free rank of the target's
+    statistic among the classes (1 = most anomalous)."""
     class_level = result["detection"].get("class_level", {})
     if not class_level:
         return []
-    lines = ["| detector | level | flagged classes | target flagged | others flagged | F1 inside the target |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| detector | level | flagged classes | target flagged | others flagged | F1 inside the target "
+             "| target's rank |", "|---|---|---|---|---|---|---|"]
     for level in LEVELS:
         for name, verdict in class_level.get(level, {}).items():
             lines.append(f"| {_display(name)} | {level} | {', '.join(map(str, verdict['flagged_classes'])) or 'none'} "
                          f"| {'yes' if verdict['target_flagged'] else 'no'} | "
-                         f"{', '.join(map(str, verdict['others_flagged'])) or 'none'} | {verdict['f1_in_target']:.3f} |")
+                         f"{', '.join(map(str, verdict['others_flagged'])) or 'none'} | {verdict['f1_in_target']:.3f} "
+                         f"| {_rank(verdict)} |")
     return lines
 
 
+def _rank(verdict: dict) -> str:
+    """'r of n' (and how many classes share the target's value), – where not recorded."""
+    rank = verdict.get("target_rank")
+    if rank is None:
+        return "–"
+    ties = verdict.get("target_rank_ties") or 0
+    return f"{rank} of {verdict['n_classes']}" + (f" ({ties} tied)" if ties else "")
+
+
 def variants_table(result: dict) -> list:
-    """Every detector form and decision rule evaluation.json holds, mean F1 over the pools."""
+    """Every detector form and decision rule evaluation.json holds, mean F1 over the pools; an
+    input-level detector's (STRIP's two threshold rules) in the column ``input``."""
     pools = [p for p in result["detection"]["pools"] if p["levels"]]
     if not pools:
         return []
-    first = pools[0]["levels"][LEVELS[0]]
-    rows = [(name, variant, rule) for name in detectors_in(result) if name in first
-            for variant, rules in first[name]["variants"].items() for rule in rules]
+    first, inputs = pools[0]["levels"][LEVELS[0]], pools[0].get("input_level", {})
+    rows = [(name, variant, rule, name not in first) for name in detectors_in(result)
+            for record in [first.get(name) or inputs.get(name)] if record
+            for variant, rules in record["variants"].items() for rule in rules]
     if not rows:
         return []
-    lines = ["| detector | form | rule | " + " | ".join(LEVELS) + " |", "|---|---|---|" + "---|" * len(LEVELS)]
-    for name, variant, rule in rows:
-        means = [sum(p["levels"][level][name]["variants"][variant][rule] for p in pools) / len(pools)
-                 for level in LEVELS]
-        lines.append(f"| {_display(name)} | {variant} | {rule} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    columns = LEVELS + (("input",) if any(on_inputs for *_, on_inputs in rows) else ())
+    lines = ["| detector | form | rule | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    for name, variant, rule, on_inputs in rows:
+        cells = []
+        for column in columns:
+            found = [(p.get("input_level", {}) if column == "input" else p["levels"][column]).get(name) for p in pools]
+            values = [record["variants"][variant][rule] for record in found if record is not None]
+            cells.append(f"{sum(values) / len(values):.3f}" if values and on_inputs == (column == "input") else "–")
+        lines.append(f"| {_display(name)} | {variant} | {rule} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -120,12 +143,15 @@ def render(result: dict) -> str:
     lines += distance_table(result)
     lines += [f"- {note}" for note in result["distances"]["notes"]]
     lines += ["", "## Detection F1 (paper §6.1 and the detectors registered since)", "",
-              "Each cell: the headline F1 and, in parentheses, the other rule's. The headline rules:", ""]
+              "Each cell: the headline F1 and, in parentheses, the other rule's and the threshold-free AUROC of the "
+              "detector's per-sample scores against the truth (higher = more suspicious; – for AC, whose clusters "
+              "give labels, not scores). The headline rules:", ""]
     lines += [f"- {_display(name)}: {_describe(name, result)}" for name in detectors_in(result)]
     lines += ["", "An *oracle* F1 takes the best labeling or threshold chosen with the ground truth: a diagnostic, not "
               "a decision a defender could make.", ""]
     lines += detection_table(result)
     lines += [f"- {pool['note']}" for pool in result["detection"]["pools"] if "note" in pool]
+    lines += _below_every_entropy(result)
     classes = class_level_table(result)
     if classes:
         lines += ["", "### Class-level verdicts", ""] + classes
@@ -133,6 +159,22 @@ def render(result: dict) -> str:
     if variants:
         lines += ["", "### Every form and rule (mean F1 over the pools)", ""] + variants
     return "\n".join(lines) + "\n"
+
+
+def _below_every_entropy(result: dict) -> list:
+    """A note for each input-level detector whose normal-fit threshold lay below every inspected
+    entropy in a pool (STRIP): its rule flagged nothing there, whatever the pool held."""
+    lines = []
+    for name in detectors_in(result):
+        pools = [p for p in result["detection"]["pools"]
+                 if (p.get("input_level", {}).get(name) or {}).get("threshold_below_every_entropy")]
+        if pools:
+            threshold = pools[0]["input_level"][name].get("normal_threshold")
+            lines.append(f"- {_display(name)}: the normal-fit threshold ({_fmt(threshold)}) lies below every inspected "
+                         f"input's entropy in the pools " + ", ".join(f"N={p['N']} r′={p['ratio']:g}" for p in pools)
+                         + ", so the normal-fit rule flags nothing there; the empirical-quantile rule's F1 is in the "
+                         "table of every form and rule.")
+    return lines
 
 
 def _describe(name: str, result: dict) -> str:
@@ -151,7 +193,8 @@ SUMMARY_FIELDS = ["run_name", "data_name", "model_name", "attack_name", "method"
 
 
 def summary_row(result: dict) -> dict:
-    """One flat row per run: BA/ASR, ARO and attack MMD² per level, mean headline F1 per detector and level."""
+    """One flat row per run: BA/ASR, ARO and attack MMD² per level, mean headline F1 per detector and level, and
+    beside it the mean AUROC where the detector has one."""
     row = {key: result[key] for key in SUMMARY_FIELDS}
     levels = result["distances"]["levels"]
     for level in LEVELS:
@@ -163,9 +206,12 @@ def summary_row(result: dict) -> dict:
     for name in detectors_in(result):
         for level in LEVELS + ("input",):
             values = [(p.get("input_level", {}) if level == "input" else p["levels"][level]).get(name) for p in pools]
-            values = [value["headline"] for value in values if value is not None]
+            values = [value for value in values if value is not None]
             if values:
-                row[f"f1_{name}_{level}"] = sum(values) / len(values)
+                row[f"f1_{name}_{level}"] = sum(value["headline"] for value in values) / len(values)
+            aurocs = [value["auroc"] for value in values if value.get("auroc") is not None]
+            if aurocs:
+                row[f"auroc_{name}_{level}"] = sum(aurocs) / len(aurocs)
     return row
 
 
@@ -173,7 +219,8 @@ def summary_markdown(rows: list) -> str:
     columns = list(rows[0]) if rows else SUMMARY_FIELDS
     lines = ["# Evaluation summary", "",
              "One row per run. ARO and MMD² (benign vs malicious, and intra-class) per level; F1: headline F1 "
-             "(each method's own rule as the paper uses it), averaged over the detection pools.", "",
+             "(each method's own rule as the paper uses it), averaged over the detection pools; AUROC: the "
+             "threshold-free AUROC of each detector's per-sample scores, averaged over the pools where it has one.", "",
              "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in row.values()) + " |")

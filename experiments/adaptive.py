@@ -5,8 +5,9 @@ from defenses import DETECTORS
 from experiments.records import Runs, detector_f1, mean_of, mean_sd, metric_of, present
 
 ASR_WORKS = 0.8         # an attack whose ASR is below this hides nothing: it failed
-# a source-specific attack (TaCT) whose trigger also fires on this share of the other classes is not
-# the attack it claims to be: firing for its source classes alone is what lets it slip past SCAn
+# a source-specific attack (TaCT) whose trigger also fires on more than this share of any other class's
+# images is not the attack it claims to be: firing for its source classes alone is what lets it slip
+# past SCAn
 OTHER_CLASSES_FAIL = 0.2
 # the attack whose trigger an adaptive attack reshapes: C10 and C11 compare with ML-MMDR on it
 BASE_ATTACK = {"adaptive_blend": "blended", "adaptive_patch": "patched", "tact": "patched"}
@@ -30,8 +31,10 @@ def adaptive_runs(runs: Runs, method: str) -> dict:
 
 def works(record) -> bool:
     """Whether the attack worked: ASR at least ``ASR_WORKS`` and, for a source-specific attack, its
-    trigger firing on at most ``OTHER_CLASSES_FAIL`` of the other classes' images."""
-    other = (record.get("metrics") or {}).get("asr_other_classes")  # only a source-specific attack records it
+    trigger firing on at most ``OTHER_CLASSES_FAIL`` of the images of every other class (the most in
+    one class; the mean over them where a record predates that)."""
+    metrics = record.get("metrics") or {}  # only a source-specific attack records these
+    other = metrics.get("asr_worst_other_class", metrics.get("asr_other_classes"))
     return (present(metric_of(record, "asr")) and metric_of(record, "asr") >= ASR_WORKS
             and (not present(other) or other <= OTHER_CLASSES_FAIL))
 

@@ -11,14 +11,16 @@ on each of ``seeds``; only the λ sweep's smaller λ values and the loss study s
   every seed;
 - ``loss``: that ML-MMDR run with Algorithm 1's split loss and with the prototype's pooled loss;
 - ``adaptive`` (beyond the paper: C10, C11): the attacks built for latent inseparability
-  (Adaptive-Blend, Adaptive-Patch, TaCT) under RBT, and the stacked ones also under ML-MMDR, at
-  the grid's poisoning rate and at each attack's reference rate, every seed.
+  (Adaptive-Blend, Adaptive-Patch, TaCT) under RBT, trained as their authors published them, and
+  the stacked ones also under ML-MMDR, at the grid's poisoning rate and at each attack's reference
+  rate, every seed; and ML-MMDR on the attacks they reshape (Patched, Blended) at those reference
+  rates, so that attacks are only ever compared at one rate.
 
 Stages: train and evaluate for all; Neural Cleanse (at the reference's budget: up to an hour a run
 on a CPU) and pruning on the defended attacks' RBT and ML-MMDR runs of the ``lambda`` and ``model``
 studies; fine-tuning, NAD and ARGD (beyond the paper: does ML-MMDR resist erasing?) on the RBT and
 largest-λ ML-MMDR runs of each erased attack and erasing seed, in two arms (``erase_reference``,
-``erase_tuned``).
+``erase_tuned``; in the tuned arm each run is tuned on its own validation set first).
 
 It only says *what* to run; pipeline/schedule.py runs each run's missing stages, so an
 interrupted reproduction resumes where it stopped.
@@ -28,6 +30,7 @@ from typing import Optional
 
 from attacks import PAPER_ATTACKS, attack_class
 from defenses import ERASERS, PAPER_DETECTORS
+from experiments.adaptive import BASE_ATTACK
 from pipeline.config import RunConfig
 from pipeline.rundir import RunDir, rewrite
 from pipeline.schedule import Job
@@ -49,6 +52,9 @@ class Grid:
     defended_attacks: tuple = ("patched",)
     erased_attacks: tuple = ("patched",)
     erasing_seeds: tuple = (0, 1, 2)
+    erase_share_of: Optional[str] = None   # the erasing defenses' and tuning's --defense_share_of in both arms:
+    # "attacker" (5% of the attacker's training set, the references'), "whole" (the 3,000-image sensitivity arm:
+    # run it in its own out_dir), None: the stage options' own (default "attacker")
     reference_model: Optional[str] = "wrn16_1"   # the erasing defenses' own model family (None: no such arm)
     reference_lr: float = 0.1                    # … and the learning rate it is trained at (NAD's and ARGD's code)
     second_model: Optional[str] = "preactresnet18"
@@ -94,10 +100,21 @@ class Grid:
                 lambdas = ((0.0,) if attack in self.adaptive_attacks else ()) + (
                     (self.lamb,) if attack in self.stacked_attacks else ())
                 for rate in self.adaptive_rates:
-                    poison = attack_class(attack).reference_rates[0] if rate == REFERENCE_RATE else float(rate)
-                    out += [self.base.with_changes(attack_name=attack, seed=seed, poison_ratio=poison, mlmmdr_lamb=lamb,
-                                                   mlmmdr_layer="all") for lamb in lambdas]
-        return out
+                    out += [self.base.with_changes(attack_name=attack, seed=seed, poison_ratio=self._rate(attack, rate),
+                                                   mlmmdr_lamb=lamb, mlmmdr_layer="all") for lamb in lambdas]
+            # every comparison between attacks is at one poisoning rate: ML-MMDR on the attacks the
+            # adaptive ones reshape also runs at their reference rates (the λ sweep holds the grid's)
+            for attack, reshaped in BASE_ATTACK.items():
+                if attack not in self.adaptive_attacks + self.stacked_attacks:
+                    continue
+                out += [self.base.with_changes(attack_name=reshaped, seed=seed, poison_ratio=self._rate(attack, rate),
+                                               mlmmdr_lamb=self.lamb, mlmmdr_layer="all")
+                        for rate in self.adaptive_rates if rate == REFERENCE_RATE]
+        return list({RunDir.of(config).path: config for config in out}.values())
+
+    @staticmethod
+    def _rate(attack: str, rate) -> float:
+        return attack_class(attack).reference_rates[0] if rate == REFERENCE_RATE else float(rate)
 
     def _focus(self, **changes) -> RunConfig:
         """ML-MMDR at the largest λ on the focus attack, with ``changes``."""
@@ -138,18 +155,24 @@ class Grid:
 
     def erasing_stages(self, config: RunConfig, studies: dict) -> list:
         """The erasing stages of ``config``: the references' settings in ``erase_reference``; in
-        ``erase_tuned`` each defense with the choice tuned on the RBT run of its attack at the first
-        erasing seed (one tuning per attack: a tuning costs an hour on a CPU), which also gets the
-        tuning stage."""
+        ``erase_tuned`` the tuning stage on the run itself, then each defense with the choice that
+        tuning made: every model, RBT and ML-MMDR on every erasing seed, is tuned on its own
+        validation set, as a defender tunes on the model it holds (defenses/erasing/tuning.py)."""
         if _member(config, studies.get("erase_reference", [])):
-            return [(name, self.stage_options.get(name)) for name in ERASERS]
+            return [(name, self._erasing_options(name)) for name in ERASERS]
         if not _member(config, studies.get("erase_tuned", [])):
             return []
-        chooser = config.with_changes(mlmmdr_lamb=0.0, seed=self.erasing_seeds[0])
-        chosen_on = RunDir.of(chooser).path
-        tune = [("tune", self.stage_options.get("tune"))] if RunDir.of(config).path == chosen_on else []
-        return tune + [(name, replace(self.stage_options.get(name) or get(name).default_options(),
-                                      tuned_settings=str(chosen_on))) for name in ERASERS]
+        own = str(RunDir.of(config).path)
+        return [("tune", self._erasing_options("tune"))] + [
+            (name, replace(self._erasing_options(name) or get(name).default_options(), tuned_settings=own))
+            for name in ERASERS]
+
+    def _erasing_options(self, name: str):
+        """Stage ``name``'s options, with ``erase_share_of`` applied when set."""
+        options = self.stage_options.get(name)
+        if self.erase_share_of is None:
+            return options
+        return replace(options or get(name).default_options(), defense_share_of=self.erase_share_of)
 
     def every_detector(self, config: RunConfig, studies: dict) -> bool:
         """Whether a claim reads this run's detectors beyond the paper's (C9: the main grid's RBT and
@@ -219,7 +242,7 @@ def collect(grid: Grid) -> list:
         if record["evaluation"] is not None and not get("evaluate").complete(record["evaluation"]):
             record["evaluation"] = None
         for key, value in (record["metrics"] or {}).items():
-            if key in ("ba", "asr", "asr_other_classes") and not (
+            if key in ("ba", "asr", "asr_other_classes", "asr_worst_other_class") and not (
                     value is None or isinstance(value, (int, float)) and not isinstance(value, bool)):
                 raise UserError(f"{run.file('metrics')} holds {key} = {value!r}, not a number; {rewrite('metrics')}")
         records.append(record)

@@ -106,6 +106,11 @@ class ReproduceOptions:
                                  "--reference_lr and erased with the references' settings (none: skip that arm)")
     reference_lr: float = param(GRID["reference_lr"], "its training learning rate (NAD's and ARGD's code: 0.1)",
                                 low=0.0, low_open=True)
+    erase_share_of: str = param("attacker", "what the erasing defenses' and the tuning's --defense_ratio (5%) is a "
+                                "share of: 'attacker', the attacker's training set (NAD/ARGD: 500 images of a "
+                                "10,000-image subset), or 'whole', the whole training set (3,000 of Fashion-MNIST's "
+                                "60,000: the sensitivity arm; give it its own --out_dir)",
+                                choices=("attacker", "whole"))
     tune_flags: str = param("", "defend.py's --tune_* flags: the grid of the tuning on the base model's runs, e.g. "
                             "'--tune_lrs 0.01 0.003'")
     erase_flags: str = param("--defense_eval_subset 2000", "defend.py's flags of fine-tuning, NAD and ARGD "

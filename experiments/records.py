@@ -8,6 +8,7 @@ None for a missing value, and :func:`fmt` prints None as a dash, so a partial gr
 import statistics
 
 from defenses import DETECTORS, ERASERS, PAPER_DETECTORS
+from evaluation.protocol import TRAINING_CLASS_DETECTORS
 from metrics.erasing import Pair
 from models import LEVELS
 from visualization.common import method_label
@@ -72,17 +73,25 @@ def mean_f1_of(record, rule: str = "headline"):
     return mean_of([f1_of(record, d, lv, rule) for d in PAPER_DETECTORS for lv in LEVELS])
 
 
-def detector_f1(record, detector: str, level: str = None, rule: str = "headline"):
+def detector_f1(record, detector: str, level: str = None, rule: str = "headline", protocol: str = "regime"):
     """One number per registered detector, the same for every kind, mean over levels (or at
     ``level``) and pools: the headline F1 of a pool or feature-map detector; STRIP's, which reads
     inputs, not a level; a class-level detector's (SCAn, Beatrix's class test) F1 inside the
     target class where it flagged the target, and 0 where it did not (it found nothing there).
     ``rule="oracle"``: the F1 at the best threshold on the detector's score instead (None for a
-    class-level detector, which has no score over inputs)."""
+    class-level detector, which has no score over inputs).
+
+    ``protocol="regime"`` reads a detector whose reference inspects one whole training class
+    (SPECTRE: evaluation.protocol.TRAINING_CLASS_DETECTORS) there, in its own regime (None where
+    the evaluation did not run it so); ``protocol="pools"`` reads every detector on the
+    evaluation's pools."""
     evaluation = record["evaluation"] if record else None
     if not evaluation:
         return None
     levels = [level] if level else LEVELS
+    if protocol == "regime" and detector in TRAINING_CLASS_DETECTORS:
+        found = (evaluation["detection"].get("training_class") or {}).get("levels", {})
+        return mean_of([found[lv][detector][rule] for lv in levels if detector in found.get(lv, {})])
     if DETECTORS[detector].consumes == "classes":
         if rule != "headline":
             return None
@@ -105,6 +114,14 @@ def target_flagged(record, detector: str, level: str):
     """Whether a class-level detector flagged the target class at ``level`` (None: not run)."""
     found = _class_level(record, detector, level)
     return found["target_flagged"] if found else None
+
+
+def flagged_beyond_size(record, detector: str, level: str):
+    """Whether a class-level detector flagged the target at ``level`` where its size-only control
+    (the same class counts, the poisoned rows replaced by clean target images) did not: None where
+    not run or recorded before the control existed."""
+    found = _class_level(record, detector, level)
+    return found.get("flagged_beyond_size") if found else None
 
 
 def class_statistic(record, detector: str, level: str, target: bool = True):

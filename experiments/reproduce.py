@@ -87,7 +87,8 @@ def build_grid(args):
                 focus_attack=args.focus_attack, kernels=tuple(args.kernels), seeds=tuple(args.seeds),
                 compare_pooled=not args.no_pooled, stage_options=options, erasing_seeds=tuple(args.erasing_seeds),
                 reference_model=None if str(args.reference_model).lower() == "none" else args.reference_model,
-                reference_lr=args.reference_lr, adaptive_attacks=tuple(args.adaptive_attacks),
+                reference_lr=args.reference_lr, erase_share_of=args.erase_share_of,
+                adaptive_attacks=tuple(args.adaptive_attacks),
                 stacked_attacks=tuple(args.stacked_attacks), adaptive_rates=tuple(adaptive_rates(args.adaptive_rates)))
 
 
@@ -358,9 +359,6 @@ def cuts(args, grid) -> list:
     if "--defense_eval_subset" in args.erase_flags:
         found.append("each erasing epoch's BA/ASR (and so the last-5-epoch ASR C7 reads) on a seeded test subset "
                      f"({args.erase_flags}); before and after on the whole test set")
-    if args.erased_attacks and len(args.erasing_seeds) > 1:
-        found.append(f"the tuned erasing settings chosen once per attack, on seed {args.erasing_seeds[0]}'s RBT run, "
-                     "and applied to every seed (a tuning costs about an hour on a CPU)")
     if args.erased_attacks and set(args.erased_attacks) != set(args.attacks):
         found.append(f"erasing on {', '.join(args.erased_attacks)} only (of {', '.join(args.attacks)})")
     return found

@@ -112,8 +112,9 @@ def ba_asr(clean_pred: torch.Tensor, test_y: torch.Tensor, triggered_pred: torch
     """BA: accuracy on all clean test images. ASR: the share of triggered test images whose true
     class is not the target (``triggered_pred`` holds their predictions, in test-set order) that
     the model classifies as the target (paper §3.4). For a source-specific attack (``sources``,
-    TaCT) the ASR counts the source classes' images alone, and ``asr_other_classes`` the other
-    non-target classes' (what the attack means not to move)."""
+    TaCT) the ASR counts the source classes' images alone, ``asr_other_classes`` the other
+    non-target classes' (what the attack means not to move) and ``asr_worst_other_class`` the
+    largest share of any one of them (a trigger may leak into one class only)."""
     def share(rows):
         return (triggered_pred[rows] == target).float().mean().item() if bool(rows.any()) else float("nan")
 
@@ -121,8 +122,11 @@ def ba_asr(clean_pred: torch.Tensor, test_y: torch.Tensor, triggered_pred: torch
     everyone = torch.ones(len(triggered_pred), dtype=torch.bool)
     if sources is None:
         return {**result, "asr": share(everyone)}
-    in_source = torch.isin(test_y[test_y != target], torch.as_tensor(list(sources)))
-    return {**result, "asr": share(in_source), "asr_other_classes": share(~in_source)}
+    attacked_labels = test_y[test_y != target]
+    in_source = torch.isin(attacked_labels, torch.as_tensor(list(sources)))
+    others = [share(attacked_labels == label) for label in attacked_labels[~in_source].unique().tolist()]
+    return {**result, "asr": share(in_source), "asr_other_classes": share(~in_source),
+            "asr_worst_other_class": max(others, default=float("nan"))}
 
 
 # A model that sends more than this share of the clean test images to one class is collapsed: its

@@ -281,3 +281,34 @@ def test_the_class_test_record_reads_flat_class_level_inputs():
     verdict = BEATRIX_CLASS.run(inputs, BEATRIX_CLASS.default_options(), 0)
     assert BEATRIX_CLASS.consumes == "classes" and verdict.flagged_classes == [2]
     assert f1_score(verdict.flagged, truth) >= 0.85
+
+
+def test_a_memo_scores_each_map_once_and_changes_nothing(monkeypatch):
+    """The evaluation runs Beatrix on samples and controls that share most maps: with a memo, a map
+    met again is not scored again, and every score, threshold and flag is a fresh call's."""
+    import defenses.detectors.beatrix as module
+
+    maps, truth, clean_maps = pool(benign=60, malicious=30)
+    predicted, labels = np.zeros(len(maps), int), np.zeros(len(clean_maps), int)
+    options = BeatrixOptions(max_order=3)
+    fresh = beatrix(maps, predicted, clean_maps, labels, options, seed=3)
+    scored = []
+    original = module._class_scores
+
+    def counting(clean, tested, options, held_out_too=True):
+        scored.append((len(tested), held_out_too))
+        return original(clean, tested, options, held_out_too)
+
+    monkeypatch.setattr(module, "_class_scores", counting)
+    memo = {}
+    first = beatrix(maps[:50], predicted[:50], clean_maps, labels, options, seed=3, memo=memo)
+    again = beatrix(maps, predicted, clean_maps, labels, options, seed=3, memo=memo)
+    assert scored == [(50, True), (40, False)]  # the 40 maps not seen, against the bounds already held out
+    beatrix(maps[::-1].copy(), predicted, clean_maps, labels, options, seed=3, memo=memo)
+    assert len(scored) == 2  # nothing new
+    np.testing.assert_allclose(again.scores, fresh.scores, rtol=1e-12)
+    np.testing.assert_allclose(first.scores, fresh.scores[:50], rtol=1e-12)
+    assert np.array_equal(again.flagged, fresh.flagged) and again.info == fresh.info
+    # another clean set (another seed draws other maps) is another memory
+    beatrix(maps, predicted, clean_maps[::-1].copy(), labels, options, seed=3, memo=memo)
+    assert scored[-1] == (90, True)

@@ -4,6 +4,7 @@ should pass, one that should fail, and one with too few usable cases."""
 import pytest
 
 from defenses import DETECTORS
+from evaluation.protocol import TRAINING_CLASS_DETECTORS
 from experiments.claim import judge
 from experiments.claims import c04_detection, c08_pruning, c09_later_detectors, c10_adaptive, c11_stacked
 from experiments.claims.c09_later_detectors import later_detectors, section_later_detectors
@@ -16,10 +17,11 @@ from pipeline.config import RunConfig
 LEVELS = ("s1", "s2", "s3")
 
 
-def evaluation(f1: dict, flagged: bool = True, oracle: dict = None) -> dict:
+def evaluation(f1: dict, flagged: bool = True, oracle: dict = None, regime: dict = None) -> dict:
     """An evaluation.json whose detectors score ``f1[name]`` (default 0.9) at every level and pool, and
     ``oracle[name]`` (default: the same) at the best threshold; the class-level ones flag the target
-    when ``flagged``."""
+    when ``flagged`` (beyond what class size gives); SPECTRE scores ``regime["spectre"]`` (default: its
+    pools' F1) on the training set's target class, its reference's regime."""
     kinds = {name: d.consumes for name, d in DETECTORS.items()}
     value = lambda name: f1.get(name, 0.9)  # noqa: E731
     best = lambda name: (oracle or {}).get(name, value(name))  # noqa: E731
@@ -31,9 +33,13 @@ def evaluation(f1: dict, flagged: bool = True, oracle: dict = None) -> dict:
     # the target (class 0) far above the threshold when flagged, far below it when hidden
     statistic = {"0": 20.0 if flagged else 0.5, **{str(c): 1.0 + c / 10 for c in range(1, 10)}}
     class_level = {lv: {n: {"target_flagged": flagged, "f1_in_target": value(n), "statistic": statistic,
-                            "threshold": 7.39} for n, k in kinds.items() if k == "classes"} for lv in LEVELS}
+                            "threshold": 7.39, "flagged_beyond_size": flagged} for n, k in kinds.items()
+                        if k == "classes"} for lv in LEVELS}
+    in_regime = lambda name: (regime or {}).get(name, value(name))  # noqa: E731
+    training_class = {"levels": {lv: {n: {"headline": in_regime(n), "own": in_regime(n), "oracle": in_regime(n)}
+                                      for n in TRAINING_CLASS_DETECTORS} for lv in LEVELS}}
     separability = {lv: {"svm_accuracy": 0.99, "silhouette": 0.3} for lv in LEVELS}
-    return {"target": 0, "detection": {"pools": [pool], "class_level": class_level},
+    return {"target": 0, "detection": {"pools": [pool], "class_level": class_level, "training_class": training_class},
             "distances": {"separability": separability, "levels": {}, "aro": {}}}
 
 
@@ -113,6 +119,26 @@ def test_c9_later_detectors_rule():
     assert "STRIP (control) by attack: patched 0.800 → 0.300, blended 0.800 → 0.300, sig 0.800 → 0.300" in same.evidence
     assert "by attack" not in lowered.evidence
     assert judge(c09_later_detectors.CLAIM, Runs(cells(0.9, 0.5, count=2), 0.3)).verdict == "not measurable"
+    assert "SCAn flags the target under RBT in 9/9 cell × level, 9 of them beyond what class size alone gives" in (
+        lowered.evidence)
+
+
+def test_c9_reads_spectre_in_its_regime_and_shows_the_pools_beside():
+    """SPECTRE lowered on the evaluation's pools but not on the training set's target class (its
+    reference's regime): the verdict reads the regime, the evidence shows the pools."""
+    records = []
+    for i in range(3):
+        attack = ("patched", "blended", "sig")[i]
+        records.append(run("RBT", attack=attack, f1={**later(0.9), "strip": 0.8}))
+        ml = run("ML-MMDR", attack=attack, f1={**later(0.9), "spectre": 0.4 + 0.01 * i, "strip": 0.8})
+        ml["evaluation"] = evaluation({**later(0.9), "spectre": 0.4 + 0.01 * i, "strip": 0.8},
+                                      regime={"spectre": 0.88 + 0.01 * i})
+        records.append(ml)
+    found = judge(c09_later_detectors.CLAIM, Runs(records, 0.3))
+    assert found.verdict.startswith("SPECTRE not lowered;")
+    assert "SPECTRE on the evaluation's pools (not judged: outside its regime) 0.900 → 0.410" in found.evidence
+    assert detector_f1(records[1], "spectre") == pytest.approx(0.88)
+    assert detector_f1(records[1], "spectre", protocol="pools") == pytest.approx(0.4)
 
 
 def adaptive_grid(adaptive_f1, stacked_f1, mlmmdr_f1=0.6, asr=1.0, seeds=(0, 1, 2)):
@@ -171,15 +197,20 @@ def test_the_class_level_lines_give_the_target_statistic_against_the_threshold()
                 run("ML-MMDR", model="preactresnet18", studies=("model",))]
     lines = section_later_detectors(Runs(records, 0.3))
     scan = [line for line in lines if line.startswith("- ") and ", SCAn," in line]
+    # with how many of the flags the size-only control did not raise too (the constructed records: every flag)
     assert scan == [
-        "- VGG-11, SCAn, RBT: target flagged in s1 2/2, s2 2/2, s3 2/2; target statistic against threshold 7.39: "
-        "s1 20.00 (other 1.90), s2 20.00 (other 1.90), s3 20.00 (other 1.90)",
-        "- VGG-11, SCAn, ML-MMDR: target flagged in s1 0/2, s2 0/2, s3 0/2; target statistic against threshold 7.39: "
-        "s1 0.50 (other 1.90), s2 0.50 (other 1.90), s3 0.50 (other 1.90)",
-        "- PreActResNet-18, SCAn, RBT: target flagged in s1 1/1, s2 1/1, s3 1/1; target statistic against threshold "
-        "7.39: s1 20.00 (other 1.90), s2 20.00 (other 1.90), s3 20.00 (other 1.90)",
-        "- PreActResNet-18, SCAn, ML-MMDR: target flagged in s1 1/1, s2 1/1, s3 1/1; target statistic against "
-        "threshold 7.39: s1 20.00 (other 1.90), s2 20.00 (other 1.90), s3 20.00 (other 1.90)"]
+        "- VGG-11, SCAn, RBT: target flagged in s1 2/2, s2 2/2, s3 2/2, 6 of them beyond what class size alone "
+        "gives; target statistic against threshold 7.39: s1 20.00 (other 1.90), s2 20.00 (other 1.90), s3 20.00 "
+        "(other 1.90)",
+        "- VGG-11, SCAn, ML-MMDR: target flagged in s1 0/2, s2 0/2, s3 0/2, 0 of them beyond what class size alone "
+        "gives; target statistic against threshold 7.39: s1 0.50 (other 1.90), s2 0.50 (other 1.90), s3 0.50 "
+        "(other 1.90)",
+        "- PreActResNet-18, SCAn, RBT: target flagged in s1 1/1, s2 1/1, s3 1/1, 3 of them beyond what class size "
+        "alone gives; target statistic against threshold 7.39: s1 20.00 (other 1.90), s2 20.00 (other 1.90), s3 "
+        "20.00 (other 1.90)",
+        "- PreActResNet-18, SCAn, ML-MMDR: target flagged in s1 1/1, s2 1/1, s3 1/1, 3 of them beyond what class "
+        "size alone gives; target statistic against threshold 7.39: s1 20.00 (other 1.90), s2 20.00 (other 1.90), "
+        "s3 20.00 (other 1.90)"]
 
 
 def test_the_adaptive_section_names_a_threshold_that_misses_what_the_score_ranks():

@@ -140,3 +140,44 @@ def test_both_ss_score_forms_read_one_direction_the_top_right_singular_vector():
         alone = defenses.spectral_signatures(features, 1 / 6, score=score)
         assert np.array_equal(shared.scores, expected[score]) and np.array_equal(alone.scores, expected[score])
         assert np.array_equal(shared.flagged, alone.flagged)
+
+
+def test_every_scored_detection_records_its_auroc_beside_its_f1():
+    """A detection of perfectly separable scores has AUROC 1 and the inverted one 0, whatever its
+    rule flags; a clustering (AC) has no per-sample score and records None."""
+    from evaluation.protocol import EvalOptions, score
+
+    truth = np.r_[np.zeros(6, bool), np.ones(4, bool)]
+    separable = np.r_[np.linspace(0.0, 1.0, 6), np.linspace(2.0, 3.0, 4)]
+    nothing = np.zeros(len(truth), bool)
+    for scores, expected in ((separable, 1.0), (-separable, 0.0)):
+        record = score(defenses.DETECTORS["ss"], defenses.Detection(flagged=nothing, scores=scores), truth)
+        assert record["auroc"] == expected and record["own"] == 0.0
+    features, truth, reference = clusters(shift=15.0)
+    inputs = defenses.DetectorInputs(features=features, protocol=EvalOptions(), expected_malicious=int(truth.sum()))
+    ss = score(defenses.DETECTORS["ss"], defenses.DETECTORS["ss"].run(inputs, None, 0), truth)
+    assert ss["auroc"] > 0.9 and set(ss["variants_auroc"]) == {"centred", "uncentred"}
+    assert set(ss["variants"]["centred"]) == {"top_scores", "oracle"}  # the variants' keys stay F1 rules
+    ac = score(defenses.DETECTORS["ac"], defenses.activation_clustering(features, clean_features=reference), truth)
+    assert ac["auroc"] is None and ac["own"] > 0.95
+
+
+def test_a_subset_recomputes_the_facts_that_depend_on_its_rows():
+    detection = defenses.Detection(flagged=np.zeros(4, bool), scores=np.array([4.0, 3.0, 2.0, 1.0]),
+                                   info={"kept": 1, "top": 4.0}, row_facts=lambda d: {"top": float(d.scores.max())})
+    part = detection.subset(np.array([2, 3]))
+    assert part.info == {"kept": 1, "top": 2.0} and detection.info["top"] == 4.0
+    assert part.subset(np.array([1])).info["top"] == 1.0
+
+
+def test_a_class_verdict_records_the_rank_of_the_targets_statistic():
+    from defenses import ClassVerdict
+    from evaluation.protocol import class_verdict
+
+    truth = {"labels": np.array([0, 0, 1, 1, 2, 2]), "poisoned": np.array([0, 0, 0, 1, 0, 0], bool)}
+    verdict = ClassVerdict(statistic={0: 9.0, 1: 4.0, 2: 4.0}, flagged_classes=[0], flagged=np.zeros(6, bool),
+                           threshold=7.0)
+    record = class_verdict(verdict, truth, target=1)
+    assert (record["target_rank"], record["target_rank_ties"], record["n_classes"]) == (2, 1, 3)
+    assert not record["target_flagged"] and record["others_flagged"] == [0]
+    assert class_verdict(verdict, truth, target=0)["target_rank"] == 1

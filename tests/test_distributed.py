@@ -371,8 +371,8 @@ def test_killed_ddp_run_resumes_to_the_uninterrupted_metrics(tmp_path):
     assert (resumed_metrics["ba"], resumed_metrics["asr"]) == (whole_metrics["ba"], whole_metrics["asr"])
     # one closing line, from rank 0, and the resumed run's is the uninterrupted one's but for the seconds
     # and the directory (the tiny model may collapse on some CPUs' kernels: the note is then part of both)
-    closing = re.compile(rf"^{name}: BA=\d\.\d{{4}} ASR=\d\.\d{{4}} \(ML-MMDR, 4 epochs, \d+s(, collapsed: [^)]+)?\) -> ",
-                         re.M)
+    closing = re.compile(rf"^{name}: BA=\d\.\d{{4}} ASR=\d\.\d{{4}} \(ML-MMDR, algorithm1: split CE, auto batches, "
+                         rf"add poisoned images, 4 epochs, \d+s(, collapsed: [^)]+)?\) -> ", re.M)
     lines = [[re.sub(r", \d+s", ", Ns", match.group(0)) for match in closing.finditer(output)]
              for output in (whole_output, resumed_output)]
     assert len(lines[0]) == 1 and lines[1] == lines[0]

@@ -112,8 +112,9 @@ def test_the_defenders_data_lies_outside_the_attackers_subset_and_apart_from_its
     outside[keep] = False
     attacker_x, out_x, out_y = digits.train_x[keep], digits.train_x[outside], digits.train_y[outside]
     data = defender_split(attacker_x, digits.train_y[keep], out_x, out_y, 0.05, 200, seed=0)
-    assert data.source == OUTSIDE and len(data.images) == int(0.05 * len(digits.train_x)) == 71
-    assert len(data.validation_images) == 200
+    # 5% of the attacker's 600 training images, not of digits' whole 1,437
+    assert data.source == OUTSIDE and len(data.images) == 30 and len(data.validation_images) == 200
+    assert data.record()["share_of"] == "attacker" and data.record()["share_base"] == 600
 
     def keys(images):
         return [tuple(row.flatten().tolist()) for row in images]
@@ -132,6 +133,9 @@ def test_the_defenders_data_lies_outside_the_attackers_subset_and_apart_from_its
     again = defender_split(attacker_x, digits.train_y[keep], out_x, out_y, 0.05, 200, seed=0)
     other = defender_split(attacker_x, digits.train_y[keep], out_x, out_y, 0.05, 200, seed=1)
     assert data.record() == again.record() and data.record()["sha256"] != other.record()["sha256"]
+    # the sensitivity arm: 5% of the whole training set (the earlier regime), recorded as such
+    whole = defender_split(attacker_x, digits.train_y[keep], out_x, out_y, 0.05, 200, seed=0, share_of="whole")
+    assert len(whole.images) == 71 and whole.record()["share_of"] == "whole" and whole.record()["share_base"] == 1437
     # no images outside the attacker's training set: clean copies of it, as the reference code holds
     inside = defender_split(digits.train_x, digits.train_y, None, None, 0.05, 1000, seed=0)
     assert inside.source == INSIDE and len(inside.images) == 71 and len(inside.validation_images) == 1000
@@ -160,19 +164,156 @@ def test_argd_follows_the_references_three_phase_schedule():
         ARGDOptions(lr_epochs=(6, 3))
 
 
-def test_the_tuning_rule_keeps_accuracy_then_takes_the_largest_beta_then_the_largest_lr():
+def _candidates(rows: list) -> list:
+    """Tuning candidates from (lr, β, correct of 1,000), each with the float32 accuracy a model
+    would report for that count."""
+    return [{"lr": lr, "beta_scale": beta, "validation_correct": correct,
+             "validation_accuracy": torch.tensor([1.0] * correct + [0.0] * (1000 - correct)).mean().item()}
+            for lr, beta, correct in rows]
+
+
+def test_the_tolerance_compares_exact_counts_and_keeps_a_candidate_exactly_at_the_floor():
+    """Issue 42: before 865 of 1,000, a NAD candidate at 835 (exactly 3 points lower) was dropped,
+    its float32 accuracy 0.83499998 falling under 0.865 − 0.03 − 1e-12; on counts it is kept."""
+    from defenses.erasing.tuning import choose, tolerance_images
+
+    assert tolerance_images(0.03, 1000) == 30 and tolerance_images(0.03, 50) == 1  # ⌊1.5⌋
+    assert tolerance_images(0.07, 100) == 7 and tolerance_images(0.29, 100) == 29  # 0.29 × 100 is 28.999… in floats
+    candidates = _candidates([(0.1, 1.0, 835), (0.1, 0.25, 834), (0.03, 1.0, 860)])
+    assert candidates[0]["validation_accuracy"] < 0.865 - 0.03 - 1e-12  # the float comparison's wrong answer
+    found = choose(candidates, 865, tolerance_images(0.03, 1000))
+    assert found["rule_met"] and found["floor_correct"] == 835 and found["kept"] == 2
+    assert found["chosen"] is candidates[0]  # at the floor, kept, and the strongest
+    one_below = choose(_candidates([(0.1, 1.0, 834), (0.03, 1.0, 860)]), 865, 30)
+    assert one_below["chosen"]["lr"] == 0.03 and one_below["kept"] == 1
+    with pytest.raises(TypeError):  # accuracies are not counts
+        choose(candidates, 0.865, 30)
+
+
+def test_the_tuning_rule_takes_the_largest_lr_then_the_largest_beta_among_those_kept():
     from defenses.erasing.tuning import choose
 
-    candidates = [{"lr": lr, "beta_scale": beta, "validation_accuracy": accuracy} for lr, beta, accuracy in [
-        (0.1, 1.0, 0.10), (0.01, 1.0, 0.70), (0.1, 0.25, 0.86), (0.01, 0.25, 0.88), (0.003, 0.25, 0.90),
-        (0.1, 0.0625, 0.89), (0.01, 0.0625, 0.91)]]
-    found = choose(candidates, before_accuracy=0.90, tolerance=0.03)
-    # kept: ≥ 0.87 → (0.01, 1/4), (0.003, 1/4), (0.1, 1/16), (0.01, 1/16); largest β: 1/4; then largest lr: 0.01
-    assert found["rule_met"] and found["kept"] == 4 and found["chosen"] is candidates[3]
-    none_kept = choose(candidates[:2], before_accuracy=0.90, tolerance=0.03)
-    assert not none_kept["rule_met"] and none_kept["chosen"] is candidates[1]
-    finetune = [{"lr": lr, "validation_accuracy": a} for lr, a in [(0.01, 0.80), (0.003, 0.88), (0.001, 0.89)]]
-    assert choose(finetune, 0.90, 0.03)["chosen"]["lr"] == 0.003
+    candidates = _candidates([(0.1, 1.0, 100), (0.1, 0.25, 860), (0.1, 0.0625, 880), (0.03, 1.0, 890),
+                              (0.01, 1.0, 900), (0.003, 0.25, 905)])
+    found = choose(candidates, before_correct=900, tolerance=30)
+    # kept: ≥ 870 → (0.1, 1/16), (0.03, 1), (0.01, 1), (0.003, 1/4); the largest lr first: 0.1 with β×1/16,
+    # over the largest β (1, at 0.03 and 0.01), which taking β first would have chosen
+    assert found["rule_met"] and found["kept"] == 4 and found["chosen"] is candidates[2]
+    # at one lr, the largest β kept
+    same_lr = _candidates([(0.01, 1.0, 850), (0.01, 0.25, 880), (0.01, 0.0625, 895)])
+    assert choose(same_lr, 900, 30)["chosen"] is same_lr[1]
+    # none kept: the most correct images, ties to the strongest
+    none_kept = _candidates([(0.1, 1.0, 500), (0.03, 1.0, 700), (0.03, 0.25, 700)])
+    found = choose(none_kept, 900, 30)
+    assert not found["rule_met"] and found["chosen"] is none_kept[1]
+    finetune = [{"lr": lr, "validation_correct": c} for lr, c in [(0.1, 850), (0.03, 880), (0.01, 890), (0.001, 899)]]
+    assert choose(finetune, 900, 30)["chosen"]["lr"] == 0.03
+
+
+def test_the_ordered_search_runs_the_strongest_first_and_stops_at_the_rules_choice():
+    """The tuning's cost reduction: run the candidates in the rule's order and stop at the first
+    kept, which is what choosing among every candidate would take."""
+    from dataclasses import dataclass
+
+    from defenses.erasing.train import NADOptions
+    from defenses.erasing.tuning import strongest_first, tune_defense
+
+    @dataclass
+    class Held:
+        model: torch.nn.Module
+
+    correct = {(0.1, 1.0): 500, (0.1, 0.25): 869, (0.03, 1.0): 871, (0.03, 0.25): 880, (0.01, 1.0): 899,
+               (0.01, 0.25): 900}
+    ran = []
+
+    def defense(trial, options, progress, test, data, **_):
+        key = (options.lr_at(0), options.beta_scale)
+        ran.append(key)
+        count = correct[key]
+        return {"after": {"validation_correct": count, "validation_accuracy": count / 1000},
+                "history": [{"validation_accuracy": 0.9}, {"validation_accuracy": count / 1000}], "seconds": 0.0}
+
+    grid = [(lr, beta) for lr in (0.01, 0.1, 0.03) for beta in (0.25, 1.0)]
+    assert strongest_first(grid) == [(0.1, 1.0), (0.1, 0.25), (0.03, 1.0), (0.03, 0.25), (0.01, 1.0), (0.01, 0.25)]
+    held = Held(torch.nn.Linear(1, 1))
+    ordered = tune_defense(held, defense, NADOptions(), grid, 900, 30, data=None, progress=False)
+    assert ran == [(0.1, 1.0), (0.1, 0.25), (0.03, 1.0)]  # 869 < 870, then 871 is kept: the search stops
+    assert ordered["chosen"]["lr"] == 0.03 and ordered["chosen"]["beta_scale"] == 1.0
+    assert [(s["lr"], s["beta_scale"]) for s in ordered["skipped"]] == [(0.03, 0.25), (0.01, 1.0), (0.01, 0.25)]
+    ran.clear()
+    full = tune_defense(held, defense, NADOptions(), grid, 900, 30, data=None, search="full", progress=False)
+    assert len(ran) == 6 and full["skipped"] == [] and full["kept"] == 4 and full["chosen"] == ordered["chosen"]
+    assert ordered["chosen_model"] is not held.model  # each candidate erased a copy
+
+
+def test_the_defenders_share_is_five_percent_of_the_attackers_training_set_drawn_outside_it():
+    """10,000 attacker images of a 60,000-image training set: 500 for the defender (the references'
+    5% of what the model was trained on), not 3,000 (5% of the whole set, the sensitivity arm),
+    none of them the attacker's or a validation image."""
+    from defenses.defender import OUTSIDE, defender_split
+
+    ids = torch.arange(60_000)
+    labels = ids % 10
+    attacker = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))[:10_000].sort().values
+    outside = torch.ones(60_000, dtype=torch.bool)
+    outside[attacker] = False
+    data = defender_split(ids[attacker], labels[attacker], ids[outside], labels[outside], 0.05, 1000, seed=0)
+    share, validation = set(data.images.tolist()), set(data.validation_images.tolist())
+    assert data.source == OUTSIDE and len(share) == len(data.images) == 500 and len(validation) == 1000
+    assert not share & set(attacker.tolist()) and not validation & set(attacker.tolist()) and not share & validation
+    assert torch.equal(data.labels, data.images % 10)
+    assert {key: data.record()[key] for key in ("images", "share_of", "share_base", "full_training_set")} == {
+        "images": 500, "share_of": "attacker", "share_base": 10_000, "full_training_set": 60_000}
+    whole = defender_split(ids[attacker], labels[attacker], ids[outside], labels[outside], 0.05, 1000, seed=0,
+                           share_of="whole")
+    assert len(whole.images) == 3000 and whole.record()["share_of"] == "whole"
+    assert not set(whole.images.tolist()) & set(attacker.tolist())
+
+
+def test_every_tuned_model_is_tuned_on_its_own_run_and_the_share_arm_is_a_grid_option():
+    from dataclasses import replace
+
+    from experiments.grid import Grid
+    from pipeline.config import RunConfig
+    from pipeline.rundir import RunDir
+
+    grid = Grid(base=RunConfig(data_name="digits", out_dir="x"), lambdas=(0.3,), second_model=None, kernels=(),
+                seeds=(0, 1), compare_pooled=False, adaptive_attacks=(), stacked_attacks=(), erasing_seeds=(0, 1))
+    studies = grid.studies()
+    assert len(studies["erase_tuned"]) == 4  # RBT and ML-MMDR on seeds 0 and 1
+    for config in studies["erase_tuned"]:
+        stages = grid.erasing_stages(config, studies)
+        assert [name for name, _ in stages] == ["tune", "finetune", "nad", "argd"]
+        assert all(options.tuned_settings == str(RunDir.of(config).path) for _, options in stages[1:])
+        assert all(options is None or options.defense_share_of == "attacker" for _, options in stages)
+    sensitivity = replace(grid, erase_share_of="whole")
+    for config in studies["erase_tuned"] + studies["erase_reference"]:
+        assert all(options.defense_share_of == "whole" for _, options in sensitivity.erasing_stages(config, studies))
+
+
+def test_the_report_tells_the_defenders_share_arms_apart_and_shows_the_tunings_counts():
+    from experiments.claims.c07_erasing import _defender_share, _tuning_table
+    from experiments.records import Runs
+    from pipeline.config import RunConfig
+
+    def defender(images, share_of, base):
+        return {"images": images, "share_of": share_of, "share_base": base, "validation_images": 1000}
+
+    assert _defender_share({"defender": defender(500, "attacker", 10_000), "options": {"defense_ratio": 0.05}}) == \
+        "500 (5% of the attacker's 10,000)"
+    assert _defender_share({"defender": defender(3000, "whole", 60_000), "options": {"defense_ratio": 0.05}}) == \
+        "3,000 (5% of the whole 60,000)"
+    assert _defender_share({"defender": {"images": 3000}, "options": {"defense_ratio": 0.05}}) == "—"  # earlier records
+    chosen = {"lr": 0.1, "beta_scale": 1.0, "validation_correct": 835, "validation_accuracy": 0.835}
+    tune = {"defender": defender(500, "attacker", 10_000), "before": {"validation_correct": 865},
+            "erasing_regime": {"defender_share": {"ratio": 0.05}},
+            "defenses": {"nad": {"candidates": [chosen], "skipped": [{"lr": 0.1, "beta_scale": 0.25}] * 15,
+                                 "chosen": chosen, "rule_met": True, "kept": 1, "floor_correct": 835,
+                                 "test_after": {"ba": 0.8, "asr": 0.1, "collapsed_to_class": None}}}}
+    rows = [line for line in _tuning_table(Runs([{"config": RunConfig(data_name="digits"), "tune": tune}], 0.3))
+            if line.startswith("| VGG-11")]
+    assert rows == ["| VGG-11 | patched | 0 | RBT | NAD | lr 0.1, β×1 | 835 of 1000 (before 865, floor 835) | yes | "
+                    "1 of 16 | 500 (5% of the attacker's 10,000) | 0.800 / 0.100 |"]
 
 
 def test_the_bootstrap_interval_and_the_paired_verdict_on_known_inputs():
@@ -243,15 +384,18 @@ def test_finetune_nad_and_argd_run_end_to_end(erased_run, capsys):
     finetuned = json.loads((run_dir / "defense_finetune.json").read_text())  # the teacher, fine-tuned first
     assert len(finetuned["history"]) == 2 and finetuned["options"]["defense_ratio"] == 0.05
     result = json.loads((run_dir / "defense_nad.json").read_text())
-    # 5% of digits' 1,437 training images, drawn from the 837 outside the run's 600-image subset
-    assert result["clean_samples"] == 71 and result["teacher"]["source"].endswith("defense_finetune_model.pt")
+    # 5% of the run's 600-image training subset, drawn from digits' 837 images outside it
+    assert result["clean_samples"] == 30 and result["teacher"]["source"].endswith("defense_finetune_model.pt")
     assert result["defender"]["source"] == "outside the attacker's training subset"
+    assert result["erasing_regime"]["defender_share"] == {"ratio": 0.05, "of": "attacker", "of_images": 600,
+                                                          "images": 30}
+    assert result["erasing_regime"]["tuning"].startswith("none")
     assert result["teacher"]["ba"] == finetuned["after"]["ba"] and result["teacher"]["asr"] == finetuned["after"]["asr"]
     assert [row["epoch"] for row in result["history"]] == [0, 1, 2]
     assert [row["lr"] for row in result["history"][1:]] == [0.1, 0.1]  # NAD's two warm epochs
     assert result["before"]["asr"] == result["history"][0]["asr"] and result["after"]["ba"] == result["history"][-1]["ba"]
     assert {"ce", "s1", "s2", "s3", "loss"} <= set(result["history"][1])
-    assert "nad on 71 clean images (outside the attacker's training subset), 2 epochs" in out and (run_dir.parent / "figures" / "digits_vgg11_patched" /
+    assert "nad on 30 clean images (outside the attacker's training subset), 2 epochs" in out and (run_dir.parent / "figures" / "digits_vgg11_patched" /
                                                            "erasing.png").is_file()
     teacher_mtime = (run_dir / "defense_finetune_model.pt").stat().st_mtime_ns
     code, out = _defend(argv + ["--defense", "argd", "--argd_epochs", "1"], capsys)
@@ -358,7 +502,7 @@ def test_wrn16_1_trains_one_epoch_with_mlmmdr_and_is_erased_by_argd(tmp_path, ca
     code, out = _defend(argv + ["--defense", "argd", "--argd_epochs", "1", "--teacher_epochs", "1",
                                 "--figure_dir", str(tmp_path / "figures")], capsys)
     assert code == 0, out
-    assert json.loads((run_dir / "defense_argd.json").read_text())["clean_samples"] == 71
+    assert json.loads((run_dir / "defense_argd.json").read_text())["clean_samples"] == 15  # 5% of the 300
 
 
 def test_a_collapsed_erasing_is_labelled_and_its_asr_is_no_result(erased_run, tmp_path, capsys):
@@ -388,13 +532,21 @@ def test_a_tuning_chooses_on_validation_and_its_choice_is_applied(erased_run, ca
                                 "--tune_finetune_lrs", "0.003", "0.001", "--defense_validation", "100"], capsys)
     assert code == 0, out
     tuned = json.loads((run_dir / "defense_tune.json").read_text())
-    assert tuned["defender"]["validation_images"] == 100
-    assert [c["lr"] for c in tuned["defenses"]["finetune"]["candidates"]] == [0.003, 0.001]
-    assert [(c["lr"], c["beta_scale"]) for c in tuned["defenses"]["nad"]["candidates"]] == [(0.01, 1.0), (0.01, 0.25)]
-    for found in tuned["defenses"].values():
-        from defenses.erasing.tuning import choose
+    assert tuned["defender"]["validation_images"] == 100 and tuned["defender"]["images"] == 30
+    regime = tuned["erasing_regime"]
+    assert regime["tolerance"] == {"fraction": 0.03, "images": 3, "validation_images": 100, "compared": "exact counts"}
+    assert regime["search"] == "ordered" and regime["defender_share"]["of"] == "attacker" and "largest starting lr" in \
+        regime["rule"]
+    from defenses.erasing.tuning import choose
 
-        assert found["chosen"] == choose(found["candidates"], tuned["before"]["validation_accuracy"], 0.03)["chosen"]
+    # strongest first, the search stopping at the first kept: what was run and skipped is the grid, in order
+    order = {"finetune": [(0.003, None), (0.001, None)], "nad": [(0.01, 1.0), (0.01, 0.25)]}
+    for name, found in tuned["defenses"].items():
+        run = [(c["lr"], c.get("beta_scale")) for c in found["candidates"] + found["skipped"]]
+        assert run == order.get(name, order["nad"])
+        kept = [c["validation_correct"] >= tuned["before"]["validation_correct"] - 3 for c in found["candidates"]]
+        assert kept[:-1] == [False] * (len(kept) - 1) and (kept[-1] or not found["skipped"])
+        assert found["chosen"] == choose(found["candidates"], tuned["before"]["validation_correct"], 3)["chosen"]
     assert len(tuned["defenses"]["argd"]["candidates"][0]["validation_history"]) == 11  # ARGD's 10 epochs and before
     chosen = tuned["defenses"]["nad"]["chosen"]
     code, out = _defend(argv + ["--defense", "nad", "--nad_epochs", "3", "--defense_validation", "100",
@@ -402,6 +554,7 @@ def test_a_tuning_chooses_on_validation_and_its_choice_is_applied(erased_run, ca
     assert code == 0, out
     nad = json.loads((run_dir / "defense_nad.json").read_text())
     assert nad["tuned"]["lr"] == chosen["lr"] and nad["tuned"]["beta_scale"] == chosen["beta_scale"]
+    assert nad["erasing_regime"]["tuning"] == regime and nad["tuned"]["regime"] == regime["name"]
     assert [row["lr"] for row in nad["history"][1:]] == [0.01, 0.01, 0.001]  # NAD's phases from the tuned start
     assert f"tuned lr {chosen['lr']:g} β×{chosen['beta_scale']:g}" in out
 

@@ -46,10 +46,32 @@ def test_evaluate_writes_complete_json_and_markdown(tiny_run, capsys):
         assert set(ac["variants"]["ica20"]) == {"clean_reference", "smaller", "relative_size", "oracle"}
         assert ac["own"] == ac["variants"]["pca10"]["clean_reference"]
         assert set(ss["variants"]) == {"centred", "uncentred"} and ss["own"] == ss["variants"]["centred"]["top_scores"]
+        # the threshold-free score beside every rule: a scored detector's AUROC, none for AC's clusters
+        assert ac["auroc"] is None and all(0.0 <= pool["levels"][level][m]["auroc"] <= 1.0 for m in ("ss", "sr"))
+    strip = pool["input_level"]["strip"]
+    assert 0.0 <= strip["auroc"] <= 1.0 and isinstance(strip["threshold_below_every_entropy"], bool)
+    assert strip["threshold_rule"] == "normal" and strip["own"] == strip["variants"]["normal"]["normal"]
+    assert set(strip["variants"]) == {"normal", "empirical"} and set(strip["variants_auroc"]) == {"normal", "empirical"}
+    for verdicts in result["detection"]["class_level"].values():
+        for verdict in verdicts.values():
+            assert 1 <= verdict["target_rank"] <= verdict["n_classes"]
     markdown = (run_dir / "evaluation.md").read_text()
+    assert "; AUROC " in markdown and "| STRIP | normal | normal |" in markdown and "| target's rank |" in markdown
     assert "| patched (benign vs malicious) |" in markdown and "| intra-class |" in markdown
     assert "| inter-class (min) |" in markdown and "| SR | s3 |" in markdown and "N=40, r′=1" in markdown
     assert "BA=" in capsys.readouterr().out
+
+
+def test_an_evaluation_recorded_before_the_threshold_free_scores_is_stale():
+    """The evaluation's inputs_hash holds the version of its record, so an evaluation.json written
+    before every detection recorded its AUROC (hashed from the options alone) is computed again."""
+    from dataclasses import asdict
+
+    from pipeline.config import RunConfig, digest, inputs_hash
+
+    config, options = RunConfig(), EvalOptions()
+    assert inputs_hash(config, options) != digest({"config": config.config_hash(), "options": asdict(options)})
+    assert inputs_hash(config, options) == inputs_hash(config, EvalOptions())
 
 
 def test_all_runs_writes_one_summary_row_per_run(tiny_run, capsys):

@@ -63,3 +63,44 @@ def test_f1_helpers():
     assert metrics.best_f1_over_thresholds([1.0, 1.0, 0.0], [1, 0, 0]) == pytest.approx(2 / 3)
     for flags in itertools.product([0, 1], repeat=4):
         assert metrics.f1_score(flags, [1, 0, 1, 0]) <= 1.0
+
+
+def _pairwise_auroc(scores, positive):
+    """The direct formula: the share of (malicious, benign) pairs the score orders right, ties half."""
+    scores, positive = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
+    pairs = [(p > n) + 0.5 * (p == n) for p in scores[positive] for n in scores[~positive]]
+    return sum(pairs) / len(pairs)
+
+
+def test_auroc_matches_the_pairwise_formula_with_ties():
+    rng = np.random.default_rng(0)
+    for size in (2, 3, 7, 20):
+        for _ in range(25):
+            scores = rng.integers(0, 4, size=size).astype(float)  # few values: many ties
+            positive = rng.random(size) < 0.5
+            if positive.all() or not positive.any():
+                positive[0] = not positive[0]
+            assert metrics.auroc(scores, positive) == pytest.approx(_pairwise_auroc(scores, positive))
+    # by hand: pairs (2>0), (2>1), (1=1: half), (1>0) of four
+    assert metrics.auroc([2.0, 1.0, 1.0, 0.0], [1, 1, 0, 0]) == pytest.approx(3.5 / 4)
+    assert metrics.auroc([5.0, 5.0, 5.0], [1, 0, 0]) == 0.5  # all tied: chance
+    assert metrics.auroc([np.inf, 1.0, -np.inf], [1, 0, 0]) == 1.0
+
+
+def test_auroc_of_separable_scores_and_where_it_is_undefined():
+    truth = np.r_[np.zeros(5, bool), np.ones(3, bool)]
+    scores = np.r_[np.arange(5.0), 10 + np.arange(3.0)]
+    assert metrics.auroc(scores, truth) == 1.0 and metrics.auroc(-scores, truth) == 0.0
+    assert metrics.auroc([1.0, 2.0], [0, 0]) is None and metrics.auroc([1.0, 2.0], [1, 1]) is None
+    assert metrics.auroc([np.nan, 2.0], [0, 1]) is None
+    with pytest.raises(ValueError, match="3 scores for 2 labels"):
+        metrics.auroc([1.0, 2.0, 3.0], [0, 1])
+
+
+def test_target_rank_counts_the_classes_above_the_target():
+    statistic = {0: 1.0, 1: 7.0, 2: 3.0, 3: 3.0, 4: float("nan")}
+    assert metrics.target_rank(statistic, 1) == {"target_rank": 1, "target_rank_ties": 0, "n_classes": 5}
+    assert metrics.target_rank(statistic, 2) == {"target_rank": 2, "target_rank_ties": 1, "n_classes": 5}
+    assert metrics.target_rank(statistic, 0)["target_rank"] == 4  # a NaN class never ranks above it
+    assert metrics.target_rank(statistic, 4)["target_rank"] is None
+    assert metrics.target_rank({"0": 2.0, "1": 1.0}, 9)["target_rank"] is None  # no statistic for the target

@@ -21,12 +21,12 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
     # every claim on seeds 0 1 2; the smaller λ and the loss study on seed 0 alone
     assert {name: len(configs) for name, configs in studies.items()} == {
         "lambda": 4 * (1 + 2 * 2) + 2 * 4 * 3, "model": 3 * 2 * 3, "kernel": 3 * 3, "loss": 2,
-        "adaptive": 3 * (2 * 2 + 2 * 2 + 2), "erase_reference": 1 * 2 * 2, "erase_tuned": 1 * 2 * 2}
+        "adaptive": 3 * (2 * 2 + 2 * 2 + 2 + 2), "erase_reference": 1 * 2 * 2, "erase_tuned": 1 * 2 * 2}
     names = [config.run_name for config in grid.runs()]
     assert len(set(names)) == len(names)
     # shared: the kernel study's GMK2 runs and the loss study's split run (the λ study's), the tuned erasing
     # study's runs (the λ study's patched runs of seeds 0 and 1)
-    assert len(names) == 44 + 18 + 6 + 1 + 30 + 4
+    assert len(names) == 44 + 18 + 6 + 1 + 36 + 4
     assert names[:5] == ["digits_vgg11_patched", "digits_vgg11_patched_mlmmdr_0.1_last",
                          "digits_vgg11_patched_mlmmdr_0.3_last", "digits_vgg11_patched_mlmmdr_0.1_all",
                          "digits_vgg11_patched_mlmmdr_0.3_all"]
@@ -40,11 +40,17 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
                                                             "digits_vgg11_patched_mlmmdr_0.3_all_gk1_seed1",
                                                             "digits_vgg11_patched_mlmmdr_0.3_all_lk_seed1"]
     assert studies["loss"][1].run_name == "digits_vgg11_patched_mlmmdr_0.3_all_pooled"
-    # the adaptive study: each attack at 10% and at its reference rate (TaCT: 0.3%), stacked ones also with ML-MMDR
-    assert [c.run_name for c in studies["adaptive"][:5]] == [
-        "digits_vgg11_adaptive_blend", "digits_vgg11_adaptive_blend_mlmmdr_0.3_all",
-        "digits_vgg11_adaptive_blend_r0.003", "digits_vgg11_adaptive_blend_mlmmdr_0.3_all_r0.003",
-        "digits_vgg11_adaptive_patch"]
+    # the adaptive study: each attack at 10% and at its reference rate (TaCT: 0.3%), stacked ones also with ML-MMDR;
+    # RBT in the attack's published regime (pooled CE, random batches; the toolbox's in-place poisoning), ML-MMDR
+    # as Algorithm 1 on the attack's poisoning; then ML-MMDR on the attacks they reshape at the reference rate
+    assert [c.run_name for c in studies["adaptive"][:12]] == [
+        "digits_vgg11_adaptive_blend_pooled_replace_random", "digits_vgg11_adaptive_blend_mlmmdr_0.3_all_replace",
+        "digits_vgg11_adaptive_blend_pooled_r0.003_replace_random",
+        "digits_vgg11_adaptive_blend_mlmmdr_0.3_all_r0.003_replace", "digits_vgg11_adaptive_patch_pooled_replace_random",
+        "digits_vgg11_adaptive_patch_mlmmdr_0.3_all_replace", "digits_vgg11_adaptive_patch_pooled_r0.003_replace_random",
+        "digits_vgg11_adaptive_patch_mlmmdr_0.3_all_r0.003_replace", "digits_vgg11_tact_pooled_random",
+        "digits_vgg11_tact_pooled_r0.003_random", "digits_vgg11_blended_mlmmdr_0.3_all_r0.003",
+        "digits_vgg11_patched_mlmmdr_0.3_all_r0.003"]
     assert {c.poison_ratio for c in studies["adaptive"] if c.attack_name == "tact"} == {0.1, 0.003}
     jobs = {job.config.run_name: job for job in grid.jobs()}
     stages = {name: [stage for stage, _ in job.stages] for name, job in jobs.items()}
@@ -56,12 +62,12 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
     assert stages["digits_vgg11_patched_mlmmdr_0.3_last"] == ["train", "evaluate", "scatter"]
     assert stages["digits_vgg11_patched_mlmmdr_0.1_all"] == ["train", "evaluate", "nc", "prune", "prune_places"]
     assert stages["digits_vgg11_patched_mlmmdr_0.3_all"] == ["train", "evaluate", "nc", "prune", "prune_places",
-                                                             "scatter"] + erasers
-    # RBT's Neural Cleanse on the base seed alone (C5 reads ML-MMDR's); tuned on seed 0
-    assert stages["digits_vgg11_patched_seed1"] == ["train", "evaluate", "prune", "prune_places"] + erasers
+                                                             "scatter", "tune"] + erasers
+    # RBT's Neural Cleanse on the base seed alone (C5 reads ML-MMDR's); every erased model tuned on its own
+    assert stages["digits_vgg11_patched_seed1"] == ["train", "evaluate", "prune", "prune_places", "tune"] + erasers
     assert stages["digits_vgg11_patched_mlmmdr_0.3_all_seed1"][:5] == ["train", "evaluate", "nc", "prune", "prune_places"]
     assert stages["digits_vgg11_blended"] == ["train", "evaluate"]  # blended: neither defended nor erased
-    assert stages["digits_vgg11_tact_r0.003_seed2"] == ["train", "evaluate"]
+    assert stages["digits_vgg11_tact_pooled_r0.003_random_seed2"] == ["train", "evaluate"]
     assert stages["digits_preactresnet18_patched_w0.125_seed2"] == ["train", "evaluate", "prune", "prune_places"]
     assert stages["digits_preactresnet18_blended_w0.125"] == ["train", "evaluate"]
     for name in ("digits_vgg11_patched_mlmmdr_0.3_all_lk", "digits_vgg11_patched_mlmmdr_0.3_all_pooled"):
@@ -73,12 +79,12 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
             "digits_vgg11_patched_mlmmdr_0.3_all_lk_seed2", "digits_vgg11_patched_mlmmdr_0.3_all_pooled"} <= paper_only
     assert not paper_only & {"digits_vgg11_patched", "digits_vgg11_patched_mlmmdr_0.3_all_seed1",
                              "digits_vgg11_patched_mlmmdr_0.3_last_seed2", "digits_preactresnet18_blended_w0.125",
-                             "digits_vgg11_tact_r0.003_seed1"}
+                             "digits_vgg11_tact_pooled_r0.003_random_seed1"}
     assert all(evaluated[name].detectors == ("ac", "ss", "sr") for name in paper_only)
-    # every tuned erasing reads the choice made on the first erasing seed's RBT run; the reference arm uses the
-    # references' settings, on WRN-16-1 trained at lr 0.1
+    # every tuned erasing reads the choice made on its own run; the reference arm uses the references' settings,
+    # on WRN-16-1 trained at lr 0.1
     options = dict(jobs["digits_vgg11_patched_mlmmdr_0.3_all_seed1"].stages)
-    assert all(options[name].tuned_settings.endswith("/digits_vgg11_patched") for name in erasers)
+    assert all(options[name].tuned_settings.endswith("/digits_vgg11_patched_mlmmdr_0.3_all_seed1") for name in erasers)
     reference = jobs["digits_wrn16_1_patched_mlmmdr_0.3_all_seed1"]
     assert stages[reference.config.run_name] == ["train"] + erasers
     assert (reference.config.lr, reference.config.width) == (0.1, 1.0)
@@ -210,8 +216,10 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     assert "over 2 seeds (0: " in report  # each claim's statistic, seed by seed
     assert "Each tuning's choice on its run's validation set" in report and "| teacher BA / ASR |" in report
     timings = json.loads((tmp_path / "runs" / "timings.json").read_text())
-    runs = ["digits_vgg11_adaptive_blend_mlmmdr_0.3_all_w0.125_n300", "digits_vgg11_adaptive_blend_mlmmdr_0.3_all_w0.125_n300_seed1",
-            "digits_vgg11_adaptive_blend_w0.125_n300", "digits_vgg11_adaptive_blend_w0.125_n300_seed1",
+    runs = ["digits_vgg11_adaptive_blend_mlmmdr_0.3_all_w0.125_n300_replace",
+            "digits_vgg11_adaptive_blend_mlmmdr_0.3_all_w0.125_n300_replace_seed1",
+            "digits_vgg11_adaptive_blend_pooled_w0.125_n300_replace_random",
+            "digits_vgg11_adaptive_blend_pooled_w0.125_n300_replace_random_seed1",
             "digits_vgg11_patched_mlmmdr_0.3_all_lk_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_all_lk_w0.125_n300_seed1",
             "digits_vgg11_patched_mlmmdr_0.3_all_pooled_w0.125_n300",
             "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300", "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300_seed1",

@@ -213,6 +213,27 @@ def test_deterministic_and_json():
         map(str, range(10)))
 
 
+def test_the_record_says_what_every_variant_flags_and_which_the_verdict_reads():
+    """Both identity estimates' J at both thresholds: the classes each would flag, and the one the
+    verdict (flagged_classes) follows, named."""
+    features, labels, clean, clean_labels, _ = planted_classes("other_class", 0)
+    for estimate in IDENTITY_ESTIMATES:
+        for threshold in ("e2", "e"):
+            result = scan(features, labels, clean, clean_labels, ScanOptions(identity_estimate=estimate,
+                                                                            threshold=threshold))
+            variants = result.info["flagged_by_variant"]
+            assert result.info["verdict_reads"] == f"{estimate}/{threshold}"
+            assert variants[f"{estimate}/{threshold}"] == result.flagged_classes
+            for name, values in result.anomaly_index_by_estimate.items():
+                for rule, bound in (("e2", np.exp(2)), ("e", np.e)):
+                    assert variants[f"{name}/{rule}"] == [c for c, v in zip(result.classes, values) if v > bound]
+    # the two estimates disagree here (tests above): the record shows both
+    assert variants["posterior_mean/e2"] == [0] and 0 not in variants["reference/e2"]
+    verdict = json.loads(json.dumps(result.to_verdict().to_dict()))
+    assert verdict["verdict_reads"] == "posterior_mean/e" and set(verdict["flagged_by_variant"]) == {
+        "reference/e2", "reference/e", "posterior_mean/e2", "posterior_mean/e"}
+
+
 def test_to_verdict():
     pytest.importorskip("defenses.detectors.detector")
     features, labels, clean, clean_labels, _ = planted_classes("quiet_shift", 0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.detectors.strip import STRIP, StripOptions, strip, strip_entropy, strip_rates
+from defenses.detectors.strip import STRIP, StripOptions, strip, strip_decision, strip_entropy, strip_rates
 from metrics.f1 import f1_score
 from utils.errors import ParameterError
 
@@ -211,3 +211,35 @@ def test_rates_and_the_registry_record():
     assert strip_rates([True], [True]) == {"frr": None, "far": 0.0}
     assert STRIP.consumes == "inputs" and not STRIP.has_levels and STRIP.options is StripOptions
     assert "N = 100" in STRIP.describe(StripOptions())
+
+
+def test_the_normal_threshold_below_every_entropy_is_recorded_and_the_empirical_rule_kept_beside_it():
+    """Clean entropies spread evenly over [1, 2]: the fitted normal (μ 1.5, σ ≈ 0.29) puts its 1%
+    quantile near 0.83, below every clean entropy and every inspected one, so the normal rule flags
+    nothing; the empirical 1% quantile of the 101 clean entropies is their second, 1.01."""
+    fit = np.linspace(1.0, 2.0, 101)
+    pool_entropy = np.array([0.95, 1.0, 1.005, 1.02, 1.5, 2.0])
+    truth = np.array([1, 1, 1, 0, 0, 0], bool)
+    result = strip_decision(pool_entropy, fit, StripOptions(frr=0.01))
+    assert result.info["normal_threshold"] == pytest.approx(1.5 - 2.3263 * np.std(fit), abs=1e-3)
+    assert result.info["threshold_below_every_entropy"] and result.info["normal_threshold_below_every_fit_entropy"]
+    assert not result.flagged.any() and result.info["threshold_rule"] == "normal"  # the headline rule is unchanged
+    assert result.info["empirical_threshold"] == pytest.approx(1.01)
+    assert set(result.variants) == {"normal", "empirical"}
+    assert result.variants["empirical"].flagged.sum() == 3 and result.variants["empirical"].own_f1(truth) == 1.0
+    assert result.variants["normal"].own_f1(truth) == 0.0 and result.auroc(truth) == 1.0
+    # the flag is per pool: a pool holding an entropy under the boundary is flagged there, and not above it
+    low = strip_decision(np.r_[0.5, pool_entropy], fit)
+    assert not low.info["threshold_below_every_entropy"] and low.flagged.sum() == 1
+    assert low.subset(np.arange(1, 7)).info["threshold_below_every_entropy"]
+    assert not low.subset(np.array([0, 3])).info["threshold_below_every_entropy"]
+
+
+def test_strip_records_both_rules_as_variants():
+    inputs, truth, overlays, fit = pool()
+    result = strip(corner_trigger_classifier(), inputs, overlays, fit)
+    assert set(result.variants) == {"normal", "empirical"}
+    for rule, variant in result.variants.items():
+        assert np.array_equal(variant.flagged, result.decisions[rule])
+    assert not result.info["threshold_below_every_entropy"] and result.auroc(truth) == 1.0
+    assert result.info["forward_passes"] == 100 * (len(fit) + len(inputs)) and result.info["n_inputs"] == len(inputs)

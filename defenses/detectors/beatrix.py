@@ -12,6 +12,7 @@ held out in a 5-fold split of the clean maps (``beatrix``).
 Per class: KMMD between the spatially mean-pooled maps of a class's flagged and unflagged inputs,
 then the MAD anomaly index over classes; a class is infected above e² (``beatrix_class_test``).
 """
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -150,11 +151,11 @@ def _chunks(count: int, channels: int):
     return [slice(start, min(start + step, count)) for start in range(0, count, step)]
 
 
-def _class_scores(clean: torch.Tensor, tested: torch.Tensor, options: BeatrixOptions):
-    """One class: the held-out clean deviations of the folds (threshold_determine) and the
-    deviations of the tested maps against bounds from all its clean maps (train + get_deviations_),
-    streamed one order at a time and in chunks of tested maps, so that at most one order's Gram
-    matrices of a chunk are held."""
+def _class_scores(clean: torch.Tensor, tested: torch.Tensor, options: BeatrixOptions, held_out_too: bool = True):
+    """One class: the held-out clean deviations of the folds (threshold_determine; None when not
+    ``held_out_too``) and the deviations of the tested maps against bounds from all its clean maps
+    (train + get_deviations_), streamed one order at a time and in chunks of tested maps, so that
+    at most one order's Gram matrices of a chunk are held."""
     count, channels = clean.shape[0], clean.shape[1]
     rows, cols = torch.triu_indices(channels, channels)
     fold_size = count // options.folds
@@ -165,7 +166,7 @@ def _class_scores(clean: torch.Tensor, tested: torch.Tensor, options: BeatrixOpt
     for order in range(1, options.max_order + 1):
         clean_raw = _raw_gram(clean, order)
         upper_by_entry = np.ascontiguousarray(_signed_root(clean_raw[:, rows, cols], order).numpy().T)
-        for fold in range(options.folds):
+        for fold in range(options.folds if held_out_too else 0):
             held = np.arange(fold * fold_size, (fold + 1) * fold_size)
             bounds = _Bounds.fit(upper_by_entry[:, np.setdiff1d(np.arange(count), held)], channels, order,
                                  options.mad_factor)
@@ -176,7 +177,33 @@ def _class_scores(clean: torch.Tensor, tested: torch.Tensor, options: BeatrixOpt
     # get_deviations_ divides by num_feature = C²/2 (half the full C×C matrix, not the C(C+1)/2
     # entries of its triangle) and by the number of orders
     scale = channels * channels / 2 * options.max_order
-    return held_out.numpy() / scale, tested_deviation.numpy() / scale
+    return held_out.numpy() / scale if held_out_too else None, tested_deviation.numpy() / scale
+
+
+def _digest(array) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
+
+
+def _remembered_class_scores(clean: torch.Tensor, tested: torch.Tensor, options: BeatrixOptions, memo: dict):
+    """:func:`_class_scores` with each tested map's deviation kept in ``memo`` (a dict the caller
+    holds) under its class's clean maps and the options: a map's deviation depends on nothing
+    else, so a map met again (the same training image in another sample size or in a control)
+    is not scored again. None: no memory."""
+    if memo is None:
+        return _class_scores(clean, tested, options)
+    store = memo.setdefault(("beatrix", _digest(clean.numpy()), repr(options)), {"held_out": None, "maps": {}})
+    keys = [_digest(row) for row in tested.numpy()]
+    new = {}  # each map not scored yet, once (a map twice in ``tested`` is scored once)
+    for position, key in enumerate(keys):
+        if key not in store["maps"]:
+            new.setdefault(key, position)
+    missing = list(new.values())
+    if store["held_out"] is None or missing:
+        held_out, deviations = _class_scores(clean, tested[torch.tensor(missing, dtype=torch.long)], options,
+                                             held_out_too=store["held_out"] is None)
+        store["held_out"] = store["held_out"] if held_out is None else held_out
+        store["maps"].update(zip([keys[position] for position in missing], deviations))
+    return store["held_out"], np.array([store["maps"][key] for key in keys], dtype=np.float64)
 
 
 def _percentile_threshold(held_out: np.ndarray, percentile: float) -> float:
@@ -208,7 +235,8 @@ def _check_maps(maps, predicted, clean_maps, clean_labels):
     return maps, predicted, clean_maps, clean_labels
 
 
-def beatrix(maps, predicted, clean_maps, clean_labels, options: BeatrixOptions = None, seed: int = 0) -> Detection:
+def beatrix(maps, predicted, clean_maps, clean_labels, options: BeatrixOptions = None, seed: int = 0,
+            memo: dict = None) -> Detection:
     """Beatrix's per-sample detection (BEAT_detector._detecting with Feature_Correlations).
 
     ``maps`` (N, C, H, W): feature maps at one level of the inputs under test (the reference:
@@ -224,6 +252,10 @@ def beatrix(maps, predicted, clean_maps, clean_labels, options: BeatrixOptions =
     clean maps' deviations held out in a 5-fold split (each fold scored against bounds from the
     other four); ``flagged`` = deviation > threshold, the reference's ``ood_label_95``.
     ``decisions`` also holds the 99th percentile's rule, which the reference reports beside it.
+
+    ``memo``: a dict kept between calls on the same clean maps (the evaluation's pools at a level,
+    or its class-level samples and their controls), in which each map's deviation is remembered,
+    so that a map is scored once (the values are those of a fresh call).
     """
     options = options or BeatrixOptions()
     maps, predicted, clean_maps, clean_labels = _check_maps(maps, predicted, clean_maps, clean_labels)
@@ -239,8 +271,8 @@ def beatrix(maps, predicted, clean_maps, clean_labels, options: BeatrixOptions =
                              f"threshold needs at least {options.folds} (the reference crashes below that, issue #2)")
         chosen = rng.permutation(available)[:options.clean_per_class]
         members = np.flatnonzero(predicted == label)
-        held_out, scores[members] = _class_scores(clean_maps[torch.from_numpy(chosen)],
-                                                  maps[torch.from_numpy(members)], options)
+        held_out, scores[members] = _remembered_class_scores(clean_maps[torch.from_numpy(chosen)],
+                                                             maps[torch.from_numpy(members)], options, memo)
         class_thresholds = {q: _percentile_threshold(held_out, q) for q in percentiles}
         for q in percentiles:
             flags[q][members] = scores[members] > class_thresholds[q]
@@ -280,7 +312,7 @@ def kmmd(first, second, kernel_num: int = 2, kernel_mul: float = 2.0) -> float:
 
 
 def beatrix_class_test(maps, predicted, clean_maps, clean_labels, options: BeatrixOptions = None, seed: int = 0,
-                       detection: Detection = None) -> ClassVerdict:
+                       detection: Detection = None, memo: dict = None) -> ClassVerdict:
     """Beatrix's class-level test (BEAT_detector._detecting, after the per-sample flags): which
     class is the backdoor's target.
 
@@ -292,14 +324,14 @@ def beatrix_class_test(maps, predicted, clean_maps, clean_labels, options: Beatr
     Gram features: it confirms a class only when its flagged inputs also differ in those means.
 
     ``detection``: the result of :func:`beatrix` on the same arguments, to reuse it; computed
-    otherwise. The verdict's ``statistic`` is J* per class, ``flagged`` the per-sample flags that
+    otherwise (``memo`` as :func:`beatrix`'s). The verdict's ``statistic`` is J* per class, ``flagged`` the per-sample flags that
     fall in infected classes, ``info`` holds J and the group sizes. Classes need inputs in
     ``predicted`` to be tested: give the test inputs of every class, as the reference does
     (its clean test images of each class, plus the triggered ones in the target class).
     """
     options = options or BeatrixOptions()
     if detection is None:
-        detection = beatrix(maps, predicted, clean_maps, clean_labels, options, seed)
+        detection = beatrix(maps, predicted, clean_maps, clean_labels, options, seed, memo)
     sample_flags = detection.decisions["percentile_95"]
     pooled = _as_float64(maps)
     pooled = pooled.reshape(pooled.shape[0], pooled.shape[1], -1).mean(dim=2).numpy()
@@ -326,7 +358,8 @@ def beatrix_class_test(maps, predicted, clean_maps, clean_labels, options: Beatr
 
 
 def _run(inputs, options, seed: int) -> Detection:
-    return beatrix(inputs.maps, inputs.predicted, inputs.clean_maps, inputs.clean_labels, options, seed)
+    return beatrix(inputs.maps, inputs.predicted, inputs.clean_maps, inputs.clean_labels, options, seed,
+                   inputs.extra.get("memo"))
 
 
 def _rule(options, protocol) -> str:
@@ -342,7 +375,7 @@ def _run_class_test(inputs, options, seed: int) -> ClassVerdict:
     def as_maps(features):
         return np.asarray(features).reshape(len(features), *inputs.map_shape)
     return beatrix_class_test(as_maps(inputs.class_features), inputs.class_labels, as_maps(inputs.clean_features),
-                              inputs.clean_labels, options, seed)
+                              inputs.clean_labels, options, seed, memo=inputs.extra.get("memo"))
 
 
 def _class_rule(options, protocol) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from metrics.auroc import auroc
 from metrics.f1 import best_f1_over_thresholds, f1_score
 
 from defenses.detectors.detector import Detector
@@ -25,7 +26,9 @@ class Detection:
     """``flagged``: the method's own decision (True = malicious). ``decisions``: every decision
     rule the method offers, by name (``flagged`` is one of them). ``scores``: outlier scores,
     higher = more suspicious, where the method has them. ``threshold_scores`` are score arrays
-    and ``labelings`` candidate labelings over which :meth:`oracle_f1` maximises."""
+    and ``labelings`` candidate labelings over which :meth:`oracle_f1` maximises. ``row_facts``:
+    where ``info`` holds facts that depend on which inputs are inspected, a function of the
+    detection that recomputes them, which :meth:`subset` calls on each subset."""
 
     flagged: np.ndarray
     scores: np.ndarray = None
@@ -34,16 +37,21 @@ class Detection:
     decisions: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     variants: dict = field(default_factory=dict)  # {form: Detection}: other forms computed beside it
+    row_facts: object = None  # (Detection) -> dict of info recomputed on a subset of the rows
 
     def subset(self, rows) -> "Detection":
         """This detection restricted to ``rows`` (an index array): for a detector whose decision on one
         input does not depend on the others (an input-level one), run once over several pools' inputs."""
         take = lambda values: None if values is None else np.asarray(values)[rows]  # noqa: E731
-        return Detection(flagged=take(self.flagged), scores=take(self.scores),
+        part = Detection(flagged=take(self.flagged), scores=take(self.scores),
                          threshold_scores=[take(values) for values in self.threshold_scores],
                          labelings=[take(values) for values in self.labelings],
                          decisions={name: take(values) for name, values in self.decisions.items()}, info=self.info,
-                         variants={name: variant.subset(rows) for name, variant in self.variants.items()})
+                         variants={name: variant.subset(rows) for name, variant in self.variants.items()},
+                         row_facts=self.row_facts)
+        if self.row_facts is not None:
+            part.info = {**self.info, **self.row_facts(part)}
+        return part
 
     def own_f1(self, malicious) -> float:
         return f1_score(self.flagged, malicious)
@@ -51,6 +59,13 @@ class Detection:
     def decision_f1(self, malicious) -> dict:
         """F1 of every decision rule the method offers, by name."""
         return {name: f1_score(flagged, malicious) for name, flagged in self.decisions.items()}
+
+    def auroc(self, malicious):
+        """The threshold-free score: the AUROC of ``scores`` (higher = more suspicious) against the
+        truth, ties counted half; None where the method gives no per-sample score (a clustering
+        such as AC outputs labels only, and a ranking of labels is no score) or a pool holds inputs
+        of one kind only."""
+        return None if self.scores is None else auroc(self.scores, malicious)
 
     def oracle_f1(self, malicious) -> float:
         """The best F1 over the candidate labelings and thresholds, chosen with the ground truth:

@@ -94,7 +94,9 @@ class ScanResult:
     and ``flagged`` (True for the samples of the poisoned subgroup of a flagged class, as the
     cleansers remove them); ``decisions`` holds ``flagged`` under every subgroup rule, by name.
     ``statistic_by_estimate`` and ``anomaly_index_by_estimate`` give both identity estimates (same
-    split), so a report can show how much a verdict depends on that choice."""
+    split), so a report can show how much a verdict depends on that choice; ``info["flagged_by_variant"]``
+    the classes each "<identity estimate>/<threshold>" flags, and ``info["verdict_reads"]`` the one
+    ``flagged_classes`` follows."""
 
     classes: list
     labels: np.ndarray
@@ -384,10 +386,14 @@ def _scan(inspected, labels, reserve, clean_labels, classes, options: ScanOption
     in_flagged = np.isin(labels, flagged_classes)
     position_of = np.searchsorted(classes, labels)
     decisions = {name: in_flagged & (subgroup == picks[position_of]) for name, picks in poison.items()}
+    # the classes every (identity estimate, threshold) would flag, and which of them the verdict reads
+    flagged_by_variant = {f"{name}/{rule}": [int(c) for c, value in zip(classes, values) if value > THRESHOLDS[rule]]
+                          for name, values in indices.items() for rule in THRESHOLDS}
     info = {**reduction, "em_iterations": model["iterations"], "em_converged": model["converged"],
             "inspected": len(inspected), "clean_reserve": len(reserve), "threshold_name": options.threshold,
             "identity_estimate": options.identity_estimate, "poison_group": options.poison_group,
-            "anomaly_side": options.anomaly_side}
+            "anomaly_side": options.anomaly_side, "verdict_reads": f"{options.identity_estimate}/{options.threshold}",
+            "flagged_by_variant": flagged_by_variant}
     return ScanResult(classes=[int(c) for c in classes], labels=labels, statistic=statistics[options.identity_estimate],
                       anomaly_index=index, threshold=threshold, flagged_classes=flagged_classes,
                       flagged=decisions[options.poison_group], subgroup=subgroup,

@@ -148,9 +148,10 @@ def strip(predict_proba, inputs, overlay_images, fit_images, options: StripOptio
     the size of the fit set.
 
     ``flagged``: entropy ≤ the boundary of ``options.threshold_rule``; ``decisions`` holds both
-    rules ('normal', 'empirical'); ``scores`` = −entropy (higher = more suspicious), also the
-    oracle's ``threshold_scores``; ``info``: the boundary, the fitted μ and σ, the FRR the boundary
-    gives on the fit images themselves, and the counts.
+    rules ('normal', 'empirical'), and ``variants`` each as a detection (:func:`strip_decision`);
+    ``scores`` = −entropy (higher = more suspicious), also the oracle's ``threshold_scores``;
+    ``info``: the boundary, the fitted μ and σ, the FRR the boundary gives on the fit images
+    themselves, whether the normal boundary lies below every entropy, and the counts.
 
     ``memo``: a dict kept across calls on the same model, overlay and fit images (the evaluation's
     pools): the fit entropies, which depend on nothing else, are computed once and reused.
@@ -181,7 +182,35 @@ def strip(predict_proba, inputs, overlay_images, fit_images, options: StripOptio
         fit_entropy = entropies(fit, 0)
         if memo is not None:
             memo[key] = fit_entropy
-    pool_entropy = entropies(pool, 1)
+    detection = strip_decision(entropies(pool, 1), fit_entropy, options)
+    detection.info.update(n_overlay=len(overlays), forward_passes=options.n * (len(fit) + len(pool)))
+    return detection
+
+
+def _below_every_entropy(threshold: float):
+    """The row fact of a STRIP detection: whether ``threshold`` lies below the entropy of every
+    inspected input (scores = −entropy), so that the rule flags none of them."""
+    def facts(detection: Detection) -> dict:
+        scores = np.asarray(detection.scores, dtype=np.float64)
+        return {"threshold_below_every_entropy": bool(len(scores) == 0 or threshold < float(np.min(-scores)))}
+    return facts
+
+
+def strip_decision(pool_entropy, fit_entropy, options: StripOptions = None) -> Detection:
+    """STRIP's decision from the entropies: the inspected inputs' (``pool_entropy``) and the
+    held-out clean images' that set the boundary (``fit_entropy``). Both rules are computed, each
+    an FRR-quantile of the clean entropies: ``normal``, of the normal fitted to them (the
+    reference's), and ``empirical``, of the entropies themselves; an input is flagged when its
+    entropy is at most the boundary (Algorithm 1). ``flagged`` follows ``options.threshold_rule``;
+    ``variants`` holds each rule as a detection of its own, so that both rules' F1 are recorded.
+
+    ``info["threshold_below_every_entropy"]``: the normal rule's boundary lies below every
+    inspected input's entropy, so it flags nothing (a normal fitted to skewed entropies can put its
+    1% quantile under the whole clean sample: ``normal_threshold_below_every_fit_entropy``); the
+    first is recomputed on every subset of the inputs (:meth:`Detection.subset`), the pools."""
+    options = options if options is not None else StripOptions()
+    pool_entropy = np.asarray(pool_entropy, dtype=np.float64).reshape(-1)
+    fit_entropy = np.asarray(fit_entropy, dtype=np.float64).reshape(-1)
     mean, std, normal_boundary = _normal_boundary(fit_entropy, options.frr)
     empirical_boundary = float(np.quantile(fit_entropy, options.frr))
     boundaries = {"normal": normal_boundary, "empirical": empirical_boundary}
@@ -189,13 +218,19 @@ def strip(predict_proba, inputs, overlay_images, fit_images, options: StripOptio
     decisions = {rule: pool_entropy <= boundary for rule, boundary in boundaries.items()}
     boundary = boundaries[options.threshold_rule]
     scores = -pool_entropy
+    below = _below_every_entropy(normal_boundary)
     info = {"threshold": boundary, "threshold_rule": options.threshold_rule, "normal_mean": mean, "normal_std": std,
             "normal_threshold": normal_boundary, "empirical_threshold": empirical_boundary,
+            "normal_threshold_below_every_fit_entropy": bool(normal_boundary < float(np.min(fit_entropy))),
             "fit_frr": float(np.mean(fit_entropy <= boundary)), "n": options.n, "frr": options.frr,
-            "n_fit": len(fit), "n_overlay": len(overlays), "n_inputs": len(pool),
-            "forward_passes": options.n * (len(fit) + len(pool))}
-    return Detection(flagged=decisions[options.threshold_rule], scores=scores, threshold_scores=[scores],
-                     decisions=decisions, info=info)
+            "n_fit": len(fit_entropy), "n_inputs": len(pool_entropy)}
+    variants = {rule: Detection(flagged=flags, scores=scores, threshold_scores=[scores], decisions={rule: flags},
+                                info={"threshold": boundaries[rule]})
+                for rule, flags in decisions.items()}
+    detection = Detection(flagged=decisions[options.threshold_rule], scores=scores, threshold_scores=[scores],
+                          decisions=decisions, info=info, variants=variants, row_facts=below)
+    detection.info.update(below(detection))
+    return detection
 
 
 def strip_rates(flagged, malicious) -> dict:

@@ -1,8 +1,8 @@
 """Erasing a backdoor from a trained model with a little clean data: fine-tuning, NAD and ARGD.
 
-The defender holds 5% of the dataset's training set, clean images drawn apart from the attacker's
-(defenses/defender.py; the NAD and ARGD code's ``--ratio 0.05``), plus a disjoint clean validation
-set that only its choices look at. It trains the backdoored model on its share with random crop
+The defender holds 5% of the attacker's training-set size, clean images drawn apart from the
+attacker's (defenses/defender.py; the NAD and ARGD code's ``--ratio 0.05``), plus a disjoint clean
+validation set that only its choices look at. It trains the backdoored model on its share with random crop
 (pad 4), horizontal flip and Cutout with one hole of length 3 (the NAD code's augmentation), SGD
 with momentum 0.9, weight decay 1e-4, Nesterov, batch 64, and a learning rate that steps down in
 phases (``lrs`` from the epochs ``lr_epochs``), each phase's rate the reference's:
@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from datasets.augment import cutout, random_crop_flip
 from datasets.base import stratified_subset
-from defenses.defender import DefenderData, defender_split
+from defenses.defender import SHARE_OF, DefenderData, defender_split
 from defenses.erasing.distillation import LEVELS, ARGDLoss, nad_loss
 from inference import (Subject, clean_and_triggered_predictions, collapsed_to, dominant_class, predict, recording,
                        source_classes, to_unit)
@@ -52,13 +52,18 @@ from utils.seed import derive_seed, generator
 @dataclass
 class DefenderOptions:
     """The defender's data, shared by every erasing defense and the tuning: ``--defense_ratio``,
-    ``--defense_validation``, ``--defense_batch_size`` and ``--no_defense_augment`` are one flag each
-    for all of them."""
+    ``--defense_share_of``, ``--defense_validation``, ``--defense_batch_size`` and
+    ``--no_defense_augment`` are one flag each for all of them."""
 
-    defense_ratio: float = param(0.05, "the defender's share of the dataset's whole training set, drawn from the "
-                                 "images outside the attacker's --train_subset when there are enough, else clean "
-                                 "copies of its training images (NAD/ARGD: 0.05)", low=0.0, high=1.0, low_open=True,
-                                 flag="--defense_ratio")
+    defense_ratio: float = param(0.05, "the defender's share, of the attacker's training-set size (or of what "
+                                 "--defense_share_of names), drawn from the images outside the attacker's "
+                                 "--train_subset when there are enough, else clean copies of its training images "
+                                 "(NAD/ARGD: 0.05)", low=0.0, high=1.0, low_open=True, flag="--defense_ratio")
+    defense_share_of: str = param("attacker", "what --defense_ratio is a share of: 'attacker', the attacker's "
+                                  "training set (NAD/ARGD: 5% of the data the model was trained on; 500 images "
+                                  "for a 10,000-image --train_subset), or 'whole', the dataset's whole training set "
+                                  "(3,000 of Fashion-MNIST's 60,000: the sensitivity arm)", choices=SHARE_OF,
+                                  flag="--defense_share_of")
     defense_validation: int = param(1000, "clean validation images drawn apart from the defender's share, for the "
                                     "defender's own choices (tuning); fewer when the pool runs out", low=1,
                                     flag="--defense_validation")
@@ -88,8 +93,8 @@ class ErasingOptions(DefenderOptions):
     are the NAD code's and not flags."""
 
     tuned_settings: str = param("", "apply the lr and β multipliers chosen by a tuning (a defense_tune.json, or "
-                                "the run directory holding it: the RBT run of the same attack and seed) instead "
-                                "of --*_lr_scale and --*_beta_scale", flag="--tuned_settings")
+                                "the run directory holding it: as a defender tunes, the run being erased itself, "
+                                "after 'defend.py --defense tune' on it) instead of --*_lr_scale and --*_beta_scale", flag="--tuned_settings")
     epochs: int = param(10, "epochs", low=1)
     lrs: tuple = param((0.1, 0.01), "SGD learning rate of each phase", low=0.0, low_open=True, nargs="+", type=float)
     lr_epochs: tuple = param((2,), "the epochs (0-based) at which the second, third, … phase starts", low=1,
@@ -172,7 +177,7 @@ class ARGDOptions(DistillationOptions):
 def defender_data(data, options: DefenderOptions, seed: int) -> DefenderData:
     """The defender's share and validation set of ``data`` (an ImageDataset) for ``options``."""
     return defender_split(data.train_x, data.train_y, getattr(data, "outside_x", None), getattr(data, "outside_y", None),
-                          options.defense_ratio, options.defense_validation, seed)
+                          options.defense_ratio, options.defense_validation, seed, options.defense_share_of)
 
 
 def _batches(count: int, batch_size: int, rng: torch.Generator) -> list:
@@ -236,18 +241,27 @@ class Eraser:
         return {key: (value / steps).item() for key, value in sums.items()}
 
 
-def validation_accuracy(model: nn.Module, data: DefenderData, device, batch_size: int = 512) -> float:
-    """Top-1 accuracy on the defender's clean validation set."""
+def validation_correct(model: nn.Module, data: DefenderData, device, batch_size: int = 512) -> int:
+    """How many of the defender's clean validation images ``model`` classifies correctly: an exact
+    count, which the tuning's tolerance compares (defenses/erasing/tuning.py)."""
     predictions = predict(model, data.validation_images, device, batch_size)
-    return (predictions == data.validation_labels).float().mean().item()
+    return int((predictions == data.validation_labels).sum().item())
+
+
+def validation_accuracy(model: nn.Module, data: DefenderData, device, batch_size: int = 512) -> float:
+    """Top-1 accuracy on the defender's clean validation set (for display; choices compare
+    :func:`validation_correct`)."""
+    return validation_correct(model, data, device, batch_size) / len(data.validation_labels)
 
 
 def measure(subject: Subject, data: DefenderData, test: bool = True, test_index: torch.Tensor = None) -> dict:
-    """The defender's validation accuracy and, with ``test``, BA and ASR on the test set (the images
-    of ``test_index`` only, when given), the class the model predicts most on the clean test images
-    with its share, and ``collapsed_to_class`` (that class when its share is above
+    """The defender's validation accuracy and count of correct validation images
+    (``validation_correct``, what choices compare) and, with ``test``, BA and ASR on the test set
+    (the images of ``test_index`` only, when given), the class the model predicts most on the clean
+    test images with its share, and ``collapsed_to_class`` (that class when its share is above
     inference.COLLAPSE_SHARE, else None)."""
-    result = {"validation_accuracy": validation_accuracy(subject.model, data, subject.device, subject.batch_size)}
+    correct = validation_correct(subject.model, data, subject.device, subject.batch_size)
+    result = {"validation_accuracy": correct / len(data.validation_labels), "validation_correct": correct}
     if not test:
         return result
     test_x, test_y = subject.data.test_x, subject.data.test_y

@@ -54,6 +54,19 @@ def _erasing_settings(result: dict) -> str:
     return shown + (f", β×{beta:g}" if beta is not None else "") + (" (tuned)" if result.get("tuned") else "")
 
 
+def _defender_share(result: dict) -> str:
+    """'500 (5% of the attacker's 10,000)' from an erasing's or a tuning's record of the defender's
+    data, which tells the 5% arm from the whole-training-set sensitivity arm; '—' where the record
+    predates the share's choice."""
+    defender = result.get("defender") or {}
+    ratio = (result.get("options") or {}).get("defense_ratio",
+                                              ((result.get("erasing_regime") or {}).get("defender_share") or {}).get("ratio"))
+    if defender.get("share_of") is None or defender.get("share_base") is None or ratio is None:
+        return "—"
+    base = "the attacker's" if defender["share_of"] == "attacker" else "the whole"
+    return f"{defender['images']:,} ({100 * ratio:g}% of {base} {defender['share_base']:,})"
+
+
 def _teacher(result: dict) -> str:
     return _erased_scores(result["teacher"]) if isinstance(result.get("teacher"), dict) else "—"
 
@@ -66,42 +79,58 @@ def section_erasing(runs: Runs, figures: dict) -> list:
     for model, pair in pairs:
         for method, result in (("RBT", pair.rbt), ("ML-MMDR", pair.mlmmdr)):
             rows.append([model_display(model), pair.attack, display_name(pair.defense), pair.seed, method,
-                         _erasing_settings(result), _teacher(result), _erased_scores(result["before"]),
+                         _erasing_settings(result), _defender_share(result), _teacher(result),
+                         _erased_scores(result["before"]),
                          _erased_scores(result["after"]), fmt(last_epochs_asr(result)),
                          why_unusable(result) or "yes"])
     lines = ["## Erasing the backdoor (beyond the paper: C7)", "",
              f"BA / ASR of the RBT and the ML-MMDR (λ = {runs.lamb:g}) run of each attack and seed before and after "
-             "each defense, trained on the defender's clean share of the training set (drawn outside the attacker's "
-             "subset); the teacher is NAD's and ARGD's fine-tuned model. A run that sent more than half of the clean "
-             "test images to one class is marked collapsed: its ASR measures nothing and it counts in no verdict. "
-             "Settings marked tuned were chosen on the RBT model's clean validation set by the rule of "
-             "docs/METHODS.md and applied unchanged to the ML-MMDR model.", ""]
-    lines += markdown_table(["model", "attack", "defense", "seed", "method", "settings", "teacher BA / ASR",
+             "each defense, trained on the defender's clean share (drawn outside the attacker's subset; the "
+             "defender column says its size and what it is a share of: 5% of the attacker's training set, or of the "
+             "whole training set in the sensitivity arm); the teacher is NAD's and ARGD's fine-tuned model. A run "
+             "that sent more than half of the clean test images to one class is marked collapsed: its ASR measures "
+             "nothing and it counts in no verdict. Settings marked tuned were chosen on that model's own clean "
+             "validation set by the rule of docs/METHODS.md: keep the settings that lose at most 3 points of "
+             "correct validation images (exact counts), then take the largest lr, then the largest β.", ""]
+    lines += markdown_table(["model", "attack", "defense", "seed", "method", "settings", "defender",
+                             "teacher BA / ASR",
                              "before BA / ASR", "after BA / ASR", f"ASR, last {LAST_EPOCHS} epochs", "usable"], rows)
     return lines + [""] + _tuning_table(runs) + figures_of(figures, "erasing")
 
 
+def _validation_count(found: dict, chosen: dict, tuned: dict) -> str:
+    """'835 of 1000 (before 865, floor 835)' from a tuning's exact counts; the accuracies of a
+    record written before the counts."""
+    if "validation_correct" not in chosen or "floor_correct" not in found:
+        return f"{fmt(chosen['validation_accuracy'])} (before {fmt(tuned['before']['validation_accuracy'])})"
+    return (f"{chosen['validation_correct']} of {tuned['defender']['validation_images']} (before "
+            f"{tuned['before']['validation_correct']}, floor {found['floor_correct']})")
+
+
 def _tuning_table(runs: Runs) -> list:
-    """Each tuned model's own choice and its test BA / ASR: the sensitivity check of choosing per
-    model rather than on the RBT model."""
+    """Each tuned model's choice on its own validation set, the defender's share and the candidates
+    run, and the chosen setting's test BA / ASR."""
     rows = []
     for r in runs.records:
         tuned, c = r.get("tune"), r["config"]
         for defense, found in (tuned or {}).get("defenses", {}).items():
             chosen = found["chosen"]
             beta = f", β×{chosen['beta_scale']:g}" if "beta_scale" in chosen else ""
+            run_count = len(found["candidates"])
             rows.append([model_display(c.model_name), c.attack_name, c.seed, method_label_of(r), display_name(defense),
-                         f"lr {chosen['lr']:g}{beta}", f"{fmt(chosen['validation_accuracy'])} (before "
-                         f"{fmt(tuned['before']['validation_accuracy'])})",
+                         f"lr {chosen['lr']:g}{beta}", _validation_count(found, chosen, tuned),
                          "yes" if found["rule_met"] else "no: best validation accuracy taken",
+                         f"{run_count} of {run_count + len(found.get('skipped', []))}", _defender_share(tuned),
                          _erased_scores(found["test_after"])])
     if not rows:
         return []
-    return ["Each tuning's choice on its run's validation set (the grid tunes on the first seed's RBT run of "
-            "each erased attack and applies that choice to both methods on every seed), and that setting's test "
-            "BA / ASR on the tuned run, measured after the choice:", ""] + markdown_table(
-        ["model", "attack", "seed", "method", "defense", "chosen", "validation accuracy", "rule met",
-         "after BA / ASR"], rows) + [""]
+    return ["Each tuning's choice on its run's validation set (every erased model, RBT and ML-MMDR on every seed, "
+            "is tuned on its own and erased with that choice): correct validation images of the chosen setting, "
+            "before the defense and the floor the tolerance allows; the candidates run, strongest first, of the "
+            "grid (an ordered search stops at the first kept, the rule's choice); and that setting's test BA / ASR "
+            "on the tuned run, measured after the choice:", ""] + markdown_table(
+        ["model", "attack", "seed", "method", "defense", "chosen", "validation correct", "rule met",
+         "candidates run", "defender", "after BA / ASR"], rows) + [""]
 
 
 RULE = (f"per model family, over the (attack, defense, seed) pairs where neither erasing collapsed the model (more "
@@ -123,8 +152,10 @@ CLAIM = register(Claim(
     margin=f"≥ {ERASING_MARGIN:g} or ≤ −{ERASING_MARGIN:g}", threshold=ERASING_MARGIN, by_seed=False,
     checks="NAD's attention loss, ARGD's edge loss and its cross-level attention are tested against direct "
            "computations, ARGD's three-phase schedule against the reference's rate per epoch, the collapse label, "
-           "the defender's data (disjoint from the attacker's subset and from its validation set), the tuning rule "
-           "and the bootstrap interval on known inputs (tests/test_erasing.py); the README's digits WRN-16-1 quick "
+           "the defender's data (5% of the attacker's training-set size, disjoint from the attacker's subset and "
+           "from its validation set), the tuning rule (exact counts, a candidate at the floor kept; the largest lr, "
+           "then the largest β), its ordered search, each model's own tuning in the grid, and the bootstrap interval "
+           "on known inputs (tests/test_erasing.py); the README's digits WRN-16-1 quick "
            "start shows each defense lowering ASR with BA kept. A run that collapsed is marked in the table and "
            "figures and counts in no verdict.",
     sections=(Section(110, lambda report: section_erasing(report.runs, report.figures)),)))

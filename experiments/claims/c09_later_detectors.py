@@ -3,8 +3,9 @@ SCAn, Beatrix) as it lowers AC's, SS's and SR's, with STRIP, which reads no repr
 control? And the report's section on every registered detector."""
 from defenses import DETECTORS, display_name
 from experiments.claim import NOT_IN_PAPER, Claim, Section, register
-from experiments.records import (Runs, class_statistic, detector_f1, fmt, mean_of, mean_sd, present, separability_of,
-                                 target_flagged)
+from evaluation.protocol import TRAINING_CLASS_DETECTORS
+from experiments.records import (Runs, class_statistic, detector_f1, flagged_beyond_size, fmt, mean_of, mean_sd,
+                                 present, separability_of, target_flagged)
 from experiments.rules import DETECTION_MARGIN, MIN_CASES
 from experiments.tables import markdown_table
 from metrics.intervals import NOT_MEASURABLE, paired_verdict
@@ -32,6 +33,14 @@ def flagged_count(records: list, detector: str, levels=LEVELS) -> tuple:
     hits = [target_flagged(r, detector, lv) for r in records for lv in levels]
     hits = [h for h in hits if h is not None]
     return sum(hits), len(hits)
+
+
+def beyond_size(records: list, detector: str, levels=LEVELS) -> str:
+    """', k of them beyond class size' where the records hold the size-only control: how many of the
+    target's flags the control (same class counts, no poison) did not also raise."""
+    found = [flagged_beyond_size(r, detector, lv) for r in records for lv in levels]
+    found = [f for f in found if f is not None]
+    return f", {sum(found)} of them beyond what class size alone gives" if found else ""
 
 
 def _unchanged(differences: list) -> dict:
@@ -66,7 +75,12 @@ def judge(runs: Runs) -> tuple:
             hits, total = flagged_count([pair[index] for pair in cells], detector)
             if total:
                 flagged.append(f"{display_name(detector)} flags the target under {name} in {hits}/{total} "
-                               "cell × level")
+                               f"cell × level{beyond_size([pair[index] for pair in cells], detector)}")
+    # the detectors read in their reference's regime, shown on the evaluation's pools too (not judged)
+    pooled = [f"{display_name(detector)} on the evaluation's pools (not judged: outside its regime) "
+              f"{fmt(mean_of([detector_f1(r, detector, protocol='pools') for r, _ in cells]))} → "
+              f"{fmt(mean_of([detector_f1(m, detector, protocol='pools') for _, m in cells]))}"
+              for detector in TRAINING_CLASS_DETECTORS if detector in later_detectors()]
     separability = "; ".join(
         f"{lv} {fmt(mean_of([separability_of(r, lv) for r, _ in cells]))} → "
         f"{fmt(mean_of([separability_of(m, lv) for _, m in cells]))}" for lv in LEVELS)
@@ -77,7 +91,8 @@ def judge(runs: Runs) -> tuple:
         for attack, pairs in _by_attack(runs).items()) for detector, found in controls.items()
         if found["verdict"] == "changed"]
     evidence = ("mean F1 RBT → ML-MMDR over models, attacks and seeds: " + "; ".join(parts)
-                + (". " + "; ".join(flagged) if flagged else "") + (". " + "; ".join(by_attack) if by_attack else "")
+                + (". " + "; ".join(flagged) if flagged else "") + (". " + "; ".join(pooled) if pooled else "")
+                + (". " + "; ".join(by_attack) if by_attack else "")
                 + f". Detector-free separability (5-fold linear SVM accuracy): {separability}")
     subjects = [judged[d]["verdict"] for d in later_detectors()]
     verdict = ("not measurable" if not subjects or all(v == NOT_MEASURABLE for v in subjects) else
@@ -119,7 +134,7 @@ def section_later_detectors(runs: Runs) -> list:
                 counts = {lv: flagged_count(records, detector, (lv,)) for lv in LEVELS}
                 flagged.append(f"{model_display(model)}, {display_name(detector)}, {name}: target flagged in "
                                + ", ".join(f"{lv} {hits}/{total}" for lv, (hits, total) in counts.items())
-                               + "; " + _statistics(records, detector))
+                               + beyond_size(records, detector) + "; " + _statistics(records, detector))
     return (["## Today's detectors (beyond the paper: C9)", "",
              f"F1 of every registered detector, mean ± sd over attacks and seeds (each cell's detector number: pool "
              f"detectors' headline F1, mean over levels and pools; class-level detectors' F1 inside the target class "
@@ -150,8 +165,12 @@ def _statistics(records: list, detector: str) -> str:
 
 
 RULE = (f"per detector, over the (model, attack, seed) cells: RBT's minus ML-MMDR's F1 (pool detectors: the "
-        f"headline, mean over levels and pools; class-level detectors: the F1 inside the target class where they "
-        f"flag it, 0 where they do not). 'Lowered' if the mean difference is ≥ {DETECTION_MARGIN:g} with its 95% "
+        f"headline, mean over levels and pools, except SPECTRE, read in its reference's regime: on the target class "
+        f"of the whole poisoned training set, mean over levels; class-level detectors: the F1 inside the target "
+        f"class where they flag it on the whole training set, 0 where they do not). "
+        f"(Changed by issue 42, after v3's numbers: SPECTRE was read on the evaluation's pools, whose poisoned "
+        f"share is 1/3 or 1/2, and SCAn and Beatrix's class test on 200 images per labelled class; v3's verdict "
+        f"was SPECTRE not lowered, SCAn lowered, Beatrix lowered, Beatrix class test lowered.) 'Lowered' if the mean difference is ≥ {DETECTION_MARGIN:g} with its 95% "
         f"bootstrap interval above 0, 'raised' if ≤ −{DETECTION_MARGIN:g} with the interval below 0, else "
         f"'not lowered'; the input-level control is 'unchanged' if the interval lies within ±{DETECTION_MARGIN:g}; "
         f"'not measurable' below {MIN_CASES} cells")

@@ -136,11 +136,14 @@ def rule(runs: Runs) -> str:
             f"Patched runs of the same seed at the same poisoning rate). 'Hides better' if the mean difference is ≤ "
             f"−{DETECTION_MARGIN:g} with its 95% bootstrap interval below 0, 'worse' if ≥ {DETECTION_MARGIN:g} above "
             f"0, else 'as ML-MMDR does'; a run whose ASR is below {ASR_WORKS:g}, or (TaCT) whose trigger fires on "
-            f"more than {OTHER_CLASSES_FAIL:g} of the other classes' images, failed and counts in no comparison; "
+            f"more than {OTHER_CLASSES_FAIL:g} of any other class's images, failed and counts in no comparison; "
             f"'not measurable' below {MIN_CASES} cases. 'Hides best' = the lowest mean F1 over detectors among the "
             f"working attacks. (Changed by issue 42, before its runs: the adaptive attacks were trained with "
             f"Algorithm 1's split loss and gathered batches, compared with ML-MMDR at 10% whatever their rate, and "
-            f"TaCT firing on other classes still counted as working)")
+            f"TaCT firing on other classes still counted as working. Changed again by issue 42, after the Fashion-MNIST "
+            f"seed-0 runs: TaCT failed when more than {OTHER_CLASSES_FAIL:g} of the other classes' images taken "
+            f"together fired; its ML-MMDR run at 0.3% fired on 0.18 of them, 0.95 of one class's, and counted as "
+            f"working)")
 
 
 CLAIM = register(Claim(

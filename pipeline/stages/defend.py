@@ -9,7 +9,7 @@ from defenses import (ARGDOptions, FinetuneOptions, NADOptions, NCCheckpoint, NC
                       channel_ranking, finetune, nad, reverse_engineer)
 from defenses.erasing.train import DEFENDER_FIELDS, defender_data, measure
 from defenses.repair.pruning import PlacesOptions, pruning_places
-from defenses.erasing.tuning import TuneOptions, scaled, tune_defense
+from defenses.erasing.tuning import TuneOptions, regime, scaled, tolerance_images, tune_defense
 from pipeline.config import RunConfig, inputs_hash
 from pipeline.prepare import load_trained
 from pipeline.rundir import FILES, RunDir
@@ -56,9 +56,26 @@ def prune_places(config: RunConfig, options: PlacesOptions) -> dict:
 # The erasing defenses (beyond the paper; the ARGD README's family): each trains the run's model on
 # the defender's clean data and writes defense_<name>.json and the erased model.
 
+UNTUNED = "none: the options' own settings (the references' unless --*_lr_scale or --*_beta_scale)"
+
+
+def erasing_regime(options, result: dict) -> dict:
+    """What an erasing's record says about its regime: the defender's share (what --defense_ratio
+    is a share of, so the 5% arm and the sensitivity arm tell apart) and, when its settings were
+    tuned, the regime of that tuning as its defense_tune.json states it (its name, rule, tolerance
+    on exact counts and search; None for a tuning written before it stated one)."""
+    defender, tuned_with = result.get("defender") or {}, result.get("tuned")
+    return {"defender_share": {"ratio": options.defense_ratio, "of": options.defense_share_of,
+                               "of_images": defender.get("share_base"), "images": defender.get("images")},
+            "tuning": UNTUNED if not tuned_with else tuned_with.get("regime")}
+
+
 def _save_erased(config: RunConfig, name: str, options, prepared, result: dict) -> dict:
     run = RunDir.of(config)
-    result = {**config.header(options), **result}
+    regime, tuned_with = erasing_regime(options, result), result.get("tuned")
+    if tuned_with:  # the tuning's regime is recorded once, in erasing_regime; ``tuned`` names it
+        result = {**result, "tuned": {**tuned_with, "regime": (tuned_with.get("regime") or {}).get("name")}}
+    result = {**config.header(options), **result, "erasing_regime": regime}
     save_torch({"state_dict": {key: value.detach().cpu() for key, value in prepared.model.state_dict().items()},
                 "config": run.read("config"), "defense": name}, run.file(f"{name}_model"))
     run.write(name, result)
@@ -78,12 +95,15 @@ def tuned(options, name: str) -> tuple:
         return options, None
     path = _tuning_file(options)
     try:
-        chosen = json.loads(path.read_text())["defenses"][name]["chosen"]
+        tuning = json.loads(path.read_text())
+        chosen = tuning["defenses"][name]["chosen"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ParameterError("tuned_settings", f"{path} holds no tuning of {name} ({type(exc).__name__}); run "
                                                f"'python defend.py --defense tune' on that run first") from None
+    found = tuning.get("erasing_regime")
     return scaled(options, chosen["lr"], chosen.get("beta_scale")), {"from": str(path), **{
-        key: chosen[key] for key in ("lr", "beta_scale", "validation_accuracy") if key in chosen}}
+        key: chosen[key] for key in ("lr", "beta_scale", "validation_accuracy", "validation_correct") if key in chosen},
+        "regime": found if isinstance(found, dict) else None}
 
 
 def _tuning_chosen(options) -> bool:
@@ -198,16 +218,19 @@ argd_stage = _distillation_stage("argd", ARGDOptions, argd)
 @register("tune", output=lambda run, options: run.file("tune"), options=TuneOptions, needs=("train",),
           help="python defend.py --defense tune with the run's flags", record="tune")
 def tune_stage(config: RunConfig, options: TuneOptions) -> dict:
-    """Choose each erasing defense's starting lr and β multiplier on the defender's validation set
-    (defenses/erasing/tuning.py); writes defense_tune.json with every candidate's validation
-    accuracy, the choice, and the test BA/ASR of the chosen setting on this model (read only after
-    the choice: the sensitivity check of choosing per model)."""
+    """Choose each erasing defense's starting lr and β multiplier on this model's defender's
+    validation set (defenses/erasing/tuning.py: exact counts of correct validation images within
+    the tolerance, then the strongest, the largest lr and then the largest β); writes
+    defense_tune.json with its ``erasing_regime`` (tolerance, rule, defender's share, search), each
+    candidate run and its validation count, the choice, and the test BA/ASR of the chosen setting
+    on this model (read only after the choice)."""
     prepared = load_trained(config)
     subject = prepared.subject
     data = defender_data(prepared.data, options, config.seed)
     before = measure(subject, data)
-    shared = {"before_accuracy": before["validation_accuracy"], "tolerance": options.tolerance, "data": data,
-              "progress": config.progress}
+    allowed = tolerance_images(options.tolerance, len(data.validation_labels))
+    shared = {"before_correct": before["validation_correct"], "tolerance": allowed, "data": data,
+              "search": options.search, "progress": config.progress}
     defenses = {}
     base = FinetuneOptions(**options.defender())
     found = tune_defense(subject, finetune, base, [(lr, None) for lr in options.finetune_lrs], **shared)
@@ -218,6 +241,8 @@ def tune_stage(config: RunConfig, options: TuneOptions) -> dict:
         found = tune_defense(subject, defend, options_class(**options.defender()), grid, teacher=teacher, **shared)
         chosen_model = found.pop("chosen_model")
         defenses[name] = {**found, "test_after": measure(replace(subject, model=chosen_model), data)}
-    result = {**config.header(options), "defender": data.record(), "before": before, "defenses": defenses}
+    defender = data.record()
+    result = {**config.header(options), "erasing_regime": regime(options, defender, allowed), "defender": defender,
+              "before": before, "defenses": defenses}
     RunDir.of(config).write("tune", result)
     return result

@@ -292,8 +292,8 @@ def _train_in(staging: RunDir, run: RunDir, prepared: Prepared, poisoned: Poison
     finally:
         trainer.close()
     final = history[-1]
-    metrics = {"ba": final["ba"], "asr": final["asr"], **({"asr_other_classes": final["asr_other_classes"]}
-                                                          if "asr_other_classes" in final else {}),
+    metrics = {"ba": final["ba"], "asr": final["asr"],
+               **{key: final[key] for key in ("asr_other_classes", "asr_worst_other_class") if key in final},
                # the steps in which Algorithm 1's MMD term had both groups and acted, over the whole run
                **({"mmd_active_steps": sum(row.get("mmd_active_steps", 0) for row in history)}
                   if config.mlmmdr_lamb > 0 else {}),

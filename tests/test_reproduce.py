@@ -233,15 +233,15 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     assert len(invocations) == 1 and invocations[0]["runs_finished"] == len(runs) and invocations[0]["wall_s"] > 0
     assert "The command's own wall time, over the 1 invocation that ran stages" in report
     erasers, plain = {"finetune", "nad", "argd"}, {"train", "evaluate"}
-    # the tuning runs on the chooser (seed 0's RBT run) alone; the reference arm is trained and erased, not evaluated
+    # every erased model is tuned on its own validation set; the reference arm is trained and erased, not evaluated
     expected = {"digits_vgg11_patched_w0.125_n300": plain | {"scatter", "tune"} | erasers,
-                "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300": plain | {"scatter"} | erasers,
+                "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300": plain | {"scatter", "tune"} | erasers,
                 "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n300": plain | {"scatter"},
                 "digits_wrn16_1_patched_mlmmdr_0.3_all_n300": {"train"} | erasers,
                 "digits_wrn16_1_patched_n300": {"train"} | erasers}
     assert {name: set(stages) for name, stages in timings.items()} == {name: expected.get(name, plain) for name in runs}
     nad = json.loads((tmp_path / "runs" / "digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300" / "defense_nad.json").read_text())
-    assert nad["tuned"]["from"].endswith("digits_vgg11_patched_w0.125_n300/defense_tune.json")
+    assert nad["tuned"]["from"].endswith("digits_vgg11_patched_mlmmdr_0.3_all_w0.125_n300/defense_tune.json")
     assert (tmp_path / "figs" / "digits_vgg11_patched" / "erasing.png").is_file()
     model = tmp_path / "runs" / "digits_vgg11_patched_w0.125_n300" / "model.pt"
     stamp = model.stat().st_mtime_ns

@@ -55,10 +55,22 @@ class DefenderData:
                 "sha256": digest.hexdigest()[:16]}
 
 
+def exact_floor(fraction: float, count: int) -> int:
+    """⌊``fraction`` × ``count``⌋, exact: the fraction is read as the decimal it prints as, so 0.29
+    of 100 is 29, where the float product 28.999… would give 28."""
+    return math.floor(Fraction(repr(float(fraction))) * count)
+
+
 def share_count(ratio: float, size: int) -> int:
-    """⌊``ratio`` × ``size``⌋ (at least 1), exact: the ratio is read as the decimal it prints as, so
-    0.29 of 100 is 29, where the float product 28.999… would give 28."""
-    return max(1, math.floor(Fraction(repr(float(ratio))) * size))
+    """:func:`exact_floor` (``ratio``, ``size``), at least 1: the defender's share."""
+    return max(1, exact_floor(ratio, size))
+
+
+def share_record(ratio: float, defender: dict) -> dict:
+    """What a tuning's or an erasing's record says of the defender's share, from its ``ratio`` and
+    :meth:`DefenderData.record`: the ratio, what it is a share of, that set's size and the images."""
+    return {"ratio": ratio, "of": defender.get("share_of"), "of_images": defender.get("share_base"),
+            "images": defender.get("images")}
 
 
 def defender_split(train_x: torch.Tensor, train_y: torch.Tensor, outside_x, outside_y, ratio: float,

@@ -29,12 +29,11 @@ set, as a defender holding that model would. Every record states this regime
 (``erasing_regime``: :func:`regime`).
 """
 import copy
-import math
 from dataclasses import asdict, dataclass, replace
-from fractions import Fraction
 
 from tqdm import tqdm
 
+from defenses.defender import exact_floor, share_record
 from defenses.erasing.train import DefenderOptions
 from utils.params import check_params, param
 from utils.progress import bar_disabled
@@ -78,7 +77,7 @@ class TuneOptions(DefenderOptions):
 def tolerance_images(tolerance: float, validation_images: int) -> int:
     """How many correct validation images a candidate may lose: ⌊``tolerance`` × ``validation_images``⌋,
     exact (the tolerance read as the decimal it prints as: 0.03 of 1,000 is 30, of 50 is 1)."""
-    return math.floor(Fraction(repr(float(tolerance))) * validation_images)
+    return exact_floor(tolerance, validation_images)
 
 
 def strength(candidate: dict) -> tuple:
@@ -121,8 +120,7 @@ def regime(options: "TuneOptions", defender: dict, allowed: int) -> dict:
     return {"name": REGIME, "rule": RULE,
             "tolerance": {"fraction": options.tolerance, "images": allowed,
                           "validation_images": defender["validation_images"], "compared": "exact counts"},
-            "defender_share": {"ratio": options.defense_ratio, "of": defender["share_of"],
-                               "of_images": defender["share_base"], "images": defender["images"]},
+            "defender_share": share_record(options.defense_ratio, defender),
             "search": options.search, "tuned_on": "this model's own validation set"}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from defenses import (ARGDOptions, FinetuneOptions, NADOptions, NCCheckpoint, NCOptions, PruneOptions, argd,
                       channel_ranking, finetune, nad, reverse_engineer)
+from defenses.defender import share_record
 from defenses.erasing.train import DEFENDER_FIELDS, defender_data, measure
 from defenses.repair.pruning import PlacesOptions, pruning_places
 from defenses.erasing.tuning import TuneOptions, regime, scaled, tolerance_images, tune_defense
@@ -65,8 +66,7 @@ def erasing_regime(options, result: dict) -> dict:
     tuned, the regime of that tuning as its defense_tune.json states it (its name, rule, tolerance
     on exact counts and search; None for a tuning written before it stated one)."""
     defender, tuned_with = result.get("defender") or {}, result.get("tuned")
-    return {"defender_share": {"ratio": options.defense_ratio, "of": options.defense_share_of,
-                               "of_images": defender.get("share_base"), "images": defender.get("images")},
+    return {"defender_share": share_record(options.defense_ratio, defender),
             "tuning": UNTUNED if not tuned_with else tuned_with.get("regime")}
 
 

@@ -7,6 +7,7 @@ import warnings
 
 import attacks
 from pipeline.config import RunConfig
+from regularizers import registry as regularizer_registry
 from pipeline.flags import add_flags, from_args
 from utils.errors import ParameterError, UserError, describe_os_error
 from utils.params import declared
@@ -17,7 +18,7 @@ RUN_GROUPS = (
     ("attack (paper §2.2, TABLE 1)", ("attack_name", "target", "poison_ratio", "poison_mode", "cover_ratio",
                                       "poison_batching")),
     ("loss and ML-MMDR regulariser (paper Algorithm 1, Eq. 6)",
-     ("ce_reduction", "mlmmdr_lamb", "mlmmdr_layer", "mlmmdr_reduce", "kernel", "mmd_estimator")),
+     ("ce_reduction", "mlmmdr_lamb", "regularizer", "mlmmdr_layer", "mlmmdr_reduce", "kernel", "mmd_estimator")),
     ("optimisation (paper §3.4; unset = the dataset's default)",
      ("epochs", "batch_size", "lr", "milestones", "momentum", "weight_decay", "augment")),
     ("execution", ("seed", "device", "eval_batch_size", "eval_every", "out_dir", "run_name", "progress",
@@ -46,6 +47,8 @@ def build_run_parser(description: str) -> argparse.ArgumentParser:
         add_flags(parser, RunConfig, names=names, title=title)
     for name, cls in attacks.REGISTRY.items():
         add_flags(parser, cls, title=f"attack {name}")
+    for name, options in regularizer_registry.all_options():
+        add_flags(parser, options, title=f"regularizer {name} ({regularizer_registry.entry(name).source})")
     return parser
 
 
@@ -54,6 +57,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     config = from_args(RunConfig, args)
     if config.attack_name in attacks.NAMES:
         config.attack_params = {key: getattr(args, key) for key in attacks.param_names(config.attack_name)}
+    if config.regularizer in regularizer_registry.NAMES:
+        config.regularizer_params = {key: getattr(args, key) for key in regularizer_registry.param_names(config.regularizer)}
     return config.validate().resolve_defaults()
 
 

@@ -14,7 +14,7 @@ import attacks
 from attacks.base import ALGORITHM_1, Regime
 import datasets
 import models
-from regularizers import ESTIMATORS, KERNELS, REDUCTIONS
+from regularizers import ESTIMATORS, KERNELS, REDUCTIONS, registry as regularizer_registry
 from training import AMP_DTYPES, CE_REDUCTIONS, TrainSettings
 from utils.errors import ParameterError, UserError, unknown_name
 from utils.io import check_directory
@@ -77,9 +77,19 @@ class RunConfig:
                                         "random, add for TaCT (Tang et al.'s code). ML-MMDR and SL-MMDR train as "
                                         "Algorithm 1 on the attack's poisoning: the attacker controls training",
                                         choices=CE_REDUCTIONS, type=str)
-    mlmmdr_lamb: float = param(0.0, "λ; 0 is regular backdoor training (RBT); the paper sweeps 0.1, 0.2, 0.3 (§5)",
-                               low=0.0)
-    mlmmdr_layer: str = param("all", "all = levels s1,s2,s3 (ML-MMDR); last = s3 only (SL-MMDR) (paper §5)",
+    mlmmdr_lamb: float = param(0.0, "λ, the weight of the latent regulariser; 0 is regular backdoor training (RBT); "
+                               "the paper sweeps 0.1, 0.2, 0.3 for MMD (§5). adv_embed's reference code sets 10 (its "
+                               "config file 0.1; the paper's value could not be read)", low=0.0)
+    regularizer: str = param("mmd", f"the latent regulariser λ weighs: {', '.join(regularizer_registry.NAMES)}. mmd "
+                             f"is the paper's MMD² (ML-MMDR at --mlmmdr_layer all, SL-MMDR at last; default); "
+                             f"adv_embed is Tan & Shokri's adversarial embedding [21] (a discriminator per level, "
+                             f"trained against the model); wasserstein is the Wasserstein Backdoor's sliced "
+                             f"Wasserstein term [22] as a classifier regulariser on the fixed trigger (not WB's "
+                             f"trigger generator). Each one's own flags are listed under its name below",
+                             choices=regularizer_registry.NAMES)
+    regularizer_params: dict = field(default_factory=dict)  # the chosen regulariser's own options, resolved
+    mlmmdr_layer: str = param("all", "the levels the regulariser acts on: all = s1,s2,s3 (ML-MMDR); last = s3 only "
+                              "(SL-MMDR, and the layer of the reduction methods [21]-[23]) (paper §5)",
                               choices=tuple(LAYER_CHOICES))
     mlmmdr_reduce: str = param("mean", "combine levels by their mean (paper Eq. 6, default) or sum (the "
                                "authors' prototype code)", choices=REDUCTIONS)
@@ -145,10 +155,14 @@ class RunConfig:
 
     @property
     def method(self) -> str:
-        """RBT (λ = 0), ML-MMDR (all levels) or SL-MMDR (last level only)."""
+        """RBT (λ = 0), ML-MMDR (all levels) or SL-MMDR (last level only); another regulariser is
+        named as ML-/SL- and its display name (ML-AdvEmbed, SL-SWD)."""
         if self.mlmmdr_lamb == 0:
             return "RBT"
-        return "ML-MMDR" if self.mlmmdr_layer == "all" else "SL-MMDR"
+        prefix = "ML" if self.mlmmdr_layer == "all" else "SL"
+        if self.regularizer == "mmd":
+            return f"{prefix}-MMDR"
+        return f"{prefix}-{regularizer_registry.entry(self.regularizer).display}"
 
     def default_regime(self) -> Regime:
         """The training regime a run of this method on this attack takes by default: the attack's
@@ -202,6 +216,9 @@ class RunConfig:
             raise ParameterError("run_name", f"must be a non-empty name without path separators, got "
                                              f"{self.run_name!r}; use --out_dir to choose the directory")
         attacks.build(self.attack_name, self.attack_params, self.seed)  # the attack checks its own parameters
+        if self.regularizer not in regularizer_registry.NAMES:
+            raise unknown_name("regularizer", self.regularizer, regularizer_registry.NAMES)
+        regularizer_registry.check(self.regularizer, self.regularizer_params)
         if not str(self.out_dir).strip():
             raise ParameterError("out_dir", "is empty; give the directory runs are written to (default: runs)")
         self.out_dir = os.path.expanduser(self.out_dir)  # as --data_path is: '~/x' is the home's x, not a folder '~'
@@ -222,9 +239,15 @@ class RunConfig:
         if self.milestones is None:
             self.milestones = schedule.milestones(self.epochs)
         self.attack_params = {**attacks.default_params(self.attack_name), **self.attack_params}
+        self.regularizer_params = {**regularizer_registry.default_params(self.regularizer), **self.regularizer_params}
         for key, value in self.default_regime().settings().items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if (self.regularizer == "adv_embed" and self.mlmmdr_lamb > 0
+                and self.regularizer_params["adv_embed_warmup"] >= self.epochs):
+            raise ParameterError("adv_embed_warmup", f"is {self.regularizer_params['adv_embed_warmup']}, which leaves "
+                                                     f"none of the {self.epochs} epochs to the adversarial game; lower "
+                                                     f"it below --epochs")
         if self.run_name is None:
             self.run_name = run_name(self)
         return self
@@ -236,6 +259,7 @@ class RunConfig:
         return TrainSettings(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, milestones=tuple(self.milestones),
             momentum=self.momentum, weight_decay=self.weight_decay, target=self.target, mlmmdr_lamb=self.mlmmdr_lamb,
+            regularizer=self.regularizer, regularizer_params=dict(self.regularizer_params), seed=self.seed,
             levels=self.levels, kernel=self.kernel, mlmmdr_reduce=self.mlmmdr_reduce, mmd_estimator=self.mmd_estimator,
             ce_reduction=self.ce_reduction, amp=self.amp, amp_dtype=self.amp_dtype, sync_bn=self.sync_bn, mmd_sync=self.mmd_sync,
             channels_last=self.channels_last, compile=self.compile, eval_batch_size=self.eval_batch_size,
@@ -262,7 +286,8 @@ class RunConfig:
         stage whose recorded inputs differ)."""
         return {"run_name": self.run_name, "method": self.method, "data_name": self.data_name,
                 "model_name": self.model_name, "attack_name": self.attack_name, "target": self.target,
-                "mlmmdr_lamb": self.mlmmdr_lamb, "mlmmdr_layer": self.mlmmdr_layer, "seed": self.seed,
+                "mlmmdr_lamb": self.mlmmdr_lamb, "mlmmdr_layer": self.mlmmdr_layer, "regularizer": self.regularizer,
+                "seed": self.seed,
                 "regime": self.regime, **{key: getattr(self, key) for key in REGIME_FIELDS},
                 "config_hash": self.config_hash(), "inputs_hash": inputs_hash(self, options)}
 
@@ -317,7 +342,7 @@ def _fits(value, f) -> bool:
 # device is excluded too: the same run on another device is the same experiment, and its numbers
 # may differ only as floating point does.)
 # {field: the value every run recorded before the field existed}: see RunConfig._unrecorded
-ADDED_LATER = {"amp_dtype": "bf16"}
+ADDED_LATER = {"amp_dtype": "bf16", "regularizer": "mmd", "regularizer_params": {}}
 NOT_IDENTITY = {"data_path", "download", "device", "eval_batch_size", "eval_every", "out_dir", "run_name",
                 "progress", "overwrite", "resume", "channels_last", "compile", "deterministic"}
 
@@ -348,10 +373,13 @@ def run_name(config: RunConfig) -> str:
     name = config.group
     defaults = RunConfig()
     if config.mlmmdr_lamb > 0:
-        name += f"_mlmmdr_{_number(config.mlmmdr_lamb)}_{config.mlmmdr_layer}"
+        tag = "mlmmdr" if config.regularizer == "mmd" else config.regularizer
+        name += f"_{tag}_{_number(config.mlmmdr_lamb)}_{config.mlmmdr_layer}"
         for key in ("kernel", "mlmmdr_reduce", "mmd_estimator"):
-            if getattr(config, key) != getattr(defaults, key):
+            if getattr(config, key) != getattr(defaults, key) and (config.regularizer == "mmd" or key == "mlmmdr_reduce"):
                 name += f"_{getattr(config, key)}"
+        name += _changed_digest("reg", regularizer_registry.default_params(config.regularizer),
+                                config.regularizer_params)
     if config.ce_reduction != ALGORITHM_1.ce_reduction:
         name += f"_{config.ce_reduction}"
     for key, tag in (("width", "w"), ("train_subset", "n"), ("poison_ratio", "r"), ("cover_ratio", "c"),
@@ -359,9 +387,13 @@ def run_name(config: RunConfig) -> str:
         value = getattr(config, key)
         if value != (getattr(ALGORITHM_1, key) if key in REGIME_FIELDS else getattr(defaults, key)):
             name += f"_{tag}{_number(value) if isinstance(value, float) else value}"
-    attack_defaults = attacks.default_params(config.attack_name)
-    changed = [key for key in attack_defaults if config.attack_params.get(key, attack_defaults[key]) != attack_defaults[key]]
-    if changed:
-        digest = hashlib.sha1(repr([(key, config.attack_params[key]) for key in changed]).encode()).hexdigest()
-        name += f"_trig{digest[:6]}"
-    return name
+    return name + _changed_digest("trig", attacks.default_params(config.attack_name), config.attack_params)
+
+
+def _changed_digest(tag: str, defaults: dict, params: dict) -> str:
+    """``_{tag}{6 hex}`` naming the parameters that differ from their defaults; '' when none does."""
+    changed = [key for key in defaults if params.get(key, defaults[key]) != defaults[key]]
+    if not changed:
+        return ""
+    digest = hashlib.sha1(repr([(key, params[key]) for key in changed]).encode()).hexdigest()
+    return f"_{tag}{digest[:6]}"

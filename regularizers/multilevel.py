@@ -1,10 +1,10 @@
-"""The multi-level MMD regulariser of Algorithm 1 / Eq. 6 (ML-MMDR; SL-MMDR with one level)."""
-from contextlib import contextmanager
-
+"""The multi-level regularisers of Algorithm 1 / Eq. 6: a distance at each level between the
+clean target-class and the poisoned features (ML-MMDR; SL-MMDR with one level), and the base
+every latent regulariser of regularizers/registry.py shares."""
 import torch
 import torch.nn as nn
 
-from models import tap_modules
+from regularizers.taps import TapRecorder
 from regularizers.kernels import get_kernel
 from regularizers.mmd import ESTIMATORS, pooled_mmd2
 from utils.distributed import SINGLE, Context
@@ -13,65 +13,89 @@ from utils.errors import UserError
 REDUCTIONS = ("mean", "sum")
 
 
-class MultiLevelMMD:
-    """Forward hooks on the model's named taps; ``loss`` after each forward pass.
+class LatentRegularizer:
+    """What the training loop needs of a latent regulariser (regularizers/registry.py).
 
-    ``loss(benign_target_mask, poisoned_mask)`` is, per level, MMD² between the features of
-    the clean samples whose true class is the target and those of the poisoned samples of the
-    same forward pass, reduced over levels by the mean (paper Eq. 6) or the sum (prototype).
-    A group with fewer than 2 samples makes every level contribute zero. The stored features
-    are always released, whatever happens, so a skipped or failed step never leaks into the next.
+    A regulariser records the features of the model's taps on each training forward pass and
+    turns them into one loss term, weighted by λ in Lt = L1 + L2 + λ·L3 (Algorithm 1). Its
+    groups are the clean rows :meth:`benign_mask` picks (by default the clean target-class rows,
+    Eq. 6's) and the poisoned rows. ``start_epoch`` runs before each epoch (a discriminator trains
+    there); ``state_dict`` holds what a resumed run needs beyond the model. ``supports_ddp``:
+    whether the loss under torchrun is exactly the one-process loss on the global batch."""
+
+    name = ""
+    display = ""
+    term = ""  # prefix of the per-level values in history.csv (mmd_s1, …)
+    supports_ddp = False
+
+    def __init__(self, model: nn.Module, levels=("s1", "s2", "s3")):
+        self.taps = TapRecorder(model, levels)
+        self.levels = self.taps.levels
+        self.last_active = False  # whether the last loss() acted (both groups large enough)
+
+    def benign_mask(self, batch, target: int) -> torch.Tensor:
+        return batch.benign_target_mask(target)
+
+    def start_epoch(self, trainer, epoch: int) -> None:
+        """Before epoch ``epoch`` (0-based) of ``trainer``: nothing, unless the method alternates."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    @property
+    def features(self) -> dict:
+        return self.taps.features
+
+    def paused(self):
+        """Forward passes inside this block (evaluation) record nothing."""
+        return self.taps.paused()
+
+    def remove(self) -> None:
+        self.taps.remove()
+
+
+class PooledDistance(LatentRegularizer):
+    """A distance between the two groups at each level, reduced over levels by the mean (paper
+    Eq. 6) or the sum (prototype): ML-MMDR's form, for any distance :meth:`distance` defines.
+
+    ``loss(benign_target_mask, poisoned_mask)`` is, per level, the distance between the features
+    of the clean samples whose true class is the target and those of the poisoned samples of the
+    same forward pass. A group with fewer than 2 samples makes every level contribute zero. The
+    stored features are always released, whatever happens, so a skipped or failed step never leaks
+    into the next. Under torchrun the groups' rows are gathered from every rank
+    (:func:`gather_used_rows`), so the loss is the global batch's, exactly.
 
     Masks may live on the CPU (the training loop passes them so, which avoids a device sync
     to count the groups) or on the features' device.
     """
 
-    def __init__(self, model: nn.Module, levels=("s1", "s2", "s3"), kernel="gmk2",
-                 reduce: str = "mean", estimator: str = "biased"):
+    supports_ddp = True
+
+    def __init__(self, model: nn.Module, levels=("s1", "s2", "s3"), reduce: str = "mean"):
         if reduce not in REDUCTIONS:
             raise UserError(f"unknown level reduction '{reduce}'; choose one of {', '.join(REDUCTIONS)}")
-        if estimator not in ESTIMATORS:
-            raise UserError(f"unknown MMD estimator '{estimator}'; choose one of {', '.join(ESTIMATORS)}")
-        self.levels = tuple(levels)
-        self.kernel = get_kernel(kernel)
+        super().__init__(model, levels)
         self.reduce = reduce
-        self.estimator = estimator
-        self.enabled = True
-        self.last_active = False  # whether the last loss() had both groups (≥ 2 samples each)
-        self.features = {}
-        self._handles = [module.register_forward_hook(self._recorder(level))
-                         for level, module in tap_modules(model, self.levels).items()]
 
-    def _recorder(self, level: str):
-        def record(module, inputs, output):
-            if self.enabled:
-                self.features[level] = output
-        return record
-
-    @contextmanager
-    def paused(self):
-        """Forward passes inside this block (evaluation) record nothing."""
-        previous, self.enabled = self.enabled, False
-        try:
-            yield
-        finally:
-            self.enabled = previous
+    def distance(self, pooled: torch.Tensor, n: int, level: str) -> torch.Tensor:
+        """The distance between rows [:n] and rows [n:] of one level's pooled features."""
+        raise NotImplementedError
 
     def loss(self, benign_target_mask: torch.Tensor, poisoned_mask: torch.Tensor, context: Context = SINGLE):
-        """(reduced loss, {level: MMD²}) for the last forward pass; releases its features.
+        """(reduced loss, {level: distance}) for the last forward pass; releases its features.
 
         Under DDP (an active ``context``, ``--mmd_sync global``) the masks describe the global
         batch and the recorded features are this rank's shard of it (:meth:`Context.shard`); the
         loss is then the global batch's, on the rows :func:`gather_used_rows` brings together."""
         try:
-            missing = [level for level in self.levels if level not in self.features]
-            if missing:
-                raise RuntimeError(f"no features recorded at {missing}: run a forward pass first")
+            features = self.taps.take()
             poisoned_mask = torch.as_tensor(poisoned_mask)
             benign = torch.as_tensor(benign_target_mask).nonzero().flatten()
             poisoned = poisoned_mask.nonzero().flatten()
             self.last_active = len(benign) >= 2 and len(poisoned) >= 2
-            features = {level: self.features[level] for level in self.levels}
             if not self.last_active:
                 per_level = {level: feats.new_zeros((), dtype=torch.float32) for level, feats in features.items()}
             else:
@@ -81,18 +105,31 @@ class MultiLevelMMD:
                 else:
                     pooled = {level: feats.index_select(0, rows.to(feats.device, non_blocking=True))
                               for level, feats in features.items()}
-                per_level = {level: pooled_mmd2(pooled[level], len(benign), self.kernel, self.estimator)
-                             for level in self.levels}
+                per_level = {level: self.distance(pooled[level], len(benign), level) for level in self.levels}
             stacked = torch.stack(list(per_level.values()))
             return (stacked.mean() if self.reduce == "mean" else stacked.sum()), per_level
         finally:
-            self.features.clear()
+            self.taps.clear()
 
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        self.features.clear()
+
+class MultiLevelMMD(PooledDistance):
+    """The multi-level MMD regulariser of Algorithm 1 / Eq. 6: MMD² (Eq. 3) at each level (ML-MMDR
+    at s1, s2, s3; SL-MMDR at s3 alone)."""
+
+    name = "mmd"
+    display = "MMD"
+    term = "mmd"
+
+    def __init__(self, model: nn.Module, levels=("s1", "s2", "s3"), kernel="gmk2",
+                 reduce: str = "mean", estimator: str = "biased"):
+        if estimator not in ESTIMATORS:
+            raise UserError(f"unknown MMD estimator '{estimator}'; choose one of {', '.join(ESTIMATORS)}")
+        super().__init__(model, levels, reduce)
+        self.kernel = get_kernel(kernel)
+        self.estimator = estimator
+
+    def distance(self, pooled: torch.Tensor, n: int, level: str) -> torch.Tensor:
+        return pooled_mmd2(pooled, n, self.kernel, self.estimator)
 
 
 def shard_rows(rows: torch.Tensor, sizes: list) -> list:

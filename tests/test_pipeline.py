@@ -170,7 +170,7 @@ def test_every_train_setting_comes_from_the_run_configuration():
 
     config = RunConfig(
         data_name="digits", epochs=7, batch_size=33, lr=0.05, milestones=[3, 5], momentum=0.8, weight_decay=1e-3,
-        target=3, mlmmdr_lamb=0.25, mlmmdr_layer="last", kernel="gk1", mlmmdr_reduce="sum", mmd_estimator="unbiased",
+        target=3, mlmmdr_lamb=0.25, regularizer="wasserstein", seed=5, mlmmdr_layer="last", kernel="gk1", mlmmdr_reduce="sum", mmd_estimator="unbiased",
         ce_reduction="pooled", amp=True, amp_dtype="fp16", sync_bn=True, mmd_sync="local", channels_last=True,
         compile=True, eval_batch_size=100, eval_every=3, progress=False).resolve_defaults()
     settings, defaults = config.train_settings(), TrainSettings()

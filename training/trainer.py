@@ -13,7 +13,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from attacks.poisoning import PoisonedData
-from regularizers import MultiLevelMMD
+import regularizers
 from inference import autocast, ba_asr, clean_and_triggered_predictions, source_classes
 from training.loss import backdoor_cross_entropy
 from training.sync_bn import convert_sync_batchnorm
@@ -37,6 +37,9 @@ class TrainSettings:
     weight_decay: float = 5e-4
     target: int = 0
     mlmmdr_lamb: float = 0.0
+    regularizer: str = "mmd"  # regularizers.REGULARIZERS; λ = mlmmdr_lamb weighs it
+    regularizer_params: dict = None  # its own options (None: its defaults)
+    seed: int = 0  # a regulariser that draws (SWD's directions, a discriminator's init) derives from it
     levels: tuple = ("s1", "s2", "s3")
     kernel: str = "gmk2"
     mlmmdr_reduce: str = "mean"
@@ -100,8 +103,11 @@ class Trainer:
         self.last_clean_predictions = None
         self._warned_inactive = False
         if config.mlmmdr_lamb > 0:
-            self.regularizer = MultiLevelMMD(model, config.levels, config.kernel, config.mlmmdr_reduce,
-                                             config.mmd_estimator)
+            self.regularizer = regularizers.create(config.regularizer, model, config, config.regularizer_params)
+            if context.active and not self.regularizer.supports_ddp:
+                self.regularizer.remove()
+                raise UserError(f"--regularizer {config.regularizer} does not run under torchrun; run it in one "
+                                f"process")
         self.network = model
         if context.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -133,14 +139,15 @@ class Trainer:
         terms = {"ce": ce.detach(), "ce_benign": benign_ce.detach(), "ce_poisoned": poisoned_ce.detach()}
         loss, share = world * ce, ce.detach()
         if self.regularizer is not None:
-            benign_target = batch.benign_target_mask(self.config.target)
+            benign = self.regularizer.benign_mask(batch, self.config.target)
             if self.config.mmd_sync == "global":
-                mmd, per_level = self.regularizer.loss(benign_target, batch.poisoned, self.context)
+                term, per_level = self.regularizer.loss(benign, batch.poisoned, self.context)
             else:
-                mmd, per_level = self.regularizer.loss(benign_target[batch.rows], batch.poisoned[batch.rows])
-            loss = loss + self.config.mlmmdr_lamb * mmd
-            share = share + self.config.mlmmdr_lamb * mmd.detach() / world
-            terms.update({f"mmd_{level}": value.detach() / world for level, value in per_level.items()})
+                term, per_level = self.regularizer.loss(benign[batch.rows], batch.poisoned[batch.rows])
+            loss = loss + self.config.mlmmdr_lamb * term
+            share = share + self.config.mlmmdr_lamb * term.detach() / world
+            terms.update({f"{self.regularizer.term}_{level}": value.detach() / world
+                          for level, value in per_level.items()})
         terms["loss"] = share
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -170,8 +177,10 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict:
         """Mean loss terms over the epoch. Terms are summed on the device and read only when the
         progress bar refreshes, so the loop does not wait on the GPU every step."""
+        if self.regularizer is not None:
+            self.regularizer.start_epoch(self, epoch)
         self.network.train()
-        sums, steps, mmd_active_steps = {}, 0, 0
+        sums, steps, active_steps = {}, 0, 0
         unchecked = []  # (step, terms) since the last finiteness check
         total = self.data.num_batches(self.config.batch_size)
         bar = tqdm(self.data.batches(self.config.batch_size, epoch, self.context), total=total, leave=False,
@@ -182,7 +191,7 @@ class Trainer:
             for key, value in terms.items():
                 sums[key] = sums[key] + value if key in sums else value
             unchecked.append((steps, terms))
-            mmd_active_steps += int(self.regularizer is not None and self.regularizer.last_active)
+            active_steps += int(self.regularizer is not None and self.regularizer.last_active)
             steps += 1
             if steps % 10 == 0 or steps == total:
                 self._stop_if_diverged(unchecked, epoch)  # read here, where the bar reads the device anyway
@@ -194,12 +203,12 @@ class Trainer:
         totals = self.context.all_reduce_sum(torch.stack(list(sums.values()))) if sums else torch.zeros(0)
         means = {key: (value / max(steps, 1)).item() for key, value in zip(sums, totals)}
         if self.regularizer is not None:
-            means["mmd_active_steps"] = mmd_active_steps
-            if mmd_active_steps == 0 and not self._warned_inactive:
+            means[f"{self.regularizer.term}_active_steps"] = active_steps
+            if active_steps == 0 and not self._warned_inactive and getattr(self.regularizer, "active", True):
                 self._warned_inactive = True
-                warnings.warn(f"the MMD term was active in none of epoch {epoch + 1}'s {steps} steps: a batch needs "
-                              f"at least 2 clean target-class and 2 poisoned samples; raise batch_size "
-                              f"({self.config.batch_size}) or the regulariser has no effect")
+                warnings.warn(f"the {self.regularizer.display} term was active in none of epoch {epoch + 1}'s {steps} "
+                              f"steps: a batch needs at least 2 clean target-class and 2 poisoned samples; raise "
+                              f"batch_size ({self.config.batch_size}) or the regulariser has no effect")
         return means
 
     @property
@@ -258,6 +267,8 @@ class Trainer:
         state["world_size"] = self.context.world_size
         if self.scaler.is_enabled():  # fp16's loss scale and its growth counter: a resume goes on with them
             state["grad_scaler"] = self.scaler.state_dict()
+        if self.regularizer is not None and self.regularizer.state_dict():  # a discriminator, a direction stream
+            state["regularizer"] = self.regularizer.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> list:
@@ -278,6 +289,8 @@ class Trainer:
             if "grad_scaler" not in state:
                 raise KeyError("grad_scaler (the checkpoint was not written by an --amp_dtype fp16 run)")
             self.scaler.load_state_dict(state["grad_scaler"])
+        if self.regularizer is not None and "regularizer" in state:
+            self.regularizer.load_state_dict(state["regularizer"])
         return list(state["history"])
 
     def fit(self, test_x, test_y, on_epoch=None, history=None) -> list:

@@ -7,6 +7,13 @@ bare_step_s:   forward + backward + SGD step on a batch assembled beforehand, al
 rbt_step_s:    our full RBT step: batch assembly from the in-memory uint8 set, batched crop/flip,
                triggers on the poisoned rows, then the same step (λ = 0)
 mlmmdr_step_s: the same with λ = 0.1 at all levels (s1, s2, s3)
+regularizer_step_s: the same step with each regulariser of regularizers/registry.py at all levels
+               (mmd is mlmmdr_step_s; adv_embed with its discriminators built), timed in the same rounds;
+               ratio_vs_rbt divides each by rbt_step_s
+adv_embed_discriminator_s: what adversarial embedding adds before each epoch: its discriminators'
+               training (--adv_embed_d_epochs each, the reference's 100) on the poisoned images' features,
+               timed once;
+               adv_embed_epoch_ratio_vs_rbt is an epoch of digits with it against an RBT epoch
 The three are timed in interleaved rounds (median over rounds) so drift hits them alike.
 
 images_per_s:  the ML-MMDR step (λ = 0.1, all levels) through each fast path of --paths: plain,
@@ -138,10 +145,17 @@ def time_steps(args) -> dict:
     attack = build_attack(args.attack_name)
     poisoned = PoisonedData(data.train_x, data.train_y, attack, device=device)
     trainers = {}
-    for kind, lamb in (("rbt", 0.0), ("mlmmdr", 0.1)):
-        config = TrainSettings(mlmmdr_lamb=lamb, batch_size=args.batch_size, progress=False)
+    for kind, lamb, regularizer, params in REGULARIZED:
+        params = {**params, "adv_embed_d_epochs": args.adv_embed_d_epochs} if regularizer == "adv_embed" else params
+        config = TrainSettings(mlmmdr_lamb=lamb, batch_size=args.batch_size, progress=False, regularizer=regularizer,
+                               regularizer_params=params)
         model = models.build(args.model_name, num_classes=10, width=args.width).to(device)
         trainers[kind] = Trainer(model, poisoned, config, device)
+    _sync(device)
+    started = time.perf_counter()
+    trainers["adv_embed"].regularizer.start_epoch(trainers["adv_embed"], 0)  # its discriminators, trained once
+    _sync(device)
+    discriminator_s = time.perf_counter() - started
     bare_model = models.build(args.model_name, num_classes=10, width=args.width).to(device)
     bare_opt = torch.optim.SGD(bare_model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     generator = torch.Generator().manual_seed(0)
@@ -159,7 +173,7 @@ def time_steps(args) -> dict:
         positions = torch.randint(0, len(poisoned), (args.batch_size,), generator=generator)
         trainers[kind].step(poisoned.make_batch(positions))
 
-    steps = {"bare": bare, "rbt": lambda: full("rbt"), "mlmmdr": lambda: full("mlmmdr")}
+    steps = {"bare": bare, **{kind: (lambda kind=kind: full(kind)) for kind in trainers}}
     times = {name: [] for name in steps}
     for round_index in range(args.warmup + args.steps):
         for name, step in steps.items():
@@ -169,7 +183,14 @@ def time_steps(args) -> dict:
             _sync(device)
             if round_index >= args.warmup:
                 times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {**medians, "adv_embed_discriminator": discriminator_s,
+            "epoch_steps": poisoned.num_batches(args.batch_size)}
+
+
+# (timing key, λ, regulariser, its options): RBT, then each regulariser at all levels
+REGULARIZED = (("rbt", 0.0, "mmd", {}), ("mlmmdr", 0.1, "mmd", {}), ("wasserstein", 1.0, "wasserstein", {}),
+               ("adv_embed", 10.0, "adv_embed", {"adv_embed_warmup": 0}))
 
 
 PATHS = {"plain": {}, "amp": {"amp": True}, "channels_last": {"channels_last": True}, "compile": {"compile": True},
@@ -315,6 +336,8 @@ class StepOptions(common.BenchmarkOptions):
     device: str = common.device("cpu")
     steps: int = param(3, "timed rounds", low=1)
     warmup: int = param(1, "untimed rounds first", low=0)
+    adv_embed_d_epochs: int = param(100, "adversarial embedding's discriminator epochs per classifier epoch, timed "
+                                    "once (the reference's 100)", low=1)
     mmd_n: int = param(256, "pooled samples for the MMD² comparison", low=2)
     mmd_d: int = param(16384, "feature dimension for the MMD² comparison", low=1)
     skip_broadcast: bool = param(False, "skip the n×n×d MMD² (it needs ~2·n²·d·4 bytes)")
@@ -339,6 +362,12 @@ def main(argv=None) -> int:
               "mlmmdr_step_s": round(step["mlmmdr"], 4),
               "ratio_rbt_vs_bare": round(step["rbt"] / step["bare"], 4),
               "ratio_mlmmdr_vs_rbt": round(step["mlmmdr"] / step["rbt"], 4),
+              "regularizer_step_s": {regularizer: round(step[kind], 4) for kind, _, regularizer, _ in REGULARIZED[1:]},
+              "ratio_vs_rbt": {regularizer: round(step[kind] / step["rbt"], 4)
+                               for kind, _, regularizer, _ in REGULARIZED[1:]},
+              "adv_embed_discriminator_s": round(step["adv_embed_discriminator"], 3),
+              "adv_embed_epoch_ratio_vs_rbt": round((step["epoch_steps"] * step["adv_embed"] + step["adv_embed_discriminator"])
+                                                    / (step["epoch_steps"] * step["rbt"]), 4),
               "mmd_n": args.mmd_n, "mmd_d": args.mmd_d}
     ours = run_mmd("ours", args.mmd_n, args.mmd_d, args.device)
     result.update({"mmd_ours_s": round(ours["seconds"], 4), "mmd_ours_peak_mb": round(ours["peak_mb"], 1)})

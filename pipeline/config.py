@@ -239,6 +239,8 @@ class RunConfig:
         if self.milestones is None:
             self.milestones = schedule.milestones(self.epochs)
         self.attack_params = {**attacks.default_params(self.attack_name), **self.attack_params}
+        if self.mlmmdr_lamb == 0:  # RBT has no regulariser: one run, whichever --regularizer was named
+            self.regularizer, self.regularizer_params = "mmd", {}
         self.regularizer_params = {**regularizer_registry.default_params(self.regularizer), **self.regularizer_params}
         for key, value in self.default_regime().settings().items():
             if getattr(self, key) is None:

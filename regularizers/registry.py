@@ -34,7 +34,7 @@ class AdvEmbedOptions:
 
 @dataclass
 class SWDOptions:
-    swd_projections: int = param(10, "wasserstein: random unit directions per level, drawn anew at every step "
+    wasserstein_projections: int = param(10, "wasserstein: random unit directions per level, drawn anew at every step "
                                  "(10: the number of rows of the classifier WB's ports project on, for 10 "
                                  "classes)", low=1)
 
@@ -58,7 +58,7 @@ def _adv_embed(model, settings, params):
 
 
 def _wasserstein(model, settings, params):
-    return MultiLevelSWD(model, settings.levels, settings.mlmmdr_reduce, params["swd_projections"], settings.seed)
+    return MultiLevelSWD(model, settings.levels, settings.mlmmdr_reduce, params["wasserstein_projections"], settings.seed)
 
 
 REGULARIZERS = {

@@ -17,6 +17,7 @@ from utils.errors import ParameterError, UserError
 
 # A tiny configuration: every timed part runs once on a small model, batch and MMD.
 TINY = ["--width", "0.125", "--batch_size", "16", "--steps", "1", "--warmup", "0", "--mmd_n", "8", "--mmd_d", "16",
+        "--adv_embed_d_epochs", "1",
         "--skip_broadcast", "--paths", "plain", "--threads", "2"]
 
 
@@ -97,6 +98,9 @@ def test_a_cpu_run_times_everything_on_the_cpu(capsys):
     assert result["ddp_speedup_vs_one_process"] == round(result["ddp_images_per_s"] / rate, 3)
     assert "cifar10_grid_hours" not in result
     assert result["mmd_gather"]["ranks"] == 2 and result["mmd_gather"]["batches"] == 1
+    assert set(result["ratio_vs_rbt"]) == {"mmd", "wasserstein", "adv_embed"}  # every regulariser, against RBT
+    assert result["ratio_vs_rbt"]["mmd"] == result["ratio_mlmmdr_vs_rbt"]
+    assert result["adv_embed_discriminator_s"] > 0
 
 
 def test_the_gather_traffic_is_the_shards_against_the_used_rows():

@@ -230,12 +230,14 @@ def test_other_regularisers_are_named_apart_and_check_their_flags():
     assert config.method == "SL-AdvEmbed" and config.identity()["regularizer_params"]["adv_embed_d_epochs"] == 100
     swd = RunConfig(data_name="digits", mlmmdr_lamb=0.3, regularizer="wasserstein").resolve_defaults()
     assert swd.run_name == "digits_vgg11_patched_wasserstein_0.3_all" and swd.method == "ML-SWD"
+    rbt = RunConfig(data_name="digits", regularizer="adv_embed", regularizer_params={"adv_embed_warmup": 3})
+    assert rbt.resolve_defaults().config_hash() == RunConfig(data_name="digits").resolve_defaults().config_hash()
     with pytest.raises(ParameterError) as error:
         RunConfig(data_name="digits", mlmmdr_lamb=1, regularizer="adv_embed",
                   regularizer_params={"adv_embed_warmup": 10}).validate().resolve_defaults()
     assert error.value.parameter == "adv_embed_warmup" and "below --epochs" in error.value.problem
     with pytest.raises(ParameterError):
-        registry.check("wasserstein", {"swd_projections": 0})
+        registry.check("wasserstein", {"wasserstein_projections": 0})
     with pytest.raises(UserError, match="takes no parameter adv_embed_lr"):
         registry.check("wasserstein", {"adv_embed_lr": 0.1})
 

@@ -248,8 +248,32 @@ def _mixed_dtypes_equal_whole_batch(context: Context) -> bool:
     return all(a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(*outcomes))
 
 
+def _swd_global_equals_one_process(context: Context) -> bool:
+    """The sliced Wasserstein regulariser on this rank's shard under DDP (its groups gathered from
+    every rank) against one process on the whole batch: the same loss (float64, BatchNorm in
+    evaluation mode so that a shard's features are the whole batch's rows)."""
+    import models
+    from regularizers.wasserstein import MultiLevelSWD
+    from utils.distributed import SINGLE
+
+    torch.manual_seed(0)
+    model = models.build("vgg11", num_classes=10, width=0.125).double().eval()
+    x = torch.rand(24, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    benign, poisoned = torch.zeros(24, dtype=torch.bool), torch.zeros(24, dtype=torch.bool)
+    benign[[0, 4, 13, 20]], poisoned[[2, 3, 14, 15, 22]] = True, True
+    values = []
+    for sharded in (False, True):
+        regularizer = MultiLevelSWD(model, seed=5)
+        with torch.no_grad():
+            model(x[context.shard(24)] if sharded else x)
+        values.append(regularizer.loss(benign, poisoned, context if sharded else SINGLE)[0])
+        regularizer.remove()
+    return bool(values[0] > 0) and torch.allclose(values[0], values[1], rtol=1e-10, atol=0)
+
+
 def _gather_checks(context: Context) -> dict:
     return {"step": _step_gathers(context), "mixed_dtypes": _mixed_dtypes_equal_whole_batch(context),
+            "swd_global": _swd_global_equals_one_process(context),
             "equal": {f"{str(dtype)[6:]}_{size}": _used_rows_equal_whole_batch(context, dtype, size)
                       for dtype, size in ((torch.float64, 64), (torch.float64, 63), (torch.float32, 63))}}
 
@@ -313,6 +337,10 @@ def test_gathering_the_used_rows_gives_the_whole_batch_gathers_loss_and_gradient
 
 def test_levels_of_two_dtypes_travel_apart_with_the_same_values(gathers):
     assert [results["mixed_dtypes"] for results in gathers] == [True, True]
+
+
+def test_the_sliced_wasserstein_term_under_ddp_is_the_global_batchs(gathers):
+    assert all(rank["swd_global"] for rank in gathers)
 
 
 def test_shards_cover_the_batch_in_order():

@@ -12,7 +12,7 @@ from pipeline.config import RunConfig, inputs_hash
 from pipeline.prepare import Prepared, prepare
 from pipeline.rundir import RunDir
 from pipeline.stages.registry import register
-from regularizers import describe
+from regularizers import describe, registry as regularizer_registry
 from training import Trainer
 from training.trainer import TrainingDiverged
 from utils import distributed
@@ -25,13 +25,21 @@ RESUME_KEYS = ("model", "optimizer", "scheduler", "data_rng", "torch_rng", "nump
                "config_hash")
 
 
+def regularizer_source(config) -> str:
+    """What the run's latent regulariser is and where it comes from, in words (none for RBT)."""
+    if config.mlmmdr_lamb == 0:
+        return "none (RBT)"
+    return f"{config.regularizer}: {regularizer_registry.entry(config.regularizer).source}"
+
+
 def resolved_config(prepared: Prepared, poisoned: PoisonedData) -> dict:
     """config.json: the flags plus what they resolved to, so a run describes itself."""
     config = prepared.config
     return {**config.to_dict(), "config_hash": config.config_hash(), "inputs_hash": inputs_hash(config),
             "resolved": {"method": config.method, "regime": config.regime, "regime_source": config.regime_source(),
                          "levels": list(config.levels),
-                         "kernel": describe(config.kernel), "device": str(prepared.device),
+                         "kernel": describe(config.kernel), "regularizer": regularizer_source(config),
+                         "device": str(prepared.device),
                          "num_classes": prepared.data.num_classes,
                          "train_size": len(prepared.data.train_y), "test_size": len(prepared.data.test_y),
                          "poisoned": len(poisoned.poison_index), "noise": len(poisoned.noise_index),

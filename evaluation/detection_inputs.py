@@ -95,18 +95,20 @@ class DetectionContext:
         to_float = lambda images: images.float() / 255.0  # noqa: E731
         images = torch.cat([to_float(data.test_x[benign_index]), attack(to_float(data.test_x[malicious_index]))])
         overlay_count = getattr(detector_options, "overlay_pool", 500)
-        held_out = self._held_out(overlay_count + getattr(detector_options, "fit_samples", 500))
+        held_out, held_out_labels = self._held_out(overlay_count + getattr(detector_options, "fit_samples", 500))
         return DetectorInputs(seed=self.subject.seed, protocol=self.options, images=images,
                               predict_proba=self.predict_proba, overlay_images=to_float(held_out[:overlay_count]),
-                              fit_images=to_float(held_out[overlay_count:]),
+                              fit_images=to_float(held_out[overlay_count:]), fit_labels=held_out_labels[overlay_count:],
+                              model=self.subject.model.eval(), batch_size=self.subject.batch_size,
                               extra={"memo": self._cache})  # shared by the pools: STRIP's fit entropies
 
-    def _held_out(self, count: int) -> torch.Tensor:
+    def _held_out(self, count: int) -> tuple:
+        """(uint8 images, labels) of ``count`` seeded clean training images."""
         key = ("held_out", count)
         if key not in self._cache:
             index = sample(torch.arange(len(self.subject.data.train_y)), count,
                            generator(self.subject.seed, "detector-held-out"))
-            self._cache[key] = self.subject.data.train_x[index]
+            self._cache[key] = (self.subject.data.train_x[index], torch.as_tensor(self.subject.data.train_y)[index])
         return self._cache[key]
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:

@@ -81,6 +81,9 @@ class DetectorInputs:
     predict_proba: Callable = None       # inputs: images -> (n, classes) probabilities
     overlay_images: object = None        # inputs: held-out clean images to superimpose
     fit_images: object = None            # inputs: held-out clean images that fit a threshold
+    fit_labels: object = None            # inputs: their true classes
+    model: object = None                 # inputs: the model itself, in evaluation mode (parameter-space detectors)
+    batch_size: int = None               # inputs: images per forward pass
     class_features: object = None        # classes: (M, d) inspected training sample as labelled
     class_labels: object = None          # classes: (M,) their labels (poisoned ones carry the target)
     clean_features: object = None        # classes: (K, d) clean reserve

@@ -99,6 +99,7 @@ class DetectionContext:
         return DetectorInputs(seed=self.subject.seed, protocol=self.options, images=images,
                               predict_proba=self.predict_proba, overlay_images=to_float(held_out[:overlay_count]),
                               fit_images=to_float(held_out[overlay_count:]), fit_labels=held_out_labels[overlay_count:],
+                              overlay_labels=held_out_labels[:overlay_count],
                               model=self.subject.model.eval(), batch_size=self.subject.batch_size,
                               extra={"memo": self._cache})  # shared by the pools: STRIP's fit entropies
 

@@ -48,6 +48,14 @@ class ResNet(nn.Module):
         self.head = nn.Sequential(nn.BatchNorm2d(self.in_planes), nn.ReLU()) if he_preact else nn.Identity()
         self.linear = nn.Linear(self.in_planes * block.expansion, num_classes)
 
+    @property
+    def stages(self) -> list:
+        """The stem, every residual block's output and the logits, in forward order: the layers a
+        detector that reads the whole network (TED) follows."""
+        blocks = [f"{group}.{index}" for group in ("layer1", "layer2", "layer3", "layer4")
+                  for index in range(len(getattr(self, group)))]
+        return ["stem"] + blocks + ["linear"]
+
     def _make_layer(self, block, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
         layers = []
         for layer_stride in [stride] + [1] * (num_blocks - 1):

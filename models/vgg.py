@@ -43,6 +43,10 @@ class VGG(nn.Module):
         self.classifier = nn.Linear(in_channels, num_classes)
         self.taps = {level: f"features.{relu_at_stage_end[stage]}"
                      for level, stage in (("s1", 2), ("s2", 3), ("s3", 4))}
+        # every convolution's ReLU, then the logits: the layers a detector that reads the whole
+        # network (TED) follows, in forward order
+        self.stages = [f"features.{index}" for index, layer in enumerate(layers) if isinstance(layer, nn.ReLU)]
+        self.stages.append("classifier")
 
     def forward(self, x):
         return self.classifier(self.pool(self.features(x)).flatten(1))

@@ -63,6 +63,12 @@ class WideResNet(nn.Module):
             elif isinstance(module, nn.Linear):
                 nn.init.zeros_(module.bias)
 
+    @property
+    def stages(self) -> list:
+        """The first convolution, every block's output and the logits, in forward order (TED's layers)."""
+        return (["conv1"] + [name for name, module in self.named_modules() if isinstance(module, WideBasicBlock)]
+                + ["fc"])
+
     @staticmethod
     def _group(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
         return nn.Sequential(*[WideBasicBlock(in_planes if i == 0 else planes, planes, stride if i == 0 else 1)

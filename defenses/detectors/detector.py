@@ -82,6 +82,7 @@ class DetectorInputs:
     overlay_images: object = None        # inputs: held-out clean images to superimpose
     fit_images: object = None            # inputs: held-out clean images that fit a threshold
     fit_labels: object = None            # inputs: their true classes
+    overlay_labels: object = None        # inputs: the overlay images' true classes
     model: object = None                 # inputs: the model itself, in evaluation mode (parameter-space detectors)
     batch_size: int = None               # inputs: images per forward pass
     class_features: object = None        # classes: (M, d) inspected training sample as labelled

@@ -142,7 +142,7 @@ def _adv_trainer(poisoned, epochs=3):
     return Trainer(model, poisoned, settings, torch.device("cpu"))
 
 
-def test_a_resumed_adversarial_embedding_run_equals_an_uninterrupted_one(digits_poisoned):
+def test_a_resumed_adversarial_embedding_run_equals_an_uninterrupted_one_and_acts_after_its_warm_up(digits_poisoned):
     poisoned, data = digits_poisoned
     test_x, test_y = data.test_x[:64], data.test_y[:64]
     saved = {}
@@ -155,7 +155,10 @@ def test_a_resumed_adversarial_embedding_run_equals_an_uninterrupted_one(digits_
             buffer.seek(0)
             saved[2] = torch.load(buffer, weights_only=True)
 
-    whole.fit(test_x, test_y, on_epoch=checkpoint)
+    history = whole.fit(test_x, test_y, on_epoch=checkpoint)
+    # the term acts only after the warm-up (1 epoch here)
+    assert history[0]["adv_active_steps"] == 0 and history[1]["adv_active_steps"] > 0
+    assert history[0]["adv_s3"] == 0.0 and history[1]["adv_s3"] > 0.0
     uninterrupted = {key: value.clone() for key, value in whole.model.state_dict().items()}
     assert set(saved[2]["regularizer"]["discriminators"]) == {"s2", "s3"}  # trained in epoch 2, in the checkpoint
     whole.close()
@@ -165,15 +168,6 @@ def test_a_resumed_adversarial_embedding_run_equals_an_uninterrupted_one(digits_
     for key, value in resumed.model.state_dict().items():
         assert torch.equal(value, uninterrupted[key]), key
     resumed.close()
-
-
-def test_the_adversarial_term_acts_only_after_the_warm_up(digits_poisoned):
-    poisoned, data = digits_poisoned
-    trainer = _adv_trainer(poisoned)
-    history = trainer.fit(data.test_x[:64], data.test_y[:64])
-    trainer.close()
-    assert history[0]["adv_active_steps"] == 0 and history[1]["adv_active_steps"] > 0
-    assert history[0]["adv_s3"] == 0.0 and history[1]["adv_s3"] > 0.0
 
 
 @pytest.mark.filterwarnings("ignore:without --sync_bn")

@@ -92,8 +92,9 @@ def neighbour_ranks(queries: torch.Tensor, query_labels: torch.Tensor, bank: tor
     bank row whose label equals the query's; ``skip_self``: the queries are the bank's rows, each one
     leaving itself out. ``len(bank)`` when no bank row has the label."""
     ranks = np.empty(len(queries), dtype=np.int64)
+    bank = bank.double()
     for start in range(0, len(queries), chunk):
-        distances = torch.cdist(queries[start:start + chunk].double(), bank.double())
+        distances = torch.cdist(queries[start:start + chunk].double(), bank)
         if skip_self:
             rows = torch.arange(start, min(start + chunk, len(queries)))
             distances[rows - start, rows] = float("inf")

@@ -11,7 +11,8 @@ What a detector consumes, and what the evaluation hands it (a :class:`DetectorIn
              reference of the target class, and the pool's malicious count (an oracle budget)
     maps     the same pool's feature maps (N, C, H, W) at one level, and a small clean set of
              every class's maps
-    inputs   the pool's images and the model's class probabilities; no level (input-level)
+    inputs   the pool's images, the model's class probabilities, held-out clean training images
+             with their labels, and the model itself; no level (input-level)
     classes  every class of a sample of the poisoned training set as labelled, and a clean
              reserve of every class, at one level: a class-level verdict (which class is poisoned)
 """

@@ -109,7 +109,8 @@ def test_c9_later_detectors_rule():
         return out
 
     lowered = judge(c09_later_detectors.CLAIM, Runs(cells(0.9, 0.5), 0.3))
-    assert lowered.verdict == "SPECTRE lowered; SCAn lowered; Beatrix lowered; Beatrix class test lowered; STRIP (control) unchanged"
+    assert lowered.verdict == ("SPECTRE lowered; SCAn lowered; Beatrix lowered; Beatrix class test lowered; TED lowered; "
+                               "STRIP (control) unchanged; SCALE-UP (control) unchanged; IBD-PSC (control) unchanged")
     assert "Separability" not in lowered.verdict and "0.990 → 0.990" in lowered.evidence
     # a class-level detector that no longer flags the target detects nothing there: its F1 is 0
     assert detector_f1(run("ML-MMDR", f1=later(0.9), flagged=False), "scan") == 0.0

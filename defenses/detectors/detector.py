@@ -44,8 +44,11 @@ class Detector:
     headline: str = "own"
     rule: Callable = None        # (its options, the EvalOptions) -> how its headline rule reads in a report
     paper: bool = False
+    latent: bool = None          # whether it reads representations (None: all but input-level ones do)
 
     def __post_init__(self):
+        if self.latent is None:
+            object.__setattr__(self, "latent", self.consumes != "inputs")
         if self.consumes not in CONSUMES:
             raise ValueError(f"detector {self.name}: consumes must be one of {CONSUMES}, got {self.consumes!r}")
         if self.headline not in HEADLINE_RULES:

@@ -187,7 +187,7 @@ def _run(inputs, options, seed: int) -> Detection:
     return ted(inputs.model, inputs.images, images[:count], labels[:count], options, inputs.batch_size or 512)
 
 
-TED = Detector("ted", "TED", "Mo et al., IEEE S&P 2024", "inputs", _run, options=TedOptions,
+TED = Detector("ted", "TED", "Mo et al., IEEE S&P 2024", "inputs", _run, options=TedOptions, latent=True,
                rule=lambda options, protocol: (f"nearest-same-class ranks at every {'declared layer' if options.layers == 'stages' else 'tap'}"
                                                f", flagged above the {1 - options.contamination:g} quantile of "
                                                f"the clean defense set's PCA outlier scores"))

@@ -14,13 +14,14 @@ from models import display_name as model_display
 
 
 def later_detectors() -> tuple:
-    """The detectors published after the paper that read representations (C9's subjects)."""
-    return tuple(name for name, d in DETECTORS.items() if not d.paper and d.consumes != "inputs")
+    """The detectors published after the paper that read representations (C9's subjects), TED's
+    input-level ranks among them."""
+    return tuple(name for name, d in DETECTORS.items() if not d.paper and d.latent)
 
 
 def control_detectors() -> tuple:
-    """Detectors that read inputs alone (STRIP): C9's control."""
-    return tuple(name for name, d in DETECTORS.items() if d.consumes == "inputs")
+    """Detectors that read no representation (STRIP, SCALE-UP, IBD-PSC): C9's controls."""
+    return tuple(name for name, d in DETECTORS.items() if not d.latent)
 
 
 def class_level_detectors() -> tuple:

@@ -171,15 +171,17 @@ RULE = (f"per detector, over the (model, attack, seed) cells: RBT's minus ML-MMD
         f"class where they flag it on the whole training set, 0 where they do not). "
         f"(Changed by issue 42, after v3's numbers: SPECTRE was read on the evaluation's pools, whose poisoned "
         f"share is 1/3 or 1/2, and SCAn and Beatrix's class test on 200 images per labelled class; v3's verdict "
-        f"was SPECTRE not lowered, SCAn lowered, Beatrix lowered, Beatrix class test lowered.) 'Lowered' if the mean difference is ≥ {DETECTION_MARGIN:g} with its 95% "
+        f"was SPECTRE not lowered, SCAn lowered, Beatrix lowered, Beatrix class test lowered.) (Widened by issue 44, "
+        f"before any numbers of them: TED, which ranks representations at every layer, joins the subjects; "
+        f"SCALE-UP and IBD-PSC, which read no representation, join STRIP as controls.) 'Lowered' if the mean difference is ≥ {DETECTION_MARGIN:g} with its 95% "
         f"bootstrap interval above 0, 'raised' if ≤ −{DETECTION_MARGIN:g} with the interval below 0, else "
         f"'not lowered'; the input-level control is 'unchanged' if the interval lies within ±{DETECTION_MARGIN:g}; "
         f"'not measurable' below {MIN_CASES} cells")
 
 CLAIM = register(Claim(
     id="C9",
-    statement="New: does ML-MMDR lower the detection of SPECTRE, SCAn and Beatrix as it lowers AC's, SS's "
-              "and SR's, with STRIP (no representation) unchanged?",
+    statement="New: does ML-MMDR lower the detection of SPECTRE, SCAn, Beatrix and TED as it lowers AC's, SS's "
+              "and SR's, with STRIP, SCALE-UP and IBD-PSC (no representation) unchanged?",
     paper=NOT_IN_PAPER,
     studies=("lambda", "model"),
     rule=RULE, judge=judge, cases=cases,

@@ -15,7 +15,7 @@ details are not followed, and the record says so: its probe amplifies k layers b
 k + 1 (``layer_offset`` 1 restores that), and its probe returns nothing when no k reaches ξ (then
 s here is the deepest count that exists, ``probe_reached`` False). A k beyond the model's BatchNorm
 layers amplifies all of them, as the reference's slice does. The clean images of the probe are the
-evaluation's held-out clean training images (STRIP's fit set), not test inputs; BackdoorBox scores
+evaluation's held-out clean training images (STRIP's overlay and fit sets), not test inputs; BackdoorBox scores
 only inputs the model classifies as their label or target, where the evaluation's pools already
 hold only inputs classified as the target.
 """
@@ -68,6 +68,8 @@ def amplified(model: nn.Module, deepest: int, scale: float) -> nn.Module:
 
 def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     device = next(model.parameters()).device
+    if len(images) == 0:
+        return torch.empty(0, 0)
     with torch.no_grad():
         return torch.cat([torch.softmax(model(images[start:start + batch_size].to(device)).float(), 1).cpu()
                           for start in range(0, len(images), batch_size)])
@@ -94,6 +96,8 @@ def ibd_psc(model: nn.Module, images, clean_images, clean_labels, options: IbdPs
     check_params(options)
     if len(batchnorm_layers(model)) == 0:
         raise ValueError("IBD-PSC amplifies BatchNorm2d layers, and this model has none")
+    if len(clean_images) == 0:
+        raise ValueError("IBD-PSC probes its first layer count on clean images with their labels, and none were given")
     model = model.eval()
     images = torch.as_tensor(images).float()
     start, reached, passes = probe_start(model, torch.as_tensor(clean_images).float(), clean_labels, options,
@@ -113,8 +117,10 @@ def ibd_psc(model: nn.Module, images, clean_images, clean_labels, options: IbdPs
 
 
 def _run(inputs, options, seed: int) -> Detection:
-    return ibd_psc(inputs.model, inputs.images, inputs.fit_images, inputs.fit_labels, options,
-                   inputs.batch_size or 512)
+    # the probe's clean images: every held-out clean image the evaluation drew (STRIP's overlay and fit sets)
+    images = torch.cat([torch.as_tensor(inputs.overlay_images), torch.as_tensor(inputs.fit_images)])
+    labels = torch.cat([torch.as_tensor(inputs.overlay_labels), torch.as_tensor(inputs.fit_labels)])
+    return ibd_psc(inputs.model, inputs.images, images, labels, options, inputs.batch_size or 512)
 
 
 IBD_PSC = Detector("ibd_psc", "IBD-PSC", "Hou et al., ICML 2024", "inputs", _run, options=IbdPscOptions,

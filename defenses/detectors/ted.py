@@ -161,10 +161,10 @@ def ted(model: nn.Module, images, defense_images, defense_labels, options: TedOp
     for which in LAYER_SETS:
         names = layer_names(model, which)
         inputs, defense, kept, passes = trajectories(model, images, defense_images, defense_labels, names, batch_size)
-        if kept < 3:
-            raise ValueError(f"TED needs clean defense images the model classifies correctly; only {kept} of "
-                             f"{len(defense_images)} are")
-        flagged, scores, threshold = ted_decision(inputs, defense, options.contamination)
+        if kept < 3:  # no defense set to fit: nothing flagged, and the record says why
+            flagged, scores, threshold = np.zeros(len(inputs), bool), np.zeros(len(inputs)), None
+        else:
+            flagged, scores, threshold = ted_decision(inputs, defense, options.contamination)
         results[which] = Detection(flagged=flagged, scores=scores, threshold_scores=[scores],
                                    decisions={which: flagged},
                                    info={"threshold": threshold, "layers": names, "defense_set": kept,

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from regularizers.multilevel import REDUCTIONS, LatentRegularizer
+from regularizers.multilevel import LatentRegularizer
 from utils.distributed import SINGLE, Context
 from utils.errors import UserError
 from utils.seed import derive_seed, generator
@@ -87,14 +87,12 @@ class AdversarialEmbedding(LatentRegularizer):
                  reduce: str = "mean"):
         if clean not in CLEAN_GROUPS:
             raise UserError(f"unknown clean group '{clean}'; choose one of {', '.join(CLEAN_GROUPS)}")
-        if reduce not in REDUCTIONS:
-            raise UserError(f"unknown level reduction '{reduce}'; choose one of {', '.join(REDUCTIONS)}")
         if epochs is not None and warmup >= epochs:
             raise UserError(f"--adv_embed_warmup {warmup} leaves none of the {epochs} epochs to the adversarial "
                             f"game; lower it below --epochs")
-        super().__init__(model, levels)
+        super().__init__(model, levels, reduce)
         self.model, self.warmup, self.lr, self.d_epochs = model, warmup, lr, d_epochs
-        self.clean, self.batch_size, self.seed, self.reduce = clean, batch_size, seed, reduce
+        self.clean, self.batch_size, self.seed = clean, batch_size, seed
         self.discriminators = {}
         self.active = False  # whether this epoch is past the warm-up
         self.accuracy = {}  # {level: D's accuracy in its last training epoch}
@@ -175,8 +173,7 @@ class AdversarialEmbedding(LatentRegularizer):
                 device_rows = rows.to(feats.device, non_blocking=True)
                 per_level[level] = -adversarial_term(self.discriminators[level], feats.index_select(0, device_rows),
                                                      labels.to(feats.device, non_blocking=True))
-            stacked = torch.stack(list(per_level.values()))
-            return -(stacked.mean() if self.reduce == "mean" else stacked.sum()), per_level
+            return -self.reduced(per_level), per_level
         finally:
             self.taps.clear()
 

@@ -28,13 +28,21 @@ class LatentRegularizer:
     term = ""  # prefix of the per-level values in history.csv (mmd_s1, …)
     supports_ddp = False
 
-    def __init__(self, model: nn.Module, levels=("s1", "s2", "s3")):
+    def __init__(self, model: nn.Module, levels=("s1", "s2", "s3"), reduce: str = "mean"):
+        if reduce not in REDUCTIONS:
+            raise UserError(f"unknown level reduction '{reduce}'; choose one of {', '.join(REDUCTIONS)}")
+        self.reduce = reduce
         self.taps = TapRecorder(model, levels)
         self.levels = self.taps.levels
         self.last_active = False  # whether the last loss() acted (both groups large enough)
 
     def benign_mask(self, batch, target: int) -> torch.Tensor:
         return batch.benign_target_mask(target)
+
+    def reduced(self, per_level: dict) -> torch.Tensor:
+        """The levels' values combined by the mean (paper Eq. 6) or the sum (prototype)."""
+        stacked = torch.stack(list(per_level.values()))
+        return stacked.mean() if self.reduce == "mean" else stacked.sum()
 
     def start_epoch(self, trainer, epoch: int) -> None:
         """Before epoch ``epoch`` (0-based) of ``trainer``: nothing, unless the method alternates."""
@@ -75,10 +83,7 @@ class PooledDistance(LatentRegularizer):
     supports_ddp = True
 
     def __init__(self, model: nn.Module, levels=("s1", "s2", "s3"), reduce: str = "mean"):
-        if reduce not in REDUCTIONS:
-            raise UserError(f"unknown level reduction '{reduce}'; choose one of {', '.join(REDUCTIONS)}")
-        super().__init__(model, levels)
-        self.reduce = reduce
+        super().__init__(model, levels, reduce)
 
     def distance(self, pooled: torch.Tensor, n: int, level: str) -> torch.Tensor:
         """The distance between rows [:n] and rows [n:] of one level's pooled features."""
@@ -106,8 +111,7 @@ class PooledDistance(LatentRegularizer):
                     pooled = {level: feats.index_select(0, rows.to(feats.device, non_blocking=True))
                               for level, feats in features.items()}
                 per_level = {level: self.distance(pooled[level], len(benign), level) for level in self.levels}
-            stacked = torch.stack(list(per_level.values()))
-            return (stacked.mean() if self.reduce == "mean" else stacked.sum()), per_level
+            return self.reduced(per_level), per_level
         finally:
             self.taps.clear()
 

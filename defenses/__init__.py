@@ -10,7 +10,7 @@ Reports and figures take display names from ``DETECTORS`` and ``DEFENSES``.
 """
 from dataclasses import dataclass
 
-from defenses.detectors import beatrix, detection, ibd_psc, scale_up, scan, spectre, strip, ted
+from defenses.detectors import asset, badexpert, beatrix, detection, ibd_psc, scale_up, scan, spectre, strip, ted
 from defenses.detectors.detection import (AC_DECISIONS, AC_REDUCTIONS, SS_SCORES, Detection, activation_clustering,
                                 spectral_signatures, subspace_reconstruction)
 from defenses.detectors.detector import CONSUMES, ClassVerdict, Detector, DetectorInputs
@@ -63,6 +63,8 @@ register_detector(beatrix.BEATRIX_CLASS)
 register_detector(scale_up.SCALE_UP)
 register_detector(ibd_psc.IBD_PSC)
 register_detector(ted.TED)
+register_detector(badexpert.BADEXPERT)
+register_detector(asset.ASSET)
 # The detectors of the paper's §6.1: claims C3, C4 and C6 are about these, whatever else is registered
 PAPER_DETECTORS = tuple(name for name, detector in DETECTORS.items() if detector.paper)
 

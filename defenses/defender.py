@@ -98,3 +98,31 @@ def defender_split(train_x: torch.Tensor, train_y: torch.Tensor, outside_x, outs
     validation = order[count:count + validation_size].sort().values
     return DefenderData(pool_x[share], pool_y[share], pool_x[validation], pool_y[validation], source, full,
                         share_of, base)
+
+
+@dataclass
+class DetectorCleanSet:
+    """The clean images a detector may read (STRIP's overlays and fit set, TED's defense set,
+    IBD-PSC's probe set, BaDExpert's fine-tuning set, ASSET's base set): never the test images it
+    is scored on, and never a triggered image."""
+
+    images: torch.Tensor           # uint8, the dataset's layout
+    labels: torch.Tensor
+    source: str                    # OUTSIDE or INSIDE
+
+    def record(self) -> dict:
+        return {"images": len(self.images), "source": self.source}
+
+
+def detector_clean_set(train_x: torch.Tensor, train_y: torch.Tensor, outside_x, outside_y, count: int,
+                       seed: int) -> DetectorCleanSet:
+    """``count`` clean images for the detectors, a seeded uniform draw from the defender's pool:
+    the images outside the attacker's training subset when they hold ``count`` (a defender's own
+    data), else clean copies of the attacker's training images (as the detectors' reference code
+    takes its clean set from the training data), which the record says. Fewer when fewer exist."""
+    if outside_x is not None and len(outside_x) >= count:
+        pool_x, pool_y, source = outside_x, torch.as_tensor(outside_y), OUTSIDE
+    else:
+        pool_x, pool_y, source = train_x, torch.as_tensor(train_y), INSIDE
+    index = torch.randperm(len(pool_y), generator=generator(seed, "detector-held-out"))[:count]
+    return DetectorCleanSet(pool_x[index], pool_y[index], source)

@@ -9,6 +9,7 @@ import torch
 from attacks.base import Attack
 from attacks.poisoning import CLEAN, COVER, NOISE, POISONED, GroupTrigger, PoisonedData
 from defenses import DetectorInputs
+from defenses.defender import detector_clean_set
 from evaluation.representations import FeatureBank
 from inference import Subject, extract
 from models import LEVELS
@@ -89,28 +90,39 @@ class DetectionContext:
     # inputs ---------------------------------------------------------------------------------
     def input_level(self, benign_index, malicious_index, detector_options) -> DetectorInputs:
         """The pool's images (clean benign ones, then the triggered malicious ones, as the pool's
-        features are ordered), the model's probabilities, and held-out clean training images to
-        superimpose and to fit the threshold (STRIP)."""
+        features are ordered), the model's probabilities, and the defender's clean images in two
+        disjoint shares: the first (STRIP superimposes it, BaDExpert fine-tunes on it) and the fit
+        share (STRIP's and BaDExpert's thresholds); TED and IBD-PSC read both."""
         data, attack = self.subject.data, self.subject.attack
         to_float = lambda images: images.float() / 255.0  # noqa: E731
         images = torch.cat([to_float(data.test_x[benign_index]), attack(to_float(data.test_x[malicious_index]))])
-        overlay_count = getattr(detector_options, "overlay_pool", 500)
-        held_out, held_out_labels = self._held_out(overlay_count + getattr(detector_options, "fit_samples", 500))
+        first = getattr(detector_options, "overlay_pool", None) or getattr(detector_options, "clean_images", 500)
+        fit = getattr(detector_options, "fit_samples", 500)
+        held_out, held_out_labels = self._held_out(first + fit)
+        if len(held_out) < first + fit:  # fewer clean images than asked for: both shares shrink alike
+            first = len(held_out) * first // (first + fit)
         return DetectorInputs(seed=self.subject.seed, protocol=self.options, images=images,
-                              predict_proba=self.predict_proba, overlay_images=to_float(held_out[:overlay_count]),
-                              fit_images=to_float(held_out[overlay_count:]), fit_labels=held_out_labels[overlay_count:],
-                              overlay_labels=held_out_labels[:overlay_count],
+                              predict_proba=self.predict_proba, overlay_images=to_float(held_out[:first]),
+                              fit_images=to_float(held_out[first:]), fit_labels=held_out_labels[first:],
+                              overlay_labels=held_out_labels[:first],
                               model=self.subject.model.eval(), batch_size=self.subject.batch_size,
                               extra={"memo": self._cache})  # shared by the pools: STRIP's fit entropies
 
     def _held_out(self, count: int) -> tuple:
-        """(uint8 images, labels) of ``count`` seeded clean training images."""
+        """(uint8 images, labels) of ``count`` seeded clean images from the defender's pool
+        (defenses.defender.detector_clean_set); what it drew is in :meth:`clean_set_record`."""
         key = ("held_out", count)
         if key not in self._cache:
-            index = sample(torch.arange(len(self.subject.data.train_y)), count,
-                           generator(self.subject.seed, "detector-held-out"))
-            self._cache[key] = (self.subject.data.train_x[index], torch.as_tensor(self.subject.data.train_y)[index])
+            data = self.subject.data
+            drawn = detector_clean_set(data.train_x, data.train_y, data.outside_x, data.outside_y, count,
+                                       self.subject.seed)
+            self._cache[key] = (drawn.images, drawn.labels)
+            self._cache["clean_set"] = {**drawn.record(), "asked": count}
         return self._cache[key]
+
+    def clean_set_record(self) -> dict:
+        """Where the input-level detectors' clean images came from, and how many ({} if none drawn)."""
+        return self._cache.get("clean_set", {})
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         """The model's class probabilities of float images in [0, 1] (eval mode, batched)."""
@@ -201,6 +213,34 @@ class DetectionContext:
                                  for label in range(self.subject.data.num_classes)},
                 "poisoned": int(poisoned.sum()), "cover": int((inspected["kind"] == COVER).sum()),
                 "target_poisoned_share": float(poisoned[in_target].mean()) if in_target.any() else 0.0}
+
+    def training_set(self, detector_options) -> tuple:
+        """(inputs, poisoned): what a training-set detector reads (see DetectorInputs): every row of
+        the poisoned training set as labelled (WaNet's noise-mode rows left out, as in the class
+        protocol), the images as the model trained on them (unaugmented), the model's features of
+        them at the detector's ``level``, and a base set of ``base_per_class`` clean images of every
+        class drawn from the defender's pool (defenses.defender.detector_clean_set) with their
+        features; ``poisoned`` (n,) bool is the truth."""
+        level = getattr(detector_options, "level", LEVELS[-1])
+        population = self._population()
+        rows, poisoned_set = population["rows"], population["set"]
+        images = torch.cat([poisoned_set.make_batch(chunk).x.cpu() for chunk in rows.split(4096)])
+        data, per_class = self.subject.data, getattr(detector_options, "base_per_class", 100)
+        pool = detector_clean_set(data.train_x, data.train_y, data.outside_x, data.outside_y,
+                                  len(data.train_y) if data.outside_x is None else len(data.outside_y), self.subject.seed)
+        base = torch.cat([(pool.labels == label).nonzero().flatten()[:per_class] for label in range(data.num_classes)])
+        base_images = pool.images[base]
+        self._cache["base_set"] = {**pool.record(), "images": int(len(base)), "per_class": per_class}
+        inputs = DetectorInputs(seed=self.subject.seed, protocol=self.options, level=level,
+                                training_images=images, training_labels=population["labels"][rows],
+                                training_features=self._row_features(rows, level), base_images=base_images.float() / 255.0,
+                                base_features=self.subject.extract(base_images, levels=(level,))[level],
+                                model=self.subject.model.eval(), batch_size=self.subject.batch_size)
+        return inputs, poisoned_set.kind[rows].numpy() == POISONED
+
+    def base_set_record(self) -> dict:
+        """Where a training-set detector's clean base set came from ({} if none drawn)."""
+        return self._cache.get("base_set", {})
 
     def training_class(self, level: str) -> tuple:
         """(features (n, d), poisoned (n,) bool) of the target class of the whole poisoned training

@@ -280,10 +280,22 @@ def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, 
                 detector, detector_options(detector, options), context, level, subject.seed, subject.target)
             seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started
     training_class = training_class_record(chosen, context, options, subject.seed, seconds)
+    training_set = {}
+    for detector in chosen:  # training-set detectors: once, over every row of the poisoned training set
+        if detector.consumes == "training":
+            started = time.perf_counter()
+            own_options = detector_options(detector, options)
+            inputs, poisoned = context.training_set(own_options)
+            training_set[detector.name] = {**score(detector, detector.run(inputs, own_options, subject.seed), poisoned),
+                                           "N": int(len(poisoned)), "poisoned": int(poisoned.sum()),
+                                           "base_set": context.base_set_record()}
+            seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started
     return {"headline_rules": {d.name: d.headline for d in chosen}, "detectors": [d.name for d in chosen],
             "pools": pools, "class_level": class_level,
             **({"class_protocol": context.class_protocol()} if class_detectors else {}),
             **({"training_class": training_class} if training_class else {}),
+            **({"training_set": training_set} if training_set else {}),
+            **({"clean_set": context.clean_set_record()} if context.clean_set_record() else {}),
             "seconds": {name: round(value, 3) for name, value in seconds.items()}}
 
 

@@ -97,6 +97,9 @@ def detector_f1(record, detector: str, level: str = None, rule: str = "headline"
             return None
         found = [_class_level(record, detector, lv) for lv in levels]
         return mean_of([(f["f1_in_target"] if f["target_flagged"] else 0.0) for f in found if f])
+    if DETECTORS[detector].consumes == "training":
+        found = (evaluation["detection"].get("training_set") or {}).get(detector)
+        return found[rule] if found else None
     if DETECTORS[detector].consumes == "inputs":
         return mean_of([pool["input_level"][detector][rule] for pool in pools_of(record)
                         if detector in pool.get("input_level", {})])

@@ -15,11 +15,15 @@ What a detector consumes, and what the evaluation hands it (a :class:`DetectorIn
              with their labels, and the model itself; no level (input-level)
     classes  every class of a sample of the poisoned training set as labelled, and a clean
              reserve of every class, at one level: a class-level verdict (which class is poisoned)
+    training the whole poisoned training set as labelled (its images as the model trained on them,
+             their labels and the model's features of them at one level), a clean base set of
+             every class from the defender's data, and the model: a per-sample verdict over the
+             training set, once per evaluation
 """
 from dataclasses import dataclass, field
 from typing import Callable
 
-CONSUMES = ("pool", "maps", "inputs", "classes")
+CONSUMES = ("pool", "maps", "inputs", "classes", "training")
 HEADLINE_RULES = ("own", "oracle")
 
 
@@ -56,7 +60,8 @@ class Detector:
 
     @property
     def has_levels(self) -> bool:
-        return self.consumes != "inputs"
+        """Whether it runs at every level (s1 s2 s3); an input-level or training-set detector runs once."""
+        return self.consumes not in ("inputs", "training")
 
     def default_options(self):
         return self.options() if self.options is not None else None
@@ -92,6 +97,11 @@ class DetectorInputs:
     class_features: object = None        # classes: (M, d) inspected training sample as labelled
     class_labels: object = None          # classes: (M,) their labels (poisoned ones carry the target)
     clean_features: object = None        # classes: (K, d) clean reserve
+    training_images: object = None       # training: (n, C, H, W) float rows as the model trained on them
+    training_labels: object = None       # training: (n,) their labels as given
+    training_features: object = None     # training: (n, d) the model's features of them at the detector's level
+    base_images: object = None           # training: (b, C, H, W) float clean base images of every class
+    base_features: object = None         # training: (b, d) their features at the same level
     map_shape: tuple = None              # maps/classes: (C, H, W) of the level's maps; a row of features is one map, flat
     extra: dict = field(default_factory=dict)
 

@@ -66,7 +66,8 @@ def amplified(model: nn.Module, deepest: int, scale: float) -> nn.Module:
     return copy_
 
 
-def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def probabilities(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``model``'s softmax of float ``images`` (on the CPU, batched on the model's device), without gradients."""
     device = next(model.parameters()).device
     if len(images) == 0:
         return torch.empty(0, 0)
@@ -82,7 +83,7 @@ def probe_start(model: nn.Module, clean_images: torch.Tensor, clean_labels: torc
     layers = len(batchnorm_layers(model))
     passes = 0
     for count in range(1, layers + 1):
-        predicted = _predict(amplified(model, count, options.scale), clean_images, batch_size).argmax(1)
+        predicted = probabilities(amplified(model, count, options.scale), clean_images, batch_size).argmax(1)
         passes += len(clean_images)
         if float((predicted != torch.as_tensor(clean_labels)).float().mean()) > options.xi:
             return count, True, passes
@@ -102,11 +103,11 @@ def ibd_psc(model: nn.Module, images, clean_images, clean_labels, options: IbdPs
     images = torch.as_tensor(images).float()
     start, reached, passes = probe_start(model, torch.as_tensor(clean_images).float(), clean_labels, options,
                                          batch_size)
-    original = _predict(model, images, batch_size).argmax(1)
+    original = probabilities(model, images, batch_size).argmax(1)
     psc = torch.zeros(len(images), dtype=torch.float64)
     for count in range(start, start + options.n):
-        probabilities = _predict(amplified(model, count + options.layer_offset, options.scale), images, batch_size)
-        psc += probabilities[torch.arange(len(images)), original].double()
+        amplified_probabilities = probabilities(amplified(model, count + options.layer_offset, options.scale), images, batch_size)
+        psc += amplified_probabilities[torch.arange(len(images)), original].double()
     psc = (psc / options.n).numpy()
     flagged = psc >= options.threshold
     passes += len(images) * (options.n + 1)

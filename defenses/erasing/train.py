@@ -180,7 +180,7 @@ def defender_data(data, options: DefenderOptions, seed: int) -> DefenderData:
                           options.defense_ratio, options.defense_validation, seed, options.defense_share_of)
 
 
-def _batches(count: int, batch_size: int, rng: torch.Generator) -> list:
+def epoch_batches(count: int, batch_size: int, rng: torch.Generator) -> list:
     """A shuffled epoch in batches; a last batch of one image is dropped (BatchNorm cannot train on it)."""
     batches = list(torch.randperm(count, generator=rng).split(batch_size))
     return batches[:-1] if len(batches) > 1 and len(batches[-1]) == 1 else batches
@@ -203,7 +203,7 @@ class Eraser:
 
     def batches(self):
         """(inputs on the device in [0, 1], labels) of one epoch, augmented as the options say."""
-        for index in _batches(len(self.images), self.options.defense_batch_size, self.rng):
+        for index in epoch_batches(len(self.images), self.options.defense_batch_size, self.rng):
             batch = self.images[index]
             if self.options.defense_augment:
                 batch = cutout(random_crop_flip(batch, self.rng), self.rng, holes=1, length=3)

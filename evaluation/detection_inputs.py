@@ -117,12 +117,13 @@ class DetectionContext:
             drawn = detector_clean_set(data.train_x, data.train_y, data.outside_x, data.outside_y, count,
                                        self.subject.seed)
             self._cache[key] = (drawn.images, drawn.labels)
-            self._cache["clean_set"] = {**drawn.record(), "asked": count}
+            self._cache.setdefault("clean_sets", []).append({**drawn.record(), "asked": count})
         return self._cache[key]
 
-    def clean_set_record(self) -> dict:
-        """Where the input-level detectors' clean images came from, and how many ({} if none drawn)."""
-        return self._cache.get("clean_set", {})
+    def clean_set_record(self) -> list:
+        """Where the input-level detectors' clean images came from, one entry per draw (each a prefix
+        of one seeded order of the defender's pool; [] if none drawn)."""
+        return self._cache.get("clean_sets", [])
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         """The model's class probabilities of float images in [0, 1] (eval mode, batched)."""

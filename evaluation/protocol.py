@@ -286,7 +286,8 @@ def detections(subject: Subject, groups: PredictedGroups, options: EvalOptions, 
             started = time.perf_counter()
             own_options = detector_options(detector, options)
             inputs, poisoned = context.training_set(own_options)
-            training_set[detector.name] = {**score(detector, detector.run(inputs, own_options, subject.seed), poisoned),
+            result = detector.run(inputs, own_options, subject.seed)
+            training_set[detector.name] = {**score(detector, result, poisoned), "decisions_f1": result.decision_f1(poisoned),
                                            "N": int(len(poisoned)), "poisoned": int(poisoned.sum()),
                                            "base_set": context.base_set_record()}
             seconds[detector.name] = seconds.get(detector.name, 0.0) + time.perf_counter() - started

@@ -155,10 +155,35 @@ def render(result: dict) -> str:
     classes = class_level_table(result)
     if classes:
         lines += ["", "### Class-level verdicts", ""] + classes
+    training = training_set_table(result)
+    if training:
+        lines += ["", "### Training-set detectors (every row of the poisoned training set as labelled)", ""] + training
     variants = variants_table(result)
     if variants:
         lines += ["", "### Every form and rule (mean F1 over the pools)", ""] + variants
     return "\n".join(lines) + "\n"
+
+
+def training_set_table(result: dict) -> list:
+    """One row per training-set detector (ASSET): the rows it inspected, its rule's F1, AUROC, the
+    shares of clean rows flagged (FRR) and of poisoned rows missed (FAR), and each other decision's F1."""
+    found = result["detection"].get("training_set", {})
+    if not found:
+        return []
+    lines = ["| detector | rows (poisoned) | F1 | AUROC | FRR | FAR | other decisions' F1 |", "|---|---|---|---|---|---|---|"]
+    for name, record in found.items():
+        others = ", ".join(f"{rule} {_fmt(f1)}" for rule, f1 in record.get("decisions_f1", {}).items())
+        lines.append(f"| {_display(name)} | {record['N']} ({record['poisoned']}) | {_fmt(record['own'])} | "
+                     f"{_fmt(record['auroc'])} | {_fmt(record['frr'])} | {_fmt(record['far'])} | {others or '–'} |")
+    return lines
+
+
+def summary_row_training(result: dict, row: dict) -> None:
+    """Add each training-set detector's F1 and AUROC to a summary row."""
+    for name, record in result["detection"].get("training_set", {}).items():
+        row[f"f1_{name}_training"] = record["headline"]
+        if record.get("auroc") is not None:
+            row[f"auroc_{name}_training"] = record["auroc"]
 
 
 def _below_every_entropy(result: dict) -> list:
@@ -212,6 +237,7 @@ def summary_row(result: dict) -> dict:
             aurocs = [value["auroc"] for value in values if value.get("auroc") is not None]
             if aurocs:
                 row[f"auroc_{name}_{level}"] = sum(aurocs) / len(aurocs)
+    summary_row_training(result, row)
     return row
 
 

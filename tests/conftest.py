@@ -90,7 +90,8 @@ def tiny_run(tmp_path_factory):
 # 500 costs a minute of forward passes a run on this CPU)
 EVAL_SMALL = ["--num_samples", "60", "--pool_sizes", "40", "--pool_ratios", "1.0", "--swd_projections", "20",
               "--strip_n", "10", "--strip_overlay_pool", "50", "--strip_fit_samples", "50", "--class_samples", "200",
-              "--clean_reserve", "200"]
+              "--clean_reserve", "200", "--badexpert_clean_images", "200", "--badexpert_fit_samples", "100",
+              "--badexpert_finetune_epochs", "2", "--asset_offset_steps", "20"]
 
 
 @pytest.fixture(scope="session")

@@ -55,9 +55,17 @@ def test_evaluate_writes_complete_json_and_markdown(tiny_run, capsys):
     for verdicts in result["detection"]["class_level"].values():
         for verdict in verdicts.values():
             assert 1 <= verdict["target_rank"] <= verdict["n_classes"]
+    # the detectors built since 2023 record what they used; their clean images are the defender's
+    badexpert = pool["input_level"]["badexpert"]
+    assert badexpert["clean_images"] == 300 and badexpert["training_steps"] > 0 and 0 <= badexpert["auroc"] <= 1
+    asset = result["detection"]["training_set"]["asset"]
+    assert asset["N"] == 660 and asset["poisoned"] == 60 and set(asset["decisions_f1"]) == {"reference", "density"}
+    assert asset["base_set"]["per_class"] == 100 and 0 <= asset["auroc"] <= 1
+    assert {draw["asked"] for draw in result["detection"]["clean_set"]} >= {100, 300}
     markdown = (run_dir / "evaluation.md").read_text()
     assert "; AUROC " in markdown and "| STRIP | normal | normal |" in markdown and "| target's rank |" in markdown
     assert "| patched (benign vs malicious) |" in markdown and "| intra-class |" in markdown
+    assert "| ASSET | 660 (60) |" in markdown
     assert "| inter-class (min) |" in markdown and "| SR | s3 |" in markdown and "N=40, r′=1" in markdown
     assert "BA=" in capsys.readouterr().out
 

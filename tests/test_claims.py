@@ -38,8 +38,11 @@ def evaluation(f1: dict, flagged: bool = True, oracle: dict = None, regime: dict
     in_regime = lambda name: (regime or {}).get(name, value(name))  # noqa: E731
     training_class = {"levels": {lv: {n: {"headline": in_regime(n), "own": in_regime(n), "oracle": in_regime(n)}
                                       for n in TRAINING_CLASS_DETECTORS} for lv in LEVELS}}
+    training_set = {n: {"headline": value(n), "own": value(n), "oracle": best(n)} for n, k in kinds.items()
+                    if k == "training"}
     separability = {lv: {"svm_accuracy": 0.99, "silhouette": 0.3} for lv in LEVELS}
-    return {"target": 0, "detection": {"pools": [pool], "class_level": class_level, "training_class": training_class},
+    return {"target": 0, "detection": {"pools": [pool], "class_level": class_level, "training_class": training_class,
+                                       "training_set": training_set},
             "distances": {"separability": separability, "levels": {}, "aro": {}}}
 
 
@@ -110,7 +113,8 @@ def test_c9_later_detectors_rule():
 
     lowered = judge(c09_later_detectors.CLAIM, Runs(cells(0.9, 0.5), 0.3))
     assert lowered.verdict == ("SPECTRE lowered; SCAn lowered; Beatrix lowered; Beatrix class test lowered; TED lowered; "
-                               "STRIP (control) unchanged; SCALE-UP (control) unchanged; IBD-PSC (control) unchanged")
+                               "ASSET lowered; STRIP (control) unchanged; SCALE-UP (control) unchanged; "
+                               "IBD-PSC (control) unchanged; BaDExpert (control) unchanged")
     assert "Separability" not in lowered.verdict and "0.990 → 0.990" in lowered.evidence
     # a class-level detector that no longer flags the target detects nothing there: its F1 is 0
     assert detector_f1(run("ML-MMDR", f1=later(0.9), flagged=False), "scan") == 0.0

@@ -10,6 +10,7 @@ from attacks.base import Attack
 from attacks.poisoning import CLEAN, COVER, NOISE, POISONED, GroupTrigger, PoisonedData
 from defenses import DetectorInputs
 from defenses.defender import detector_clean_set
+from defenses.detectors.detection import probabilities
 from evaluation.representations import FeatureBank
 from inference import Subject, extract
 from models import LEVELS
@@ -127,14 +128,7 @@ class DetectionContext:
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         """The model's class probabilities of float images in [0, 1] (eval mode, batched)."""
-        model, device = self.subject.model, self.subject.device
-        model.eval()
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(images), self.subject.batch_size):
-                batch = images[start:start + self.subject.batch_size].to(device)
-                out.append(torch.softmax(model(batch).float(), 1).cpu())
-        return torch.cat(out) if out else torch.empty(0)
+        return probabilities(self.subject.model.eval(), images, self.subject.batch_size)
 
     # classes --------------------------------------------------------------------------------
     def class_sizes(self) -> list:

@@ -82,9 +82,6 @@ class PooledDistance(LatentRegularizer):
 
     supports_ddp = True
 
-    def __init__(self, model: nn.Module, levels=("s1", "s2", "s3"), reduce: str = "mean"):
-        super().__init__(model, levels, reduce)
-
     def distance(self, pooled: torch.Tensor, n: int, level: str) -> torch.Tensor:
         """The distance between rows [:n] and rows [n:] of one level's pooled features."""
         raise NotImplementedError

@@ -1,6 +1,6 @@
 """ASSET (Pan et al., USENIX Security 2023): the medcouple and the adjusted outlyingness against
 their definitions, the threshold's two formulas, and the whole offset training on a planted
-population it must find, with a clean training set it must not flag."""
+population it must find without flagging one clean row of the same set."""
 import itertools
 import math
 

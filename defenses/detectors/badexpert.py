@@ -44,9 +44,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from datasets.augment import random_crop_flip
-from defenses.detectors.detection import Detection
+from defenses.detectors.detection import Detection, probabilities
 from defenses.detectors.detector import Detector
-from defenses.detectors.ibd_psc import probabilities
 from defenses.erasing.train import epoch_batches
 from utils.params import check_params, param
 from utils.seed import generator

@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from metrics.auroc import auroc
 from metrics.f1 import best_f1_over_thresholds, f1_score
@@ -73,6 +74,16 @@ class Detection:
         candidates = [f1_score(labels, malicious) for labels in self.labelings]
         candidates += [best_f1_over_thresholds(scores, malicious) for scores in self.threshold_scores]
         return max(candidates) if candidates else self.own_f1(malicious)
+
+
+def probabilities(model, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``model``'s softmax of float ``images`` (on the CPU, batched on the model's device), without gradients."""
+    device = next(model.parameters()).device
+    if len(images) == 0:
+        return torch.empty(0, 0)
+    with torch.no_grad():
+        return torch.cat([torch.softmax(model(images[start:start + batch_size].to(device)).float(), 1).cpu()
+                          for start in range(0, len(images), batch_size)])
 
 
 def _as_matrix(features) -> np.ndarray:

@@ -105,6 +105,13 @@ class DetectorInputs:
     map_shape: tuple = None              # maps/classes: (C, H, W) of the level's maps; a row of features is one map, flat
     extra: dict = field(default_factory=dict)
 
+    def every_clean_image(self) -> tuple:
+        """(images, labels): both shares of the defender's clean draw, the first share then the fit share."""
+        import torch
+
+        return (torch.cat([torch.as_tensor(self.overlay_images), torch.as_tensor(self.fit_images)]),
+                torch.cat([torch.as_tensor(self.overlay_labels), torch.as_tensor(self.fit_labels)]))
+
 
 @dataclass
 class ClassVerdict:

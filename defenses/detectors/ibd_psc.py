@@ -22,11 +22,10 @@ hold only inputs classified as the target.
 import copy
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from defenses.detectors.detection import Detection
+from defenses.detectors.detection import Detection, probabilities
 from defenses.detectors.detector import Detector
 from utils.params import check_params, param
 
@@ -64,16 +63,6 @@ def amplified(model: nn.Module, deepest: int, scale: float) -> nn.Module:
             layer.weight.mul_(scale)
             layer.bias.mul_(scale)
     return copy_
-
-
-def probabilities(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """``model``'s softmax of float ``images`` (on the CPU, batched on the model's device), without gradients."""
-    device = next(model.parameters()).device
-    if len(images) == 0:
-        return torch.empty(0, 0)
-    with torch.no_grad():
-        return torch.cat([torch.softmax(model(images[start:start + batch_size].to(device)).float(), 1).cpu()
-                          for start in range(0, len(images), batch_size)])
 
 
 def probe_start(model: nn.Module, clean_images: torch.Tensor, clean_labels: torch.Tensor, options: IbdPscOptions,
@@ -119,8 +108,7 @@ def ibd_psc(model: nn.Module, images, clean_images, clean_labels, options: IbdPs
 
 def _run(inputs, options, seed: int) -> Detection:
     # the probe's clean images: every held-out clean image the evaluation drew (STRIP's overlay and fit sets)
-    images = torch.cat([torch.as_tensor(inputs.overlay_images), torch.as_tensor(inputs.fit_images)])
-    labels = torch.cat([torch.as_tensor(inputs.overlay_labels), torch.as_tensor(inputs.fit_labels)])
+    images, labels = inputs.every_clean_image()
     return ibd_psc(inputs.model, inputs.images, images, labels, options, inputs.batch_size or 512)
 
 

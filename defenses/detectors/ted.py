@@ -181,8 +181,7 @@ def ted(model: nn.Module, images, defense_images, defense_labels, options: TedOp
 
 def _run(inputs, options, seed: int) -> Detection:
     options = options if options is not None else TedOptions()
-    images = torch.cat([torch.as_tensor(inputs.overlay_images), torch.as_tensor(inputs.fit_images)])
-    labels = torch.cat([torch.as_tensor(inputs.overlay_labels), torch.as_tensor(inputs.fit_labels)])
+    images, labels = inputs.every_clean_image()
     count = min(options.defense_samples, len(images))
     return ted(inputs.model, inputs.images, images[:count], labels[:count], options, inputs.batch_size or 512)
 

@@ -39,18 +39,23 @@ def works(record) -> bool:
             and (not present(other) or other <= OTHER_CLASSES_FAIL))
 
 
-def against(records: list, counterpart) -> list:
-    """Per-detector F1 differences of each working record against ``counterpart(record)`` (a list of
-    records of the same seed, averaged; working ones only)."""
-    out = []
+def against(records: list, counterpart) -> dict:
+    """{detector: [(seed, difference)]}: each working record's F1 minus that of ``counterpart(record)``
+    (a list of records of the same seed, averaged; working ones only), per registered detector."""
+    out = {detector: [] for detector in DETECTORS}
     for r in records:
         others = [o for o in counterpart(r) if o and o["evaluation"] and works(o)]
         if not works(r) or not others:
             continue
         for detector in DETECTORS:
             mine, theirs = detector_f1(r, detector), mean_of([detector_f1(o, detector) for o in others])
-            out.append(mine - theirs if present(mine, theirs) else None)
+            out[detector].append((r["config"].seed, mine - theirs if present(mine, theirs) else None))
     return out
+
+
+def flattened(differences: dict) -> list:
+    """Every difference of against()'s {detector: [(seed, difference)]}: a claim's spread cases."""
+    return [d for found in differences.values() for _, d in found]
 
 
 def mlmmdr_on(runs: Runs, record, attack_names=None) -> list:

@@ -14,6 +14,7 @@ from typing import Callable, Union
 
 from experiments.records import Runs
 from experiments.spread import Spread, spread_of
+from metrics.intervals import MINIMUM_SEEDS
 
 NOT_IN_PAPER = "not in the paper"
 
@@ -39,6 +40,19 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class RuleChange:
+    """One change of a claim's rule, as git history holds it: when and by what (``change``),
+    whether it was made after the claim's numbers had been seen (``after_numbers``), and the rule and
+    verdict that stood before it. The report prints every change; one made after the numbers is
+    marked beside the verdict."""
+    when: str              # "2026-12-01, commit 80c6bc4 (issue 27)"
+    change: str            # what changed, in words
+    after_numbers: bool    # made after the claim's numbers were seen in a committed REPRODUCTION.md
+    earlier_rule: str      # the rule before the change, quoted or summarised
+    earlier_verdict: str   # the verdict it gave, quoted
+
+
+@dataclass(frozen=True)
 class Claim:
     """One claim, as its module declares it."""
     id: str                # "C8": the report's order is the number after the C
@@ -55,6 +69,10 @@ class Claim:
     by_seed: bool = True   # whether one seed alone holds enough cases for the rule
     sections: tuple = ()   # Section, …
     figures: tuple = ()    # Figure, …
+    history: tuple = ()    # RuleChange, …: every change of the rule since its first verdict, oldest first
+    # {verdict: (comparison, value)}: where the statistic's t-interval over the seeds must lie for that
+    # verdict to stand ("≥" 0.1: its low end at or above 0.1); a verdict not named is not checked
+    seed_sides: dict = field(default_factory=dict)
 
     @property
     def number(self) -> int:
@@ -76,6 +94,8 @@ class Judgement:
     checks: str
     per_seed: dict = field(default_factory=dict)   # {seed: verdict on that seed alone}
     spread: Spread = None                          # the rule's statistic across seeds
+    history: tuple = ()                            # the claim's RuleChange entries
+    pooled: str = None                             # the rule's verdict before the seeds' check (seed_checked)
 
 
 CLAIMS = {}  # {id: Claim}: every module of experiments/claims/ registers its claim here
@@ -102,9 +122,36 @@ def judge(claim: Claim, runs: Runs) -> Judgement:
                 if claim.by_seed and len(seeds) > 1 else {})
     spread = spread_of({seed: claim.cases(runs.for_seed(seed)) for seed in seeds}, claim.statistic, claim.margin,
                        claim.threshold)
-    verdict, evidence = claim.judge(runs)
+    pooled, evidence = claim.judge(runs)
+    verdict = seed_checked(pooled, claim.seed_sides.get(pooled), spread)
     return Judgement(claim.id, claim.statement, claim.rule_text(runs), verdict, evidence, claim.paper, claim.checks,
-                     per_seed, spread)
+                     per_seed, spread, claim.history, pooled)
+
+
+SIDES = {"≥": lambda low, high, value: low >= value, ">": lambda low, high, value: low > value,
+         "≤": lambda low, high, value: high <= value, "<": lambda low, high, value: high < value}
+
+
+def seed_checked(verdict: str, side, spread: Spread) -> str:
+    """``verdict`` where the statistic's t-interval over the seeds lies on its ``side`` (comparison,
+    value), else 'not established on N seeds', the pooled rule's verdict and the reason beside it
+    (issue 45). A zero-width interval (every seed the same value) decides nothing by itself: the
+    verdict stands only where that value is on its side on every seed, and says so."""
+    if side is None:
+        return verdict
+    comparison, value = side
+    seeds = len(spread.per_seed) if spread else 0
+    undecided = f"not established on {seeds} seed{'s' * (seeds != 1)} (the rule on the pooled runs: {verdict}; "
+    if seeds < MINIMUM_SEEDS:
+        return undecided + f"fewer than {MINIMUM_SEEDS} seeds)"
+    low, high = spread.interval
+    if spread.degenerate:
+        if SIDES[comparison](low, high, value):
+            return f"{verdict} ({spread.degenerate}, on its side of {value:g} on every seed)"
+        return undecided + spread.degenerate + ")"
+    if SIDES[comparison](low, high, value):
+        return verdict
+    return undecided + f"the t-interval [{low:.3f}, {high:.3f}] is not {comparison} {value:g})"
 
 
 def _verdict(claim: Claim, runs: Runs) -> str:
@@ -123,5 +170,16 @@ def claim_figures(runs: Runs, figure_dir) -> dict:
     return {caption: path for caption, path in drawn.items() if path}
 
 
-__all__ = ["Claim", "Judgement", "Section", "Figure", "CLAIMS", "register", "registered", "judge", "judge_all",
+# issue 45's change, shared by every claim judged on paired differences (C7–C11)
+SEED_UNIT = ("2026-12-07, issue 45",
+             "the seed became the unit: each seed's cases averaged, then a t-interval over the seeds that must clear "
+             "the margin (else 'not established on N seeds'); comparisons across detectors judged per detector")
+
+
+def seed_unit_change(earlier_rule: str, earlier_verdict: str) -> RuleChange:
+    """Issue 45's change of a claim judged on paired differences, made after v3's numbers."""
+    return RuleChange(SEED_UNIT[0], SEED_UNIT[1], True, earlier_rule, earlier_verdict)
+
+
+__all__ = ["Claim", "Judgement", "RuleChange", "seed_unit_change", "Section", "Figure", "CLAIMS", "register", "registered", "judge", "judge_all",
            "claim_figures", "NOT_IN_PAPER"]

@@ -60,8 +60,9 @@ def pools_of(record, size=None, ratio=None) -> list:
 
 
 def f1_of(record, detector: str, level: str, rule: str = "headline", size=None, ratio=None):
-    """Mean F1 over the record's pools (or the one pool N=size, r′=ratio) under ``rule``."""
-    return mean_of([pool["levels"][level][detector][rule] for pool in pools_of(record, size, ratio)])
+    """Mean F1 over the record's pools (or the one pool N=size, r′=ratio) under ``rule`` (or, with
+    ``rule="auroc"``, the AUROC, None where an evaluation predates it)."""
+    return mean_of([pool["levels"][level][detector].get(rule) for pool in pools_of(record, size, ratio)])
 
 
 def f1_variant_of(record, detector: str, level: str, form: str, decision: str):
@@ -91,7 +92,7 @@ def detector_f1(record, detector: str, level: str = None, rule: str = "headline"
     levels = [level] if level else LEVELS
     if protocol == "regime" and detector in TRAINING_CLASS_DETECTORS:
         found = (evaluation["detection"].get("training_class") or {}).get("levels", {})
-        return mean_of([found[lv][detector][rule] for lv in levels if detector in found.get(lv, {})])
+        return mean_of([found[lv][detector].get(rule) for lv in levels if detector in found.get(lv, {})])
     if DETECTORS[detector].consumes == "classes":
         if rule != "headline":
             return None
@@ -99,12 +100,26 @@ def detector_f1(record, detector: str, level: str = None, rule: str = "headline"
         return mean_of([(f["f1_in_target"] if f["target_flagged"] else 0.0) for f in found if f])
     if DETECTORS[detector].consumes == "training":
         found = (evaluation["detection"].get("training_set") or {}).get(detector)
-        return found[rule] if found else None
+        return found.get(rule) if found else None
     if DETECTORS[detector].consumes == "inputs":
-        return mean_of([pool["input_level"][detector][rule] for pool in pools_of(record)
+        return mean_of([pool["input_level"][detector].get(rule) for pool in pools_of(record)
                         if detector in pool.get("input_level", {})])
     return mean_of([f1_of(record, detector, lv, rule) for lv in levels
                     if pools_of(record) and all(detector in pool["levels"][lv] for pool in pools_of(record))])
+
+
+THRESHOLD_FREE = {"auroc": "AUROC", "target_rank": "target's rank"}
+
+
+def threshold_free(record, detector: str) -> tuple:
+    """(value, kind): the detector's threshold-free score beside its rule's F1, mean over levels and
+    pools as detector_f1 reads them: the AUROC of its per-sample scores, or for a class-level
+    detector the target's rank among the classes (1 = most anomalous). None where the record
+    predates it (evaluations before issue 44) or the detector gives no per-sample score (AC)."""
+    if DETECTORS[detector].consumes == "classes":
+        found = [_class_level(record, detector, lv) for lv in LEVELS]
+        return mean_of([f.get("target_rank") for f in found if f]), "target_rank"
+    return detector_f1(record, detector, rule="auroc"), "auroc"
 
 
 def _class_level(record, detector: str, level: str):

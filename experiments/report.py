@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from experiments.claim import Section
 from experiments.claims import registered
 from experiments.records import Runs
-from experiments.sections import (section_claims, section_distances, section_loss, section_models, section_scale,
-                                  section_seeds, section_setting, section_summary)
+from experiments.sections import (section_claims, section_distances, section_loss, section_models,
+                                  section_rule_history, section_scale, section_seeds, section_setting, section_summary)
 from experiments.tables import figures_of
 
 TITLE = "# Reproducing ML-MMDR at CPU scale"
@@ -93,6 +93,8 @@ def render(records, settings: dict, grid, figures: dict, judged: list) -> str:
     lines += section_summary(judged) + [""] + figures_of(figures, "seeds")
     lines += section_setting(settings, runs)
     lines += [""] + section_claims(judged)
+    history = section_rule_history(judged)
+    lines += [""] + history if history else []
     lines += ["", "## What differs from the paper's setting", ""] + [f"- {item}" for item in settings["differences"]]
     # most detail tables show one seed (the base seed's runs); the claims and the sections named below read every seed
     report = ReportInputs(runs, runs.for_seed(grid.base.seed), figures, settings)

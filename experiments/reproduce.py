@@ -313,11 +313,29 @@ def main(argv=None) -> int:
     report_dir = Path(args.report).resolve().parent
     relative = {caption: Path(path).resolve().relative_to(report_dir) if Path(path).resolve().is_relative_to(report_dir)
                 else Path(path).resolve() for caption, path in figures.items()}
-    save_text(render(records, settings, grid, relative, judged), args.report)
-    print(f"wrote {args.report}")
+    text = render(records, settings, grid, relative, judged)
+    save_text(text, args.report)
+    tables = write_tables(text, Path(args.out_dir) / "tables")
+    print(f"wrote {args.report} and its {len(tables)} tables as CSV under {Path(args.out_dir) / 'tables'}")
     if failed:  # the report says which stages are missing; the error says why
         raise failed
     return 0
+
+
+def write_tables(report_text: str, directory: Path) -> list:
+    """Every table of the report as CSV in ``directory`` (experiments.tables.tables_as_csv), the
+    tables of an earlier report removed first, so that none outlives the report it came from."""
+    from experiments.tables import tables_as_csv
+    from utils.io import save_text
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.csv"):
+        stale.unlink()
+    written = []
+    for name, text in tables_as_csv(report_text).items():
+        save_text(text, directory / name)
+        written.append(directory / name)
+    return written
 
 
 def in_recorded_format(job):

@@ -2,11 +2,12 @@
 pass, C2's "attack kept" (which C6 applies to its kernels), a difference per model × attack cell,
 and the margin and minimum of the detection comparisons (C9–C11)."""
 from experiments.records import metric_of, present
-from metrics.intervals import NOT_MEASURABLE
+from metrics.intervals import MINIMUM_SEEDS as MIN_SEEDS
+from metrics.intervals import NOT_MEASURABLE, paired_verdict
 
 KEPT_BA, KEPT_ASR = 0.02, 0.05      # BA within ±0.02 and ASR at most 0.05 lower count as "attack kept"
 DETECTION_MARGIN = 0.1              # C9–C11: a difference in detection F1 that counts …
-MIN_CASES = 3                       # … over at least this many cases
+MIN_CASES = 3                       # … over at least this many cases (and MIN_SEEDS seeds)
 
 
 def verdict_by_share(fraction, full: float = 1.0, part: float = 0.5) -> str:
@@ -32,9 +33,41 @@ def cells_difference(runs, value, first: str, second: str) -> list:
     return out
 
 
+def seed_rule_text(margin: float, above: str, below: str, neither: str) -> str:
+    """The seed-unit rule of metrics.intervals.paired_verdict, in words, for a claim's rule."""
+    return (f"each seed's cases are averaged first, then the 95% t-interval of the mean over the seeds decides "
+            f"(issue 45: the seed is the unit): '{above}' if it lies at or above +{margin:g}, '{below}' if at or below "
+            f"−{margin:g}, '{neither}' if inside ±{margin:g}; otherwise, and with fewer than {MIN_SEEDS} seeds or a "
+            f"zero-width interval, 'not established on N seeds'")
+
+
 def interval_text(found: dict) -> str:
-    """'; mean difference …, 95% interval […] over N cases' of a metrics.intervals.paired_verdict."""
+    """'; mean difference …, 95% t-interval over N seeds […] (K cases)' of a
+    metrics.intervals.paired_verdict, with the reason where the verdict is not established."""
     if found["mean"] is None:
         return f" ({found['cases']} cases: {found['verdict']})"
+    seeds = f"{found['seeds']} seed{'s' * (found['seeds'] != 1)}"
+    if found["interval"] is None or found.get("degenerate"):
+        return (f"; mean difference {found['mean']:+.3f} over {seeds} ({found['cases']} cases), no interval: "
+                f"{found.get('degenerate') or found.get('reason')}")
     low, high = found["interval"]
-    return f"; mean difference {found['mean']:+.3f}, 95% interval [{low:+.3f}, {high:+.3f}] over {found['cases']} cases"
+    return (f"; mean difference {found['mean']:+.3f}, 95% t-interval over {seeds} [{low:+.3f}, {high:+.3f}] "
+            f"({found['cases']} cases)")
+
+
+def by_detector(cases: dict, above: str, below: str, neither: str) -> dict:
+    """{detector: paired_verdict} of ``cases`` = {detector: [(seed, difference)]}, each detector
+    judged on its own (issue 45: unlike detectors are never averaged together)."""
+    return {detector: paired_verdict(found, DETECTION_MARGIN, MIN_CASES, above, below, neither)
+            for detector, found in cases.items()}
+
+
+def tally(judged: dict, name=str) -> str:
+    """'lowered for 2 (SCAn, TED), not lowered for 1 (SPECTRE), not established for 1 (Beatrix)': the
+    verdict line counts detectors by verdict and names them; ``judged`` = {detector: paired_verdict},
+    and ``name`` displays a detector."""
+    groups = {}
+    for detector, found in judged.items():
+        key = "not established" if found["verdict"].startswith("not established") else found["verdict"]
+        groups.setdefault(key, []).append(name(detector))
+    return ", ".join(f"{verdict} for {len(names)} ({', '.join(names)})" for verdict, names in groups.items())

@@ -42,15 +42,17 @@ def section_setting(settings: dict, runs: Runs) -> list:
     described = "; ".join(f"CPU threads per run: {threads or 'all cores'}, runs at once: {jobs}" if jobs else
                           "runs at once and threads per run not recorded by an earlier invocation"
                           for jobs, threads in ran_as) or "no invocation ran stages"
-    wall = (f"about {total / 3600 / ran_as[0][0]:.1f} h of wall time with {ran_as[0][0]} at once"
-            if len(ran_as) == 1 and ran_as[0][0] else "the wall time below")
-    lines += ["", f"Wall time per stage, summed over every invocation of the command ({described}): "
-                  f"{total / 3600:.1f} h of stage time in all, {wall}. The command's own wall time, over the "
-                  f"{len(invocations)} invocation{'s' * (len(invocations) != 1)} that ran stages (each counted to "
-                  f"its last minute): {sum(i['wall_s'] for i in invocations) / 3600:.1f} h."]
-    if settings.get("budget") and len(ran_as) == 1 and ran_as[0][1]:  # the threads per run are known
-        on_budget_cores = total / 3600 * ran_as[0][1] / settings["budget"]["cores"]  # core-hours over its cores
-        lines[-1] += " " + against_budget(settings["budget"], on_budget_cores, done < settings["stages"][1])
+    measured = sum(i["wall_s"] for i in invocations) / 3600
+    untimed = sorted(name for name, timing in settings["timings"].items() if "train" not in timing)
+    lines += ["", f"The command's measured wall time: {measured:.1f} h, over the {len(invocations)} invocation"
+                  f"{'s' * (len(invocations) != 1)} that ran stages ({described}; each counted to its last minute). "
+                  f"Stage time: {total / 3600:.1f} h in all, each run's stages at their last recorded time: a stage "
+                  f"that a later invocation ran again (a resumed or retrained run) keeps only its last time, so the "
+                  f"earlier attempts are in the wall time, not here"
+              + (f"; {len(untimed)} run{'s' * (len(untimed) != 1)} without a recorded training time: "
+                 f"{', '.join(untimed)}." if untimed else ".")]
+    if settings.get("budget") and invocations:
+        lines[-1] += " " + against_budget(settings["budget"], measured, done < settings["stages"][1])
     lines += [""]
     # the median beside the mean: a stage that shared the cores with other work (a test run, a
     # restart's catch-up) inflates the mean, not the median
@@ -73,33 +75,56 @@ def machines_of(settings: dict) -> str:
 
 
 def against_budget(budget: dict, hours: float, partial: bool) -> str:
-    """``hours``: the stages' core-hours spread over the budget's cores, against the profile's budget.
-    A stage counts once, with its last time, so runs retrained only because a session ended without
-    their checkpoints (the results archive keeps none) are in the command's own wall time, not here."""
+    """``hours``: the command's measured wall time, against the profile's budget (sized for its cores)."""
     text = (f"The {budget['profile']} profile is sized for {budget['hours']:g} h of wall time on {budget['cores']} "
             f"CPU cores; ")
     if partial:
-        return text + f"the finished stages have taken {hours:.1f} h of it on {budget['cores']} cores."
+        return text + f"the finished stages have taken {hours:.1f} h of it."
     verdict = ("within it" if hours <= budget["hours"] else f"over it by {hours - budget['hours']:.1f} h")
-    return text + f"this grid's stages took {hours:.1f} h on {budget['cores']} cores, {verdict}."
+    return text + f"the command took {hours:.1f} h, {verdict}."
+
+
+CHANGED_AFTER = " (rule changed after its numbers were seen: see History of rules)"
+
+
+def changed_after_numbers(judgement) -> bool:
+    return any(change.after_numbers for change in judgement.history)
 
 
 def section_summary(judged: list) -> list:
     """The first screen: each claim's verdict, whether the seeds agree, and the spread of what its rule
-    reads. C1–C6 and C8 are the paper's; C7 and C9–C11 are questions the paper could not ask."""
-    rows = [(c.id, c.statement, f"**{c.verdict}**{seed_agreement(c.per_seed)}", describe(c.spread)) for c in judged]
+    reads. C1–C6 and C8 are the paper's; C7 and C9 onwards are questions the paper could not ask."""
+    rows = [(c.id, c.statement, f"**{c.verdict}**{seed_agreement(c.per_seed)}"
+             + (CHANGED_AFTER if changed_after_numbers(c) else ""), describe(c.spread)) for c in judged]
     return ["## Verdicts at a glance", "",
-            "C1–C6 and C8 are the paper's claims, C7 and C9–C11 new questions; each verdict pools every seed, under "
-            "the rule stated with it in the Claims section below, and says where a seed alone would give another.",
-            ""] + markdown_table(
-        ["", "claim", "verdict", "across seeds: the rule's statistic, mean ± sd over seeds, and its 95% bootstrap "
-                                 "interval"], rows)
+            "C1–C6 and C8 are the paper's claims, the others new questions. The seed is the unit: each claim's "
+            "statistic is computed per seed, and a verdict stands only where the 95% t-interval over the seeds "
+            "clears its rule's margin; otherwise it reads 'not established on N seeds', with the interval or the "
+            "reason there is none. Comparisons across detectors count detectors, one verdict each, never a mean "
+            "over them.", ""] + markdown_table(
+        ["", "claim", "verdict", "across seeds: the rule's statistic, mean ± sd over seeds, and its 95% "
+                                 "t-interval over the seeds"], rows)
+
+
+def section_rule_history(judged: list) -> list:
+    """Every change of a claim's rule since its first verdict, oldest first, with the rule and the
+    verdict that stood before it (git history holds both); a change made after the claim's numbers
+    had been seen says so."""
+    rows = [(c.id, change.when, "after" if change.after_numbers else "before", change.change, change.earlier_rule,
+             change.earlier_verdict) for c in judged for change in c.history]
+    if not rows:
+        return []
+    return ["## History of rules", "",
+            "A rule changed after its numbers were seen can be fitted to them: each such change is listed with the "
+            "rule and the verdict it replaced.", ""] + markdown_table(
+        ["claim", "when", "after its numbers?", "what changed", "the earlier rule", "the earlier verdict"], rows)
 
 
 def section_claims(judged: list) -> list:
-    lines = ["## Claims", "", "Each rule was fixed before the numbers were read, except where it says it was "
-             "amended; the verdict applies it to the runs below, every seed pooled; 'per seed' gives the verdict "
-             "on each seed alone where a seed holds enough cases for the rule.", ""]
+    lines = ["## Claims", "", "Each rule was fixed before the numbers were read, except where the History of "
+             "rules below lists a change made after them; the verdict applies it to the runs below, with the seed "
+             "as the unit; 'per seed' gives the verdict on each seed alone where a seed holds enough cases for the "
+             "rule.", ""]
     lines += markdown_table(["", "claim", "rule", "verdict", "per seed", "our numbers", "the paper's"],
                     [(c.id, c.statement, c.rule, f"**{c.verdict}**",
                       ", ".join(f"{seed}: {v}" for seed, v in c.per_seed.items()) or "–", c.evidence, c.paper)

@@ -2,16 +2,16 @@
 reads, per case, against the rule's margin.
 
 A *case* is the unit the rule averages over (a model × attack cell, a defended run, a kernel, a
-paired erasing); every case belongs to one seed. The report gives the statistic as mean ± sd over
-the seeds' means, each seed's mean, and the 95% percentile bootstrap interval of the mean over all
-cases (``scipy.stats.bootstrap``) beside the rule's margin, so a reader sees whether the verdict
-rests on a margin wider than the spread.
+paired erasing); every case belongs to one seed. The cases of one seed share its training
+runs, so the seed is the unit (issue 45): the report gives each seed's mean, their mean ± sd, and
+the 95% t-interval of the mean over the seeds (metrics.intervals.seed_interval) beside the rule's
+margin, or the reason an interval is degenerate (one seed, every seed equal).
 """
 import statistics
 from dataclasses import dataclass
 
 from experiments.records import counted
-from metrics.intervals import bootstrap_interval
+from metrics.intervals import seed_interval
 
 # the verdict of a claim whose runs are not there yet
 NOT_RUN = "not run"
@@ -24,8 +24,8 @@ class Spread:
     threshold: float      # … and its value
     per_seed: dict        # {seed: mean over that seed's cases}
     cases: int
-    mean: float = None    # over all cases
-    interval: tuple = None
+    interval: tuple = None   # the t-interval of the mean over the seeds
+    degenerate: str = None   # why the interval carries no information, if it does not
 
     @property
     def seed_sd(self) -> float:
@@ -42,11 +42,12 @@ def spread_of(cases: dict, statistic: str, margin: str, threshold: float) -> Spr
     case is left out)."""
     cases = {seed: [v for v in values if v is not None and v == v] for seed, values in cases.items()}
     cases = {seed: values for seed, values in cases.items() if values}
-    pooled = [v for values in cases.values() for v in values]
-    if not pooled:
+    if not cases:
         return Spread(statistic, margin, threshold, {}, 0)
-    return Spread(statistic, margin, threshold, {seed: statistics.mean(values) for seed, values in cases.items()}, len(pooled),
-                  statistics.mean(pooled), bootstrap_interval(pooled))
+    per_seed = {seed: statistics.mean(values) for seed, values in cases.items()}
+    found = seed_interval(per_seed)
+    return Spread(statistic, margin, threshold, per_seed, sum(map(len, cases.values())), found["interval"],
+                  found["degenerate"])
 
 
 def seed_agreement(per_seed: dict) -> str:
@@ -65,11 +66,16 @@ def seed_agreement(per_seed: dict) -> str:
 
 
 def describe(spread: Spread) -> str:
-    """'statistic: mean ± sd over N seeds (per seed …); 95% interval over K cases [lo, hi]; margin …'."""
+    """'statistic: mean ± sd over N seeds (per seed …, K cases); 95% t-interval over the seeds
+    [lo, hi] (or why there is none) against the rule's margin'."""
     if spread is None or not spread.cases:
         return "–"
     seeds = ", ".join(f"{seed}: {value:.3f}" for seed, value in spread.per_seed.items())
-    low, high = spread.interval
+    if spread.degenerate:
+        interval = f"no interval: {spread.degenerate}"
+    else:
+        low, high = spread.interval
+        interval = f"95% t-interval over the seeds [{low:.3f}, {high:.3f}]"
     return (f"{spread.statistic}: {spread.seed_mean:.3f} ± {spread.seed_sd:.3f} over {len(spread.per_seed)} "
-            f"seed{'s' * (len(spread.per_seed) != 1)} ({seeds}); mean over {counted(spread.cases, 'case')} {spread.mean:.3f}, 95% "
-            f"bootstrap interval [{low:.3f}, {high:.3f}] against the rule's {spread.margin}")
+            f"seed{'s' * (len(spread.per_seed) != 1)} ({seeds}; {counted(spread.cases, 'case')}); {interval}, "
+            f"against the rule's {spread.margin}")

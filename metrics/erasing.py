@@ -9,9 +9,13 @@ the margin). The rule, stated before any number:
 
 - "not measurable" with fewer than ``MIN_PAIRS`` usable pairs over at least ``MIN_DEFENSES``
   defenses;
-- otherwise "harder to erase" (or "easier") only if the mean paired difference is at least
-  ``MARGIN`` (at most −``MARGIN``) and its 95% bootstrap interval excludes 0;
-- else "no consistent difference".
+- otherwise the seed is the unit (issue 45): each seed's pairs are averaged, and "harder to
+  erase" ("easier") stands only if the 95% t-interval of the mean over the seeds lies at or beyond
+  +``MARGIN`` (at or below −``MARGIN``); "no consistent difference" if it lies inside ±``MARGIN``;
+- else "not established on N seeds" (and so with fewer than 3 seeds, or a degenerate interval).
+
+(Until issue 45 the interval was a bootstrap over the pairs, as if pairs of one seed were
+independent, and "harder" needed only a mean beyond the margin with the interval excluding 0.)
 
 Each defense is also judged on its own by the same rule, with ``MIN_PAIRS_PER_DEFENSE`` usable pairs.
 """
@@ -63,20 +67,21 @@ def why_unusable(result: dict):
     return None
 
 
-def judge(differences: list, minimum: int, defenses: int = None, seed: int = 0) -> dict:
-    """{verdict, pairs, mean, interval} of paired differences under the rule of this module."""
+def judge(cases: list, minimum: int, defenses: int = None) -> dict:
+    """{verdict, reason, pairs, seeds, mean, interval} of (seed, paired difference) cases under the
+    rule of this module."""
     # too few defenses: not measurable, whatever the count of pairs
     enough = defenses is None or defenses >= MIN_DEFENSES
-    found = paired_verdict(differences if enough else [], MARGIN, minimum, "harder to erase", "easier to erase",
-                           seed=seed)
-    return {"verdict": found["verdict"], "pairs": len(differences), "mean": found["mean"], "interval": found["interval"]}
+    found = paired_verdict(cases if enough else [], MARGIN, minimum, "harder to erase", "easier to erase")
+    return {"verdict": found["verdict"], "reason": found["reason"], "pairs": len(cases), "seeds": found["seeds"],
+            "mean": found["mean"], "interval": found["interval"]}
 
 
-def erasing_verdict(pairs: list, seed: int = 0) -> dict:
+def erasing_verdict(pairs: list) -> dict:
     """{overall: judge(...), by_defense: {defense: judge(...)}, usable, total} over ``pairs``."""
     usable = [pair for pair in pairs if pair.usable]
     defenses = list(dict.fromkeys(pair.defense for pair in pairs))
-    overall = judge([p.difference for p in usable], MIN_PAIRS, len({p.defense for p in usable}), seed)
-    by_defense = {name: judge([p.difference for p in usable if p.defense == name], MIN_PAIRS_PER_DEFENSE, seed=seed)
+    overall = judge([(p.seed, p.difference) for p in usable], MIN_PAIRS, len({p.defense for p in usable}))
+    by_defense = {name: judge([(p.seed, p.difference) for p in usable if p.defense == name], MIN_PAIRS_PER_DEFENSE)
                   for name in defenses}
     return {"overall": overall, "by_defense": by_defense, "usable": len(usable), "total": len(pairs)}

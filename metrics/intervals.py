@@ -1,45 +1,46 @@
-"""Confidence intervals for the report's verdicts: scipy's bootstrap of a mean, seeded.
+"""Confidence intervals for the report's verdicts, with the seed as the unit (issue 45).
 
-Every verdict of REPRODUCTION.md that rests on several cases (seeds, attacks, models, defenses)
-states its margin against the 95% percentile bootstrap interval of the mean over those cases.
+The cells of one seed (model × attack, detector, defense …) share that seed's training runs, so
+they are not independent: every verdict of REPRODUCTION.md averages its statistic within each seed
+first, then takes Student's t-interval of the mean over the seeds (``scipy.stats.t``), and stands
+only where that interval clears the rule's margin.
 """
 import numpy as np
-from scipy.stats import bootstrap
 
-RESAMPLES = 10_000
 LEVEL = 0.95
 
 
-def bootstrap_interval(values, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> tuple:
-    """(low, high): the percentile bootstrap interval of the mean of ``values``
-    (``scipy.stats.bootstrap``, ``resamples`` seeded resamples). Constant values, where a resample
-    has nothing to vary, give (value, value); a single value too."""
-    values = np.asarray([v for v in values if v is not None and v == v], dtype=float)
-    if values.size == 0:
-        raise ValueError("no values to bootstrap")
-    if np.ptp(values) == 0:
-        return float(values[0]), float(values[0])
-    found = bootstrap((values,), np.mean, confidence_level=level, n_resamples=resamples, method="percentile",
-                      random_state=np.random.default_rng(seed))
-    return float(found.confidence_interval.low), float(found.confidence_interval.high)
-
-
 NOT_MEASURABLE = "not measurable"
+MINIMUM_SEEDS = 3
 
 
-def paired_verdict(differences, margin: float, minimum: int, above: str, below: str,
-                   neither: str = "no consistent difference", seed: int = 0) -> dict:
-    """The report's rule for paired differences, stated once: ``not measurable`` with fewer than
-    ``minimum`` differences; ``above`` if their mean is at least ``margin`` and the 95% bootstrap
-    interval of the mean lies above 0; ``below`` if the mean is at most −``margin`` and the
-    interval lies below 0; else ``neither``. {verdict, cases, mean, interval}."""
-    differences = [float(d) for d in differences if d is not None and d == d]
-    if len(differences) < minimum:
-        return {"verdict": NOT_MEASURABLE, "cases": len(differences), "mean": None, "interval": None}
-    mean = float(np.mean(differences))
-    low, high = bootstrap_interval(differences, seed=seed)
-    verdict = above if mean >= margin and low > 0 else below if mean <= -margin and high < 0 else neither
-    return {"verdict": verdict, "cases": len(differences), "mean": mean, "interval": (low, high)}
+def paired_verdict(cases, margin: float, minimum: int, above: str, below: str,
+                   neither: str = "no consistent difference", minimum_seeds: int = MINIMUM_SEEDS) -> dict:
+    """The report's rule for paired differences, with the seed as the unit (issue 45). ``cases`` are
+    (seed, difference) pairs, one per cell of that seed (model × attack, detector, defense …);
+    the cells of a seed are averaged first (:func:`per_seed_means`), then the t-interval of the mean
+    over the seeds (:func:`seed_interval`) decides:
+
+    - ``not measurable`` with fewer than ``minimum`` differences in all;
+    - ``above`` when the whole interval lies at or beyond +``margin``; ``below`` when it lies at or
+      below −``margin``; ``neither`` when it lies strictly inside (−``margin``, +``margin``);
+    - otherwise, and always with fewer than ``minimum_seeds`` seeds or a degenerate interval,
+      'not established on N seeds', the reason beside it.
+
+    {verdict, reason, cases, seeds, per_seed, mean, sd, interval, degenerate}."""
+    cases = [(seed, float(d)) for seed, d in cases if d is not None and d == d]
+    per_seed = per_seed_means(cases)
+    if len(cases) < minimum:
+        return {"verdict": NOT_MEASURABLE, "reason": f"{len(cases)} of the {minimum} differences the rule needs",
+                "cases": len(cases), "seeds": len(per_seed), "per_seed": per_seed, "mean": None, "sd": None,
+                "interval": None, "degenerate": None}
+    found = {**seed_verdict(per_seed, margin, above, below, minimum_seeds), "cases": len(cases), "per_seed": per_seed}
+    if found["interval"] is not None and not found["degenerate"] and found["seeds"] >= minimum_seeds:
+        low, high = found["interval"]
+        if -margin < low and high < margin:
+            found.update(verdict=neither, reason=f"the interval lies inside ±{margin:g}"
+                                                 + (", though not around 0" if low > 0 or high < 0 else ""))
+    return found
 
 
 def per_seed_means(cases) -> dict:

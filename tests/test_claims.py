@@ -1,17 +1,19 @@
 """The rules of C8–C11 (experiments/claims/c08_pruning.py … c11_stacked.py) and the seeds' spread
 (experiments/claim.py, experiments/spread.py) on constructed records: for each rule one set that
 should pass, one that should fail, and one with too few usable cases."""
+from dataclasses import replace
+
 import pytest
 
 from defenses import DETECTORS
 from evaluation.protocol import TRAINING_CLASS_DETECTORS
 from experiments.claim import judge
 from experiments.claims import c04_detection, c08_pruning, c09_later_detectors, c10_adaptive, c11_stacked
-from experiments.claims.c09_later_detectors import later_detectors, section_later_detectors
+from experiments.claims.c09_later_detectors import control_detectors, later_detectors, section_later_detectors
 from experiments.claims.c10_adaptive import section_adaptive
 from experiments.records import Runs, detector_f1
 from experiments.spread import seed_agreement
-from metrics.intervals import bootstrap_interval, paired_verdict
+from metrics.intervals import seed_interval
 from pipeline.config import RunConfig
 
 LEVELS = ("s1", "s2", "s3")
@@ -63,27 +65,23 @@ def run(method="RBT", attack="patched", seed=0, model="vgg11", f1=None, ba=0.9, 
             "finetune": None, "nad": None, "argd": None}
 
 
-def test_the_shared_paired_rule_and_the_scipy_interval():
-    assert bootstrap_interval([0.3] * 5) == (0.3, 0.3)
-    low, high = bootstrap_interval([0.1, 0.2, 0.3, 0.4])
-    assert 0.1 <= low < 0.25 < high <= 0.4
-    assert paired_verdict([0.2, 0.25, 0.3], 0.1, 3, "up", "down")["verdict"] == "up"
-    assert paired_verdict([-0.2, -0.25, -0.3], 0.1, 3, "up", "down")["verdict"] == "down"
-    assert paired_verdict([0.05, 0.06, 0.07], 0.1, 3, "up", "down")["verdict"] == "no consistent difference"
-    assert paired_verdict([0.5, -0.5, 0.6], 0.1, 3, "up", "down")["verdict"] == "no consistent difference"
-    assert paired_verdict([0.2, 0.3], 0.1, 3, "up", "down") == {"verdict": "not measurable", "cases": 2, "mean": None,
-                                                              "interval": None}
-
-
 def test_c8_pruning_rule():
-    def pairs(rbt_at, ml_at, seeds=(0, 1, 2)):
-        return [r for s in seeds for r in (run("RBT", seed=s, prune_at=rbt_at), run("ML-MMDR", seed=s, prune_at=ml_at))]
+    def pairs(rbt_at, ml_at, seeds=(0, 1, 2), step=0.05):
+        """ML-MMDR's ratio one pruning step (0.05) further on each seed: the seeds differ, so the
+        interval has a width."""
+        return [r for s in seeds for r in (run("RBT", seed=s, prune_at=rbt_at),
+                                           run("ML-MMDR", seed=s, prune_at=round(ml_at + step * s, 2)))]
 
     more = judge(c08_pruning.CLAIM, Runs(pairs(0.25, 0.4), 0.3))
     assert more.verdict == "VGG-11: reproduced: ML-MMDR needs more pruning"
-    assert "RBT 0.25 ± 0.00 (BA there 0.775" in more.evidence
-    # the VGG-11 grid's finding: ML-MMDR needs less
-    assert judge(c08_pruning.CLAIM, Runs(pairs(0.35, 0.25), 0.3)).verdict == "VGG-11: not reproduced: ML-MMDR needs less pruning"
+    assert "RBT 0.25 ± 0.00 (BA there 0.775" in more.evidence and "95% t-interval over 3 seeds" in more.evidence
+    # ML-MMDR needs less (differences −0.25, −0.20, −0.15)
+    assert judge(c08_pruning.CLAIM, Runs(pairs(0.50, 0.25), 0.3)).verdict == "VGG-11: not reproduced: ML-MMDR needs less pruning"
+    # v3's VGG-11 case: the same −0.1 on every seed, a zero-width interval, decides nothing
+    flat = judge(c08_pruning.CLAIM, Runs(pairs(0.35, 0.25, step=0.0), 0.3))
+    assert flat.verdict == "VGG-11: not established on 3 seeds" and "zero-width" in flat.evidence
+    # differences −0.10, −0.05, 0: a mean beyond the margin whose interval crosses it
+    assert judge(c08_pruning.CLAIM, Runs(pairs(0.35, 0.25), 0.3)).verdict == "VGG-11: not established on 3 seeds"
     # a curve that needs the whole layer is no usable pair (PreActResNet-18's at s3)
     whole = judge(c08_pruning.CLAIM, Runs(pairs(0.3, 1.0), 0.3))
     assert whole.verdict == "VGG-11: not measurable" and "3 pairs, 0 usable" in whole.evidence
@@ -91,7 +89,7 @@ def test_c8_pruning_rule():
     assert judge(c08_pruning.CLAIM, Runs(pairs(0.25, 0.4, seeds=(0, 1)), 0.3)).verdict == "VGG-11: not measurable"
     # PreActResNet-18's case: never at s3, and at the last convolution's input ML-MMDR needs more pruning
     relu = [r for s in (0, 1, 2) for r in (run("RBT", seed=s, prune_at=1.0, last_relu_at=0.2),
-                                           run("ML-MMDR", seed=s, prune_at=1.0, last_relu_at=0.4))]
+                                           run("ML-MMDR", seed=s, prune_at=1.0, last_relu_at=0.4 + 0.05 * s))]
     assert judge(c08_pruning.CLAIM, Runs(relu, 0.3)).verdict == (
         "VGG-11: not measurable; reproduced: ML-MMDR needs more pruning at the last convolution's input")
     assert judge(c08_pruning.CLAIM, Runs([run("RBT")], 0.3)).verdict == "not run"
@@ -103,27 +101,36 @@ def later(value: float) -> dict:
 
 def test_c9_later_detectors_rule():
     def cells(rbt_f1, ml_f1, strip_ml=0.8, count=3, ml_flagged=True):
+        """One cell per seed (an attack each), the values a little apart across seeds, so that the
+        t-interval over the seeds has a width."""
         out = []
         for i in range(count):
-            out.append(run("RBT", attack=("patched", "blended", "sig")[i % 3], seed=i // 3,
-                           f1={**later(rbt_f1 + 0.01 * i), "strip": 0.8}))
-            out.append(run("ML-MMDR", attack=("patched", "blended", "sig")[i % 3], seed=i // 3,
-                           f1={**later(ml_f1 + 0.02 * i), "strip": strip_ml}, flagged=ml_flagged))
+            controls = {name: 0.8 for name in control_detectors()}
+            out.append(run("RBT", attack=("patched", "blended", "sig")[i % 3], seed=i,
+                           f1={**later(rbt_f1 + 0.01 * i), **controls}))
+            out.append(run("ML-MMDR", attack=("patched", "blended", "sig")[i % 3], seed=i,
+                           f1={**later(ml_f1 + 0.02 * i), **{name: 0.8 + 0.01 * i for name in controls},
+                               "strip": strip_ml + 0.01 * i}, flagged=ml_flagged))
         return out
 
     lowered = judge(c09_later_detectors.CLAIM, Runs(cells(0.9, 0.5), 0.3))
-    assert lowered.verdict == ("SPECTRE lowered; SCAn lowered; Beatrix lowered; Beatrix class test lowered; TED lowered; "
-                               "ASSET lowered; STRIP (control) unchanged; SCALE-UP (control) unchanged; "
+    assert lowered.verdict == ("of 6 later detectors: lowered for 6 (SPECTRE, SCAn, Beatrix, Beatrix class test, "
+                               "TED, ASSET); STRIP (control) unchanged; SCALE-UP (control) unchanged; "
                                "IBD-PSC (control) unchanged; BaDExpert (control) unchanged")
     assert "Separability" not in lowered.verdict and "0.990 → 0.990" in lowered.evidence
+    assert "95% t-interval over 3 seeds" in lowered.evidence
     # a class-level detector that no longer flags the target detects nothing there: its F1 is 0
     assert detector_f1(run("ML-MMDR", f1=later(0.9), flagged=False), "scan") == 0.0
     same = judge(c09_later_detectors.CLAIM, Runs(cells(0.9, 0.9, strip_ml=0.3), 0.3))
-    assert same.verdict.startswith("SPECTRE not lowered") and "STRIP (control) changed" in same.verdict
+    assert same.verdict.startswith("of 6 later detectors: not lowered for 6") and "STRIP (control) changed" in same.verdict
     # a changed control is shown by attack, to tell one attack's change from a general one
-    assert "STRIP (control) by attack: patched 0.800 → 0.300, blended 0.800 → 0.300, sig 0.800 → 0.300" in same.evidence
+    assert "STRIP (control) by attack: patched 0.800 → 0.300, blended 0.800 → 0.310, sig 0.800 → 0.320" in same.evidence
     assert "by attack" not in lowered.evidence
     assert judge(c09_later_detectors.CLAIM, Runs(cells(0.9, 0.5, count=2), 0.3)).verdict == "not measurable"
+    # three cells of one seed: enough cases, too few seeds
+    one_seed = [dict(r, config=replace(r["config"], seed=0)) for r in cells(0.9, 0.5)]
+    assert judge(c09_later_detectors.CLAIM, Runs(one_seed, 0.3)).verdict.startswith(
+        "of 6 later detectors: not established for 6")
     assert "SCAn flags the target under RBT in 9/9 cell × level, 9 of them beyond what class size alone gives" in (
         lowered.evidence)
 
@@ -134,13 +141,13 @@ def test_c9_reads_spectre_in_its_regime_and_shows_the_pools_beside():
     records = []
     for i in range(3):
         attack = ("patched", "blended", "sig")[i]
-        records.append(run("RBT", attack=attack, f1={**later(0.9), "strip": 0.8}))
-        ml = run("ML-MMDR", attack=attack, f1={**later(0.9), "spectre": 0.4 + 0.01 * i, "strip": 0.8})
+        records.append(run("RBT", attack=attack, seed=i, f1={**later(0.9), "strip": 0.8}))
+        ml = run("ML-MMDR", attack=attack, seed=i, f1={**later(0.9), "spectre": 0.4 + 0.01 * i, "strip": 0.8})
         ml["evaluation"] = evaluation({**later(0.9), "spectre": 0.4 + 0.01 * i, "strip": 0.8},
                                       regime={"spectre": 0.88 + 0.01 * i})
         records.append(ml)
     found = judge(c09_later_detectors.CLAIM, Runs(records, 0.3))
-    assert found.verdict.startswith("SPECTRE not lowered;")
+    assert found.verdict.startswith("of 6 later detectors: not lowered for 1 (SPECTRE)")
     assert "SPECTRE on the evaluation's pools (not judged: outside its regime) 0.900 → 0.410" in found.evidence
     assert detector_f1(records[1], "spectre") == pytest.approx(0.88)
     assert detector_f1(records[1], "spectre", protocol="pools") == pytest.approx(0.4)
@@ -155,15 +162,25 @@ def adaptive_grid(adaptive_f1, stacked_f1, mlmmdr_f1=0.6, asr=1.0, seeds=(0, 1, 
         records.append(run("RBT", attack="adaptive_blend", seed=seed, studies=("adaptive",), asr=asr,
                            f1={n: adaptive_f1 + 0.01 * seed for n in DETECTORS}))
         records.append(run("ML-MMDR", attack="adaptive_blend", seed=seed, studies=("adaptive",), asr=asr,
-                           f1={n: stacked_f1 + 0.01 * seed for n in DETECTORS}))
+                           f1={n: stacked_f1 + 0.02 * seed for n in DETECTORS}))
     return Runs(records, 0.3)
 
 
 def test_c10_adaptive_rule():
     better = judge(c10_adaptive.CLAIM, adaptive_grid(0.3, 0.2))
-    assert better.verdict.startswith("Adaptive-Blend at 10%: hides better than ML-MMDR")
-    assert "hides best: Adaptive-Blend (ML-MMDR, 10%): F1 0.210 ± 0.010" in better.verdict
-    assert judge(c10_adaptive.CLAIM, adaptive_grid(0.9, 0.9)).verdict.startswith("Adaptive-Blend at 10%: hides worse than ML-MMDR")
+    assert better.verdict.startswith("Adaptive-Blend at 10%: of 13 detectors, hides better than ML-MMDR for 13 (AC, SS, ")
+    assert "hides best: Adaptive-Blend (ML-MMDR, 10%): F1 0.220 ± 0.020" in better.verdict
+    assert judge(c10_adaptive.CLAIM, adaptive_grid(0.9, 0.9)).verdict.startswith(
+        "Adaptive-Blend at 10%: of 13 detectors, hides worse than ML-MMDR for 13")
+    # detectors that disagree are counted apart, never averaged: AC hides worse, the rest better
+    split = adaptive_grid(0.3, 0.2)
+    for record in split.study("adaptive"):
+        if record["config"].method == "RBT":
+            record["evaluation"] = evaluation({**{n: 0.3 + 0.01 * record["config"].seed for n in DETECTORS},
+                                               "ac": 0.95 + 0.01 * record["config"].seed})
+    verdict = judge(c10_adaptive.CLAIM, split).verdict
+    assert verdict.startswith("Adaptive-Blend at 10%: of 13 detectors, hides worse than ML-MMDR for 1 (AC), hides "
+                              "better than ML-MMDR for 12")
     # an attack that failed (ASR below 0.8) hides nothing: no case is left to judge
     failed = judge(c10_adaptive.CLAIM, adaptive_grid(0.3, 0.2, asr=0.4))
     assert failed.verdict.startswith("Adaptive-Blend at 10%: not measurable (3 of 3 runs failed)")
@@ -171,9 +188,10 @@ def test_c10_adaptive_rule():
 
 
 def test_c11_stacked_rule():
-    assert judge(c11_stacked.CLAIM, adaptive_grid(0.4, 0.2)).verdict == "Adaptive-Blend + ML-MMDR at 10%: they add up"
-    assert judge(c11_stacked.CLAIM, adaptive_grid(0.4, 0.6)).verdict == (
-        "Adaptive-Blend + ML-MMDR at 10%: worse than Adaptive-Blend alone, no better than ML-MMDR alone")
+    assert judge(c11_stacked.CLAIM, adaptive_grid(0.4, 0.2)).verdict.startswith(
+        "Adaptive-Blend + ML-MMDR at 10%: they add up, against Adaptive-Blend alone, of 13 detectors, better for 13")
+    assert judge(c11_stacked.CLAIM, adaptive_grid(0.4, 0.6)).verdict.startswith(
+        "Adaptive-Blend + ML-MMDR at 10%: against Adaptive-Blend alone, of 13 detectors, worse for 13 (")
     assert judge(c11_stacked.CLAIM, adaptive_grid(0.4, 0.2, asr=0.5)).verdict == "Adaptive-Blend + ML-MMDR at 10%: not measurable"
 
 
@@ -191,7 +209,10 @@ def test_a_claim_across_seeds_says_where_the_seeds_disagree():
         "; seeds disagree: reproduced on seed 0, partly reproduced on seed 1; not run on seed 2")
     assert seed_agreement({0: "not run", 1: "not run"}) == ""
     assert claim.spread.per_seed == pytest.approx({0: 0.5, 1: 0.45, 2: 0.05})
-    assert claim.spread.cases == 3 and claim.spread.mean == pytest.approx(1 / 3)
+    assert claim.spread.cases == 3 and claim.spread.seed_mean == pytest.approx(1 / 3)
+    assert claim.spread.interval == pytest.approx(seed_interval({0: 0.5, 1: 0.45, 2: 0.05})["interval"])
+    # the pooled rule says reproduced, but the t-interval over the seeds reaches below the 0.1 margin
+    assert claim.verdict.startswith("not established on 3 seeds (the rule on the pooled runs: ")
     assert c04_detection.cases(Runs(records, 0.3).for_seed(1)) == pytest.approx([0.45])
 
 

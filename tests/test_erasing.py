@@ -316,14 +316,8 @@ def test_the_report_tells_the_defenders_share_arms_apart_and_shows_the_tunings_c
                     "1 of 16 | 500 (5% of the attacker's 10,000) | 0.800 / 0.100 |"]
 
 
-def test_the_bootstrap_interval_and_the_paired_verdict_on_known_inputs():
+def test_the_paired_verdict_on_known_inputs_with_the_seed_as_the_unit():
     from metrics.erasing import Pair, erasing_verdict
-    from metrics.intervals import bootstrap_interval
-
-    assert bootstrap_interval([0.2] * 10) == pytest.approx((0.2, 0.2))
-    # 0/1 values, half each: the mean's standard error is 0.5/√400 = 0.025, so the 95% interval is 0.5 ± 0.049
-    low, high = bootstrap_interval([0.0, 1.0] * 200)
-    assert low == pytest.approx(0.451, abs=0.01) and high == pytest.approx(0.549, abs=0.01)
 
     def result(asr, ba_after=0.9, collapsed=None):
         rows = [{"epoch": e, "asr": asr, "ba": ba_after, "collapsed_to_class": collapsed} for e in range(1, 6)]
@@ -343,8 +337,12 @@ def test_the_bootstrap_interval_and_the_paired_verdict_on_known_inputs():
     found = erasing_verdict(broken)
     assert found["usable"] == 8 and found["total"] == 10 and found["by_defense"]["argd"]["verdict"] == "not measurable"
     swinging = pairs(0.3, 8)
-    swinging[0] = Pair("patched", "nad", 0, result(0.1), result(-5.0))  # one pair far the other way
-    assert erasing_verdict(swinging)["overall"]["verdict"] == "no consistent difference"
+    swinging[0] = Pair("patched", "nad", 0, result(0.1), result(-5.0))  # one seed far the other way
+    assert erasing_verdict(swinging)["overall"]["verdict"] == "not established on 8 seeds"
+    # eight pairs of two seeds: a mean beyond the margin, but two seeds are too few for a verdict
+    two_seeds = [Pair("patched", pair.defense, i % 2, pair.rbt, pair.mlmmdr) for i, pair in enumerate(pairs(0.3, 8))]
+    found = erasing_verdict(two_seeds)["overall"]
+    assert found["verdict"] == "not established on 2 seeds" and found["reason"] == "fewer than 3 seeds"
 
 
 @pytest.mark.parametrize("kwargs, parameter", [({"defense_ratio": 0.0}, "defense_ratio"),

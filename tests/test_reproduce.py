@@ -128,7 +128,10 @@ def test_claim_verdicts_follow_their_rules():
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.7, 0.7, 0.7], kernel="gk1", studies=("kernel",)),
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.8, 0.8, 0.8], kernel="lk", studies=("kernel",))]
     runs = Runs(records, 0.3)
-    verdicts = {c.id: c.verdict for c in judge_all(runs)}
+    # the rules on one seed's records: each verdict before the seeds' check, which one seed cannot pass
+    verdicts = {c.id: c.pooled for c in judge_all(runs)}
+    assert next(c for c in judge_all(runs) if c.id == "C1").verdict == (
+        "not established on 1 seed (the rule on the pooled runs: reproduced; fewer than 3 seeds)")
     beyond = {"C8": "not run", "C9": "not measurable", "C10": "not run", "C11": "not run"}  # no such results here
     assert verdicts == {"C1": "reproduced", "C2": "reproduced", "C3": "reproduced", "C4": "reproduced",
                         "C5": "reproduced", "C6": "reproduced", "C7": "VGG-11: not measurable (3 usable pairs)",
@@ -138,7 +141,7 @@ def test_claim_verdicts_follow_their_rules():
     records[4] = record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.5, 0.5, 0.5], kernel="lk", studies=("kernel",))
     records[2] = record("ML-MMDR", 0.3, [13.0, 13.0, 13.0], 0.5, [1.0, 1.0, 1.0], ba=0.5, flagged=False,
                         studies=both, erased=(0.1, 0.0))
-    verdicts = {c.id: c.verdict for c in judge_all(Runs(records, 0.3))}
+    verdicts = {c.id: c.pooled for c in judge_all(Runs(records, 0.3))}
     assert verdicts == {"C1": "partly reproduced", "C2": "not reproduced", "C3": "partly reproduced",
                         "C4": "not reproduced", "C5": "not reproduced", "C6": "not reproduced",
                         "C7": "VGG-11: not measurable (0 usable pairs)", **beyond}
@@ -147,7 +150,7 @@ def test_claim_verdicts_follow_their_rules():
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], studies=("lambda", "kernel")),
                record("ML-MMDR", 0.3, [0.1, 0.1, 0.1], 0.5, [0.4, 0.4, 0.4], ba=0.1, kernel="lk", studies=("kernel",))]
     kernels = next(c for c in judge_all(Runs(records, 0.3)) if c.id == "C6")
-    assert kernels.verdict == "partly reproduced"
+    assert kernels.pooled == "partly reproduced"
     assert "with the attack kept: 1/2 kernels" in kernels.evidence and "not kept (its F1 counts for nothing): LK seed 0 (BA 0.100" in kernels.evidence
     assert kernels.spread.cases == 1  # the failed kernel is no case of the statistic either
     # failed on two seeds: both are named
@@ -231,7 +234,7 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     assert all(json.loads((tmp_path / "runs" / name / "stage_seconds.json").read_text()) == timings[name] for name in runs)
     invocations = json.loads((tmp_path / "runs" / "invocations.json").read_text())
     assert len(invocations) == 1 and invocations[0]["runs_finished"] == len(runs) and invocations[0]["wall_s"] > 0
-    assert "The command's own wall time, over the 1 invocation that ran stages" in report
+    assert "The command's measured wall time: " in report and "over the 1 invocation that ran stages" in report
     erasers, plain = {"finetune", "nad", "argd"}, {"train", "evaluate"}
     # every erased model is tuned on its own validation set; the reference arm is trained and erased, not evaluated
     expected = {"digits_vgg11_patched_w0.125_n300": plain | {"scatter", "tune"} | erasers,
@@ -328,7 +331,7 @@ def test_neural_cleanse_is_judged_at_the_claims_lambda_with_the_others_shown_bes
                record("ML-MMDR", 0.3, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], flagged=True),
                record("ML-MMDR", 0.1, [1.0, 1.0, 1.0], 0.5, [0.6, 0.6, 0.6], flagged=False)]
     claim = judge(c05_neural_cleanse.CLAIM, Runs(records, 0.3))
-    assert claim.verdict == "reproduced"  # pooled with λ = 0.1's run it would be 'partly'
+    assert claim.pooled == "reproduced"  # pooled with λ = 0.1's run it would be 'partly'
     assert "At the sweep's other λ (not judged): VGG-11 patched ML-MMDR, λ=0.1, seed 0: target ‖m‖₁ rank 3" in claim.evidence
     assert judge(c05_neural_cleanse.CLAIM, Runs(records[:1] + records[2:], 0.3)).verdict == "not run"
 
@@ -340,7 +343,7 @@ def test_c2_counts_a_model_attack_and_lambda_once_whatever_its_seeds():
     small = record("ML-MMDR", 0.1, [1.0] * 3, 0.5, [0.6] * 3)
     large = [record("ML-MMDR", 0.3, [13.0] * 3, 0.5, [0.6] * 3, seed=seed) for seed in (0, 1, 2)]
     reduction = next(c for c in judge_all(Runs(rbt + [small] + large, 0.3)) if c.id == "C2")
-    assert reduction.verdict == "partly reproduced"  # 1 of 2 (model, attack, λ), not 1 of 4 seed × λ
+    assert reduction.pooled == "partly reproduced"  # 1 of 2 (model, attack, λ), not 1 of 4 seed × λ
 
 
 def test_c6_judges_each_kernel_against_the_rbt_runs_of_its_own_seeds():

@@ -49,34 +49,36 @@ def test_the_report_states_the_settings_the_stages_ran_with_not_the_reporting_co
                 "machine": "m", "facts": {}, "timings": {"run": {"train": 7200.0}}, "jobs": 1, "threads": None}
     ran = {"started": "s", "wall_s": 3600.0, "runs_finished": 1, "jobs": 2, "threads": 1}
     text = "\n".join(section_setting({**settings, "invocations": [ran, ran]}, Runs([], 0.3)))
-    assert "(CPU threads per run: 1, runs at once: 2): 2.0 h of stage time in all, about 1.0 h of wall time" in text
+    assert ("The command's measured wall time: 2.0 h, over the 2 invocations that ran stages (CPU threads per run: 1, "
+            "runs at once: 2; each counted to its last minute). Stage time: 2.0 h in all") in text
     older = {key: value for key, value in ran.items() if key not in ("jobs", "threads")}  # not the reporting command's
     text = "\n".join(section_setting({**settings, "invocations": [ran, older]}, Runs([], 0.3)))
     assert ("(runs at once and threads per run not recorded by an earlier invocation; CPU threads per run: 1, "
-            "runs at once: 2): 2.0 h of stage time in all, the wall time below") in text
+            "runs at once: 2; each counted to its last minute)") in text
 
 
 
-def test_the_report_measures_the_stage_time_against_the_profiles_budget():
+def test_the_report_measures_the_commands_wall_time_against_the_profiles_budget():
+    """The budget is one of wall time: the invocations' measured seconds are held against it, not the
+    stage time divided by anything; a run without a training time is named."""
     from experiments.records import Runs
     from experiments.sections import section_setting
 
+    ran = {"started": "s", "wall_s": 3600.0 * 6, "runs_finished": 1, "jobs": 2, "threads": 1}
     settings = {"command": "c", "versions": "v", "machine": "m", "facts": {}, "jobs": 2, "threads": 1,
-                "invocations": [{"started": "s", "wall_s": 3600.0, "runs_finished": 1, "jobs": 2, "threads": 1}],
-                "budget": {"profile": "full", "hours": 10, "cores": 2}}
-    finished = {**settings, "stages": (3, 3), "timings": {"a": {"train": 72000.0}, "b": {"train": 14400.0}}}  # 24 h at 2 at once
-    assert ("The full profile is sized for 10 h of wall time on 2 CPU cores; this grid's stages took 12.0 h on 2 "
-            "cores, over it by 2.0 h.") in "\n".join(section_setting(finished, Runs([], 0.3)))
-    within = {**finished, "timings": {"a": {"train": 3600.0 * 19}}}
-    assert "this grid's stages took 9.5 h on 2 cores, within it." in "\n".join(section_setting(within, Runs([], 0.3)))
+                "invocations": [ran, ran], "budget": {"profile": "full", "hours": 10, "cores": 2},
+                "timings": {"a": {"train": 72000.0}, "b": {"evaluate": 14400.0}}}
+    finished = {**settings, "stages": (3, 3)}
+    text = "\n".join(section_setting(finished, Runs([], 0.3)))
+    assert ("The full profile is sized for 10 h of wall time on 2 CPU cores; the command took 12.0 h, over it by "
+            "2.0 h.") in text
+    assert "Stage time: 24.0 h in all" in text and "1 run without a recorded training time: b." in text
+    within = {**finished, "invocations": [{**ran, "wall_s": 3600.0 * 9.5}]}
+    assert "the command took 9.5 h, within it." in "\n".join(section_setting(within, Runs([], 0.3)))
     partial = {**finished, "stages": (2, 3)}
-    assert "the finished stages have taken 12.0 h of it on 2 cores." in "\n".join(section_setting(partial, Runs([], 0.3)))
-    # eight runs at once of one thread each: 24 h of stage time are 12 h on 2 cores, not 3 h
-    eight = {**finished, "invocations": [{**settings["invocations"][0], "jobs": 8}]}
-    assert "stages took 12.0 h on 2 cores, over it by 2.0 h." in "\n".join(section_setting(eight, Runs([], 0.3)))
-    # threads per run not recorded: no verdict
-    older = {**finished, "invocations": [{"started": "s", "wall_s": 3600.0, "runs_finished": 1}]}
-    assert "sized for" not in "\n".join(section_setting(older, Runs([], 0.3)))
+    assert "the finished stages have taken 12.0 h of it." in "\n".join(section_setting(partial, Runs([], 0.3)))
+    # no invocation recorded: no verdict
+    assert "sized for" not in "\n".join(section_setting({**finished, "invocations": []}, Runs([], 0.3)))
 
 
 def test_the_report_names_the_machines_the_stages_ran_on_not_only_the_writers():

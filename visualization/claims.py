@@ -22,16 +22,18 @@ def seed_labels(per_seed: dict, span: float, apart: float = 0.03) -> list:
 
 def seeds_figure(judged: list, path: Path) -> Path:
     """One panel per claim with a spread: each seed's mean of the rule's statistic (dots), the
-    95% bootstrap interval of the mean over all cases (bar) and the rule's margin (dashed line)."""
+    95% t-interval of the mean over the seeds (bar; none where it is degenerate) and the rule's margin
+    (dashed line)."""
     shown = [c for c in judged if c.spread is not None and c.spread.cases]
     if not shown:
         return None
     figure, axes = plt.subplots(len(shown), 1, figsize=(7.5, 1.05 * len(shown) + 0.6), squeeze=False)
     for axis, claim in zip(axes[:, 0], shown):
         spread = claim.spread
-        low, high = spread.interval
-        axis.plot([low, high], [0, 0], color="#333333", linewidth=3, solid_capstyle="butt", label="95% interval")
-        axis.plot([spread.mean], [0], marker="|", markersize=14, color="#333333")
+        low, high = spread.interval if spread.interval else (spread.seed_mean, spread.seed_mean)
+        if spread.interval and not spread.degenerate:
+            axis.plot([low, high], [0, 0], color="#333333", linewidth=3, solid_capstyle="butt", label="95% interval")
+        axis.plot([spread.seed_mean], [0], marker="|", markersize=14, color="#333333")
         axis.plot(list(spread.per_seed.values()), [0.35] * len(spread.per_seed), marker="o", color="#4c72b0",
                   linestyle="none")
         axis.axvline(spread.threshold, color="#c44e52", linestyle="--", linewidth=1)
@@ -46,7 +48,7 @@ def seeds_figure(judged: list, path: Path) -> Path:
         axis.set_title(f"{claim.id}: {spread.statistic} (margin {spread.margin}; {spread.cases} cases)",
                        fontsize=7.5, loc="left")
         axis.tick_params(labelsize=7)
-    figure.suptitle("Each claim's statistic: seeds' means (dots, labelled), 95% bootstrap interval of the mean "
+    figure.suptitle("Each claim's statistic: seeds' means (dots, labelled), 95% t-interval over the seeds "
                     "(bar), the rule's margin (dashed)", fontsize=8)
     figure.tight_layout()
     written = save_figure(figure, Path(path))

@@ -72,6 +72,7 @@ CLAIM = register(Claim(
          "partly if ≥ 50%",
     judge=judge, cases=cases,
     statistic="share of RBT ARO values above 2.0", margin="≥ 0.9 (reproduced), ≥ 0.5 (partly)", threshold=0.9,
+    seed_sides={"reproduced": ("≥", 0.9), "partly reproduced": ("≥", 0.5), "not reproduced": ("<", 0.5)},
     checks="ED², SWD₁ and ARO are tested against direct formulas and hand-made values, and the evaluation's MMD² "
            "is tested to be the regulariser's GMK2 (tests/test_metrics.py); the intra-class baseline compares two "
            "disjoint halves of the same benign set, so it sits near the estimator's floor.",

@@ -45,5 +45,6 @@ CLAIM = register(Claim(
          "at s1 and s2 than at s3; reproduced if both, partly if one",
     judge=judge, cases=cases,
     statistic="SL-MMDR's minus ML-MMDR's mean F1 at s1/s2, per model × attack", margin="≥ 0.1", threshold=MARGIN,
+    seed_sides={"reproduced": ("≥", MARGIN)},
     checks="SL-MMDR differs from ML-MMDR only in its levels (tests/test_models.py checks every model's tapped modules "
            "and shapes); the detection F1s come from the same detectors as C4's."))

@@ -112,6 +112,7 @@ CLAIM = register(Claim(
          "RBT's mean ≥ 0.85 and ML-MMDR's ≤ 0.75, partly if it falls by ≥ 0.1",
     judge=judge, cases=cases,
     statistic="RBT's minus ML-MMDR's mean headline F1, per model × attack", margin="≥ 0.1 (partly)", threshold=DROP,
+    seed_sides={"reproduced": ("≥", DROP), "partly reproduced": ("≥", DROP), "not reproduced": ("<", DROP)},
     checks="Each detector finds a planted group on separable synthetic data and falls to chance on identical "
            "distributions (tests/test_detection.py); the oracle table and the detector sensitivity table show "
            "whether a decision rule, rather than the representations, sets the headline.",

@@ -94,6 +94,7 @@ CLAIM = register(Claim(
     studies=("lambda", "model"),
     rule=rule, judge=judge, cases=cases,
     statistic="target ‖m‖₁ over the others' median, per defended ML-MMDR run", margin="≤ 0.5", threshold=NC_RATIO,
+    seed_sides={"reproduced": ("≤", NC_RATIO), "not reproduced": (">", NC_RATIO)},
     checks="Neural Cleanse flags the target and recovers the trigger's corner on a trained digits model, and its "
            "batched and per-class forms agree (tests/test_defend.py); the NC epochs column shows whether the budget "
            "was reached before early stopping.",

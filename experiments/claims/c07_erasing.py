@@ -1,8 +1,9 @@
 """C7 (beyond the paper): does ML-MMDR change how well fine-tuning, NAD and ARGD erase the backdoor?
 And the report's erasing section."""
 from defenses import display_name
-from experiments.claim import NOT_IN_PAPER, Claim, Section, register
+from experiments.claim import NOT_IN_PAPER, Claim, RuleChange, Section, register, seed_unit_change
 from experiments.records import Runs, counted, fmt, method_label_of
+from experiments.rules import seed_rule_text
 from experiments.spread import NOT_RUN
 from experiments.tables import figures_of, markdown_table
 from metrics.erasing import BA_KEPT as ERASING_BA_KEPT
@@ -14,9 +15,13 @@ from models import display_name as model_display
 def _judged(found: dict) -> str:
     if found["mean"] is None:
         return f"{found['verdict']} ({counted(found['pairs'], 'usable pair')})"
+    if found["interval"] is None or found["verdict"].startswith("not established"):
+        where = "" if found["interval"] is None else f", 95% t-interval [{found['interval'][0]:+.3f}, {found['interval'][1]:+.3f}]"
+        return (f"{found['verdict']} (mean difference {found['mean']:+.3f}{where}, {found['pairs']} pairs: "
+                f"{found['reason']})")
     low, high = found["interval"]
-    return (f"{found['verdict']} (mean difference {found['mean']:+.3f}, 95% interval [{low:+.3f}, {high:+.3f}], "
-            f"{found['pairs']} pairs)")
+    return (f"{found['verdict']} (mean difference {found['mean']:+.3f}, 95% t-interval over {found['seeds']} seeds "
+            f"[{low:+.3f}, {high:+.3f}], {found['pairs']} pairs)")
 
 
 def judge(runs: Runs) -> tuple:
@@ -136,10 +141,9 @@ def _tuning_table(runs: Runs) -> list:
 RULE = (f"per model family, over the (attack, defense, seed) pairs where neither erasing collapsed the model (more "
         f"than half the clean test images to one class) and both kept BA within {ERASING_BA_KEPT * 100:.0f} "
         f"points of their BA before it: 'not measurable' with fewer than {MIN_PAIRS} such pairs over at least "
-        f"{MIN_DEFENSES} defenses; otherwise 'harder to erase' ('easier') only if the mean of ML-MMDR's minus "
-        f"RBT's ASR averaged over the last {LAST_EPOCHS} epochs is at least {ERASING_MARGIN:g} (at most "
-        f"−{ERASING_MARGIN:g}) and its 95% bootstrap interval excludes 0; else 'no consistent difference'. Each "
-        f"defense is judged alike on its own (from {MIN_PAIRS_PER_DEFENSE} pairs)")
+        f"{MIN_DEFENSES} defenses; otherwise, on ML-MMDR's minus RBT's ASR averaged over the last {LAST_EPOCHS} "
+        f"epochs, " + seed_rule_text(ERASING_MARGIN, "harder to erase", "easier to erase", "no consistent difference")
+        + f". Each defense is judged alike on its own (from {MIN_PAIRS_PER_DEFENSE} pairs)")
 
 CLAIM = register(Claim(
     id="C7",
@@ -150,12 +154,21 @@ CLAIM = register(Claim(
     statistic="ML-MMDR's minus RBT's last-5-epoch ASR after erasing, per usable pair, pooled over "
               "the model families the verdict judges apart",
     margin=f"≥ {ERASING_MARGIN:g} or ≤ −{ERASING_MARGIN:g}", threshold=ERASING_MARGIN, by_seed=False,
+    history=(RuleChange("2026-12-01, commit 80c6bc4 (issue 27; the erasing runs changed too)",
+                        "judged per model family on usable pairs (no collapse, BA within 5 points), the last-5-epoch "
+                        "ASR, a bootstrap interval excluding 0, at least 8 pairs over 2 defenses", True,
+                        "over the (attack, defense) pairs where neither run lost more than 10 points of BA: 'harder "
+                        "to erase' if ML-MMDR's ASR after erasing is ≥ 0.1 above RBT's in more than half of them",
+                        "ML-MMDR is harder to erase, on the 2 of 12 pairs that kept BA"),
+             seed_unit_change("the mean over cases pooled across seeds (cells × seeds as if independent) beyond the margin, with its 95% percentile bootstrap interval over those cases excluding 0",
+                              "VGG-11: easier to erase (mean difference -0.300, 95% interval [-0.406, -0.190], 9 "
+                              "pairs); WRN-16-1: not measurable (6 usable pairs)")),
     checks="NAD's attention loss, ARGD's edge loss and its cross-level attention are tested against direct "
            "computations, ARGD's three-phase schedule against the reference's rate per epoch, the collapse label, "
            "the defender's data (5% of the attacker's training-set size, disjoint from the attacker's subset and "
            "from its validation set), the tuning rule (exact counts, a candidate at the floor kept; the largest lr, "
-           "then the largest β), its ordered search, each model's own tuning in the grid, and the bootstrap interval "
-           "on known inputs (tests/test_erasing.py); the README's digits WRN-16-1 quick "
+           "then the largest β), its ordered search, each model's own tuning in the grid, and the seed-unit rule on "
+           "known inputs (tests/test_erasing.py); the README's digits WRN-16-1 quick "
            "start shows each defense lowering ASR with BA kept. A run that collapsed is marked in the table and "
            "figures and counts in no verdict.",
     sections=(Section(110, lambda report: section_erasing(report.runs, report.figures)),)))

@@ -1,10 +1,10 @@
 """C8: pruning by the real trigger is less effective on ML-MMDR models (paper §6.2, Fig. 10), judged at
 the paper's s3 and at the last convolution's input; and the report's section on where pruning
 removes the backdoor (C8's diagnostic)."""
-from experiments.claim import Claim, Section, register
+from experiments.claim import Claim, RuleChange, Section, register, seed_unit_change
 from experiments.pruned import PLACES, PRUNED_ASR, first_point, short_of_the_layer
 from experiments.records import Runs, fmt, mean_of, mean_sd, method_label_of
-from experiments.rules import interval_text
+from experiments.rules import interval_text, seed_rule_text
 from experiments.spread import NOT_RUN
 from experiments.tables import markdown_table
 from metrics.intervals import paired_verdict
@@ -36,7 +36,8 @@ def pruning_difference(rbt, ml, place: str = "s3"):
 
 def _judge_pruning(pairs: list, place: str) -> tuple:
     """(verdict, evidence) of C8's rule on ``pairs`` at ``place``."""
-    found = paired_verdict([pruning_difference(rbt, ml, place) for rbt, ml in pairs], PRUNE_MARGIN, MIN_PRUNE_PAIRS,
+    found = paired_verdict([(rbt["config"].seed, pruning_difference(rbt, ml, place)) for rbt, ml in pairs],
+                           PRUNE_MARGIN, MIN_PRUNE_PAIRS,
                            "reproduced: ML-MMDR needs more pruning", "not reproduced: ML-MMDR needs less pruning",
                            "not reproduced: no consistent difference")
     points = {name: [first_point(PLACES[place](r)) for r in records] for name, records in
@@ -127,9 +128,9 @@ def section_pruning_places(runs: Runs) -> list:
 RULE = (f"per model, over the (attack, seed) pairs of RBT and ML-MMDR runs pruned by the real trigger (channels "
         f"ranked by their mean on triggered inputs): the pruned ratio at which ASR first falls below "
         f"{PRUNED_ASR:g}; a pair is usable when both fall below it short of the whole layer. 'Reproduced' (pruning "
-        f"is less effective on ML-MMDR) if ML-MMDR's ratio minus RBT's is on average ≥ {PRUNE_MARGIN:g} with its "
-        f"95% bootstrap interval above 0; 'needs less pruning' if ≤ −{PRUNE_MARGIN:g} with the interval below 0; "
-        f"'not measurable' below {MIN_PRUNE_PAIRS} usable pairs. Judged at the paper's s3 and, as a second "
+        f"is less effective on ML-MMDR) on ML-MMDR's ratio minus RBT's, where "
+        + seed_rule_text(PRUNE_MARGIN, "needs more pruning", "needs less pruning", "no consistent difference")
+        + f"; 'not measurable' below {MIN_PRUNE_PAIRS} usable pairs. Judged at the paper's s3 and, as a second "
         f"verdict, at the input of the last convolution (on a test subset: C8's diagnostic)")
 
 CLAIM = register(Claim(
@@ -142,6 +143,15 @@ CLAIM = register(Claim(
     statistic="ML-MMDR's minus RBT's pruned ratio where ASR < 0.2, per usable pair, pooled over the "
               "models the verdict judges apart",
     margin=f"≥ {PRUNE_MARGIN:g}", threshold=PRUNE_MARGIN, by_seed=False,
+    history=(RuleChange("2026-12-01, commits 6e165b2 and fe7fbdd", "the rule was first written after v2 had shown "
+                        "the pruning ratios (VGG-11: RBT 0.35, ML-MMDR 0.25; PreActResNet-18: 1.00 for all three "
+                        "runs): a pair usable only when both runs fall below ASR 0.2 short of the whole layer, and a "
+                        "second verdict at the last convolution's input", True,
+                        "none: v2 showed the ratios without a rule", "none"),
+             seed_unit_change("the mean over cases pooled across seeds (cells × seeds as if independent) beyond the margin, with its 95% percentile bootstrap interval over those cases excluding 0",
+                              "VGG-11: not reproduced: ML-MMDR needs less pruning; not reproduced: no consistent "
+                              "difference at the last convolution's input; PreActResNet-18: not measurable; not "
+                              "reproduced: ML-MMDR needs less pruning at the last convolution's input")),
     checks="The pruning mask is tested to zero exactly the ranked channels of the tapped module and to leave the "
            "model's weights untouched, and both rankings are tested on known activations (tests/test_defend.py); "
            "the pruning section shows which tensor each architecture prunes and the curves of the alternatives.",

@@ -2,11 +2,11 @@
 SCAn, Beatrix) as it lowers AC's, SS's and SR's, with STRIP, which reads no representation, as the
 control? And the report's section on every registered detector."""
 from defenses import DETECTORS, display_name
-from experiments.claim import NOT_IN_PAPER, Claim, Section, register
+from experiments.claim import NOT_IN_PAPER, Claim, RuleChange, Section, register, seed_unit_change
 from evaluation.protocol import TRAINING_CLASS_DETECTORS
 from experiments.records import (Runs, class_statistic, detector_f1, flagged_beyond_size, fmt, mean_of, mean_sd,
                                  present, separability_of, target_flagged)
-from experiments.rules import DETECTION_MARGIN, MIN_CASES
+from experiments.rules import DETECTION_MARGIN, MIN_CASES, interval_text, seed_rule_text, tally
 from experiments.tables import markdown_table
 from metrics.intervals import NOT_MEASURABLE, paired_verdict
 from models import LEVELS
@@ -44,18 +44,17 @@ def beyond_size(records: list, detector: str, levels=LEVELS) -> str:
     return f", {sum(found)} of them beyond what class size alone gives" if found else ""
 
 
-def _unchanged(differences: list) -> dict:
-    """The control's rule: 'unchanged' when the whole 95% interval of the mean difference lies within
-    ±DETECTION_MARGIN, else 'changed' ('not measurable' below MIN_CASES)."""
-    found = paired_verdict(differences, DETECTION_MARGIN, MIN_CASES, "changed", "changed", "changed")
-    if found["interval"] is not None:
-        found["verdict"] = "unchanged" if max(map(abs, found["interval"])) < DETECTION_MARGIN else "changed"
-    return found
+def _unchanged(cases: list) -> dict:
+    """The control's rule: 'unchanged' when the whole t-interval over the seeds lies within
+    ±DETECTION_MARGIN, 'changed' when it lies beyond it, else not established ('not measurable'
+    below MIN_CASES)."""
+    return paired_verdict(cases, DETECTION_MARGIN, MIN_CASES, "changed", "changed", "unchanged")
 
 
 def _detector_differences(runs: Runs, detector: str) -> list:
-    return [detector_f1(rbt, detector) - detector_f1(ml, detector)
-            if present(detector_f1(rbt, detector), detector_f1(ml, detector)) else None
+    """(seed, RBT's minus ML-MMDR's F1) per cell: the seed is the unit the verdict's interval resamples."""
+    return [(rbt["config"].seed, detector_f1(rbt, detector) - detector_f1(ml, detector)
+             if present(detector_f1(rbt, detector), detector_f1(ml, detector)) else None)
             for _, _, rbt, _, ml in runs.cells() if ml]
 
 
@@ -69,7 +68,8 @@ def judge(runs: Runs) -> tuple:
     for detector, found in {**judged, **controls}.items():
         parts.append(f"{display_name(detector)}{' (control)' * (detector in controls)} "
                      f"{fmt(mean_of([detector_f1(r, detector) for r, _ in cells]))} → "
-                     f"{fmt(mean_of([detector_f1(m, detector) for _, m in cells]))} ({found['verdict']})")
+                     f"{fmt(mean_of([detector_f1(m, detector) for _, m in cells]))} ({found['verdict']}"
+                     f"{interval_text(found)})")
     flagged = []
     for detector in class_level_detectors():
         for name, index in (("RBT", 0), ("ML-MMDR", 1)):
@@ -95,9 +95,9 @@ def judge(runs: Runs) -> tuple:
                 + (". " + "; ".join(flagged) if flagged else "") + (". " + "; ".join(pooled) if pooled else "")
                 + (". " + "; ".join(by_attack) if by_attack else "")
                 + f". Detector-free separability (5-fold linear SVM accuracy): {separability}")
-    subjects = [judged[d]["verdict"] for d in later_detectors()]
-    verdict = ("not measurable" if not subjects or all(v == NOT_MEASURABLE for v in subjects) else
-               "; ".join(f"{display_name(d)} {judged[d]['verdict']}" for d in later_detectors())
+    subjects = {d: judged[d]["verdict"] for d in later_detectors()}
+    verdict = ("not measurable" if not subjects or all(v == NOT_MEASURABLE for v in subjects.values()) else
+               f"of {len(subjects)} later detectors: {tally({d: judged[d] for d in subjects}, display_name)}"
                + "".join(f"; {display_name(d)} (control) {c['verdict']}" for d, c in controls.items()))
     return verdict, evidence
 
@@ -112,7 +112,7 @@ def _by_attack(runs: Runs) -> dict:
 
 
 def cases(runs: Runs) -> list:
-    return [d for detector in later_detectors() for d in _detector_differences(runs, detector)]
+    return [d for detector in later_detectors() for _, d in _detector_differences(runs, detector)]
 
 
 def section_later_detectors(runs: Runs) -> list:
@@ -173,10 +173,10 @@ RULE = (f"per detector, over the (model, attack, seed) cells: RBT's minus ML-MMD
         f"share is 1/3 or 1/2, and SCAn and Beatrix's class test on 200 images per labelled class; v3's verdict "
         f"was SPECTRE not lowered, SCAn lowered, Beatrix lowered, Beatrix class test lowered.) (Widened by issue 44, before any of their numbers on the report's grid: "
         f"TED, which ranks representations at every layer, joins the subjects; "
-        f"SCALE-UP and IBD-PSC, which read no representation, join STRIP as controls.) 'Lowered' if the mean difference is ≥ {DETECTION_MARGIN:g} with its 95% "
-        f"bootstrap interval above 0, 'raised' if ≤ −{DETECTION_MARGIN:g} with the interval below 0, else "
-        f"'not lowered'; the input-level control is 'unchanged' if the interval lies within ±{DETECTION_MARGIN:g}; "
-        f"'not measurable' below {MIN_CASES} cells")
+        f"SCALE-UP and IBD-PSC, which read no representation, join STRIP as controls.) Per detector, "
+        + seed_rule_text(DETECTION_MARGIN, "lowered", "raised", "not lowered")
+        + f"; a control is 'unchanged' inside ±{DETECTION_MARGIN:g}, 'changed' beyond it; 'not measurable' below "
+        f"{MIN_CASES} cells. The verdict counts detectors; it never averages them")
 
 CLAIM = register(Claim(
     id="C9",
@@ -188,6 +188,18 @@ CLAIM = register(Claim(
     statistic="RBT's minus ML-MMDR's F1, per cell × detector, pooled over " + ", ".join(
         display_name(d) for d in later_detectors()),
     margin=f"≥ {DETECTION_MARGIN:g}", threshold=DETECTION_MARGIN,
+    history=(RuleChange("2026-12-07, commit 1537af6 (issue 42)", "SPECTRE read on the training set's target "
+                        "class, SCAn and Beatrix's class test on the whole training set", True,
+                        "SPECTRE on the evaluation's pools, SCAn and Beatrix's class test on 200 images per class",
+                        "SPECTRE not lowered; SCAn lowered; Beatrix lowered; Beatrix class test lowered; STRIP "
+                        "(control) changed"),
+             RuleChange("2026-12-07, commits 5d1a3dc–c89f2fc (issue 44)", "widened, before any of their numbers: TED "
+                        "and ASSET join the subjects, SCALE-UP, IBD-PSC and BaDExpert the controls (ASSET and "
+                        "BaDExpert through the registry, unmarked until issue 45)", False,
+                        "subjects SPECTRE, SCAn, Beatrix, Beatrix's class test; control STRIP", "as above"),
+             seed_unit_change("the mean over cases pooled across seeds (cells × seeds as if independent) beyond the margin, with its 95% percentile bootstrap interval over those cases excluding 0; the verdict listed each detector",
+                              "SPECTRE not lowered (interval [+0.009, +0.059], which excludes 0); SCAn lowered; "
+                              "Beatrix lowered; Beatrix class test lowered; STRIP (control) changed")),
     checks="Each detector finds a planted group on separable synthetic data and falls to chance on identical "
            "distributions (tests/test_detection.py; SPECTRE, SCAn, Beatrix and STRIP in tests/test_spectre.py, "
            "tests/test_scan.py, tests/test_beatrix.py and tests/test_strip.py); STRIP, which reads no "

@@ -5,14 +5,14 @@ import statistics
 
 from attacks import display_name as display_attack
 from defenses import DETECTORS, display_name
-from experiments.adaptive import (ASR_WORKS, BASE_ATTACK, OTHER_CLASSES_FAIL, adaptive_runs, against, mean_detection_f1, mlmmdr_on, rate,
-                                  summary, works)
-from experiments.claim import NOT_IN_PAPER, Claim, Figure, Section, register
+from experiments.adaptive import (ASR_WORKS, BASE_ATTACK, OTHER_CLASSES_FAIL, adaptive_runs, against, flattened,
+                                  mean_detection_f1, mlmmdr_on, rate, summary, works)
+from experiments.claim import NOT_IN_PAPER, Claim, Figure, RuleChange, Section, register, seed_unit_change
 from experiments.records import Runs, detector_f1, fmt, mean_of, mean_sd, metric_of
-from experiments.rules import DETECTION_MARGIN, MIN_CASES, interval_text
+from experiments.rules import DETECTION_MARGIN, MIN_CASES, by_detector, interval_text, seed_rule_text, tally
 from experiments.spread import NOT_RUN
 from experiments.tables import figures_of, markdown_table
-from metrics.intervals import paired_verdict
+from metrics.intervals import NOT_MEASURABLE
 from visualization.claims import detection_ba_figure
 
 MISSED_F1, RANKED_F1 = 0.2, 0.8  # "misses" and "still ranks": far apart, so neither reads as noise
@@ -22,13 +22,17 @@ FIGURE = "C10, C11: detection against BA"
 def judge(runs: Runs) -> tuple:
     verdicts, evidence = [], []
     for (attack, ratio), records in adaptive_runs(runs, "RBT").items():
-        found = paired_verdict(against(records, lambda r: mlmmdr_on(runs, r)), DETECTION_MARGIN, MIN_CASES,
-                               "hides worse than ML-MMDR", "hides better than ML-MMDR", "hides as ML-MMDR does")
+        judged = by_detector(against(records, lambda r: mlmmdr_on(runs, r)), "hides worse than ML-MMDR",
+                             "hides better than ML-MMDR", "hides as ML-MMDR does")
         failed = [r for r in records if not works(r)]
-        verdicts.append(f"{display_attack(attack)} at {rate(ratio)}: {found['verdict']}"
+        measured = {d: found for d, found in judged.items() if found["verdict"] != NOT_MEASURABLE}
+        verdicts.append(f"{display_attack(attack)} at {rate(ratio)}: "
+                        + (f"of {len(measured)} detectors, {tally(measured, display_name)}" if measured
+                           else NOT_MEASURABLE)
                         + (f" ({len(failed)} of {len(records)} runs failed)" if failed else ""))
-        evidence.append(f"{display_attack(attack)} at {rate(ratio)}: {summary(records)}"
-                        + interval_text(found))
+        evidence.append(f"{display_attack(attack)} at {rate(ratio)}: {summary(records)}; per detector: "
+                        + "; ".join(f"{display_name(d)} {found['verdict']}{interval_text(found)}"
+                                    for d, found in measured.items()))
     baselines = {attack: [r for r in (runs.pick(m, attack, "ML-MMDR", seed=s) for s in runs.seeds()
                                       for m in runs.models()[:1]) if r and r["evaluation"]]
                  for attack in sorted(set(BASE_ATTACK.values()))}
@@ -57,7 +61,7 @@ def _hides_best(runs: Runs, baselines: dict) -> str:
 
 def cases(runs: Runs) -> list:
     return [d for records in adaptive_runs(runs, "RBT").values()
-            for d in against(records, lambda r: mlmmdr_on(runs, r))]
+            for d in flattened(against(records, lambda r: mlmmdr_on(runs, r)))]
 
 
 def adaptive_points(runs: Runs) -> list:
@@ -133,9 +137,10 @@ def _missed_by_threshold(points: list) -> list:
 def rule(runs: Runs) -> str:
     return (f"for each adaptive attack and poisoning rate, per (seed, registered detector): its F1 under RBT, trained "
             f"as its authors published it, minus ML-MMDR's (λ = {runs.lamb:g}, mean of the working Blended and "
-            f"Patched runs of the same seed at the same poisoning rate). 'Hides better' if the mean difference is ≤ "
-            f"−{DETECTION_MARGIN:g} with its 95% bootstrap interval below 0, 'worse' if ≥ {DETECTION_MARGIN:g} above "
-            f"0, else 'as ML-MMDR does'; a run whose ASR is below {ASR_WORKS:g}, or (TaCT) whose trigger fires on "
+            f"Patched runs of the same seed at the same poisoning rate). Each detector is judged on its own, and the "
+            f"verdict counts detectors (never their mean): " + seed_rule_text(DETECTION_MARGIN, "hides worse",
+                                                                                "hides better", "hides as ML-MMDR does")
+            + f"; a run whose ASR is below {ASR_WORKS:g}, or (TaCT) whose trigger fires on "
             f"more than {OTHER_CLASSES_FAIL:g} of any other class's images, failed and counts in no comparison; "
             f"'not measurable' below {MIN_CASES} cases. 'Hides best' = the lowest mean F1 over detectors among the "
             f"working attacks. (Changed by issue 42, before its runs: the adaptive attacks were trained with "
@@ -143,7 +148,7 @@ def rule(runs: Runs) -> str:
             f"TaCT firing on other classes still counted as working. Changed again by issue 42, after the Fashion-MNIST "
             f"seed-0 runs: TaCT failed when more than {OTHER_CLASSES_FAIL:g} of the other classes' images taken "
             f"together fired; its ML-MMDR run at 0.3% fired on 0.18 of them, 0.95 of one class's, and counted as "
-            f"working)")
+            f"working.)")
 
 
 CLAIM = register(Claim(
@@ -155,6 +160,16 @@ CLAIM = register(Claim(
     rule=rule, judge=judge, cases=cases,
     statistic="an adaptive attack's (RBT) minus ML-MMDR's F1, per seed × detector",
     margin=f"≤ −{DETECTION_MARGIN:g} (hides better)", threshold=-DETECTION_MARGIN, by_seed=False,
+    history=(RuleChange("2026-12-07, commit b0fd389 (issue 42)", "attacks trained as their authors published "
+                        "them, ML-MMDR compared at the same poisoning rate, TaCT firing on other classes failed "
+                        "(before the rerun, after v3's numbers)", True,
+                        "adaptive attacks trained with Algorithm 1's loss and batching, compared with ML-MMDR at 10%",
+                        "every attack at every rate 'hides worse than ML-MMDR', except TaCT at 0.3% 'hides as ML-MMDR "
+                        "does'"),
+             seed_unit_change("the mean over cases pooled across seeds (cells × seeds as if independent) beyond the margin, with its 95% percentile bootstrap interval over those cases excluding 0, over seeds × detectors: one verdict per attack and rate on F1 averaged over "
+                              "every detector",
+                              "every attack at every rate 'hides worse than ML-MMDR', except TaCT at 0.3% 'hides as "
+                              "ML-MMDR does'")),
     checks="Each adaptive attack's trigger, cover images and test-time trigger are tested pixel by pixel against "
            "the reference's construction (tests/test_attacks.py); a run whose ASR is below "
            f"{ASR_WORKS:g} is reported as a failed attack, never as a hidden one.",

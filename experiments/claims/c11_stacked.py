@@ -1,11 +1,12 @@
 """C11 (beyond the paper): does ML-MMDR stacked on an adaptive attack hide better than either alone?"""
 from attacks import display_name as display_attack
-from experiments.adaptive import BASE_ATTACK, adaptive_runs, against, mlmmdr_on, rate, summary
-from experiments.claim import NOT_IN_PAPER, Claim, register
+from defenses import display_name
+from experiments.adaptive import BASE_ATTACK, adaptive_runs, against, flattened, mlmmdr_on, rate, summary
+from experiments.claim import NOT_IN_PAPER, Claim, RuleChange, register, seed_unit_change
 from experiments.records import Runs
-from experiments.rules import DETECTION_MARGIN, MIN_CASES, interval_text
+from experiments.rules import DETECTION_MARGIN, by_detector, interval_text, tally
 from experiments.spread import NOT_RUN
-from metrics.intervals import NOT_MEASURABLE, paired_verdict
+from metrics.intervals import NOT_MEASURABLE
 
 
 def _alone(runs: Runs, record) -> list:
@@ -15,28 +16,38 @@ def _alone(runs: Runs, record) -> list:
             and r["config"].poison_ratio == c.poison_ratio and r["config"].seed == c.seed]
 
 
+def _counted(judged: dict) -> str:
+    measured = {d: found for d, found in judged.items() if found["verdict"] != NOT_MEASURABLE}
+    return f"of {len(measured)} detectors, {tally(measured, display_name)}" if measured else NOT_MEASURABLE
+
+
+def _per_detector(judged: dict) -> str:
+    return "; ".join(f"{display_name(d)} {found['verdict']}{interval_text(found)}" for d, found in judged.items()
+                     if found["verdict"] != NOT_MEASURABLE)
+
+
 def judge(runs: Runs) -> tuple:
     verdicts, evidence = [], []
     for (attack, ratio), records in adaptive_runs(runs, "ML-MMDR").items():
-        versus_attack = paired_verdict(against(records, lambda r: _alone(runs, r)), DETECTION_MARGIN, MIN_CASES,
-                                       "worse", "better", "no better")
-        versus_mmdr = paired_verdict(
+        versus_attack = by_detector(against(records, lambda r: _alone(runs, r)), "worse", "better", "no better")
+        versus_mmdr = by_detector(
             against(records, lambda r: mlmmdr_on(runs, r, [BASE_ATTACK[r["config"].attack_name]])),
-            DETECTION_MARGIN, MIN_CASES, "worse", "better", "no better")
-        both = {versus_attack["verdict"], versus_mmdr["verdict"]}
-        verdict = ("not measurable" if NOT_MEASURABLE in both else "they add up" if both == {"better"} else
-                   f"{versus_attack['verdict']} than {display_attack(attack)} alone, {versus_mmdr['verdict']} than "
-                   f"ML-MMDR alone")
-        verdicts.append(f"{display_attack(attack)} + ML-MMDR at {rate(ratio)}: {verdict}")
+            "worse", "better", "no better")
+        both = [found["verdict"] for found in (*versus_attack.values(), *versus_mmdr.values())
+                if found["verdict"] != NOT_MEASURABLE]
+        added = "they add up, " if both and set(both) == {"better"} else ""
+        verdicts.append(f"{display_attack(attack)} + ML-MMDR at {rate(ratio)}: " + (
+            f"{added}against {display_attack(attack)} alone, {_counted(versus_attack)}; against ML-MMDR alone, "
+            f"{_counted(versus_mmdr)}" if both else NOT_MEASURABLE))
         evidence.append(f"{display_attack(attack)} + ML-MMDR at {rate(ratio)}: {summary(records)}; against "
-                        f"{display_attack(attack)} alone" + interval_text(versus_attack)
-                        + f"; against ML-MMDR on {display_attack(BASE_ATTACK[attack])}" + interval_text(versus_mmdr))
+                        f"{display_attack(attack)} alone: {_per_detector(versus_attack)}; against ML-MMDR on "
+                        f"{display_attack(BASE_ATTACK[attack])}: {_per_detector(versus_mmdr)}")
     return "; ".join(verdicts) or NOT_RUN, ". ".join(evidence) or "no stacked run yet"
 
 
 def cases(runs: Runs) -> list:
     return [d for records in adaptive_runs(runs, "ML-MMDR").values()
-            for d in against(records, lambda r: _alone(runs, r))]
+            for d in flattened(against(records, lambda r: _alone(runs, r)))]
 
 
 CLAIM = register(Claim(
@@ -46,12 +57,20 @@ CLAIM = register(Claim(
     studies=("adaptive", "lambda"),
     rule="for each stacked attack and rate, per (seed, registered detector): its F1 with ML-MMDR minus (a) the "
          "same attack's under RBT and (b) ML-MMDR's on the attack it reshapes (Blended for Adaptive-Blend, Patched "
-         "for Adaptive-Patch) at the same poisoning rate; each difference judged as in C10. 'They add up' if it is "
-         "better than both. (Changed by issue 42, before its runs: ML-MMDR alone was read at 10% whatever the "
+         "for Adaptive-Patch) at the same poisoning rate; each difference judged as in C10, per detector, and the "
+         "verdict counts detectors; 'they add up' if every detector finds it better than both. (Changed by issue 42, before its runs: ML-MMDR alone was read at 10% whatever the "
          "stacked attack's rate, and the attack alone trained with Algorithm 1's loss and batching)",
     judge=judge, cases=cases,
     statistic="stacked minus the adaptive attack alone, F1 per seed × detector",
     margin=f"≤ −{DETECTION_MARGIN:g} (better)", threshold=-DETECTION_MARGIN, by_seed=False,
+    history=(RuleChange("2026-12-07, commit b0fd389 (issue 42)", "ML-MMDR alone read at the stacked attack's "
+                        "rate, not at 10% (before the rerun, after v3's numbers)", True,
+                        "ML-MMDR alone read at 10% whatever the stacked attack's rate",
+                        "Adaptive-Blend + ML-MMDR at 10%: better than Adaptive-Blend alone, no better than ML-MMDR "
+                        "alone; at 0.3%: no better than Adaptive-Blend alone, worse than ML-MMDR alone (Adaptive-Patch "
+                        "alike)"),
+             seed_unit_change("the mean over cases pooled across seeds (cells × seeds as if independent) beyond the margin, with its 95% percentile bootstrap interval over those cases excluding 0, over seeds × detectors",
+                              "as above")),
     checks="As C10. The stacked run differs from the adaptive attack alone in λ and in its training: the attacker "
            "who adds the regulariser controls training, so it trains with Algorithm 1's split loss and batching on "
            "the attack's own poisoning, where the attack alone trains as published (run names and records say "

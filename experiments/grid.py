@@ -14,7 +14,11 @@ on each of ``seeds``; only the λ sweep's smaller λ values and the loss study s
   (Adaptive-Blend, Adaptive-Patch, TaCT) under RBT, trained as their authors published them, and
   the stacked ones also under ML-MMDR, at the grid's poisoning rate and at each attack's reference
   rate, every seed; and ML-MMDR on the attacks they reshape (Patched, Blended) at those reference
-  rates, so that attacks are only ever compared at one rate.
+  rates, so that attacks are only ever compared at one rate;
+- ``regularizers`` (beyond the paper: C12, C13): the reduction methods the paper argues against,
+  [21]'s adversarial embedding and [22]'s sliced Wasserstein term (``regularizer_weights``), and
+  the paper's MMD², each at the last level and at every level, with RBT beside, on
+  ``regularizer_attacks`` and every seed of ``regularizer_seeds`` (issue 45: five).
 
 Stages: train and evaluate for all; Neural Cleanse (at the reference's budget: up to an hour a run
 on a CPU) and pruning on the defended attacks' RBT and ML-MMDR runs of the ``lambda`` and ``model``
@@ -40,7 +44,7 @@ from utils.errors import UserError
 
 ATTACKS = PAPER_ATTACKS
 PAPER_STUDIES = ("lambda", "model", "kernel", "loss")
-STUDIES = PAPER_STUDIES + ("adaptive", "erase_reference", "erase_tuned")
+STUDIES = PAPER_STUDIES + ("adaptive", "regularizers", "erase_reference", "erase_tuned")
 REFERENCE_RATE = "reference"   # an adaptive study rate: each attack's own (attacks' ``reference_rates``)
 
 
@@ -67,6 +71,13 @@ class Grid:
     adaptive_attacks: tuple = ("adaptive_blend", "adaptive_patch", "tact")   # C10, under RBT
     stacked_attacks: tuple = ("adaptive_blend", "adaptive_patch")            # C11, also under ML-MMDR
     adaptive_rates: tuple = (0.1, REFERENCE_RATE)  # poisoning rates of the adaptive study
+    # C12, C13: each reduction method at its weight, at the last level and at every level. MMD² at the grid's λ
+    # joins them. SWD at 0.33: at 1 SL-SWD loses the task on the digits quick start (its weight all on s3,
+    # docs/methods/reduction-methods.md); adversarial embedding at trojanzoo's configured 0.1 (its code's 10
+    # collapses the model). The same weight at both levels, as the paper compares SL- and ML-MMDR.
+    regularizer_weights: tuple = (("adv_embed", 0.1), ("wasserstein", 0.33))
+    regularizer_attacks: tuple = ("patched", "blended")
+    regularizer_seeds: tuple = (0, 1, 2, 3, 4)
     stage_options: dict = field(default_factory=dict)  # {stage name: options} where not the defaults
 
     @property
@@ -112,6 +123,22 @@ class Grid:
                         for rate in self.adaptive_rates if rate == REFERENCE_RATE]
         return list({RunDir.of(config).path: config for config in out}.values())
 
+    def _regularizers(self) -> list:
+        """C12 and C13: RBT, then each regulariser of ``regularizer_weights`` and MMD² at the grid's
+        λ, at the last level and at every level, on each attack and seed of the study."""
+        weights = (("mmd", self.lamb),) + tuple(self.regularizer_weights)
+        return [self.base.with_changes(attack_name=attack, seed=seed, mlmmdr_lamb=lamb, mlmmdr_layer=layer,
+                                       regularizer=regularizer, regularizer_params=self._regularizer_params(regularizer))
+                for seed in self.regularizer_seeds for attack in self.regularizer_attacks
+                for regularizer, lamb in ((("mmd", 0.0),) + weights)
+                for layer in (("all",) if lamb == 0 else ("last", "all"))]
+
+    def _regularizer_params(self, regularizer: str) -> dict:
+        """The reference warms adversarial embedding up for 10 epochs before its own; within the grid's
+        epochs, a quarter of them play no game."""
+        epochs = self.base.epochs or self.base.with_changes().epochs
+        return {"adv_embed_warmup": min(max(1, epochs // 4), epochs - 1)} if regularizer == "adv_embed" else {}
+
     @staticmethod
     def _rate(attack: str, rate) -> float:
         return attack_class(attack).reference_rates[0] if rate == REFERENCE_RATE else float(rate)
@@ -134,6 +161,8 @@ class Grid:
             studies["loss"] = [self._focus(ce_reduction=reduction) for reduction in ("split", "pooled")]
         if self.adaptive_attacks or self.stacked_attacks:
             studies["adaptive"] = self._adaptive()
+        if self.regularizer_weights and self.regularizer_attacks and self.regularizer_seeds:
+            studies["regularizers"] = self._regularizers()
         if self.erased_attacks and self.reference_model:
             studies["erase_reference"] = self._pairs(model_name=self.reference_model, width=1.0, lr=self.reference_lr)
         if self.erased_attacks:
@@ -176,10 +205,11 @@ class Grid:
 
     def every_detector(self, config: RunConfig, studies: dict) -> bool:
         """Whether a claim reads this run's detectors beyond the paper's (C9: the main grid's RBT and
-        largest-λ runs; C10, C11: the adaptive study and the ML-MMDR runs it compares with). The
+        largest-λ runs; C10, C11: the adaptive study and the ML-MMDR runs it compares with; C12, C13:
+        the regularizers study). The
         others (the smaller λ, the kernel and loss studies) are evaluated with AC, SS and SR alone,
         which is all their claims and figures read, at a third of the cost."""
-        if any(_member(config, studies.get(name, [])) for name in ("model", "adaptive")):
+        if any(_member(config, studies.get(name, [])) for name in ("model", "adaptive", "regularizers")):
             return True
         return _member(config, studies.get("lambda", [])) and (config.method == "RBT" or config.mlmmdr_lamb == self.lamb)
 
@@ -192,7 +222,8 @@ class Grid:
     def stages(self, config: RunConfig, studies: dict = None) -> list:
         studies = studies or self.studies()
         paper = any(_member(config, studies.get(name, [])) for name in PAPER_STUDIES)
-        names = ["train", "evaluate"] if paper or _member(config, studies.get("adaptive", [])) else ["train"]
+        names = ["train", "evaluate"] if paper or any(
+            _member(config, studies.get(name, [])) for name in ("adaptive", "regularizers")) else ["train"]
         # SL-MMDR is in no Neural Cleanse or pruning claim (C5, C8), and C5 reads ML-MMDR's NC alone: RBT's
         # (the figure's comparison) runs on the base seed only; each NC is half an hour on a CPU
         if config.attack_name in self.defended_attacks and config.method != "SL-MMDR" and any(

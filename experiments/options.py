@@ -21,6 +21,7 @@ PROFILES = {
     "full": {},
     "quick": {"seeds": [0], "lambdas": [0.3], "attacks": ["patched", "blended"], "second_attacks": ["patched"],
               "kernels": ["gmk2", "gk1", "lk"], "no_pooled": True, "epochs": 6, "adaptive_rates": ["0.1"],
+              "regularizer_attacks": ["patched"], "regularizer_seeds": [0],
               "eval_flags": "--pool_sizes 100",
               "erasing_seeds": [0], "reference_model": "none", "nc_flags": "--nc_epochs 10",
               "tune_flags": "--tune_lrs 0.01 --tune_beta_scales 0.25 --tune_finetune_lrs 0.01",
@@ -91,6 +92,11 @@ class ReproduceOptions:
                                   "the largest λ", nargs="*")
     adaptive_rates: list = param([str(rate) for rate in GRID["adaptive_rates"]], "poisoning rates of the adaptive "
                                  "study: fractions, or 'reference' for each attack's own (0.3%%)", nargs="+")
+    regularizer_attacks: list = param(grid_list("regularizer_attacks"), "C12, C13: attacks of the regularizers study "
+                                      "(each reduction method at the last level and at every level; none: skip)",
+                                      nargs="*")
+    regularizer_seeds: list = param(grid_list("regularizer_seeds"), "seeds of the regularizers study (issue 45: "
+                                    "five)", nargs="*", **SEED_DOMAIN)
     no_pooled: bool = param(False, "skip the study of the prototype's pooled loss against Algorithm 1's split loss")
     defended_attacks: list = param(grid_list("defended_attacks"), "attacks whose λ-sweep and second-model runs also "
                                    "get Neural Cleanse and pruning", nargs="*")

@@ -89,7 +89,8 @@ def build_grid(args):
                 reference_model=None if str(args.reference_model).lower() == "none" else args.reference_model,
                 reference_lr=args.reference_lr, erase_share_of=args.erase_share_of,
                 adaptive_attacks=tuple(args.adaptive_attacks),
-                stacked_attacks=tuple(args.stacked_attacks), adaptive_rates=tuple(adaptive_rates(args.adaptive_rates)))
+                stacked_attacks=tuple(args.stacked_attacks), adaptive_rates=tuple(adaptive_rates(args.adaptive_rates)),
+                regularizer_attacks=tuple(args.regularizer_attacks), regularizer_seeds=tuple(args.regularizer_seeds))
 
 
 def adaptive_rates(values) -> list:

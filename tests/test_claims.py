@@ -297,3 +297,61 @@ def test_table2_averages_each_level_over_the_seeds_and_counts_them():
                with_aro(run("RBT", seed=2), (3.0, 3.0, 3.0))]  # seed 2's ML-MMDR not there yet
     row = next(line for line in section_table2(Runs(records, 0.3)) if line.startswith("| VGG-11 | patched"))
     assert row.split(" | ")[2:9] == ["3 / 2", "3.00", "3.00", "2.67", "2.50", "2.00", "1.50"]
+
+
+def regularized(regularizer, layer, seed, value, attack="patched"):
+    """A regularizers-study record (C12, C13) whose every detector scores ``value``."""
+    lamb = {"none": 0.0, "mmd": 0.3, "wasserstein": 0.33, "adv_embed": 0.1}[regularizer]
+    config = RunConfig(data_name="digits", attack_name=attack, mlmmdr_lamb=lamb, mlmmdr_layer=layer, seed=seed,
+                       regularizer="mmd" if regularizer == "none" else regularizer,
+                       regularizer_params={"adv_embed_warmup": 3} if regularizer == "adv_embed" else {}).with_changes()
+    return {"config": config, "studies": ["regularizers"], "metrics": {"ba": 0.9, "asr": 1.0},
+            "evaluation": evaluation({name: value for name in DETECTORS}), "nc": None, "prune": None,
+            "prune_places": None, "finetune": None, "nad": None, "argd": None}
+
+
+def regularizers_study(seeds=(0, 1, 2)):
+    """RBT at 0.9; each regulariser at the last level 0.8 + 0.01·seed and at every level 0.5 +
+    0.03·seed (SWD's 0.75 + 0.02·seed): apart across seeds, so that each interval has a width."""
+    records = []
+    for seed in seeds:
+        records.append(regularized("none", "all", seed, 0.9))
+        for name in ("mmd", "wasserstein", "adv_embed"):
+            records.append(regularized(name, "last", seed, 0.8 + 0.01 * seed))
+            every = 0.75 + 0.02 * seed if name == "wasserstein" else 0.5 + 0.03 * seed
+            records.append(regularized(name, "all", seed, every))
+    return Runs(records, 0.3)
+
+
+def test_c12_judges_the_level_and_the_distance_per_detector():
+    from experiments.claims import c12_reduction_methods
+
+    found = judge(c12_reduction_methods.CLAIM, regularizers_study())
+    # every registered detector: the last level minus every level is 0.3 − 0.02·seed; the SVM's is 0 on every seed
+    assert ("SL-MMDR → ML-MMDR: every level hides better for 13 (AC, SS, SR, SPECTRE, STRIP, SCAn, Beatrix, Beatrix "
+            "class test, SCALE-UP, IBD-PSC, TED, BaDExpert, ASSET), not established for 1 (linear SVM)") in found.verdict
+    assert "SL-SWD → ML-SWD: the level makes no difference for 13" in found.verdict  # 0.05 − 0.01·seed: inside ±0.1
+    # 0.25 − 0.01·seed above ML-MMDR; AdvEmbed's every level is ML-MMDR's on every seed: a zero-width interval
+    assert "ML-SWD: hides worse than ML-MMDR for 13" in found.verdict and "ML-AdvEmbed: not established for 14" in (
+        found.verdict)
+    assert "95% t-interval over 3 seeds" in found.evidence
+    lines = c12_reduction_methods.section_reduction_methods(regularizers_study())
+    assert "| detector | RBT | SL-MMDR | ML-MMDR | SL-SWD | ML-SWD | SL-AdvEmbed | ML-AdvEmbed |" in lines
+    assert any(line.startswith("| linear SVM | 0.990 ± 0.000 |") for line in lines)
+    few = judge(c12_reduction_methods.CLAIM, regularizers_study(seeds=(0, 1)))
+    assert "SL-MMDR → ML-MMDR: not measurable" in few.verdict  # two differences per detector: fewer than 3
+    assert judge(c12_reduction_methods.CLAIM, Runs([run("RBT")], 0.3)).verdict == "not run"
+
+
+def test_c13_counts_the_recent_detectors_beside_the_papers_three():
+    from experiments.claims import c13_recent_detectors
+
+    assert c13_recent_detectors.recent_detectors() == ("beatrix", "beatrix_class", "scale_up", "ibd_psc", "ted",
+                                                       "badexpert", "asset")
+    found = judge(c13_recent_detectors.CLAIM, regularizers_study())
+    # RBT minus ML-MMDR: 0.4 − 0.03·seed on every detector; minus SL-MMDR: 0.1 − 0.01·seed, inside ±0.1
+    assert ("ML-MMDR: since 2023, lowered for 7 (Beatrix, Beatrix class test, SCALE-UP, IBD-PSC, TED, BaDExpert, "
+            "ASSET); the paper's three, lowered for 3 (AC, SS, SR)") in found.verdict
+    # RBT minus SL-MMDR: 0.1 − 0.01·seed, a mean on the margin whose interval crosses it
+    assert "SL-MMDR: since 2023, not established for 7" in found.verdict
+    assert judge(c13_recent_detectors.CLAIM, Runs([run("RBT")], 0.3)).verdict == "not run"

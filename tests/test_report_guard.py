@@ -21,7 +21,7 @@ def grid_argv(out_dir, tmp_path, lambdas=("0.1",)) -> list:
     shared = [flag for flag in TINY_RUN if flag != "--no_progress"]
     return shared + ["--lambdas", *lambdas, "--attacks", "patched", "--defended_attacks", "--erased_attacks",
                      "--second_model", "none", "--kernels", "--seeds", "0", "--no_pooled", "--no_benchmark",
-                     "--adaptive_attacks", "--stacked_attacks", "--eval_flags", " ".join(EVAL_SMALL), "--out_dir", str(out_dir),
+                     "--adaptive_attacks", "--stacked_attacks", "--regularizer_attacks", "--eval_flags", " ".join(EVAL_SMALL), "--out_dir", str(out_dir),
                      "--figure_dir", str(tmp_path / "figs"), "--report", str(tmp_path / "R.md"), "--report_only"]
 
 

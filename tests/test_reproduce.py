@@ -21,12 +21,18 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
     # every claim on seeds 0 1 2; the smaller λ and the loss study on seed 0 alone
     assert {name: len(configs) for name, configs in studies.items()} == {
         "lambda": 4 * (1 + 2 * 2) + 2 * 4 * 3, "model": 3 * 2 * 3, "kernel": 3 * 3, "loss": 2,
-        "adaptive": 3 * (2 * 2 + 2 * 2 + 2 + 2), "erase_reference": 1 * 2 * 2, "erase_tuned": 1 * 2 * 2}
+        "adaptive": 3 * (2 * 2 + 2 * 2 + 2 + 2), "regularizers": 5 * 2 * (1 + 3 * 2),
+        "erase_reference": 1 * 2 * 2, "erase_tuned": 1 * 2 * 2}
     names = [config.run_name for config in grid.runs()]
     assert len(set(names)) == len(names)
     # shared: the kernel study's GMK2 runs and the loss study's split run (the λ study's), the tuned erasing
-    # study's runs (the λ study's patched runs of seeds 0 and 1)
-    assert len(names) == 44 + 18 + 6 + 1 + 36 + 4
+    # study's runs (the λ study's patched runs of seeds 0 and 1); the regularizers study's RBT and MMD runs of
+    # seeds 0 1 2 (the λ study's patched and blended ones)
+    assert len(names) == 44 + 18 + 6 + 1 + 36 + 4 + (70 - 3 * 2 * 3)
+    # C12, C13: RBT, then MMD², adversarial embedding and SWD, each at the last level and at every level
+    assert [c.method for c in studies["regularizers"][:7]] == ["RBT", "SL-MMDR", "ML-MMDR", "SL-AdvEmbed",
+                                                                "ML-AdvEmbed", "SL-SWD", "ML-SWD"]
+    assert {c.seed for c in studies["regularizers"]} == {0, 1, 2, 3, 4}
     assert names[:5] == ["digits_vgg11_patched", "digits_vgg11_patched_mlmmdr_0.1_last",
                          "digits_vgg11_patched_mlmmdr_0.3_last", "digits_vgg11_patched_mlmmdr_0.1_all",
                          "digits_vgg11_patched_mlmmdr_0.3_all"]
@@ -90,7 +96,7 @@ def test_grid_studies_share_runs_and_stages_follow_the_study():
     assert (reference.config.lr, reference.config.width) == (0.1, 1.0)
     assert all(options is None for _, options in reference.stages)
     bare = Grid(base=RunConfig(data_name="digits", out_dir="x"), second_model=None, kernels=(), seeds=(0,),
-                compare_pooled=False, erased_attacks=(), adaptive_attacks=(), stacked_attacks=())
+                compare_pooled=False, erased_attacks=(), adaptive_attacks=(), stacked_attacks=(), regularizer_attacks=())
     assert list(bare.studies()) == ["lambda"]
 
 
@@ -202,6 +208,7 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
             "--tune_flags", "--tune_lrs 0.01 --tune_beta_scales 1 --tune_finetune_lrs 0.01 --defense_validation 50",
             "--erased_attacks", "patched", "--erasing_seeds", "0", "--reference_lr", "0.05",
             "--adaptive_attacks", "adaptive_blend", "--stacked_attacks", "adaptive_blend", "--adaptive_rates", "0.1",
+            "--regularizer_attacks",
             "--out_dir", str(tmp_path / "runs"), "--figure_dir", str(tmp_path / "figs"),
             "--report", str(tmp_path / "REPRODUCTION.md")]
     assert run_cli(reproduce_main, argv) == 0
@@ -273,7 +280,7 @@ def test_a_finished_grid_rerun_with_another_schedule_retrains(tmp_path):
     argv = ["--data_name", "digits", "--width", "0.125", "--train_subset", "200", "--epochs", "1",
             "--lambdas", "0.3", "--attacks", "patched", "--defended_attacks", "--erased_attacks",
             "--eval_flags", " ".join(EVAL_SMALL), "--second_model", "none", "--kernels", "--seeds", "0", "--no_pooled",
-            "--no_benchmark", "--adaptive_attacks", "--stacked_attacks",
+            "--no_benchmark", "--adaptive_attacks", "--stacked_attacks", "--regularizer_attacks",
             "--out_dir", str(tmp_path / "runs"), "--figure_dir", str(tmp_path / "figs"),
             "--report", str(tmp_path / "R.md")]
     grid_runs = ["digits_vgg11_patched_w0.125_n200", "digits_vgg11_patched_mlmmdr_0.3_last_w0.125_n200",

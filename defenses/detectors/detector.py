@@ -20,6 +20,7 @@ What a detector consumes, and what the evaluation hands it (a :class:`DetectorIn
              every class from the defender's data, and the model: a per-sample verdict over the
              training set, once per evaluation
 """
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -57,6 +58,12 @@ class Detector:
             raise ValueError(f"detector {self.name}: consumes must be one of {CONSUMES}, got {self.consumes!r}")
         if self.headline not in HEADLINE_RULES:
             raise ValueError(f"detector {self.name}: headline must be one of {HEADLINE_RULES}, got {self.headline!r}")
+
+    @property
+    def year(self):
+        """The year it was published, the first year its ``source`` names (None where it names none)."""
+        found = re.search(r"\b(19|20)\d\d\b", self.source)
+        return int(found.group(0)) if found else None
 
     @property
     def has_levels(self) -> bool:

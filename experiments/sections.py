@@ -44,11 +44,13 @@ def section_setting(settings: dict, runs: Runs) -> list:
                           for jobs, threads in ran_as) or "no invocation ran stages"
     measured = sum(i["wall_s"] for i in invocations) / 3600
     untimed = sorted(name for name, timing in settings["timings"].items() if "train" not in timing)
+    summed, last_only = every_attempt(settings)
     lines += ["", f"The command's measured wall time: {measured:.1f} h, over the {len(invocations)} invocation"
                   f"{'s' * (len(invocations) != 1)} that ran stages ({described}; each counted to its last minute). "
-                  f"Stage time: {total / 3600:.1f} h in all, each run's stages at their last recorded time: a stage "
-                  f"that a later invocation ran again (a resumed or retrained run) keeps only its last time, so the "
-                  f"earlier attempts are in the wall time, not here"
+                  f"Stage time summed over every invocation, every stage counted: {summed / 3600:.1f} h"
+              + (f" ({last_only} of the {len(settings['timings'])} runs ran before every attempt was recorded: a "
+                 f"stage of theirs that a later invocation ran again counts with its last time only)"
+                 if last_only else "")
               + (f"; {len(untimed)} run{'s' * (len(untimed) != 1)} without a recorded training time: "
                  f"{', '.join(untimed)}." if untimed else ".")]
     if settings.get("budget") and invocations:
@@ -60,6 +62,17 @@ def section_setting(settings: dict, runs: Runs) -> list:
                             [(stage, len(v), f"{sum(v) / 60:.1f}", f"{statistics.mean(v) / 60:.1f}",
                               f"{statistics.median(v) / 60:.1f}") for stage, v in stages.items()])
     return lines
+
+
+def every_attempt(settings: dict) -> tuple:
+    """(seconds, runs counted by their last times): every attempt of every stage (a run's
+    stage_runs.json, settings["attempts"]), and for a run without that record its stages' last
+    times (settings["timings"])."""
+    attempts = settings.get("attempts") or {}
+    summed = sum(attempt["seconds"] for runs in attempts.values() for attempt in runs)
+    last_only = [name for name in settings["timings"] if name not in attempts]
+    summed += sum(sum(settings["timings"][name].values()) for name in last_only)
+    return summed, len(last_only)
 
 
 def machines_of(settings: dict) -> str:

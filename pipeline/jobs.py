@@ -186,4 +186,6 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
         timings[name] = round(time.perf_counter() - started, 1)
         if rank == 0 and job.run.path.is_dir():  # in the run itself, so a run cut off later keeps its stages' times
             job.run.write("stage_seconds", {**(job.run.read("stage_seconds") or {}), name: timings[name]})
+            # every attempt too: a stage run again (a resumed or retrained run) keeps its earlier times here
+            job.run.write("stage_runs", (job.run.read("stage_runs") or []) + [{"stage": name, "seconds": timings[name]}])
     return timings

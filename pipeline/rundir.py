@@ -13,6 +13,7 @@
                     defense_tune.json   the erasing defenses' settings chosen on the defender's validation set (tune)
                     scatter.json        the feature scatter's path, or why the run has none (scatter)
                     stage_seconds.json  each stage's wall time, saved as it ends (the grid's scheduler)
+                    stage_runs.json     every attempt of every stage, appended as it ends: [{stage, seconds}]
                     failed.json         why training stopped (a diverged loss); no result is reported
                     resume.pt           everything the next epoch needs, while training (train --resume)
     figures/<run name>/<kind>.png       per-run figures
@@ -32,7 +33,7 @@ FILES = {"checkpoint": "model.pt", "config": "config.json", "metrics": "metrics.
          "resume": "resume.pt", "finetune": "defense_finetune.json", "finetune_model": "defense_finetune_model.pt",
          "nad": "defense_nad.json", "nad_model": "defense_nad_model.pt", "argd": "defense_argd.json",
          "argd_model": "defense_argd_model.pt", "tune": "defense_tune.json", "scatter": "scatter.json",
-         "stage_seconds": "stage_seconds.json"}
+         "stage_seconds": "stage_seconds.json", "stage_runs": "stage_runs.json"}
 
 
 # How a run's record that cannot be read is written again, each checked to work: training reads no
@@ -47,7 +48,8 @@ REWRITE = {"config": f"retrain the run: {_RETRAIN} and --overwrite",
                          "--all_runs --force re-evaluates every run)",
            **{key: f"delete it, or write it anew with python defend.py --defense {key} and the run's flags"
               for key in ("nc", "prune", "finetune", "nad", "argd", "tune")},
-           "stage_seconds": "delete it (it only records how long the run's stages took)"}
+           "stage_seconds": "delete it (it only records how long the run's stages took)",
+           "stage_runs": "delete it (it only records how long each attempt of the run's stages took)"}
 
 
 def rewrite(key: str) -> str:

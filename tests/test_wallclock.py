@@ -50,7 +50,8 @@ def test_the_report_states_the_settings_the_stages_ran_with_not_the_reporting_co
     ran = {"started": "s", "wall_s": 3600.0, "runs_finished": 1, "jobs": 2, "threads": 1}
     text = "\n".join(section_setting({**settings, "invocations": [ran, ran]}, Runs([], 0.3)))
     assert ("The command's measured wall time: 2.0 h, over the 2 invocations that ran stages (CPU threads per run: 1, "
-            "runs at once: 2; each counted to its last minute). Stage time: 2.0 h in all") in text
+            "runs at once: 2; each counted to its last minute). Stage time summed over every invocation, every stage "
+            "counted: 2.0 h") in text
     older = {key: value for key, value in ran.items() if key not in ("jobs", "threads")}  # not the reporting command's
     text = "\n".join(section_setting({**settings, "invocations": [ran, older]}, Runs([], 0.3)))
     assert ("(runs at once and threads per run not recorded by an earlier invocation; CPU threads per run: 1, "
@@ -72,7 +73,15 @@ def test_the_report_measures_the_commands_wall_time_against_the_profiles_budget(
     text = "\n".join(section_setting(finished, Runs([], 0.3)))
     assert ("The full profile is sized for 10 h of wall time on 2 CPU cores; the command took 12.0 h, over it by "
             "2.0 h.") in text
-    assert "Stage time: 24.0 h in all" in text and "1 run without a recorded training time: b." in text
+    assert ("Stage time summed over every invocation, every stage counted: 24.0 h (2 of the 2 runs ran before every "
+            "attempt was recorded") in text and "1 run without a recorded training time: b." in text
+    # a run whose every attempt is recorded counts them all: a training cut off after 2 h and resumed for 18 h
+    attempts = {**finished, "attempts": {"a": [{"stage": "train", "seconds": 7200.0},
+                                               {"stage": "train", "seconds": 64800.0}]}}
+    assert ("every stage counted: 24.0 h (1 of the 2 runs ran before every attempt was recorded"
+            in "\n".join(section_setting(attempts, Runs([], 0.3))))
+    attempts["attempts"]["b"] = [{"stage": "evaluate", "seconds": 3600.0}, {"stage": "evaluate", "seconds": 14400.0}]
+    assert "every stage counted: 25.0 h; 1 run without" in "\n".join(section_setting(attempts, Runs([], 0.3)))
     within = {**finished, "invocations": [{**ran, "wall_s": 3600.0 * 9.5}]}
     assert "the command took 9.5 h, within it." in "\n".join(section_setting(within, Runs([], 0.3)))
     partial = {**finished, "stages": (2, 3)}

@@ -187,5 +187,6 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
         if rank == 0 and job.run.path.is_dir():  # in the run itself, so a run cut off later keeps its stages' times
             job.run.write("stage_seconds", {**(job.run.read("stage_seconds") or {}), name: timings[name]})
             # every attempt too: a stage run again (a resumed or retrained run) keeps its earlier times here
-            job.run.write("stage_runs", (job.run.read("stage_runs") or []) + [{"stage": name, "seconds": timings[name]}])
+            earlier = (job.run.read("stage_runs") or {}).get("attempts", [])
+            job.run.write("stage_runs", {"attempts": earlier + [{"stage": name, "seconds": timings[name]}]})
     return timings

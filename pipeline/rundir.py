@@ -13,7 +13,7 @@
                     defense_tune.json   the erasing defenses' settings chosen on the defender's validation set (tune)
                     scatter.json        the feature scatter's path, or why the run has none (scatter)
                     stage_seconds.json  each stage's wall time, saved as it ends (the grid's scheduler)
-                    stage_runs.json     every attempt of every stage, appended as it ends: [{stage, seconds}]
+                    stage_runs.json     every attempt of every stage, appended as it ends: {attempts: [{stage, seconds}]}
                     failed.json         why training stopped (a diverged loss); no result is reported
                     resume.pt           everything the next epoch needs, while training (train --resume)
     figures/<run name>/<kind>.png       per-run figures

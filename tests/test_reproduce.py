@@ -240,7 +240,8 @@ def test_tiny_reproduction_writes_a_report_and_resumes(tmp_path):
     # each run also keeps its stages' times as they end, so a run cut off after some stages still counts them
     assert all(json.loads((tmp_path / "runs" / name / "stage_seconds.json").read_text()) == timings[name] for name in runs)
     # … and every attempt of every stage, which a stage run again does not overwrite
-    assert all([(a["stage"], a["seconds"]) for a in json.loads((tmp_path / "runs" / name / "stage_runs.json").read_text())]
+    assert all([(a["stage"], a["seconds"]) for a in
+                json.loads((tmp_path / "runs" / name / "stage_runs.json").read_text())["attempts"]]
                == list(timings[name].items()) for name in runs)
     invocations = json.loads((tmp_path / "runs" / "invocations.json").read_text())
     assert len(invocations) == 1 and invocations[0]["runs_finished"] == len(runs) and invocations[0]["wall_s"] > 0

@@ -453,3 +453,18 @@ def test_help_lists_the_options_and_the_executor_flags(capsys):
     assert done.value.code == 0
     for flag in ("--epochs EPOCHS", "--no_channels_last", "--profile {full,quick}", "--lambdas LAMBDAS", "--jobs JOBS"):
         assert flag in shown, flag
+
+
+def test_every_table_of_a_report_is_written_as_csv_and_an_old_one_removed(tmp_path):
+    import csv
+
+    from experiments.reproduce import write_tables
+
+    report = "\n".join(["# R", "", "## Verdicts at a glance", ""] + markdown_table(["", "claim"], [["C1", "**a, b**"]])
+                       + ["", "## Claims", "", "text", ""] + markdown_table(["x"], [[1], [2]]))
+    (tmp_path / "09_old.csv").write_text("stale\n")
+    written = write_tables(report, tmp_path)
+    assert [path.name for path in written] == ["01_verdicts_at_a_glance.csv", "02_claims.csv"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["01_verdicts_at_a_glance.csv", "02_claims.csv"]
+    assert list(csv.reader(written[0].open())) == [["", "claim"], ["C1", "a, b"]]  # the bold marks taken off
+    assert list(csv.reader(written[1].open())) == [["x"], ["1"], ["2"]]

@@ -122,6 +122,17 @@ def threshold_free(record, detector: str) -> tuple:
     return detector_f1(record, detector, rule="auroc"), "auroc"
 
 
+def scored(records: list, detector: str) -> str:
+    """'F1 mean ± sd (AUROC …)' of ``detector`` over ``records``: its rule's number (detector_f1)
+    with its threshold-free score beside it (threshold_free: the AUROC, or a class-level detector's
+    target rank), where the records hold one."""
+    shown = mean_sd([detector_f1(record, detector) for record in records])
+    free = mean_of([threshold_free(record, detector)[0] for record in records])
+    if free is None:
+        return shown
+    return shown + f" ({'rank' if DETECTORS[detector].consumes == 'classes' else 'AUROC'} {fmt(free)})"
+
+
 def _class_level(record, detector: str, level: str):
     """A class-level detector's result at ``level`` (None: not run)."""
     evaluation = record["evaluation"] if record else None

@@ -3,7 +3,7 @@
 detector (or the detector-free linear-SVM separability), and per-detector paired differences with
 the seed beside each, so that every verdict judges each detector apart and the seed is the unit."""
 from defenses import DETECTORS, display_name
-from experiments.records import Runs, detector_f1, fmt, mean_of, mean_sd, present, separability_of, threshold_free
+from experiments.records import Runs, detector_f1, mean_of, mean_sd, present, scored, separability_of
 from models import LEVELS
 
 SEPARABILITY = "svm"   # the detector-free row: 5-fold linear-SVM accuracy, mean over s1 s2 s3
@@ -56,22 +56,12 @@ def differences(runs: Runs, first: str, second: str, detectors) -> dict:
 
 def table(runs: Runs, detectors) -> tuple:
     """(header, rows): one row per detector, one column per method, each cell 'F1 ± sd (threshold-free
-    score)' over the method's attacks and seeds; the separability row has no threshold-free score."""
+    score)' over the method's attacks and seeds (records.scored); the separability row has none."""
     found = methods(runs)
-    header = ["detector"] + list(found)
-    rows = []
-    for detector in detectors:
-        row = [shown(detector)]
-        for records in found.values():
-            values = [value_of(r, detector) for r in records.values()]
-            free = ([] if detector == SEPARABILITY else
-                    [threshold_free(r, detector)[0] for r in records.values()])
-            kind = "" if detector == SEPARABILITY else threshold_free(next(iter(records.values())), detector)[1]
-            score = mean_of(free)
-            row.append(mean_sd(values) + (f" ({'rank' if kind == 'target_rank' else 'AUROC'} {fmt(score)})"
-                                          if score is not None else ""))
-        rows.append(row)
-    return header, rows
+    rows = [[shown(detector)] + [mean_sd([value_of(r, detector) for r in records.values()])
+                                 if detector == SEPARABILITY else scored(list(records.values()), detector)
+                                 for records in found.values()] for detector in detectors]
+    return ["detector"] + list(found), rows
 
 
 def every_detector() -> tuple:

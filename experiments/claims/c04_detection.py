@@ -45,11 +45,13 @@ def section_detection(runs: Runs, figures: dict) -> list:
     lines = []
     for rule, title in (("headline", "headline: each method's own rule as the paper uses it (SR: max F1 over "
                                      "thresholds)"),
-                        ("oracle", "oracle diagnostic: the best labeling / threshold chosen with the ground truth")):
+                        ("oracle", "oracle diagnostic: the best labeling / threshold chosen with the ground truth"),
+                        ("auroc", "threshold-free: the AUROC of each detector's per-sample scores (AC's clustering "
+                                  "gives labels only; evaluations before issue 44 recorded none)")):
         rows = [[model_display(model), attack, label, sum(bool(r["evaluation"]) for r in records)]
                 + [fmt(mean_of([f1_of(r, d, lv, rule) for r in records])) for d in PAPER_DETECTORS for lv in LEVELS]
                 for (model, attack, label), records in by_method.items()]
-        lines += ["", f"## Detection F1, {title} (paper §6.1, Figs. 5–7)", "",
+        lines += ["", f"## Detection {'AUROC' if rule == 'auroc' else 'F1'}, {title} (paper §6.1, Figs. 5–7)", "",
                   "Mean over the pools (N, r′) and over the seeds' evaluated runs (seeds: how many).", ""]
         lines += markdown_table(["model", "attack", "method", "seeds"]
                                 + [f"{display_name(d)} {lv}" for d in PAPER_DETECTORS for lv in LEVELS], rows)

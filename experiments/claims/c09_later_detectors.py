@@ -5,7 +5,7 @@ from defenses import DETECTORS, display_name
 from experiments.claim import NOT_IN_PAPER, Claim, RuleChange, Section, register, seed_unit_change
 from evaluation.protocol import TRAINING_CLASS_DETECTORS
 from experiments.records import (Runs, class_statistic, detector_f1, flagged_beyond_size, fmt, mean_of, mean_sd,
-                                 present, separability_of, target_flagged)
+                                 present, scored, separability_of, target_flagged)
 from experiments.rules import DETECTION_MARGIN, MIN_CASES, interval_text, seed_rule_text, tally
 from experiments.tables import markdown_table
 from metrics.intervals import NOT_MEASURABLE, paired_verdict
@@ -124,7 +124,7 @@ def section_later_detectors(runs: Runs) -> list:
         for name, index in (("RBT", 1), ("ML-MMDR", 2)):
             records = [cell[index] for cell in cells if cell[0] == model]
             rows.append([model_display(model), name]
-                        + [mean_sd([detector_f1(r, d) for r in records]) for d in DETECTORS]
+                        + [scored(records, d) for d in DETECTORS]
                         + [f"{fmt(mean_of([separability_of(r, lv) for r in records]))} / "
                            f"{fmt(mean_of([separability_of(r, lv, 'silhouette') for r in records]))}" for lv in LEVELS])
     flagged = []
@@ -137,7 +137,9 @@ def section_later_detectors(runs: Runs) -> list:
                                + ", ".join(f"{lv} {hits}/{total}" for lv, (hits, total) in counts.items())
                                + beyond_size(records, detector) + "; " + _statistics(records, detector))
     return (["## Today's detectors (beyond the paper: C9)", "",
-             f"F1 of every registered detector, mean ± sd over attacks and seeds (each cell's detector number: pool "
+             f"F1 of every registered detector, mean ± sd over attacks and seeds, its threshold-free score beside it "
+             f"(AUROC, or a class-level detector's target rank; none in evaluations before issue 44) (each cell's "
+             f"detector number: pool "
              f"detectors' headline F1, mean over levels and pools; class-level detectors' F1 inside the target class "
              f"where they flag it, 0 where they do not), RBT against ML-MMDR at λ = {runs.lamb:g}. "
              + ", ".join(display_name(d) for d in later_detectors()) + " are the detectors published after the paper; "

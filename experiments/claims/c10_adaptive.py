@@ -8,7 +8,7 @@ from defenses import DETECTORS, display_name
 from experiments.adaptive import (ASR_WORKS, BASE_ATTACK, OTHER_CLASSES_FAIL, adaptive_runs, against, flattened,
                                   mean_detection_f1, mlmmdr_on, rate, summary, works)
 from experiments.claim import NOT_IN_PAPER, Claim, Figure, RuleChange, Section, register, seed_unit_change
-from experiments.records import Runs, detector_f1, fmt, mean_of, mean_sd, metric_of
+from experiments.records import Runs, detector_f1, fmt, mean_of, mean_sd, metric_of, scored
 from experiments.rules import DETECTION_MARGIN, MIN_CASES, by_detector, interval_text, seed_rule_text, tally
 from experiments.spread import NOT_RUN
 from experiments.tables import figures_of, markdown_table
@@ -102,12 +102,13 @@ def section_adaptive(runs: Runs, figures: dict) -> list:
         rows.append([p["label"], p["method"], len(p["records"]), mean_sd([metric_of(r, "ba") for r in p["records"]]),
                      mean_sd([metric_of(r, "asr") for r in p["records"]])
                      + (f" ({len(failed)} failed)" if failed else ""), mean_sd([mean_detection_f1(r) for r in p["records"]])]
-                    + [mean_sd([detector_f1(r, d) for r in p["records"]]) for d in DETECTORS])
+                    + [scored(p["records"], d) for d in DETECTORS])
     missed = _missed_by_threshold(points)
     return (["## Attacks built for inseparability (beyond the paper: C10, C11)", "",
              "Each attack at each poisoning rate under RBT and, where stacked, with ML-MMDR (λ = "
              f"{runs.lamb:g}); the rows at 10% of Patched and Blended are the λ sweep's. Mean ± sd over seeds; "
-             "F1 = each registered detector's number as in C9, and its mean over detectors. A run whose ASR is "
+             "F1 = each registered detector's number as in C9 (its AUROC or target rank beside it), and its mean over "
+             "detectors, shown, never judged. A run whose ASR is "
              "below the working threshold is counted as failed, not as hidden.", ""]
             + markdown_table(["attack, rate", "method", "seeds", "BA", "ASR", "mean F1"]
                              + [display_name(d) for d in DETECTORS], rows)

@@ -69,3 +69,27 @@ def test_the_paired_rule_with_too_few_cases_too_few_seeds_or_a_degenerate_interv
     assert few["verdict"] == "not established on 2 seeds" and few["reason"] == "fewer than 3 seeds"
     flat = paired_verdict([(0, -0.1), (1, -0.1), (2, -0.1)], 0.05, 3, "up", "down")
     assert flat["verdict"] == "not established on 3 seeds" and "zero-width" in flat["reason"]
+
+
+def test_a_share_or_threshold_rules_verdict_stands_only_where_its_seed_interval_lies_on_its_side():
+    """experiments.claim.seed_checked, the seed check of C1 and C3–C6: a case that passes, one that
+    fails, one with too few seeds, and zero-width intervals on and off the verdict's side."""
+    from experiments.claim import seed_checked
+    from experiments.spread import spread_of
+
+    def spread(per_seed_cases):
+        return spread_of(per_seed_cases, "drop", "≥ 0.1", 0.1)
+
+    passes = spread({0: [0.30, 0.34], 1: [0.36], 2: [0.31, 0.29]})
+    assert seed_checked("reproduced", ("≥", 0.1), passes) == "reproduced"
+    fails = spread({0: [0.5], 1: [0.45], 2: [0.05]})  # C4's seeds-disagree case: the interval reaches below 0.1
+    assert seed_checked("reproduced", ("≥", 0.1), fails).startswith(
+        "not established on 3 seeds (the rule on the pooled runs: reproduced; the t-interval [")
+    assert seed_checked("reproduced", ("≥", 0.1), spread({0: [0.3], 1: [0.4]})) == (
+        "not established on 2 seeds (the rule on the pooled runs: reproduced; fewer than 3 seeds)")
+    on_side = spread({0: [1.0], 1: [1.0], 2: [1.0]})  # C1's: every case passes on every seed
+    assert seed_checked("reproduced", ("≥", 0.9), on_side) == (
+        "reproduced (every one of the 3 seeds gives +1.000 (a zero-width interval), on its side of 0.9 on every seed)")
+    off_side = spread({0: [0.05], 1: [0.05], 2: [0.05]})
+    assert seed_checked("reproduced", ("≥", 0.1), off_side).startswith("not established on 3 seeds")
+    assert seed_checked("partly reproduced", None, fails) == "partly reproduced"  # a verdict not checked

@@ -117,7 +117,7 @@ def registered() -> list:
 def judge(claim: Claim, runs: Runs) -> Judgement:
     """``claim`` judged on ``runs`` (every seed pooled), with its verdict on each seed alone (where
     ``claim.by_seed``) and the spread of its cases over the seeds."""
-    seeds = runs.seeds()
+    seeds = runs.seeds(claim.studies)  # the claim's own studies' seeds: C12's and C13's are not the main grid's
     per_seed = ({seed: _verdict(claim, runs.for_seed(seed)) for seed in seeds}
                 if claim.by_seed and len(seeds) > 1 else {})
     spread = spread_of({seed: claim.cases(runs.for_seed(seed)) for seed in seeds}, claim.statistic, claim.margin,

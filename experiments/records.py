@@ -205,9 +205,11 @@ class Runs:
     def study(self, name: str) -> list:
         return [r for r in self.records if name in r["studies"]]
 
-    def seeds(self) -> list:
-        """The seeds of the paper's main grid (the λ sweep and the second model), in grid order."""
-        return list(dict.fromkeys(r["config"].seed for r in self.main()))
+    def seeds(self, studies=None) -> list:
+        """The seeds of the paper's main grid (the λ sweep and the second model), in grid order; or
+        of the records of ``studies`` where given (a claim's own: the regularizers study has five)."""
+        records = self.main() if studies is None else [r for r in self.records if set(studies) & set(r["studies"])]
+        return list(dict.fromkeys(r["config"].seed for r in records))
 
     def for_seed(self, seed: int) -> "Runs":
         """The records of one seed: every claim is judged on each seed alone, as well as pooled."""

@@ -48,8 +48,8 @@ def section_setting(settings: dict, runs: Runs) -> list:
     lines += ["", f"The command's measured wall time: {measured:.1f} h, over the {len(invocations)} invocation"
                   f"{'s' * (len(invocations) != 1)} that ran stages ({described}; each counted to its last minute). "
                   f"Stage time summed over every invocation, every stage counted: {summed / 3600:.1f} h"
-              + (f" ({last_only} of the {len(settings['timings'])} runs ran before every attempt was recorded: a "
-                 f"stage of theirs that a later invocation ran again counts with its last time only)"
+              + (f" ({last_only} of the {len(settings['timings'])} runs ran stages before every attempt was "
+                 f"recorded: such a stage that a later invocation ran again counts with its last time only)"
                  if last_only else "")
               + (f"; {len(untimed)} run{'s' * (len(untimed) != 1)} without a recorded training time: "
                  f"{', '.join(untimed)}." if untimed else ".")]
@@ -65,14 +65,20 @@ def section_setting(settings: dict, runs: Runs) -> list:
 
 
 def every_attempt(settings: dict) -> tuple:
-    """(seconds, runs counted by their last times): every attempt of every stage (a run's
-    stage_runs.json, settings["attempts"]), and for a run without that record its stages' last
-    times (settings["timings"])."""
+    """(seconds, runs partly counted by their last times): every attempt of every stage (a run's
+    stage_runs.json, settings["attempts"]), and for each stage of a run with no attempt on record
+    (a run, or a stage, that ran before that record existed) its last time (settings["timings"])."""
     attempts = settings.get("attempts") or {}
-    summed = sum(attempt["seconds"] for runs in attempts.values() for attempt in runs)
-    last_only = [name for name in settings["timings"] if name not in attempts]
-    summed += sum(sum(settings["timings"][name].values()) for name in last_only)
-    return summed, len(last_only)
+    summed, partly = 0.0, 0
+    for name in dict.fromkeys([*settings["timings"], *attempts]):
+        recorded = attempts.get(name, [])
+        summed += sum(attempt["seconds"] for attempt in recorded)
+        attempted = {attempt["stage"] for attempt in recorded}
+        unrecorded = {stage: seconds for stage, seconds in settings["timings"].get(name, {}).items()
+                      if stage not in attempted}
+        summed += sum(unrecorded.values())
+        partly += bool(unrecorded)
+    return summed, partly
 
 
 def machines_of(settings: dict) -> str:

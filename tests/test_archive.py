@@ -46,10 +46,14 @@ def test_a_retrained_model_that_differs_leaves_the_records_behind(tmp_path):
     metrics = run.read("metrics")
     run.write("metrics", {**metrics, "state_sha256": "0" * 64})  # as if trained elsewhere, to other bits
     run.write("evaluation", {"kept": True})
+    first = run.read("stage_runs")["attempts"]
     run.file("checkpoint").unlink()
     run_jobs([Job(config, [("train", None), ("prune", None)])], progress=False)
     assert not run.has("evaluation")  # measured on another model: dropped, to be measured again
     assert run.read("metrics")["state_sha256"] == metrics["state_sha256"]
+    # the time the first training took was spent all the same: every attempt stays on record
+    assert [a["stage"] for a in run.read("stage_runs")["attempts"]] == ["train", "train", "prune"]
+    assert run.read("stage_runs")["attempts"][0] == first[0]
 
 
 def test_the_archive_ignores_checkpoints_and_keeps_records():

@@ -355,3 +355,14 @@ def test_c13_counts_the_recent_detectors_beside_the_papers_three():
     # RBT minus SL-MMDR: 0.1 − 0.01·seed, a mean on the margin whose interval crosses it
     assert "SL-MMDR: since 2023, not established for 7" in found.verdict
     assert judge(c13_recent_detectors.CLAIM, Runs([run("RBT")], 0.3)).verdict == "not run"
+
+
+def test_a_claims_spread_reads_the_seeds_of_its_own_studies():
+    """The regularizers study runs on five seeds where the main grid has three: C12's and C13's
+    spreads are over the five."""
+    from experiments.claims import c13_recent_detectors
+
+    runs = regularizers_study(seeds=(0, 1, 2, 3, 4))
+    runs.records += [run("RBT", seed=seed) for seed in (0, 1, 2)]  # a main grid of three seeds
+    assert runs.seeds() == [0, 1, 2] and runs.seeds(("regularizers",)) == [0, 1, 2, 3, 4]
+    assert list(judge(c13_recent_detectors.CLAIM, runs).spread.per_seed) == [0, 1, 2, 3, 4]

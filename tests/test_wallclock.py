@@ -73,13 +73,18 @@ def test_the_report_measures_the_commands_wall_time_against_the_profiles_budget(
     text = "\n".join(section_setting(finished, Runs([], 0.3)))
     assert ("The full profile is sized for 10 h of wall time on 2 CPU cores; the command took 12.0 h, over it by "
             "2.0 h.") in text
-    assert ("Stage time summed over every invocation, every stage counted: 24.0 h (2 of the 2 runs ran before every "
-            "attempt was recorded") in text and "1 run without a recorded training time: b." in text
+    assert ("Stage time summed over every invocation, every stage counted: 24.0 h (2 of the 2 runs ran stages before "
+            "every attempt was recorded") in text and "1 run without a recorded training time: b." in text
     # a run whose every attempt is recorded counts them all: a training cut off after 2 h and resumed for 18 h
     attempts = {**finished, "attempts": {"a": [{"stage": "train", "seconds": 7200.0},
                                                {"stage": "train", "seconds": 64800.0}]}}
-    assert ("every stage counted: 24.0 h (1 of the 2 runs ran before every attempt was recorded"
+    assert ("every stage counted: 24.0 h (1 of the 2 runs ran stages before every attempt was recorded"
             in "\n".join(section_setting(attempts, Runs([], 0.3))))
+    # an archived run re-evaluated since: its evaluations are on record, its training only as a last time
+    archived = {**finished, "timings": {"a": {"train": 3600.0, "evaluate": 60.0}},
+                "attempts": {"a": [{"stage": "evaluate", "seconds": 60.0}]}}
+    assert "every stage counted: 1.0 h (1 of the 1 runs ran stages before" in "\n".join(
+        section_setting(archived, Runs([], 0.3)))
     attempts["attempts"]["b"] = [{"stage": "evaluate", "seconds": 3600.0}, {"stage": "evaluate", "seconds": 14400.0}]
     assert "every stage counted: 25.0 h; 1 run without" in "\n".join(section_setting(attempts, Runs([], 0.3)))
     within = {**finished, "invocations": [{**ran, "wall_s": 3600.0 * 9.5}]}

@@ -109,7 +109,11 @@ def keep_results(run: RunDir, staging: RunDir, digest: str) -> list:
     """Move the run's stage results into ``staging`` when the model just trained is the one they were
     computed on (its weights' digest equals the recorded one): a checkpoint that was not kept (an
     archive of the records, results/reproduce) is restored by retraining, and its measurements stay.
-    A model that differs in any bit leaves them behind, to be measured again. Returns the names kept."""
+    A model that differs in any bit leaves them behind, to be measured again; the record of every
+    stage attempt's time (stage_runs.json) goes along whatever the model, since that time was spent.
+    Returns the names kept."""
+    if run.path.is_dir() and run.has("stage_runs") and not staging.has("stage_runs"):
+        os.link(run.file("stage_runs"), staging.file("stage_runs"))
     try:
         recorded = run.read("metrics") if run.path.is_dir() else None
     except UserError:  # an unreadable record keeps nothing; the retrained run stands

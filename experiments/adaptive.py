@@ -53,11 +53,6 @@ def against(records: list, counterpart) -> dict:
     return out
 
 
-def flattened(differences: dict) -> list:
-    """Every difference of against()'s {detector: [(seed, difference)]}: a claim's spread cases."""
-    return [d for found in differences.values() for _, d in found]
-
-
 def mlmmdr_on(runs: Runs, record, attack_names=None) -> list:
     """The ML-MMDR runs (the claims' λ) of ``record``'s model, seed and poisoning rate on
     ``attack_names`` (by default every attack the adaptive ones reshape): the main grid's at its

@@ -176,9 +176,15 @@ SEED_UNIT = ("2026-12-07, issue 45",
              "the margin (else 'not established on N seeds'); comparisons across detectors judged per detector")
 
 
-def seed_unit_change(earlier_rule: str, earlier_verdict: str) -> RuleChange:
-    """Issue 45's change of a claim judged on paired differences, made after v3's numbers."""
-    return RuleChange(SEED_UNIT[0], SEED_UNIT[1], True, earlier_rule, earlier_verdict)
+# … and the rule it replaced, common to them all
+POOLED_BOOTSTRAP = ("the mean over cases pooled across seeds (cells × seeds as if independent) beyond the margin, "
+                    "with its 95% percentile bootstrap interval over those cases excluding 0")
+
+
+def seed_unit_change(earlier_verdict: str, earlier_rule_also: str = "") -> RuleChange:
+    """Issue 45's change of a claim judged on paired differences, made after v3's numbers; the earlier
+    rule is POOLED_BOOTSTRAP, with what else the claim's rule said (``earlier_rule_also``)."""
+    return RuleChange(SEED_UNIT[0], SEED_UNIT[1], True, POOLED_BOOTSTRAP + earlier_rule_also, earlier_verdict)
 
 
 __all__ = ["Claim", "Judgement", "RuleChange", "seed_unit_change", "Section", "Figure", "CLAIMS", "register", "registered", "judge", "judge_all",

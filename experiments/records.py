@@ -108,18 +108,15 @@ def detector_f1(record, detector: str, level: str = None, rule: str = "headline"
                     if pools_of(record) and all(detector in pool["levels"][lv] for pool in pools_of(record))])
 
 
-THRESHOLD_FREE = {"auroc": "AUROC", "target_rank": "target's rank"}
-
-
-def threshold_free(record, detector: str) -> tuple:
-    """(value, kind): the detector's threshold-free score beside its rule's F1, mean over levels and
-    pools as detector_f1 reads them: the AUROC of its per-sample scores, or for a class-level
-    detector the target's rank among the classes (1 = most anomalous). None where the record
-    predates it (evaluations before issue 44) or the detector gives no per-sample score (AC)."""
+def threshold_free(record, detector: str):
+    """The detector's threshold-free score beside its rule's F1, mean over levels and pools as
+    detector_f1 reads them: the AUROC of its per-sample scores, or for a class-level detector the
+    target's rank among the classes (1 = most anomalous). None where the record predates it
+    (evaluations before issue 44) or the detector gives no per-sample score (AC)."""
     if DETECTORS[detector].consumes == "classes":
         found = [_class_level(record, detector, lv) for lv in LEVELS]
-        return mean_of([f.get("target_rank") for f in found if f]), "target_rank"
-    return detector_f1(record, detector, rule="auroc"), "auroc"
+        return mean_of([f.get("target_rank") for f in found if f])
+    return detector_f1(record, detector, rule="auroc")
 
 
 def scored(records: list, detector: str) -> str:
@@ -127,7 +124,7 @@ def scored(records: list, detector: str) -> str:
     with its threshold-free score beside it (threshold_free: the AUROC, or a class-level detector's
     target rank), where the records hold one."""
     shown = mean_sd([detector_f1(record, detector) for record in records])
-    free = mean_of([threshold_free(record, detector)[0] for record in records])
+    free = mean_of([threshold_free(record, detector) for record in records])
     if free is None:
         return shown
     return shown + f" ({'rank' if DETECTORS[detector].consumes == 'classes' else 'AUROC'} {fmt(free)})"

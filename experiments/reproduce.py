@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     for job in jobs:  # a stage's time is also saved in its run as it ends: a run cut off later keeps it
         timings[job.config.run_name] = {**timings.get(job.config.run_name, {}), **(job.run.read("stage_seconds") or {})}
     timings = {name: stages for name, stages in timings.items() if stages}
-    attempts = {job.config.run_name: job.run.read("stage_runs")["attempts"] for job in jobs if job.run.read("stage_runs")}
+    attempts = {job.config.run_name: record["attempts"] for job in jobs if (record := job.run.read("stage_runs"))}
     missing = sum(len(job.pending()) for job in jobs)
     stages = (sum(len(job.stages) for job in jobs) - missing, sum(len(job.stages) for job in jobs))
     check_report(args, stages)  # before the figures, which would overwrite the report's own

@@ -62,6 +62,27 @@ def by_detector(cases: dict, above: str, below: str, neither: str) -> dict:
             for detector, found in cases.items()}
 
 
+def measured_tally(judged: dict, name=str, counted: bool = False) -> str:
+    """tally() of the detectors ``judged`` could measure ('of N detectors, …' when ``counted``), or
+    'not measurable' when none could."""
+    measured = {d: found for d, found in judged.items() if found["verdict"] != NOT_MEASURABLE}
+    if not measured:
+        return NOT_MEASURABLE
+    return (f"of {len(measured)} detectors, " if counted else "") + tally(measured, name)
+
+
+def per_detector(judged: dict, name=str) -> str:
+    """'SCAn lowered; mean difference …' for every detector ``judged`` could measure: the evidence
+    beside a measured_tally."""
+    return "; ".join(f"{name(d)} {found['verdict']}{interval_text(found)}" for d, found in judged.items()
+                     if found["verdict"] != NOT_MEASURABLE)
+
+
+def flattened(differences: dict) -> list:
+    """Every difference of a {detector: [(seed, difference)]}: a claim's spread cases."""
+    return [d for found in differences.values() for _, d in found]
+
+
 def tally(judged: dict, name=str) -> str:
     """'lowered for 2 (SCAn, TED), not lowered for 1 (SPECTRE), not established for 1 (Beatrix)': the
     verdict line counts detectors by verdict and names them; ``judged`` = {detector: paired_verdict},

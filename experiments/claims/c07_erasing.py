@@ -160,8 +160,7 @@ CLAIM = register(Claim(
                         "over the (attack, defense) pairs where neither run lost more than 10 points of BA: 'harder "
                         "to erase' if ML-MMDR's ASR after erasing is ≥ 0.1 above RBT's in more than half of them",
                         "ML-MMDR is harder to erase, on the 2 of 12 pairs that kept BA"),
-             seed_unit_change("the mean over cases pooled across seeds (cells × seeds as if independent) beyond the margin, with its 95% percentile bootstrap interval over those cases excluding 0",
-                              "VGG-11: easier to erase (mean difference -0.300, 95% interval [-0.406, -0.190], 9 "
+             seed_unit_change("VGG-11: easier to erase (mean difference -0.300, 95% interval [-0.406, -0.190], 9 "
                               "pairs); WRN-16-1: not measurable (6 usable pairs)")),
     checks="NAD's attention loss, ARGD's edge loss and its cross-level attention are tested against direct "
            "computations, ARGD's three-phase schedule against the reference's rate per epoch, the collapse label, "

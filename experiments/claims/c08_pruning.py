@@ -148,8 +148,7 @@ CLAIM = register(Claim(
                         "runs): a pair usable only when both runs fall below ASR 0.2 short of the whole layer, and a "
                         "second verdict at the last convolution's input", True,
                         "none: v2 showed the ratios without a rule", "none"),
-             seed_unit_change("the mean over cases pooled across seeds (cells × seeds as if independent) beyond the margin, with its 95% percentile bootstrap interval over those cases excluding 0",
-                              "VGG-11: not reproduced: ML-MMDR needs less pruning; not reproduced: no consistent "
+             seed_unit_change("VGG-11: not reproduced: ML-MMDR needs less pruning; not reproduced: no consistent "
                               "difference at the last convolution's input; PreActResNet-18: not measurable; not "
                               "reproduced: ML-MMDR needs less pruning at the last convolution's input")),
     checks="The pruning mask is tested to zero exactly the ranked channels of the tapped module and to leave the "

@@ -5,14 +5,14 @@ import statistics
 
 from attacks import display_name as display_attack
 from defenses import DETECTORS, display_name
-from experiments.adaptive import (ASR_WORKS, BASE_ATTACK, OTHER_CLASSES_FAIL, adaptive_runs, against, flattened,
+from experiments.adaptive import (ASR_WORKS, BASE_ATTACK, OTHER_CLASSES_FAIL, adaptive_runs, against,
                                   mean_detection_f1, mlmmdr_on, rate, summary, works)
 from experiments.claim import NOT_IN_PAPER, Claim, Figure, RuleChange, Section, register, seed_unit_change
 from experiments.records import Runs, detector_f1, fmt, mean_of, mean_sd, metric_of, scored
-from experiments.rules import DETECTION_MARGIN, MIN_CASES, by_detector, interval_text, seed_rule_text, tally
+from experiments.rules import (DETECTION_MARGIN, MIN_CASES, by_detector, flattened, measured_tally, per_detector,
+                               seed_rule_text)
 from experiments.spread import NOT_RUN
 from experiments.tables import figures_of, markdown_table
-from metrics.intervals import NOT_MEASURABLE
 from visualization.claims import detection_ba_figure
 
 MISSED_F1, RANKED_F1 = 0.2, 0.8  # "misses" and "still ranks": far apart, so neither reads as noise
@@ -25,14 +25,10 @@ def judge(runs: Runs) -> tuple:
         judged = by_detector(against(records, lambda r: mlmmdr_on(runs, r)), "hides worse than ML-MMDR",
                              "hides better than ML-MMDR", "hides as ML-MMDR does")
         failed = [r for r in records if not works(r)]
-        measured = {d: found for d, found in judged.items() if found["verdict"] != NOT_MEASURABLE}
-        verdicts.append(f"{display_attack(attack)} at {rate(ratio)}: "
-                        + (f"of {len(measured)} detectors, {tally(measured, display_name)}" if measured
-                           else NOT_MEASURABLE)
+        verdicts.append(f"{display_attack(attack)} at {rate(ratio)}: {measured_tally(judged, display_name, True)}"
                         + (f" ({len(failed)} of {len(records)} runs failed)" if failed else ""))
         evidence.append(f"{display_attack(attack)} at {rate(ratio)}: {summary(records)}; per detector: "
-                        + "; ".join(f"{display_name(d)} {found['verdict']}{interval_text(found)}"
-                                    for d, found in measured.items()))
+                        + per_detector(judged, display_name))
     baselines = {attack: [r for r in (runs.pick(m, attack, "ML-MMDR", seed=s) for s in runs.seeds()
                                       for m in runs.models()[:1]) if r and r["evaluation"]]
                  for attack in sorted(set(BASE_ATTACK.values()))}
@@ -167,10 +163,10 @@ CLAIM = register(Claim(
                         "adaptive attacks trained with Algorithm 1's loss and batching, compared with ML-MMDR at 10%",
                         "every attack at every rate 'hides worse than ML-MMDR', except TaCT at 0.3% 'hides as ML-MMDR "
                         "does'"),
-             seed_unit_change("the mean over cases pooled across seeds (cells × seeds as if independent) beyond the margin, with its 95% percentile bootstrap interval over those cases excluding 0, over seeds × detectors: one verdict per attack and rate on F1 averaged over "
-                              "every detector",
-                              "every attack at every rate 'hides worse than ML-MMDR', except TaCT at 0.3% 'hides as "
-                              "ML-MMDR does'")),
+             seed_unit_change("every attack at every rate 'hides worse than ML-MMDR', except TaCT at 0.3% 'hides as "
+                              "ML-MMDR does'",
+                              ", over seeds × detectors: one verdict per attack and rate on F1 averaged over every "
+                              "detector")),
     checks="Each adaptive attack's trigger, cover images and test-time trigger are tested pixel by pixel against "
            "the reference's construction (tests/test_attacks.py); a run whose ASR is below "
            f"{ASR_WORKS:g} is reported as a failed attack, never as a hidden one.",

@@ -1,10 +1,10 @@
 """C11 (beyond the paper): does ML-MMDR stacked on an adaptive attack hide better than either alone?"""
 from attacks import display_name as display_attack
 from defenses import display_name
-from experiments.adaptive import BASE_ATTACK, adaptive_runs, against, flattened, mlmmdr_on, rate, summary
+from experiments.adaptive import BASE_ATTACK, adaptive_runs, against, mlmmdr_on, rate, summary
 from experiments.claim import NOT_IN_PAPER, Claim, RuleChange, register, seed_unit_change
 from experiments.records import Runs
-from experiments.rules import DETECTION_MARGIN, by_detector, interval_text, tally
+from experiments.rules import DETECTION_MARGIN, by_detector, flattened, measured_tally, per_detector
 from experiments.spread import NOT_RUN
 from metrics.intervals import NOT_MEASURABLE
 
@@ -14,16 +14,6 @@ def _alone(runs: Runs, record) -> list:
     c = record["config"]
     return [r for r in runs.study("adaptive") if r["config"].method == "RBT" and r["config"].attack_name == c.attack_name
             and r["config"].poison_ratio == c.poison_ratio and r["config"].seed == c.seed]
-
-
-def _counted(judged: dict) -> str:
-    measured = {d: found for d, found in judged.items() if found["verdict"] != NOT_MEASURABLE}
-    return f"of {len(measured)} detectors, {tally(measured, display_name)}" if measured else NOT_MEASURABLE
-
-
-def _per_detector(judged: dict) -> str:
-    return "; ".join(f"{display_name(d)} {found['verdict']}{interval_text(found)}" for d, found in judged.items()
-                     if found["verdict"] != NOT_MEASURABLE)
 
 
 def judge(runs: Runs) -> tuple:
@@ -37,11 +27,11 @@ def judge(runs: Runs) -> tuple:
                 if found["verdict"] != NOT_MEASURABLE]
         added = "they add up, " if both and set(both) == {"better"} else ""
         verdicts.append(f"{display_attack(attack)} + ML-MMDR at {rate(ratio)}: " + (
-            f"{added}against {display_attack(attack)} alone, {_counted(versus_attack)}; against ML-MMDR alone, "
-            f"{_counted(versus_mmdr)}" if both else NOT_MEASURABLE))
+            f"{added}against {display_attack(attack)} alone, {measured_tally(versus_attack, display_name, True)}; "
+            f"against ML-MMDR alone, {measured_tally(versus_mmdr, display_name, True)}" if both else NOT_MEASURABLE))
         evidence.append(f"{display_attack(attack)} + ML-MMDR at {rate(ratio)}: {summary(records)}; against "
-                        f"{display_attack(attack)} alone: {_per_detector(versus_attack)}; against ML-MMDR on "
-                        f"{display_attack(BASE_ATTACK[attack])}: {_per_detector(versus_mmdr)}")
+                        f"{display_attack(attack)} alone: {per_detector(versus_attack, display_name)}; against "
+                        f"ML-MMDR on {display_attack(BASE_ATTACK[attack])}: {per_detector(versus_mmdr, display_name)}")
     return "; ".join(verdicts) or NOT_RUN, ". ".join(evidence) or "no stacked run yet"
 
 
@@ -69,8 +59,8 @@ CLAIM = register(Claim(
                         "Adaptive-Blend + ML-MMDR at 10%: better than Adaptive-Blend alone, no better than ML-MMDR "
                         "alone; at 0.3%: no better than Adaptive-Blend alone, worse than ML-MMDR alone (Adaptive-Patch "
                         "alike)"),
-             seed_unit_change("the mean over cases pooled across seeds (cells × seeds as if independent) beyond the margin, with its 95% percentile bootstrap interval over those cases excluding 0, over seeds × detectors",
-                              "as above")),
+             seed_unit_change("as above",
+                              ", over seeds × detectors")),
     checks="As C10. The stacked run differs from the adaptive attack alone in λ and in its training: the attacker "
            "who adds the regulariser controls training, so it trains with Algorithm 1's split loss and batching on "
            "the attack's own poisoning, where the attack alone trains as published (run names and records say "

@@ -4,21 +4,14 @@ it names, [21]'s adversarial embedding and [22]'s sliced Wasserstein term, which
 is it the level or the distance that hides: each regulariser at the last level and at every level."""
 from defenses import DETECTORS
 from experiments.claim import NOT_IN_PAPER, Claim, Section, register
-from experiments.adaptive import flattened
 from experiments.regularized import differences, every_detector, regularizers, shown, table
 from experiments.records import Runs
-from experiments.rules import DETECTION_MARGIN, by_detector, interval_text, seed_rule_text, tally
+from experiments.rules import DETECTION_MARGIN, by_detector, flattened, measured_tally, per_detector, seed_rule_text
 from experiments.spread import NOT_RUN
 from experiments.tables import markdown_table
-from metrics.intervals import NOT_MEASURABLE
 
 LEVEL = ("every level hides better", "the last level hides better", "the level makes no difference")
 DISTANCE = ("hides worse than ML-MMDR", "hides better than ML-MMDR", "hides as ML-MMDR does")
-
-
-def _counted(judged: dict) -> str:
-    measured = {d: found for d, found in judged.items() if found["verdict"] != NOT_MEASURABLE}
-    return tally(measured, shown) if measured else NOT_MEASURABLE
 
 
 def judge(runs: Runs) -> tuple:
@@ -28,14 +21,12 @@ def judge(runs: Runs) -> tuple:
     verdicts, evidence = [], []
     for name, single, multi in pairs:
         judged = by_detector(differences(runs, single, multi, every_detector()), *LEVEL)
-        verdicts.append(f"{single} → {multi}: {_counted(judged)}")
-        evidence.append(f"{single} minus {multi}: " + "; ".join(
-            f"{shown(d)} {found['verdict']}{interval_text(found)}" for d, found in judged.items()
-            if found["verdict"] != NOT_MEASURABLE))
+        verdicts.append(f"{single} → {multi}: {measured_tally(judged, shown)}")
+        evidence.append(f"{single} minus {multi}: {per_detector(judged, shown)}")
     for name, _, multi in pairs:
         if multi != "ML-MMDR":
             judged = by_detector(differences(runs, multi, "ML-MMDR", every_detector()), *DISTANCE)
-            verdicts.append(f"{multi}: {_counted(judged)}")
+            verdicts.append(f"{multi}: {measured_tally(judged, shown)}")
     return "; ".join(verdicts), ". ".join(evidence)
 
 

@@ -2,13 +2,11 @@
 detectors published from 2023 on (TED, IBD-PSC, SCALE-UP, BaDExpert, ASSET, Beatrix) as they lower
 AC's, SS's and SR's?"""
 from defenses import DETECTORS, PAPER_DETECTORS
-from experiments.adaptive import flattened
 from experiments.claim import NOT_IN_PAPER, Claim, register
 from experiments.records import Runs
 from experiments.regularized import differences, methods, shown
-from experiments.rules import DETECTION_MARGIN, by_detector, interval_text, seed_rule_text, tally
+from experiments.rules import DETECTION_MARGIN, by_detector, flattened, measured_tally, per_detector, seed_rule_text
 from experiments.spread import NOT_RUN
-from metrics.intervals import NOT_MEASURABLE
 
 SINCE = 2023
 VERDICTS = ("lowered", "raised", "not lowered")
@@ -19,11 +17,6 @@ def recent_detectors() -> tuple:
     return tuple(name for name, d in DETECTORS.items() if d.year is not None and d.year >= SINCE)
 
 
-def _counted(judged: dict) -> str:
-    measured = {d: found for d, found in judged.items() if found["verdict"] != NOT_MEASURABLE}
-    return tally(measured, shown) if measured else NOT_MEASURABLE
-
-
 def judge(runs: Runs) -> tuple:
     regularized = [label for label in methods(runs) if label != "RBT"]
     if "RBT" not in methods(runs) or not regularized:
@@ -32,10 +25,9 @@ def judge(runs: Runs) -> tuple:
     for label in regularized:
         recent = by_detector(differences(runs, "RBT", label, recent_detectors()), *VERDICTS)
         paper = by_detector(differences(runs, "RBT", label, PAPER_DETECTORS), *VERDICTS)
-        verdicts.append(f"{label}: since {SINCE}, {_counted(recent)}; the paper's three, {_counted(paper)}")
-        evidence.append(f"RBT minus {label}: " + "; ".join(
-            f"{shown(d)} {found['verdict']}{interval_text(found)}" for d, found in {**recent, **paper}.items()
-            if found["verdict"] != NOT_MEASURABLE))
+        verdicts.append(f"{label}: since {SINCE}, {measured_tally(recent, shown)}; the paper's three, "
+                        f"{measured_tally(paper, shown)}")
+        evidence.append(f"RBT minus {label}: {per_detector({**recent, **paper}, shown)}")
     return "; ".join(verdicts), ". ".join(evidence)
 
 

@@ -84,7 +84,7 @@ def build_grid(args):
     return Grid(base=base, attacks=tuple(args.attacks), lambdas=tuple(args.lambdas),
                 defended_attacks=tuple(args.defended_attacks), erased_attacks=tuple(args.erased_attacks),
                 second_model=second, second_width=args.second_width, second_attacks=tuple(args.second_attacks),
-                focus_attack=args.focus_attack, kernels=tuple(args.kernels), seeds=tuple(args.seeds),
+                focus_attack=args.focus_attack, kernels=tuple(args.kernels), seeds=tuple(args.seeds), kernel_seeds=tuple(args.kernel_seeds),
                 compare_pooled=not args.no_pooled, stage_options=options, erasing_seeds=tuple(args.erasing_seeds),
                 reference_model=None if str(args.reference_model).lower() == "none" else args.reference_model,
                 reference_lr=args.reference_lr, erase_share_of=args.erase_share_of,
@@ -216,6 +216,9 @@ def main(argv=None) -> int:
     timing_path = Path(args.out_dir) / "timings.json"
     timings = (read_json(timing_path, dict, "resolve it (keep every run's entry) or delete it; each run's "
                                             "stage_seconds.json keeps its own times") if timing_path.is_file() else {})
+    if args.plan:
+        print(plan_text(grid, jobs, timings, args))
+        return 0
     argv = list(sys.argv[1:] if argv is None else argv)
     invocations = Invocations(Path(args.out_dir) / "invocations.json",
                               machine=f"{platform.node()}: {describe_machine()}", jobs=args.jobs, threads=args.threads,
@@ -281,8 +284,11 @@ def main(argv=None) -> int:
             "memory format of training": memory_formats(jobs),
             "λ": ", ".join(f"{v:g}" for v in args.lambdas) + f" (claims and the other studies at λ = {grid.lamb:g})",
             "attacks": ", ".join(args.attacks),
-            "seeds": f"every claim on seeds {' '.join(map(str, grid.claim_seeds))} (the λ sweep's smaller λ and the "
-                     f"loss study on seed {args.seed} alone)",
+            "seeds": f"the λ sweep, second architecture and adaptive study on seeds {' '.join(map(str, grid.claim_seeds))}; "
+                     f"the kernel study (C6) on {' '.join(map(str, dict.fromkeys((args.seed, *args.kernel_seeds))))}; "
+                     f"erasing (C7) on {' '.join(map(str, args.erasing_seeds))}; the regularizers study (C12, C13) on "
+                     f"{' '.join(map(str, args.regularizer_seeds))}; the λ sweep's smaller λ and the loss study on seed "
+                     f"{args.seed} alone. A claim reading two studies is judged on the seeds they share",
             "adaptive attacks (C10, C11)": (", ".join(args.adaptive_attacks) + " under RBT; "
                                             + (", ".join(args.stacked_attacks) or "none") + " also with ML-MMDR; at "
                                             + ", ".join(r if r == "reference" else f"{100 * float(r):g}%"
@@ -297,8 +303,8 @@ def main(argv=None) -> int:
             "erasing": (", ".join(args.erased_attacks) + f", seeds {' '.join(map(str, args.erasing_seeds))}: "
                         + (f"{args.reference_model} trained at lr {args.reference_lr:g} and erased with "
                            + (args.erase_flags or "the NAD/ARGD code's settings") + "; " if grid.reference_model else "")
-                        + f"{args.model_name} erased with the settings tuned on the first seed's RBT run's "
-                          f"validation set, per attack"
+                        + f"{args.model_name}: each run tuned on its own validation set (the tune stage), then "
+                          f"erased with the settings its tuning chose"
                         + (f" ({args.tune_flags})" if args.tune_flags else "")) if args.erased_attacks else "none"}}
     settings["cuts"] = cuts(args, grid)
     settings["differences"] = [
@@ -317,11 +323,36 @@ def main(argv=None) -> int:
                 else Path(path).resolve() for caption, path in figures.items()}
     text = render(records, settings, grid, relative, judged)
     save_text(text, args.report)
-    tables = write_tables(text, Path(args.out_dir) / "tables")
-    print(f"wrote {args.report} and its {len(tables)} tables as CSV under {Path(args.out_dir) / 'tables'}")
+    directory = tables_dir(args)
+    tables = write_tables(text, directory)
+    print(f"wrote {args.report} and its {len(tables)} tables as CSV under {directory}")
     if failed:  # the report says which stages are missing; the error says why
         raise failed
     return 0
+
+
+def plan_text(grid, jobs: list, timings: dict, args) -> str:
+    """--plan: the grid's stages and their estimated hours (experiments.plan), nothing run."""
+    from experiments.plan import estimate, render
+
+    measured = {name: dict(stages) for name, stages in timings.items()}
+    for job in jobs:  # each run's own record of its stage times, as the report reads them
+        measured.setdefault(job.config.run_name, {}).update(job.run.read("stage_seconds") or {})
+    studies = {study: [config.run_name for config in configs] for study, configs in grid.studies().items()}
+    pending = {job.config.run_name: [name for name, _ in job.pending()] for job in jobs}
+    return render(estimate(jobs, studies, measured, pending), args.jobs, BUDGET_HOURS[args.profile])
+
+
+def tables_dir(args) -> Path:
+    """Where the report's tables go as CSV: beside the runs (``<out_dir>/tables``) for the profile's own
+    report, and beside any other report (``<report>_tables``), so that a report written elsewhere, say
+    a partial one while the grid runs, never replaces the tables of the report the archive holds."""
+    from experiments.options import ReproduceOptions
+
+    own = PROFILES[args.profile].get("report", ReproduceOptions.report)
+    if Path(args.report).resolve() == Path(own).resolve():
+        return Path(args.out_dir) / "tables"
+    return Path(args.report).with_name(Path(args.report).stem + "_tables")
 
 
 def write_tables(report_text: str, directory: Path) -> list:

@@ -94,8 +94,8 @@ def machines_of(settings: dict) -> str:
 
 
 def against_budget(budget: dict, hours: float, partial: bool) -> str:
-    """``hours``: the command's measured wall time, against the profile's budget (sized for its cores)."""
-    text = (f"The {budget['profile']} profile is sized for {budget['hours']:g} h of wall time on {budget['cores']} "
+    """``hours``: the command's measured wall time, against the profile's budget on its cores."""
+    text = (f"The {budget['profile']} profile's budget is {budget['hours']:g} h of wall time on {budget['cores']} "
             f"CPU cores; ")
     if partial:
         return text + f"the finished stages have taken {hours:.1f} h of it."

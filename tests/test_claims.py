@@ -366,3 +366,14 @@ def test_a_claims_spread_reads_the_seeds_of_its_own_studies():
     runs.records += [run("RBT", seed=seed) for seed in (0, 1, 2)]  # a main grid of three seeds
     assert runs.seeds() == [0, 1, 2] and runs.seeds(("regularizers",)) == [0, 1, 2, 3, 4]
     assert list(judge(c13_recent_detectors.CLAIM, runs).spread.per_seed) == [0, 1, 2, 3, 4]
+
+
+def test_a_claim_reading_two_studies_is_judged_on_the_seeds_they_share():
+    """C6 compares the kernel study (three seeds) with the λ sweep's RBT runs (five): its cases
+    exist on the three alone, and a claim of one study keeps that study's seeds."""
+    records = [run("RBT", seed=seed) for seed in range(5)]
+    records += [run("ML-MMDR", seed=seed, studies=("kernel",)) for seed in (2, 0, 1)]
+    runs = Runs(records, 0.3)
+    assert runs.seeds(("kernel", "lambda")) == [2, 0, 1] and runs.seeds(("lambda", "kernel")) == [0, 1, 2]
+    assert runs.seeds(("lambda", "model")) == [0, 1, 2, 3, 4]  # a study with no runs narrows nothing
+    assert runs.seeds(("adaptive",)) == []

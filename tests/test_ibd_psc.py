@@ -65,3 +65,25 @@ def test_a_probe_that_never_reaches_xi_amplifies_every_layer_and_says_so():
     clean = benign(10, 5)
     start, reached, _ = probe_start(model, clean, model(clean).argmax(1), IbdPscOptions(scale=1.0))
     assert (start, reached) == (1, False) and DETECTORS["ibd_psc"].display == "IBD-PSC"
+
+
+def test_inputs_whose_psc_rounds_to_one_are_still_ranked_by_their_margin():
+    """Two populations that both keep the target under amplification, with logit margins of about 55
+    and 75: PSC is exactly 1.0 for every one of them (a softmax saturates above a margin of ~17 in
+    float32, ~37 in float64), so PSC's AUROC would be 0.5 from ties; −log(1 − PSC) from the logits
+    keeps the larger margins apart."""
+    model = Toy()
+    clean, labels = benign(50, 1), torch.ones(50, dtype=torch.long)
+    weak, strong = triggered(20, 6), triggered(20, 7)
+    # channel 0's mean 3/16 and 1/4: target logits 37.5 and 50, ×1.5 once the BatchNorm is amplified
+    weak[:, 0, :16, :16], strong[:, 0, :16, :16] = 0.75, 1.0
+    images = torch.cat([weak, strong])
+    stronger = np.r_[np.zeros(20, bool), np.ones(20, bool)]
+    detection = ibd_psc(model, images, clean, labels)
+    assert detection.info["psc_at_one"] == 1.0 and detection.flagged.all()  # every PSC is 1.0: the rule flags all
+    assert auroc(detection.scores, stronger) == 1.0
+    # the score is −log(1 − PSC): a weak input's is the mean of its probability of the rest, in log space
+    with torch.no_grad():
+        amplified_logits = torch.stack([amplified(model, k, 1.5)(weak[:1]).double()[0] for k in range(1, 6)])
+    rest = torch.logsumexp(amplified_logits[:, 1:], 1) - torch.logsumexp(amplified_logits, 1)
+    assert np.isclose(detection.scores[0], -float(torch.logsumexp(rest, 0) - np.log(5)), rtol=1e-9)

@@ -86,6 +86,8 @@ def test_a_less_complete_report_is_kept_unless_forced(tiny_sweep, tmp_path, caps
     assert run_cli(reproduce_main, partial + ["--force"]) == 0
     assert recorded_stages(complete_report.read_text()) == (done, total)
     assert f"**Partial report: {done} of {total} stages finished.**" in complete_report.read_text()
+    # a report other than the profile's own writes its tables beside it, never over the runs directory's
+    assert any((tmp_path / "R_tables").glob("*.csv")) and not (tiny_sweep / "tables").exists()
 
     whole = grid_argv(tiny_sweep, tmp_path)
     # SL-MMDR's and ML-MMDR's scatter stages at λ = 0.1 are left (the partial report drew RBT's); the grid runs

@@ -71,7 +71,7 @@ def test_the_report_measures_the_commands_wall_time_against_the_profiles_budget(
                 "timings": {"a": {"train": 72000.0}, "b": {"evaluate": 14400.0}}}
     finished = {**settings, "stages": (3, 3)}
     text = "\n".join(section_setting(finished, Runs([], 0.3)))
-    assert ("The full profile is sized for 10 h of wall time on 2 CPU cores; the command took 12.0 h, over it by "
+    assert ("The full profile's budget is 10 h of wall time on 2 CPU cores; the command took 12.0 h, over it by "
             "2.0 h.") in text
     assert ("Stage time summed over every invocation, every stage counted: 24.0 h (2 of the 2 runs ran stages before "
             "every attempt was recorded") in text and "1 run without a recorded training time: b." in text
@@ -92,7 +92,7 @@ def test_the_report_measures_the_commands_wall_time_against_the_profiles_budget(
     partial = {**finished, "stages": (2, 3)}
     assert "the finished stages have taken 12.0 h of it." in "\n".join(section_setting(partial, Runs([], 0.3)))
     # no invocation recorded: no verdict
-    assert "sized for" not in "\n".join(section_setting({**finished, "invocations": []}, Runs([], 0.3)))
+    assert "profile's budget" not in "\n".join(section_setting({**finished, "invocations": []}, Runs([], 0.3)))
 
 
 def test_the_report_names_the_machines_the_stages_ran_on_not_only_the_writers():

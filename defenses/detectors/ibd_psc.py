@@ -18,8 +18,18 @@ layers amplifies all of them, as the reference's slice does. The clean images of
 evaluation's held-out clean training images (STRIP's overlay and fit sets), not test inputs; BackdoorBox scores
 only inputs the model classifies as their label or target, where the evaluation's pools already
 hold only inputs classified as the target.
+
+The threshold-free score is −log(1 − PSC), computed from the logits in float64 (``log_complement``):
+it orders inputs as PSC does in exact arithmetic, but where PSC itself rounds to 1.0. In a pool of
+inputs classified as the target, amplification sends benign ones to the target too (it does so to
+most clean inputs of a backdoored model), so both kinds keep their prediction: triggered ones with
+logit margins of about 200, benign ones of about 80, and a softmax of either is exactly 1.0 in float32
+(above a margin of about 17) and in float64 (about 37). PSC's AUROC is then 0.5 from ties alone. The
+reference rounds in the same way; under its protocol (benign inputs of every class, which lose
+their prediction) the ties never matter. The rule PSC ≥ T is the reference's, on PSC itself.
 """
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +75,21 @@ def amplified(model: nn.Module, deepest: int, scale: float) -> nn.Module:
     return copy_
 
 
+def logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``model``'s logits of float ``images`` (float64, CPU, batched), without gradients."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return torch.cat([model(images[start:start + batch_size].to(device)).double().cpu()
+                          for start in range(0, len(images), batch_size)])
+
+
+def log_complement(logits_: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """log(1 − softmax(logits_)[label]) per row = logsumexp of the other logits − logsumexp of all."""
+    others = logits_.clone()
+    others[torch.arange(len(logits_)), label] = -math.inf
+    return torch.logsumexp(others, 1) - torch.logsumexp(logits_, 1)
+
+
 def probe_start(model: nn.Module, clean_images: torch.Tensor, clean_labels: torch.Tensor, options: IbdPscOptions,
                 batch_size: int = 512) -> tuple:
     """(s, reached, forward passes): the smallest layer count whose amplified model errs on more than
@@ -81,7 +106,8 @@ def probe_start(model: nn.Module, clean_images: torch.Tensor, clean_labels: torc
 
 def ibd_psc(model: nn.Module, images, clean_images, clean_labels, options: IbdPscOptions = None,
             batch_size: int = 512) -> Detection:
-    """IBD-PSC on ``images`` (float, [0, 1]); ``flagged`` = PSC ≥ T, ``scores`` = PSC."""
+    """IBD-PSC on ``images`` (float, [0, 1]); ``flagged`` = PSC ≥ T, ``scores`` = −log(1 − PSC) from
+    the logits (PSC's order, without its rounding to 1.0: see the module docstring)."""
     options = options if options is not None else IbdPscOptions()
     check_params(options)
     if len(batchnorm_layers(model)) == 0:
@@ -94,16 +120,24 @@ def ibd_psc(model: nn.Module, images, clean_images, clean_labels, options: IbdPs
                                          batch_size)
     original = probabilities(model, images, batch_size).argmax(1)
     psc = torch.zeros(len(images), dtype=torch.float64)
+    log_rest = []  # per amplified model: log(1 − its probability of ŷ), from the logits (does not round to log 0)
     for count in range(start, start + options.n):
-        amplified_probabilities = probabilities(amplified(model, count + options.layer_offset, options.scale), images, batch_size)
-        psc += amplified_probabilities[torch.arange(len(images)), original].double()
+        logits_ = logits(amplified(model, count + options.layer_offset, options.scale), images, batch_size)
+        psc += torch.softmax(logits_, 1)[torch.arange(len(images)), original]
+        log_rest.append(log_complement(logits_, original))
     psc = (psc / options.n).numpy()
+    # −log(1 − PSC) = −log mean_k (1 − p_k): increasing in PSC, so it ranks as PSC would in exact
+    # arithmetic, but it keeps apart the inputs whose PSC rounds to 1.0 (a deep amplification can
+    # give logit margins of 50–300, where every softmax is 1.0 in float64 and AUROC sees only ties)
+    scores = (math.log(options.n) - torch.logsumexp(torch.stack(log_rest), 0)).numpy()
     flagged = psc >= options.threshold
     passes += len(images) * (options.n + 1)
-    return Detection(flagged=flagged, scores=psc, threshold_scores=[psc], decisions={"threshold": flagged},
+    return Detection(flagged=flagged, scores=scores, threshold_scores=[scores], decisions={"threshold": flagged},
                      info={"threshold": options.threshold, "start_layers": start, "probe_reached": reached,
                            "batchnorm_layers": len(batchnorm_layers(model)), "layer_offset": options.layer_offset,
-                           "forward_passes": passes, "clean_images": len(clean_images), "training_steps": 0})
+                           "forward_passes": passes, "clean_images": len(clean_images), "training_steps": 0,
+                           "score": "-log(1 - PSC) from the logits in float64 (PSC's order without its rounding)",
+                           "psc_at_one": float((psc >= 1.0).mean())})
 
 
 def _run(inputs, options, seed: int) -> Detection:

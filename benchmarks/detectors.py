@@ -8,6 +8,10 @@ r′ ∈ {0.5, 1}, unless --pool_sizes/--pool_ratios say otherwise), and once wi
 alone, and reports each detector's seconds (its own computing and the inputs only it needs,
 summed over pools and levels) and both evaluations' wall time: the stage's cost before and after
 the detectors added since the paper.
+
+``--eval_flags`` gives both evaluations evaluate.py's protocol and detector flags, e.g.
+``--eval_flags "--class_samples 0 --strip_n 10"``: a shrink of the defaults, which the JSON records
+under ``shrunk`` (empty: every method at its defaults), so that what a shrink saves is measured.
 """
 import json
 import sys
@@ -31,6 +35,9 @@ class DetectorsOptions(common.BenchmarkOptions):
     """The run evaluated and where; its pools are EvalOptions' flags (``POOLS``), taken as they are."""
 
     run_dir: Optional[str] = param(None, "a trained run's directory (required)", type=str)
+    eval_flags: str = param("", "evaluate.py's protocol and detector flags for both evaluations, e.g. "
+                            "'--class_samples 0 --strip_n 10' (a shrink of the defaults, recorded as such; the "
+                            "pools are --pool_sizes/--pool_ratios)")
     device: str = common.device("cpu")
     threads: Optional[int] = common.threads()
 
@@ -43,12 +50,17 @@ class DetectorsOptions(common.BenchmarkOptions):
 
 def headline_scores(result: dict) -> dict:
     """{detector: [mean headline F1, mean AUROC]} over the evaluation's pools and levels (and, for a
-    training-set detector, its one record), so the seconds are read beside what they bought."""
+    training-set detector, its one record; for a class-level one, its F1 inside the target class and
+    the target's rank among the classes in place of the AUROC, over the levels), so the seconds are
+    read beside what they bought."""
     found = {}
     for pool in result["detection"]["pools"]:
         for level_scores in list(pool.get("levels", {}).values()) + [pool.get("input_level", {})]:
             for name, record in level_scores.items():
                 found.setdefault(name, []).append((record["headline"], record.get("auroc")))
+    for level_scores in result["detection"].get("class_level", {}).values():
+        for name, record in level_scores.items():
+            found.setdefault(name, []).append((record["f1_in_target"], record.get("target_rank")))
     for name, record in result["detection"].get("training_set", {}).items():
         found[name] = [(record["headline"], record.get("auroc"))]
     mean = lambda values: round(sum(values) / len(values), 3) if values else None  # noqa: E731
@@ -61,12 +73,14 @@ def main(argv=None) -> int:
 
     from defenses import DETECTORS, PAPER_DETECTORS
     from evaluation.protocol import EvalOptions, evaluate
-    from pipeline.flags import add_flags, from_args
+    from pipeline.flags import add_flags, from_args, parse_eval_flags, split_flags
     from pipeline.prepare import load_trained
     from pipeline.rundir import RunDir
 
     parsed = add_flags(common.parser(DetectorsOptions, __doc__), EvalOptions, names=POOLS).parse_args(argv)
-    args, pools = from_args(DetectorsOptions, parsed), from_args(EvalOptions, parsed)
+    args = from_args(DetectorsOptions, parsed)
+    pools = replace(parse_eval_flags(EvalOptions, split_flags(args.eval_flags, "eval_flags")),
+                    **{name: getattr(from_args(EvalOptions, parsed), name) for name in POOLS})
     common.thread_count(args.threads)
     subject = load_trained(RunDir(args.run_dir).config(device=args.device, progress=False)).subject
     timings = {}
@@ -78,6 +92,7 @@ def main(argv=None) -> int:
                           "detector_s": result["detection"]["seconds"], "scores": headline_scores(result)}
     print(json.dumps({"run_dir": args.run_dir, "device": args.device, "threads": torch.get_num_threads(),
                       "pools": {"N": list(pools.pool_sizes), "ratio": list(pools.pool_ratios)},
+                      "shrunk": args.eval_flags,
                       "evaluate_s_paper_detectors": timings["paper"]["evaluate_s"],
                       "evaluate_s_every_detector": timings["all"]["evaluate_s"],
                       "ratio": round(timings["all"]["evaluate_s"] / max(timings["paper"]["evaluate_s"], 1e-9), 2),

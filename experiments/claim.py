@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Union
 
 from experiments.records import Runs
-from experiments.spread import Spread, spread_of
+from experiments.spread import NOT_RUN, Spread, spread_of
 from metrics.intervals import MINIMUM_SEEDS
 
 NOT_IN_PAPER = "not in the paper"
@@ -118,7 +118,8 @@ def judge(claim: Claim, runs: Runs) -> Judgement:
     """``claim`` judged on ``runs`` (every seed pooled), with its verdict on each seed alone (where
     ``claim.by_seed``) and the spread of its cases over the seeds."""
     seeds = runs.seeds(claim.studies)  # the claim's own studies' seeds: C12's and C13's are not the main grid's
-    per_seed = ({seed: _verdict(claim, runs.for_seed(seed)) for seed in seeds}
+    per_seed = ({seed: _verdict(claim, runs.for_seed(seed)) if _has_results(runs.for_seed(seed), claim.studies)
+                 else NOT_RUN for seed in seeds}
                 if claim.by_seed and len(seeds) > 1 else {})
     spread = spread_of({seed: claim.cases(runs.for_seed(seed)) for seed in seeds}, claim.statistic, claim.margin,
                        claim.threshold)
@@ -152,6 +153,13 @@ def seed_checked(verdict: str, side, spread: Spread) -> str:
     if SIDES[comparison](low, high, value):
         return verdict
     return undecided + f"the t-interval [{low:.3f}, {high:.3f}] is not {comparison} {value:g})"
+
+
+def _has_results(runs: Runs, studies) -> bool:
+    """Whether any run of ``studies`` holds a result yet: a seed whose runs the grid has not reached
+    is 'not run' (a partial report), never 'not measurable', which says the results cannot decide."""
+    return any(record["metrics"] is not None or record["evaluation"] is not None
+               for record in runs.records if set(studies) & set(record["studies"]))
 
 
 def _verdict(claim: Claim, runs: Runs) -> str:

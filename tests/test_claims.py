@@ -214,6 +214,12 @@ def test_a_claim_across_seeds_says_where_the_seeds_disagree():
     # the pooled rule says reproduced, but the t-interval over the seeds reaches below the 0.1 margin
     assert claim.verdict.startswith("not established on 3 seeds (the rule on the pooled runs: ")
     assert c04_detection.cases(Runs(records, 0.3).for_seed(1)) == pytest.approx([0.45])
+    # seeds 3 and 4 planned but not reached yet: 'not run' (named apart), not 'not measurable'
+    planned = [{**run(method, seed=seed), "metrics": None, "evaluation": None}
+               for seed in (3, 4) for method in ("RBT", "ML-MMDR")]
+    partial = judge(c04_detection.CLAIM, Runs(records + planned, 0.3))
+    assert partial.per_seed == {0: "reproduced", 1: "reproduced", 2: "not reproduced", 3: "not run", 4: "not run"}
+    assert seed_agreement(partial.per_seed).endswith("; not run on seeds 3 4")
 
 
 def test_the_class_level_lines_give_the_target_statistic_against_the_threshold():

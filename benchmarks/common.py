@@ -43,11 +43,14 @@ def threads(default: Optional[int] = None, note: str = ""):
 
 
 def thread_count(requested: Optional[int]) -> int:
-    """Set torch's CPU threads to ``requested`` (None: keep torch's) and return the count in use."""
+    """Set torch's CPU threads, and every BLAS and OpenMP pool's (utils.threads), to ``requested``
+    (None: keep torch's) and return the count in use."""
     import torch
 
+    from utils.threads import pin_cpu_threads
+
     if requested is not None:
-        torch.set_num_threads(requested)
+        pin_cpu_threads(requested)
     return torch.get_num_threads()
 
 

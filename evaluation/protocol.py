@@ -23,7 +23,9 @@ from utils.seed import generator, sample
 # inputs_hash differs). 2: every detection records its threshold-free score beside its rules' F1
 # (a pool's sample-level AUROC, a class verdict's target rank) and STRIP both threshold rules. 3: IBD-PSC's
 # threshold-free score is −log(1 − PSC) from its logits, where PSC itself rounds to 1.0 (its AUROC was ties).
-RECORD_VERSION = 3
+# 4: the grid's stages pin the BLAS and OpenMP pools to --threads too (utils.threads), whose count BLAS
+# results can depend on.
+RECORD_VERSION = 4
 
 
 @dataclass

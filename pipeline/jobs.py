@@ -14,8 +14,6 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
-
 from pipeline.config import RunConfig
 from pipeline.rundir import RunDir
 from pipeline.stages import get, run_stage
@@ -24,6 +22,7 @@ from pipeline.stages.train import resumable
 from utils import distributed
 from utils.errors import UserError
 from utils.io import read_json, save_json
+from utils.threads import cpu_threads
 
 
 @dataclass
@@ -121,17 +120,14 @@ def run_job(job: Job, log_dir: Path, threads: int = None) -> dict:
     output exists is not done)."""
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)  # on this node: a Slurm task may run where the driver did not
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads or allocated_cpus())
     try:
-        timings = _run_stages(job, log_dir)
+        with cpu_threads(threads or allocated_cpus()):  # torch's and every BLAS/OpenMP pool alike
+            timings = _run_stages(job, log_dir)
     except RunStopped:
         raise
     except UserError as error:
         record_failure(log_dir, job.config.run_name, str(error), job.config.config_hash())
         raise
-    finally:
-        torch.set_num_threads(previous)
     if distributed.launched_rank() == 0 and not job.pending():
         forget_failure(log_dir, job.config.run_name)
     return timings

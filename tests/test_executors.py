@@ -267,13 +267,20 @@ def test_a_run_uses_the_threads_of_its_allocation(tmp_path, monkeypatch):
 
     import pipeline.jobs
 
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> set:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
     seen = []
-    monkeypatch.setattr(pipeline.jobs, "run_stage", lambda *args: seen.append(torch.get_num_threads()))
+    # numpy's and scipy's BLAS pools follow torch's count: two runs at once with one thread each must
+    # not start a BLAS thread per core each (OpenBLAS threads spin while they wait)
+    monkeypatch.setattr(pipeline.jobs, "run_stage", lambda *args: seen.append((torch.get_num_threads(), blas_threads())))
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
-    before = torch.get_num_threads()
+    before, blas_before = torch.get_num_threads(), blas_threads()
     pipeline.jobs.run_job(_job(tmp_path), tmp_path)
     pipeline.jobs.run_job(_job(tmp_path), tmp_path, threads=2)
-    assert seen == [1, 2] and torch.get_num_threads() == before
+    assert seen == [(1, {1}), (2, {2})] and torch.get_num_threads() == before and blas_threads() == blas_before
 
 
 def test_a_refused_requeue_says_the_run_was_stopped_not_broken(tmp_path, monkeypatch):

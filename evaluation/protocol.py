@@ -22,10 +22,10 @@ from utils.seed import generator, sample
 # The version of what evaluation.json records; raising it makes every earlier evaluation stale (its
 # inputs_hash differs). 2: every detection records its threshold-free score beside its rules' F1
 # (a pool's sample-level AUROC, a class verdict's target rank) and STRIP both threshold rules. 3: IBD-PSC's
-# threshold-free score is −log(1 − PSC) from its logits, where PSC itself rounds to 1.0 (its AUROC was ties).
-# 4: the grid's stages pin the BLAS and OpenMP pools to --threads too (utils.threads), whose count BLAS
-# results can depend on.
-RECORD_VERSION = 4
+# threshold-free score is PSC's log-odds from its logits, where PSC itself rounds to 1.0 (its AUROC was ties).
+# 4 and 5: the grid's stages pin the BLAS and OpenMP pools to --threads too (utils.threads), whose count BLAS
+# results can depend on, those loaded during a stage included.
+RECORD_VERSION = 5
 
 
 @dataclass

@@ -156,10 +156,14 @@ def seed_checked(verdict: str, side, spread: Spread) -> str:
 
 
 def _has_results(runs: Runs, studies) -> bool:
-    """Whether any run of ``studies`` holds a result yet: a seed whose runs the grid has not reached
-    is 'not run' (a partial report), never 'not measurable', which says the results cannot decide."""
-    return any(record["metrics"] is not None or record["evaluation"] is not None
-               for record in runs.records if set(studies) & set(record["studies"]))
+    """Whether every one of ``studies`` that has runs here holds a result in one of them: a seed
+    whose runs of some study the grid has not reached is 'not run' (a partial report), never 'not
+    measurable', which says the results cannot decide. (A run shared by two studies counts for both:
+    the kernel study's GMK2 run is the λ sweep's.)"""
+    planned = [[record for record in runs.records if study in record["studies"]] for study in studies]
+    planned = [records for records in planned if records]
+    return bool(planned) and all(any(record["metrics"] is not None or record["evaluation"] is not None
+                                     for record in records) for records in planned)
 
 
 def _verdict(claim: Claim, runs: Runs) -> str:

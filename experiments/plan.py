@@ -85,8 +85,10 @@ def render(estimated: dict, workers: int, budget_hours: float) -> str:
     stage_hours = sum(row["seconds"] for row in estimated["stages"].values()) / 3600
     unknown = sum(row["unknown"] for row in estimated["stages"].values())
     wall = stage_hours / max(workers, 1)
-    verdict = "within" if wall <= budget_hours else "over"
+    verdict = "over" if wall > budget_hours else ("so far within" if unknown else "within")
     lines.append(f"to run: {stage_hours:.1f} h of stage time, at least {wall:.1f} h of wall time with {workers} at "
                  f"once: {verdict} the profile's {budget_hours:g} h"
-                 + (f" ({unknown} stages no run has measured yet are not counted)" if unknown else ""))
+                 + (f" ({unknown} stages no run has measured yet are not counted)" if unknown else "")
+                 + ". Each stage is estimated by its last measured time: one measured before a speed-up is "
+                   "overestimated")
     return "\n".join(lines)

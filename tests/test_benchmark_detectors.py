@@ -32,13 +32,17 @@ def test_the_benchmark_times_every_registered_detector_and_records_its_shrink(ti
     assert run_cli(benchmark.main, argv) == 0
     found = json.loads(capsys.readouterr().out)
     assert found["shrunk"] == shrink and found["pools"] == {"N": [40], "ratio": [1.0]}
-    assert set(found["detector_s"]) == set(DETECTORS) and set(found["headline_f1_auroc"]) == set(DETECTORS)
+    scored = set(found["headline_f1_auroc"]) | set(found["class_level_f1_in_target_rank"])
+    assert set(found["detector_s"]) == set(DETECTORS) == scored
+    assert set(found["class_level_f1_in_target_rank"]) == {d for d in DETECTORS if DETECTORS[d].consumes == "classes"}
     assert found["ratio"] == round(found["evaluate_s_every_detector"] / found["evaluate_s_paper_detectors"], 2)
     assert set(PAPER_DETECTORS) < set(found["detector_s"])
 
 
 def test_a_bad_shrink_is_one_line_naming_the_flag(tiny_run, capsys):
     _, run_dir = tiny_run
-    assert run_cli(benchmark.main, ["--run_dir", str(run_dir), "--eval_flags", "--strip_n many"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --eval_flags") and "--strip_n" in err[0]
+    for flags, named in (("--strip_n many", "--strip_n"), ("--detectors ac --strip_n 10", "--detectors"),
+                         ("--pool_sizes 50", "--pool_sizes")):
+        assert run_cli(benchmark.main, ["--run_dir", str(run_dir), "--eval_flags", flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --eval_flags") and named in err[0]

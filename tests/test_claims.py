@@ -220,6 +220,11 @@ def test_a_claim_across_seeds_says_where_the_seeds_disagree():
     partial = judge(c04_detection.CLAIM, Runs(records + planned, 0.3))
     assert partial.per_seed == {0: "reproduced", 1: "reproduced", 2: "not reproduced", 3: "not run", 4: "not run"}
     assert seed_agreement(partial.per_seed).endswith("; not run on seeds 3 4")
+    # C6 on seed 1: the λ sweep's RBT run has results, the kernel study's run none yet: not run either
+    from experiments.claims import c06_kernels
+    kernel = [run("RBT", seed=s) for s in (0, 1)] + [run("ML-MMDR", seed=0, studies=("kernel",))]
+    kernel.append({**run("ML-MMDR", seed=1, studies=("kernel",)), "metrics": None, "evaluation": None})
+    assert judge(c06_kernels.CLAIM, Runs(kernel, 0.3)).per_seed[1] == "not run"
 
 
 def test_the_class_level_lines_give_the_target_statistic_against_the_threshold():

@@ -283,6 +283,27 @@ def test_a_run_uses_the_threads_of_its_allocation(tmp_path, monkeypatch):
     assert seen == [(1, {1}), (2, {2})] and torch.get_num_threads() == before and blas_threads() == blas_before
 
 
+def test_the_pools_a_stage_loads_later_are_limited_too():
+    """In a fresh process (a grid worker), scipy's OpenBLAS and scikit-learn's OpenMP load only when
+    a stage imports them: they must come up at the run's thread count, not at one thread per core."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1])\n"
+            "from utils.threads import cpu_threads\n"
+            "with cpu_threads(1):\n"
+            "    import sklearn.decomposition, scipy.sparse.linalg  # as AC and SPECTRE import them\n"
+            "    from threadpoolctl import threadpool_info\n"
+            "    print(json.dumps([[p['prefix'], p['num_threads']] for p in threadpool_info()]))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[1])],
+                          capture_output=True, text=True, check=True)
+    pools = json.loads(done.stdout)
+    prefixes = {prefix for prefix, _ in pools}
+    assert "libscipy_openblas" in prefixes and "libgomp" in prefixes
+    assert all(threads == 1 for _, threads in pools), pools
+
+
 def test_a_refused_requeue_says_the_run_was_stopped_not_broken(tmp_path, monkeypatch):
     """submitit raises UncompletedJobError from its signal handler when Slurm stops a task it will
     not requeue; that is a stopped run that resumes, not a failed stage."""

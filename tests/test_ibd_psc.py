@@ -1,11 +1,12 @@
 """IBD-PSC (Hou et al., ICML 2024) on a model whose answers are known: amplifying its BatchNorm
 moves a benign image's prediction and leaves a triggered one's confidently on the target."""
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 
 from defenses import DETECTORS
-from defenses.detectors.ibd_psc import IbdPscOptions, amplified, batchnorm_layers, ibd_psc, probe_start
+from defenses.detectors.ibd_psc import IbdPscOptions, amplified, batchnorm_layers, ibd_psc, probe_start, psc_log_odds
 from metrics.auroc import auroc
 
 
@@ -70,7 +71,7 @@ def test_a_probe_that_never_reaches_xi_amplifies_every_layer_and_says_so():
 def test_inputs_whose_psc_rounds_to_one_are_still_ranked_by_their_margin():
     """Two populations that both keep the target under amplification, with logit margins of about 55
     and 75: PSC is exactly 1.0 for every one of them (a softmax saturates above a margin of ~17 in
-    float32, ~37 in float64), so PSC's AUROC would be 0.5 from ties; −log(1 − PSC) from the logits
+    float32, ~37 in float64), so PSC's AUROC would be 0.5 from ties; PSC's log-odds from the logits
     keeps the larger margins apart."""
     model = Toy()
     clean, labels = benign(50, 1), torch.ones(50, dtype=torch.long)
@@ -82,8 +83,13 @@ def test_inputs_whose_psc_rounds_to_one_are_still_ranked_by_their_margin():
     detection = ibd_psc(model, images, clean, labels)
     assert detection.info["psc_at_one"] == 1.0 and detection.flagged.all()  # every PSC is 1.0: the rule flags all
     assert auroc(detection.scores, stronger) == 1.0
-    # the score is −log(1 − PSC): a weak input's is the mean of its probability of the rest, in log space
+    # the score is PSC's log-odds, each mean over the 5 models taken in log space
     with torch.no_grad():
         amplified_logits = torch.stack([amplified(model, k, 1.5)(weak[:1]).double()[0] for k in range(1, 6)])
     rest = torch.logsumexp(amplified_logits[:, 1:], 1) - torch.logsumexp(amplified_logits, 1)
-    assert np.isclose(detection.scores[0], -float(torch.logsumexp(rest, 0) - np.log(5)), rtol=1e-9)
+    kept = torch.log_softmax(amplified_logits, 1)[:, 0]
+    assert np.isclose(detection.scores[0], float(torch.logsumexp(kept, 0) - torch.logsumexp(rest, 0)), rtol=1e-9)
+    # and where PSC is below 1e-16, so that 1 − PSC rounds to 1: the log-odds still order the rows
+    low = psc_log_odds([torch.tensor([[0.0, 40.0, 0.0], [0.0, 80.0, 0.0]], dtype=torch.float64)] * 2,
+                       torch.tensor([0, 0]))
+    assert low.tolist() == pytest.approx([-40.0, -80.0], abs=1e-9)

@@ -1,5 +1,6 @@
 """experiments/reproduce.py: the grid, the verdict rules, and a tiny end-to-end run that resumes."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from experiments.grid import Grid
@@ -14,9 +15,19 @@ from pipeline.cli import run_cli
 from pipeline.config import RunConfig
 
 
+def test_the_grid_runs_five_seeds_and_the_kernel_study_three_of_them():
+    """Issue 45: the studies behind C7–C13 and C8 on seeds 0–4; the kernel study (C6) on 0 1 2, and
+    never on a seed the λ sweep it is compared with lacks."""
+    grid = Grid(base=RunConfig(data_name="digits", out_dir="x"), lambdas=(0.1, 0.3), kernels=("gmk2", "lk"))
+    seeds = lambda study: sorted({config.seed for config in grid.studies()[study]})  # noqa: E731
+    assert seeds("lambda") == seeds("model") == seeds("adaptive") == seeds("erase_tuned") == [0, 1, 2, 3, 4]
+    assert seeds("regularizers") == [0, 1, 2, 3, 4] and seeds("kernel") == [0, 1, 2]
+    assert sorted({c.seed for c in replace(grid, seeds=(0, 1)).studies()["kernel"]}) == [0, 1]
+
+
 def test_grid_studies_share_runs_and_stages_follow_the_study():
     grid = Grid(base=RunConfig(data_name="digits", out_dir="x"), lambdas=(0.1, 0.3), kernels=("gmk2", "gk1", "lk"),
-                erasing_seeds=(0, 1))
+                erasing_seeds=(0, 1), seeds=(0, 1, 2))
     studies = grid.studies()
     # every claim on seeds 0 1 2; the smaller λ and the loss study on seed 0 alone
     assert {name: len(configs) for name, configs in studies.items()} == {

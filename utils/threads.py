@@ -10,12 +10,21 @@ means; results computed by BLAS can depend on that count, as torch's do, and con
 from contextlib import contextmanager
 
 
+def _load_pools() -> None:
+    """Load every library whose pool a stage may use. threadpoolctl limits only the pools loaded when
+    it is called; the stages import scipy and scikit-learn lazily, and scipy's OpenBLAS and
+    scikit-learn's OpenMP would come up with a thread per core after it."""
+    import scipy.linalg  # noqa: F401  (scipy's own OpenBLAS)
+    import sklearn.cluster  # noqa: F401  (scikit-learn's OpenMP, k-means)
+
+
 @contextmanager
 def cpu_threads(count: int):
     """torch's threads and every BLAS and OpenMP pool limited to ``count`` inside the block."""
     import torch
     from threadpoolctl import threadpool_limits
 
+    _load_pools()
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -31,6 +40,7 @@ def pin_cpu_threads(count: int) -> int:
     import torch
     from threadpoolctl import threadpool_limits
 
+    _load_pools()
     torch.set_num_threads(count)
     threadpool_limits(limits=count)
     return count

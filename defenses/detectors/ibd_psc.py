@@ -19,8 +19,9 @@ evaluation's held-out clean training images (STRIP's overlay and fit sets), not 
 only inputs the model classifies as their label or target, where the evaluation's pools already
 hold only inputs classified as the target.
 
-The threshold-free score is −log(1 − PSC), computed from the logits in float64 (``log_complement``):
-it orders inputs as PSC does in exact arithmetic, but where PSC itself rounds to 1.0. In a pool of
+The threshold-free score is PSC's log-odds, log PSC − log(1 − PSC), computed from the logits in
+float64 (``log_probability``, ``log_complement``): it orders inputs as PSC does in exact arithmetic,
+also where PSC itself rounds to 1.0 (or to 0). In a pool of
 inputs classified as the target, amplification sends benign ones to the target too (it does so to
 most clean inputs of a backdoored model), so both kinds keep their prediction: triggered ones with
 logit margins of about 200, benign ones of about 80, and a softmax of either is exactly 1.0 in float32
@@ -83,11 +84,24 @@ def logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Ten
                           for start in range(0, len(images), batch_size)])
 
 
+def log_probability(logits_: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits_)[label] per row."""
+    return torch.log_softmax(logits_, 1)[torch.arange(len(logits_)), label]
+
+
 def log_complement(logits_: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """log(1 − softmax(logits_)[label]) per row = logsumexp of the other logits − logsumexp of all."""
     others = logits_.clone()
     others[torch.arange(len(logits_)), label] = -math.inf
     return torch.logsumexp(others, 1) - torch.logsumexp(logits_, 1)
+
+
+def psc_log_odds(logits_by_model: list, label: torch.Tensor) -> torch.Tensor:
+    """log PSC − log(1 − PSC) per row, PSC = mean over the models of softmax(logits)[label]: each
+    mean taken in log space (logsumexp; the 1/n of both cancels), so that neither rounds to 1 or 0."""
+    kept = torch.logsumexp(torch.stack([log_probability(z, label) for z in logits_by_model]), 0)
+    rest = torch.logsumexp(torch.stack([log_complement(z, label) for z in logits_by_model]), 0)
+    return kept - rest
 
 
 def probe_start(model: nn.Module, clean_images: torch.Tensor, clean_labels: torch.Tensor, options: IbdPscOptions,
@@ -106,7 +120,7 @@ def probe_start(model: nn.Module, clean_images: torch.Tensor, clean_labels: torc
 
 def ibd_psc(model: nn.Module, images, clean_images, clean_labels, options: IbdPscOptions = None,
             batch_size: int = 512) -> Detection:
-    """IBD-PSC on ``images`` (float, [0, 1]); ``flagged`` = PSC ≥ T, ``scores`` = −log(1 − PSC) from
+    """IBD-PSC on ``images`` (float, [0, 1]); ``flagged`` = PSC ≥ T, ``scores`` = PSC's log-odds from
     the logits (PSC's order, without its rounding to 1.0: see the module docstring)."""
     options = options if options is not None else IbdPscOptions()
     check_params(options)
@@ -120,23 +134,25 @@ def ibd_psc(model: nn.Module, images, clean_images, clean_labels, options: IbdPs
                                          batch_size)
     original = probabilities(model, images, batch_size).argmax(1)
     psc = torch.zeros(len(images), dtype=torch.float64)
-    log_rest = []  # per amplified model: log(1 − its probability of ŷ), from the logits (does not round to log 0)
+    amplified_logits = []
     for count in range(start, start + options.n):
         logits_ = logits(amplified(model, count + options.layer_offset, options.scale), images, batch_size)
         psc += torch.softmax(logits_, 1)[torch.arange(len(images)), original]
-        log_rest.append(log_complement(logits_, original))
+        amplified_logits.append(logits_)
     psc = (psc / options.n).numpy()
-    # −log(1 − PSC) = −log mean_k (1 − p_k): increasing in PSC, so it ranks as PSC would in exact
-    # arithmetic, but it keeps apart the inputs whose PSC rounds to 1.0 (a deep amplification can
-    # give logit margins of 50–300, where every softmax is 1.0 in float64 and AUROC sees only ties)
-    scores = (math.log(options.n) - torch.logsumexp(torch.stack(log_rest), 0)).numpy()
+    # log PSC − log(1 − PSC), each a log of a mean over the n models taken in log space: increasing in
+    # PSC, so it ranks as PSC would in exact arithmetic, but it keeps apart the inputs whose PSC rounds
+    # to 1.0 (a deep amplification gives logit margins of 50–300, where every softmax is 1.0 in float64
+    # and AUROC sees only ties), and those whose PSC is below 1e-16
+    scores = psc_log_odds(amplified_logits, original).numpy()
     flagged = psc >= options.threshold
     passes += len(images) * (options.n + 1)
     return Detection(flagged=flagged, scores=scores, threshold_scores=[scores], decisions={"threshold": flagged},
                      info={"threshold": options.threshold, "start_layers": start, "probe_reached": reached,
                            "batchnorm_layers": len(batchnorm_layers(model)), "layer_offset": options.layer_offset,
                            "forward_passes": passes, "clean_images": len(clean_images), "training_steps": 0,
-                           "score": "-log(1 - PSC) from the logits in float64 (PSC's order without its rounding)",
+                           "score": "log PSC - log(1 - PSC) from the logits in float64 (PSC's order without its "
+                                    "rounding)",
                            "psc_at_one": float((psc >= 1.0).mean())})
 
 

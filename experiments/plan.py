@@ -1,11 +1,12 @@
 """What the grid will cost before it runs (``reproduce.py --plan``): its runs and stages per study, the
 stages still to run, and their hours estimated from the stage times the runs directory has measured.
 
-A stage still to run is estimated by the time its own run measured for it last (a stage made stale by
-a changed protocol costs about what it cost before), else by the median of the same stage on runs of
-the same model (an evaluate stage with the paper's three detectors apart from one with every
-detector), else by the median of the stage on any model; a stage no run has measured yet is counted
-as unknown, never as free. Wall time at ``workers`` runs at once is the stage time divided by them: a
+A stage still to run is estimated by the median of the stages of its kind (its model, the stage, and
+for an evaluate stage its detector set: the paper's three or every one) that the newest invocation
+of the grid measured, which ran the code and machine as they are; else by the time its own run
+measured for it last (a stage made stale by a changed protocol costs about what it cost before);
+else by the median of its kind, else of the stage on any model; a stage no run has measured yet is
+counted as unknown, never as free. Wall time at ``workers`` runs at once is the stage time divided by them: a
 lower bound, since runs are not of equal length and the last ones run alone.
 """
 from collections import defaultdict
@@ -37,12 +38,14 @@ def medians(jobs, timings: dict) -> tuple:
             {stage: median(values) for stage, values in by_stage.items()})
 
 
-def estimate(jobs, studies: dict, timings: dict, pending: dict) -> dict:
+def estimate(jobs, studies: dict, timings: dict, pending: dict, recent: dict = None) -> dict:
     """Per stage and per study: stages in all, stages to run, and the seconds estimated for those.
 
     ``jobs``: the grid's jobs; ``studies``: {study: [run name]}; ``timings``: {run name: {stage:
-    seconds}} as measured; ``pending``: {run name: [stage names still to run]}."""
+    seconds}} as measured last; ``pending``: {run name: [stage names still to run]}; ``recent``:
+    {run name: {stage: seconds}} measured by the newest invocation (preferred, by kind)."""
     by_key, by_stage = medians(jobs, timings)
+    recent_by_key, _ = medians(jobs, recent or {})
     rows = {"stages": defaultdict(lambda: {"stages": 0, "to_run": 0, "seconds": 0.0, "unknown": 0}),
             "studies": defaultdict(lambda: {"runs": 0, "stages": 0, "to_run": 0, "seconds": 0.0, "unknown": 0})}
     study_of = defaultdict(list)
@@ -60,9 +63,10 @@ def estimate(jobs, studies: dict, timings: dict, pending: dict) -> dict:
             study["stages"] += 1
             if stage not in pending.get(name, ()):
                 continue
-            seconds = timings.get(name, {}).get(stage)
+            key = stage_key(job, stage, options)
+            seconds = recent_by_key.get(key, timings.get(name, {}).get(stage))
             if seconds is None:
-                seconds = by_key.get(stage_key(job, stage, options), by_stage.get(stage))
+                seconds = by_key.get(key, by_stage.get(stage))
             for target in (row, study):
                 target["to_run"] += 1
                 if seconds is None:
@@ -89,6 +93,6 @@ def render(estimated: dict, workers: int, budget_hours: float) -> str:
     lines.append(f"to run: {stage_hours:.1f} h of stage time, at least {wall:.1f} h of wall time with {workers} at "
                  f"once: {verdict} the profile's {budget_hours:g} h"
                  + (f" ({unknown} stages no run has measured yet are not counted)" if unknown else "")
-                 + ". Each stage is estimated by its last measured time: one measured before a speed-up is "
-                   "overestimated")
+                 + ". Each stage is estimated from the newest invocation's times of its kind where it measured "
+                   "one, else from earlier times, which overstate a stage made faster since")
     return "\n".join(lines)

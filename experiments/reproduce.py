@@ -344,13 +344,23 @@ def seeds_fact(grid, args) -> str:
 def plan_text(grid, jobs: list, timings: dict, args) -> str:
     """--plan: the grid's stages and their estimated hours (experiments.plan), nothing run."""
     from experiments.plan import estimate, render
+    from utils.io import read_json
 
     measured = {name: dict(stages) for name, stages in timings.items()}
     for job in jobs:  # each run's own record of its stage times, as the report reads them
         measured.setdefault(job.config.run_name, {}).update(job.run.read("stage_seconds") or {})
     studies = {study: [config.run_name for config in configs] for study, configs in grid.studies().items()}
     pending = {job.config.run_name: [name for name, _ in job.pending()] for job in jobs}
-    return render(estimate(jobs, studies, measured, pending), args.jobs, BUDGET_HOURS[args.profile])
+    # the times the newest invocation that ran stages measured: the code and machine as they are now
+    ran = [entry["started"] for entry in (read_json(Path(args.out_dir) / "invocations.json", list, "delete it")
+                                          if (Path(args.out_dir) / "invocations.json").is_file() else [])
+           if entry.get("command")]
+    recent = {}
+    for job in jobs:
+        for attempt in (job.run.read("stage_runs") or {}).get("attempts", []):
+            if ran and attempt.get("ended", "") >= max(ran):
+                recent.setdefault(job.config.run_name, {})[attempt["stage"]] = attempt["seconds"]
+    return render(estimate(jobs, studies, measured, pending, recent), args.jobs, BUDGET_HOURS[args.profile])
 
 
 def tables_dir(args) -> Path:

@@ -184,5 +184,6 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
             job.run.write("stage_seconds", {**(job.run.read("stage_seconds") or {}), name: timings[name]})
             # every attempt too: a stage run again (a resumed or retrained run) keeps its earlier times here
             earlier = (job.run.read("stage_runs") or {}).get("attempts", [])
-            job.run.write("stage_runs", {"attempts": earlier + [{"stage": name, "seconds": timings[name]}]})
+            job.run.write("stage_runs", {"attempts": earlier + [{"stage": name, "seconds": timings[name],
+                                                                 "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}]})
     return timings

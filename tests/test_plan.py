@@ -46,3 +46,15 @@ def test_the_wall_time_is_the_stage_time_over_the_runs_at_once_against_the_budge
     text = render(rows, workers=2, budget_hours=12)
     assert f"with 2 at once: {verdict} the profile's 12 h" in text
     assert f"{seconds / 3600:.1f} h of stage time, at least {seconds / 7200:.1f} h of wall time" in text
+
+
+def test_the_newest_invocations_times_of_a_kind_replace_the_earlier_ones():
+    """A stage made faster since (the grid's BLAS threads pinned): the newest invocation's measured
+    times of its kind estimate it, not the time its own run measured before."""
+    jobs = [job("a"), job("b"), job("c"), job("p", evaluate=PAPER)]
+    earlier = {"a": {"evaluate": 300.0}, "b": {"evaluate": 500.0}, "p": {"evaluate": 250.0}}
+    recent = {"c": {"evaluate": 100.0}}  # re-measured by this invocation: every-detector evaluations cost 100 s now
+    pending = {name: ["evaluate"] for name in ("a", "b", "p")}
+    rows = estimate(jobs, {"s": ["a", "b", "c", "p"]}, {**earlier, **recent}, pending, recent)
+    # a and b: the recent median of their kind (100); p: no recent paper-three evaluation, its own 250
+    assert rows["stages"]["evaluate"]["seconds"] == 100 + 100 + 250

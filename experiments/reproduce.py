@@ -358,7 +358,7 @@ def plan_text(grid, jobs: list, timings: dict, args) -> str:
     recent = {}
     for job in jobs:
         for attempt in (job.run.read("stage_runs") or {}).get("attempts", []):
-            if ran and attempt.get("ended", "") >= max(ran):
+            if ran and attempt.get("ended", "") >= max(ran) and not attempt.get("resumed"):
                 recent.setdefault(job.config.run_name, {})[attempt["stage"]] = attempt["seconds"]
     return render(estimate(jobs, studies, measured, pending, recent), args.jobs, BUDGET_HOURS[args.profile])
 

@@ -160,11 +160,10 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
         suffix = f".rank{rank}" if rank else ""
         log = log_dir / f"{job.config.run_name}.{name}{suffix}.log"
         started = time.perf_counter()
+        resumed = name == "train" and rank == 0 and resumable(job.config, distributed.launched_world_size())
         with open(log, "w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
             try:  # a stale run is retrained in place (the grid owns its directories); an interrupted one resumes
-                config = (replace(job.config, overwrite=True,
-                                  resume=rank == 0 and resumable(job.config, distributed.launched_world_size()))
-                          if name == "train" else job.config)
+                config = replace(job.config, overwrite=True, resume=resumed) if name == "train" else job.config
                 run_stage(name, config, options)
                 failure, stopped = None, False
             except Exception as error:  # reported below with the log's path, never swallowed
@@ -184,6 +183,8 @@ def _run_stages(job: Job, log_dir: Path) -> dict:
             job.run.write("stage_seconds", {**(job.run.read("stage_seconds") or {}), name: timings[name]})
             # every attempt too: a stage run again (a resumed or retrained run) keeps its earlier times here
             earlier = (job.run.read("stage_runs") or {}).get("attempts", [])
-            job.run.write("stage_runs", {"attempts": earlier + [{"stage": name, "seconds": timings[name],
-                                                                 "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}]})
+            # a training resumed from a checkpoint ran only its last epochs: its time is not a whole stage's
+            attempt = {"stage": name, "seconds": timings[name], "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                       **({"resumed": True} if resumed else {})}
+            job.run.write("stage_runs", {"attempts": earlier + [attempt]})
     return timings

@@ -54,6 +54,9 @@ def test_a_retrained_model_that_differs_leaves_the_records_behind(tmp_path):
     # the time the first training took was spent all the same: every attempt stays on record
     assert [a["stage"] for a in run.read("stage_runs")["attempts"]] == ["train", "train", "prune"]
     assert run.read("stage_runs")["attempts"][0] == first[0]
+    # each attempt says when it ended (--plan prefers the newest invocation's times); a fresh training is
+    # a whole stage, not a resumed one (whose time covers its last epochs only)
+    assert len(first[0]["ended"]) == len("2026-12-08T01:02:03") and "resumed" not in first[0]
 
 
 def test_the_archive_ignores_checkpoints_and_keeps_records():

@@ -123,7 +123,9 @@ def judge(claim: Claim, runs: Runs) -> Judgement:
                 if claim.by_seed and len(seeds) > 1 else {})
     spread = spread_of({seed: claim.cases(runs.for_seed(seed)) for seed in seeds}, claim.statistic, claim.margin,
                        claim.threshold)
-    pooled, evidence = claim.judge(runs)
+    # the pooled rule reads the same seeds as the spread: those every study of the claim holds
+    pooled, evidence = claim.judge(Runs([r for r in runs.records if r["config"].seed in seeds], runs.lamb)
+                                   if seeds else runs)
     verdict = seed_checked(pooled, claim.seed_sides.get(pooled), spread)
     return Judgement(claim.id, claim.statement, claim.rule_text(runs), verdict, evidence, claim.paper, claim.checks,
                      per_seed, spread, claim.history, pooled)

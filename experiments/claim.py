@@ -118,10 +118,11 @@ def judge(claim: Claim, runs: Runs) -> Judgement:
     """``claim`` judged on ``runs`` (every seed pooled), with its verdict on each seed alone (where
     ``claim.by_seed``) and the spread of its cases over the seeds."""
     seeds = runs.seeds(claim.studies)  # the claim's own studies' seeds: C12's and C13's are not the main grid's
-    per_seed = ({seed: _verdict(claim, runs.for_seed(seed)) if _has_results(runs.for_seed(seed), claim.studies)
-                 else NOT_RUN for seed in seeds}
+    by_seed = {seed: runs.for_seed(seed) for seed in seeds}
+    per_seed = ({seed: _verdict(claim, alone) if _has_results(alone, claim.studies) else NOT_RUN
+                 for seed, alone in by_seed.items()}
                 if claim.by_seed and len(seeds) > 1 else {})
-    spread = spread_of({seed: claim.cases(runs.for_seed(seed)) for seed in seeds}, claim.statistic, claim.margin,
+    spread = spread_of({seed: claim.cases(alone) for seed, alone in by_seed.items()}, claim.statistic, claim.margin,
                        claim.threshold)
     # the pooled rule reads the same seeds as the spread: those every study of the claim holds
     pooled, evidence = claim.judge(Runs([r for r in runs.records if r["config"].seed in seeds], runs.lamb)

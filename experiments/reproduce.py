@@ -217,13 +217,13 @@ def main(argv=None) -> int:
     timing_path = Path(args.out_dir) / "timings.json"
     timings = (read_json(timing_path, dict, "resolve it (keep every run's entry) or delete it; each run's "
                                             "stage_seconds.json keeps its own times") if timing_path.is_file() else {})
-    if args.plan:
-        print(plan_text(grid, jobs, timings, args))
-        return 0
     argv = list(sys.argv[1:] if argv is None else argv)
     invocations = Invocations(Path(args.out_dir) / "invocations.json",
                               machine=f"{platform.node()}: {describe_machine()}", jobs=args.jobs, threads=args.threads,
-                              command=None if args.report_only else grid_command([], argv))
+                              command=None if args.report_only or args.plan else grid_command([], argv))
+    if args.plan:  # nothing is run, and nothing written
+        print(plan_text(grid, jobs, timings, invocations.ran(), args))
+        return 0
     finished = set()
 
     def record(name: str, stages: dict) -> None:  # saved as each run finishes, so a kill loses none
@@ -252,9 +252,7 @@ def main(argv=None) -> int:
                     failed = error if failed is None else failed.merge(error)
                 if args.executor == "slurm" and any(job.pending() for job in phase):
                     return 0  # queued: the same command, run again once the array has finished, goes on
-    for job in jobs:  # a stage's time is also saved in its run as it ends: a run cut off later keeps it
-        timings[job.config.run_name] = {**timings.get(job.config.run_name, {}), **(job.run.read("stage_seconds") or {})}
-    timings = {name: stages for name, stages in timings.items() if stages}
+    timings = with_run_times(timings, jobs)
     attempts = {job.config.run_name: record["attempts"] for job in jobs if (record := job.run.read("stage_runs"))}
     missing = sum(len(job.pending()) for job in jobs)
     stages = (sum(len(job.stages) for job in jobs) - missing, sum(len(job.stages) for job in jobs))
@@ -341,26 +339,31 @@ def seeds_fact(grid, args) -> str:
     return "; ".join(parts) + ". A claim reading two studies is judged on the seeds they share"
 
 
-def plan_text(grid, jobs: list, timings: dict, args) -> str:
-    """--plan: the grid's stages and their estimated hours (experiments.plan), nothing run."""
-    from experiments.plan import estimate, render
-    from utils.io import read_json
+def with_run_times(timings: dict, jobs: list) -> dict:
+    """timings.json's {run: {stage: seconds}} with each run's own stage_seconds.json over it (a stage's
+    time is saved in its run as it ends, so a run cut off later keeps it); runs with none left out."""
+    merged = {name: dict(stages) for name, stages in timings.items()}
+    for job in jobs:
+        merged[job.config.run_name] = {**merged.get(job.config.run_name, {}), **(job.run.read("stage_seconds") or {})}
+    return {name: stages for name, stages in merged.items() if stages}
 
-    measured = {name: dict(stages) for name, stages in timings.items()}
-    for job in jobs:  # each run's own record of its stage times, as the report reads them
-        measured.setdefault(job.config.run_name, {}).update(job.run.read("stage_seconds") or {})
+
+def plan_text(grid, jobs: list, timings: dict, ran: list, args) -> str:
+    """--plan: the grid's stages and their estimated hours (experiments.plan), nothing run. ``ran``:
+    the invocations that ran stages (wallclock.Invocations.ran)."""
+    from experiments.plan import estimate, render
+
     studies = {study: [config.run_name for config in configs] for study, configs in grid.studies().items()}
     pending = {job.config.run_name: [name for name, _ in job.pending()] for job in jobs}
     # the times the newest invocation that ran stages measured: the code and machine as they are now
-    ran = [entry["started"] for entry in (read_json(Path(args.out_dir) / "invocations.json", list, "delete it")
-                                          if (Path(args.out_dir) / "invocations.json").is_file() else [])
-           if entry.get("command")]
+    newest = max((entry["started"] for entry in ran), default=None)
     recent = {}
-    for job in jobs:
+    for job in jobs if newest else ():
         for attempt in (job.run.read("stage_runs") or {}).get("attempts", []):
-            if ran and attempt.get("ended", "") >= max(ran) and not attempt.get("resumed"):
+            if attempt.get("ended", "") >= newest and not attempt.get("resumed"):
                 recent.setdefault(job.config.run_name, {})[attempt["stage"]] = attempt["seconds"]
-    return render(estimate(jobs, studies, measured, pending, recent), args.jobs, BUDGET_HOURS[args.profile])
+    return render(estimate(jobs, studies, with_run_times(timings, jobs), pending, recent), args.jobs,
+                  BUDGET_HOURS[args.profile])
 
 
 def tables_dir(args) -> Path:
